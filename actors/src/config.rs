@@ -1,0 +1,366 @@
+/*!
+The node config file: which roles a node plays and where it keeps its data.
+
+Phase one reads the TOML with every problem collected ([`crate::toml_reader`]);
+phase two fills defaults, applies `CONVEYOR_BROKER_URL`, and resolves relative
+paths against the config file's directory. See `config.toml` at the repository
+root for the documented example.
+*/
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conveyor_schemas::TaskKind;
+
+use crate::toml_reader::{parse_document, Diag, Problems, Tbl};
+
+/// Environment variable that overrides `[broker] url`.
+pub const BROKER_URL_ENV: &str = "CONVEYOR_BROKER_URL";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    pub node_name: String,
+    /// Absent: embedded mode, every role in one process over the in-process transport.
+    pub broker: Option<BrokerConfig>,
+    /// Present: this node plays the coordinator.
+    pub coordinator: Option<CoordinatorConfig>,
+    /// Worker kinds this node runs, with their concurrency.
+    pub workers: BTreeMap<TaskKind, usize>,
+    pub artifacts: PathBuf,
+    pub output_root: PathBuf,
+    /// How often workers announce themselves; peers expire them after three.
+    pub heartbeat: Duration,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct BrokerConfig {
+    pub url: String,
+    /// Prefix of every exchange and queue name.
+    pub namespace: String,
+    /// Unacked deliveries per worker consumer. Defaults to its concurrency.
+    pub prefetch: Option<u16>,
+    /// Deliveries of one task message before the broker dead-letters it.
+    pub delivery_limit: u32,
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordinatorConfig {
+    /// How long a ready task waits for a live worker of its kind before its flow fails.
+    pub worker_wait: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            worker_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Hides the password of an AMQP URL, for logs and reports.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme_end], &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl NodeConfig {
+    /// The config of `conveyor run FLOW` with no `--config`: every role, in this process.
+    pub fn embedded(base: &Path) -> NodeConfig {
+        let concurrency = default_concurrency();
+        NodeConfig {
+            node_name: "local".into(),
+            broker: None,
+            coordinator: Some(CoordinatorConfig::default()),
+            workers: TaskKind::ALL
+                .into_iter()
+                .map(|k| (k, concurrency))
+                .collect(),
+            artifacts: base.join(".conveyor/artifacts"),
+            output_root: base.join("out"),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<NodeConfig, Problems> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Problems {
+            file: file.clone(),
+            problems: vec![crate::toml_reader::Problem {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let broker_env = std::env::var(BROKER_URL_ENV).ok().filter(|s| !s.is_empty());
+        NodeConfig::parse(&file, &text, base, broker_env)
+    }
+
+    pub fn parse(
+        file: &str,
+        text: &str,
+        base: &Path,
+        broker_env: Option<String>,
+    ) -> Result<NodeConfig, Problems> {
+        let doc = parse_document(file, text)?;
+        let diag = Diag::new(text);
+        let mut root = Tbl::new(&diag, "", doc.as_table(), None);
+        let mut embedded = NodeConfig::embedded(base);
+        embedded.workers.clear();
+        embedded.coordinator = None;
+        let mut cfg = embedded;
+
+        if let Some(mut node) = root.table("node") {
+            if let Some(name) = node.str("name") {
+                if crate::valid_name(&name) {
+                    cfg.node_name = name;
+                } else {
+                    node.error(
+                        "name",
+                        "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
+                    );
+                }
+            }
+            if let Some(d) = node.duration("heartbeat") {
+                if d < Duration::from_millis(100) {
+                    node.error("heartbeat", "must be at least 100ms");
+                } else {
+                    cfg.heartbeat = d;
+                }
+            }
+            node.finish();
+        } else if !root.has("node") {
+            root.error("node", "is required: a `[node]` table with a `name`");
+        }
+
+        let mut broker_url = broker_env;
+        if let Some(mut broker) = root.table("broker") {
+            let url = broker.str("url");
+            if broker_url.is_none() {
+                broker_url = url;
+            }
+            let namespace = broker.str("namespace").unwrap_or_else(|| "conveyor".into());
+            if !crate::valid_name(&namespace) {
+                broker.error(
+                    "namespace",
+                    "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
+                );
+            }
+            let prefetch = broker.uint("prefetch", 1, 10_000).map(|p| p as u16);
+            let delivery_limit = broker.uint("delivery_limit", 1, 1000).unwrap_or(5) as u32;
+            if let Some(url) = &broker_url {
+                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                    broker.error("url", "must start with amqp:// or amqps://");
+                }
+            }
+            if broker_url.is_none() && broker.has("namespace") {
+                broker.error(
+                    "url",
+                    format!("is required when [broker] is present (or set {BROKER_URL_ENV})"),
+                );
+            }
+            broker.finish();
+            cfg.broker = broker_url.clone().map(|url| BrokerConfig {
+                url,
+                namespace,
+                prefetch,
+                delivery_limit,
+            });
+        } else if let Some(url) = broker_url {
+            cfg.broker = Some(BrokerConfig {
+                url,
+                namespace: "conveyor".into(),
+                prefetch: None,
+                delivery_limit: 5,
+            });
+        }
+
+        if let Some(mut coord) = root.table("coordinator") {
+            let mut c = CoordinatorConfig::default();
+            if let Some(d) = coord.duration("worker_wait") {
+                c.worker_wait = d;
+            }
+            coord.finish();
+            cfg.coordinator = Some(c);
+        }
+
+        if let Some(mut workers) = root.table("workers") {
+            let kinds = workers.str_list("kinds");
+            let kinds = workers.required("kinds", kinds).unwrap_or_default();
+            let mut concurrency_of = BTreeMap::new();
+            if let Some(mut conc) = workers.table("concurrency") {
+                for key in conc.keys() {
+                    match TaskKind::parse(&key) {
+                        Some(kind) => {
+                            if let Some(n) = conc.uint(&key, 1, 1024) {
+                                concurrency_of.insert(kind, n as usize);
+                            }
+                        }
+                        None => {
+                            conc.get(&key);
+                            conc.error(
+                                &key,
+                                "unknown task kind; expected extract, transform or load",
+                            );
+                        }
+                    }
+                }
+                conc.finish();
+            }
+            for name in &kinds {
+                match TaskKind::parse(name) {
+                    Some(kind) => {
+                        let n = concurrency_of
+                            .get(&kind)
+                            .copied()
+                            .unwrap_or_else(default_concurrency);
+                        cfg.workers.insert(kind, n);
+                    }
+                    None => workers.error(
+                        "kinds",
+                        format!("unknown task kind `{name}`; expected extract, transform or load"),
+                    ),
+                }
+            }
+            for kind in concurrency_of.keys() {
+                if !cfg.workers.contains_key(kind) && diag.is_clean() {
+                    workers.error(
+                        "concurrency",
+                        format!("sets `{kind}` but `{kind}` is not in `kinds`"),
+                    );
+                }
+            }
+            workers.finish();
+        }
+
+        if let Some(mut storage) = root.table("storage") {
+            if let Some(p) = storage.str("artifacts") {
+                cfg.artifacts = base.join(p);
+            }
+            if let Some(p) = storage.str("output_root") {
+                cfg.output_root = base.join(p);
+            }
+            storage.finish();
+        }
+        root.finish();
+
+        if cfg.broker.is_none() && cfg.coordinator.is_none() != cfg.workers.is_empty() {
+            // Without a broker a node can only talk to itself, so it must play every role.
+            diag.report(
+                "broker",
+                None,
+                "a node without a broker runs embedded and needs both [coordinator] and [workers] (or set [broker] url)",
+            );
+        }
+        diag.finish(file)?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: Option<&str>) -> Result<NodeConfig, Problems> {
+        NodeConfig::parse(
+            "node.toml",
+            text,
+            Path::new("/etc/conveyor"),
+            env.map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn a_worker_node_config_parses_with_defaults() {
+        let cfg = parse(
+            "[node]\nname = \"w1\"\n[broker]\nurl = \"amqp://u:p@h:5672/%2f\"\nnamespace = \"t1\"\n[workers]\nkinds = [\"extract\", \"load\"]\n[workers.concurrency]\nload = 3\n[storage]\nartifacts = \"a\"\noutput_root = \"/srv/out\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.node_name, "w1");
+        let broker = cfg.broker.clone().unwrap();
+        assert_eq!(
+            (broker.namespace.as_str(), broker.delivery_limit),
+            ("t1", 5)
+        );
+        assert_eq!(cfg.workers.get(&TaskKind::Load), Some(&3));
+        assert!(cfg.workers.contains_key(&TaskKind::Extract));
+        assert!(!cfg.workers.contains_key(&TaskKind::Transform));
+        assert_eq!(cfg.artifacts, PathBuf::from("/etc/conveyor/a"));
+        assert_eq!(cfg.output_root, PathBuf::from("/srv/out"));
+        assert!(cfg.coordinator.is_none());
+        assert!(
+            !format!("{cfg:?}").contains(":p@"),
+            "password leaked in Debug"
+        );
+    }
+
+    #[test]
+    fn env_overrides_the_broker_url() {
+        let cfg = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://a/%2f\"\n[workers]\nkinds=[\"load\"]\n",
+            Some("amqp://b/%2f"),
+        )
+        .unwrap();
+        assert_eq!(cfg.broker.unwrap().url, "amqp://b/%2f");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = parse(
+            "[node]\nname = \"w\"\nbogus = 1\n[broker]\nurl = \"http://x\"\nprefetch = 0\n[workers]\nkinds = [\"extract\", \"teleport\"]\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "node.bogus",
+                "broker.url",
+                "broker.prefetch",
+                "workers.kinds"
+            ],
+            "{err}"
+        );
+        assert_eq!(err.problems[0].line, Some(3));
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+    }
+}

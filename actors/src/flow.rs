@@ -1,0 +1,681 @@
+/*!
+Flow files: named tasks that form a DAG.
+
+```toml
+[flow]
+name = "colors"
+
+[tasks.extract]
+kind = "extract"
+path = "../examples/data/colors.csv"   # relative to this file, or `url = "https://..."`
+
+[tasks.transform]
+kind = "transform"
+input = "extract"
+steps = [{ drop = ["HEX"] }]
+
+[tasks.load]
+kind = "load"
+input = "transform"
+path = "colors.csv"                    # under the worker node's output root
+```
+
+Phase one collects every problem with its key and line; phase two checks the
+graph (unknown inputs, cycles) and the paths.
+*/
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use conveyor_schemas::{
+    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, Literal,
+    SourceLocation, Step, TaskKind,
+};
+use toml_edit::Value;
+
+use crate::toml_reader::{parse_document, Diag, Found, Problems, Tbl};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSpec {
+    pub name: String,
+    /// Tasks in a topological order: every task comes after its dependencies.
+    pub tasks: Vec<TaskDef>,
+    /// Overrides the coordinator's wait for a live worker.
+    pub worker_wait: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    /// Delay before attempt 2; doubles each attempt, with jitter, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskDef {
+    pub name: String,
+    pub kind: TaskKind,
+    /// The task whose output this one reads (transform and load).
+    pub input: Option<String>,
+    /// Tasks that must succeed first; includes `input`.
+    pub after: Vec<String>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub body: TaskBody,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskBody {
+    Extract(ExtractSpec),
+    Transform {
+        steps: Vec<Step>,
+    },
+    Load {
+        format: DataFormat,
+        path: String,
+        header: bool,
+    },
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn format_from_path(p: &str) -> Option<DataFormat> {
+    let lower = p.to_ascii_lowercase();
+    let lower = lower.split(['?', '#']).next().unwrap_or("");
+    if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+        Some(DataFormat::Csv)
+    } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+        Some(DataFormat::Parquet)
+    } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
+        Some(DataFormat::Jsonl)
+    } else {
+        None
+    }
+}
+
+fn parse_format(t: &mut Tbl, path: Option<&str>) -> Option<DataFormat> {
+    match t.str("format") {
+        Some(f) => match f.as_str() {
+            "csv" => Some(DataFormat::Csv),
+            "parquet" => Some(DataFormat::Parquet),
+            "jsonl" => Some(DataFormat::Jsonl),
+            other => {
+                t.error(
+                    "format",
+                    format!("unknown format `{other}`; expected csv, parquet or jsonl"),
+                );
+                None
+            }
+        },
+        None if t.has("format") => None,
+        None => {
+            let guess = path.and_then(format_from_path);
+            if guess.is_none() && path.is_some() {
+                t.error("format", "cannot tell the format from the file name; set format = \"csv\", \"parquet\" or \"jsonl\"");
+            }
+            guess
+        }
+    }
+}
+
+impl FlowSpec {
+    pub fn load(path: &Path) -> Result<FlowSpec, Problems> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Problems {
+            file: file.clone(),
+            problems: vec![crate::toml_reader::Problem {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+        FlowSpec::parse(&file, &text, &base)
+    }
+
+    /// Parses a flow; relative extract paths resolve against `base`.
+    pub fn parse(file: &str, text: &str, base: &Path) -> Result<FlowSpec, Problems> {
+        let doc = parse_document(file, text)?;
+        let diag = Diag::new(text);
+        let mut root = Tbl::new(&diag, "", doc.as_table(), None);
+
+        let mut name = String::new();
+        let mut worker_wait = None;
+        let mut defaults = RetryPolicy::default();
+        let mut default_timeout = DEFAULT_TIMEOUT;
+        match root.table("flow") {
+            Some(mut flow) => {
+                name = flow.req_str("name").unwrap_or_default();
+                if !name.is_empty() && !crate::valid_name(&name) {
+                    flow.error(
+                        "name",
+                        "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
+                    );
+                }
+                worker_wait = flow.duration("worker_wait");
+                read_retry(&mut flow, &mut defaults);
+                if let Some(t) = flow.duration("timeout") {
+                    default_timeout = t;
+                }
+                flow.finish();
+            }
+            None if !root.has("flow") => {
+                root.error("flow", "is required: a `[flow]` table with a `name`")
+            }
+            None => {}
+        }
+
+        let mut tasks = Vec::new();
+        match root.table("tasks") {
+            Some(mut table) => {
+                let names = table.keys();
+                if names.is_empty() {
+                    table.error("tasks", "a flow needs at least one task");
+                }
+                for task_name in names {
+                    let Some(mut t) = table.table(&task_name) else {
+                        continue;
+                    };
+                    if !crate::valid_name(&task_name) {
+                        diag.report(&t.path.clone(), t.span(), "task names must be 1-64 characters of letters, digits, `_`, `-` or `.`");
+                    }
+                    if let Some(def) =
+                        read_task(&mut t, &task_name, base, &defaults, default_timeout)
+                    {
+                        tasks.push(def);
+                    }
+                    t.finish();
+                }
+                table.finish();
+            }
+            None if !root.has("tasks") => {
+                root.error("tasks", "is required: one `[tasks.NAME]` table per task")
+            }
+            None => {}
+        }
+        root.finish();
+        if diag.is_clean() {
+            if let Err((task, message)) = order_tasks(&mut tasks) {
+                diag.report(&format!("tasks.{task}"), None, message);
+            }
+        }
+        diag.finish(file)?;
+        Ok(FlowSpec {
+            name,
+            tasks,
+            worker_wait,
+        })
+    }
+
+    pub fn task(&self, name: &str) -> Option<&TaskDef> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+}
+
+fn read_retry(t: &mut Tbl, policy: &mut RetryPolicy) {
+    if let Some(n) = t.uint("max_attempts", 1, 100) {
+        policy.max_attempts = n as u32;
+    }
+    if let Some(d) = t.duration("backoff") {
+        policy.backoff = d;
+    }
+    if let Some(d) = t.duration("max_backoff") {
+        policy.max_backoff = d;
+    }
+}
+
+fn read_task(
+    t: &mut Tbl,
+    name: &str,
+    base: &Path,
+    defaults: &RetryPolicy,
+    timeout: Duration,
+) -> Option<TaskDef> {
+    let kind_text = t.req_str("kind");
+    let kind = match kind_text.as_deref().map(|k| (k, TaskKind::parse(k))) {
+        Some((_, Some(kind))) => Some(kind),
+        Some((k, None)) => {
+            t.error(
+                "kind",
+                format!("unknown task kind `{k}`; expected extract, transform or load"),
+            );
+            None
+        }
+        None => None,
+    };
+    let mut retry = defaults.clone();
+    read_retry(t, &mut retry);
+    let timeout = t.duration("timeout").unwrap_or(timeout);
+    let mut after = t.str_list("after").unwrap_or_default();
+    let mut input = t.str("input");
+    let Some(kind) = kind else {
+        t.skip_rest();
+        return None;
+    };
+    let body = match kind {
+        TaskKind::Extract => {
+            if input.is_some() {
+                t.error(
+                    "input",
+                    "an extract reads a source, not another task's output",
+                );
+            }
+            TaskBody::Extract(read_extract(t, base)?)
+        }
+        TaskKind::Transform | TaskKind::Load => {
+            if input.is_none() && after.len() == 1 {
+                input = Some(after[0].clone());
+            }
+            if input.is_none() {
+                t.error(
+                    "input",
+                    format!(
+                        "a {kind} needs `input = \"TASK\"` naming the task whose output it reads"
+                    ),
+                );
+            }
+            if kind == TaskKind::Transform {
+                TaskBody::Transform {
+                    steps: read_steps(t)?,
+                }
+            } else {
+                let path = t.req_str("path");
+                if let Some(p) = &path {
+                    if let Err(e) = conveyor_etl::paths::check_relative_path("load path", p) {
+                        t.error("path", e.to_string());
+                    }
+                }
+                let format = parse_format(t, path.as_deref());
+                let header = t.bool("header").unwrap_or(true);
+                TaskBody::Load {
+                    format: format?,
+                    path: path?,
+                    header,
+                }
+            }
+        }
+    };
+    if let Some(i) = &input {
+        if !after.contains(i) {
+            after.insert(0, i.clone());
+        }
+    }
+    Some(TaskDef {
+        name: name.to_string(),
+        kind,
+        input,
+        after,
+        retry,
+        timeout,
+        body,
+    })
+}
+
+fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
+    let path = t.str("path");
+    let url = t.str("url");
+    let source = match (path, url) {
+        (Some(p), None) => {
+            let full = base.join(&p);
+            Some((SourceLocation::Path(full.display().to_string()), p))
+        }
+        (None, Some(u)) => {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                t.error("url", "must start with http:// or https://");
+            }
+            Some((SourceLocation::Url(u.clone()), u))
+        }
+        (Some(_), Some(_)) => {
+            t.error("url", "give either `path` or `url`, not both");
+            None
+        }
+        (None, None) => {
+            if !t.has("path") && !t.has("url") {
+                t.error(
+                    "path",
+                    "an extract needs `path = \"FILE\"` or `url = \"https://...\"`",
+                );
+            }
+            None
+        }
+    };
+    let format = parse_format(t, source.as_ref().map(|s| s.1.as_str()));
+    let header = t.bool("header").unwrap_or(true);
+    let delimiter = t.str("delimiter").unwrap_or_else(|| ",".into());
+    if !matches!(delimiter.as_bytes(), [b] if b.is_ascii()) {
+        t.error("delimiter", "must be one ASCII character");
+    }
+    let schema = t.table("schema").map(|mut s| {
+        let mut cols = Vec::new();
+        for key in s.keys() {
+            let ty = s.str(&key);
+            match ty.as_deref().map(|x| (x, ColumnType::parse(x))) {
+                Some((_, Some(column_type))) => cols.push(ColumnSpec {
+                    name: key,
+                    column_type,
+                }),
+                Some((x, None)) => s.error(
+                    &key,
+                    format!("unknown type `{x}`; expected string, int64, float64 or boolean"),
+                ),
+                None => {}
+            }
+        }
+        s.finish();
+        cols
+    });
+    Some(ExtractSpec {
+        source: source?.0,
+        format: format?,
+        schema,
+        header,
+        delimiter,
+    })
+}
+
+fn read_steps(t: &mut Tbl) -> Option<Vec<Step>> {
+    let found = t.get("steps")?;
+    let Some(array) = found.item.as_value().and_then(Value::as_array) else {
+        t.diag.report(
+            &found.path,
+            found.span,
+            "must be a list of steps, e.g. [{ drop = [\"HEX\"] }]",
+        );
+        return None;
+    };
+    let mut steps = Vec::new();
+    let mut ok = true;
+    for (i, value) in array.iter().enumerate() {
+        let path = format!("{}[{i}]", found.path);
+        let Some(table) = value.as_inline_table() else {
+            t.diag.report(
+                &path,
+                value.span(),
+                "a step is a table such as { drop = [\"HEX\"] }",
+            );
+            ok = false;
+            continue;
+        };
+        let mut st = Tbl::new(t.diag, path.clone(), table, value.span());
+        let keys = st.keys();
+        if keys.len() != 1 {
+            st.diag.report(
+                &path,
+                value.span(),
+                "a step has exactly one of drop, select, rename, filter, cast",
+            );
+            ok = false;
+            continue;
+        }
+        match read_step(&mut st, &keys[0]) {
+            Some(s) => steps.push(s),
+            None => ok = false,
+        }
+        st.finish();
+    }
+    ok.then_some(steps)
+}
+
+fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
+    match key {
+        "drop" => st.str_list("drop").map(Step::Drop),
+        "select" => st.str_list("select").map(Step::Select),
+        "rename" => {
+            let mut r = st.table("rename")?;
+            let mut map = BTreeMap::new();
+            for old in r.keys() {
+                if let Some(new) = r.str(&old) {
+                    map.insert(old, new);
+                }
+            }
+            r.finish();
+            Some(Step::Rename(map))
+        }
+        "filter" => {
+            let mut f = st.table("filter")?;
+            let column = f.req_str("column");
+            let op = f.req_str("op").and_then(|op| {
+                let parsed = CompareOp::parse(&op);
+                if parsed.is_none() {
+                    f.error(
+                        "op",
+                        format!("unknown operator `{op}`; expected eq, ne, lt, le, gt or ge"),
+                    );
+                }
+                parsed
+            });
+            let value = match f.get("value") {
+                Some(found) => literal(&found, f.diag),
+                None => {
+                    f.error("value", "is required");
+                    None
+                }
+            };
+            f.finish();
+            Some(Step::Filter(FilterStep {
+                column: column?,
+                op: op?,
+                value: value?,
+            }))
+        }
+        "cast" => {
+            let mut c = st.table("cast")?;
+            let column = c.req_str("column");
+            let to = c.req_str("to").and_then(|to| {
+                let parsed = ColumnType::parse(&to);
+                if parsed.is_none() {
+                    c.error(
+                        "to",
+                        format!("unknown type `{to}`; expected string, int64, float64 or boolean"),
+                    );
+                }
+                parsed
+            });
+            c.finish();
+            Some(Step::Cast(CastStep {
+                column: column?,
+                to: to?,
+            }))
+        }
+        other => {
+            st.get(other);
+            st.error(
+                other,
+                "unknown step; expected drop, select, rename, filter or cast",
+            );
+            None
+        }
+    }
+}
+
+fn literal(found: &Found, diag: &Diag) -> Option<Literal> {
+    match found.item.as_value() {
+        Some(Value::Boolean(b)) => Some(Literal::Bool(*b.value())),
+        Some(Value::Integer(i)) => Some(Literal::Int(*i.value())),
+        Some(Value::Float(x)) => Some(Literal::Float(*x.value())),
+        Some(Value::String(s)) => Some(Literal::String(s.value().clone())),
+        _ => {
+            diag.report(
+                &found.path,
+                found.span.clone(),
+                "must be a string, number or boolean",
+            );
+            None
+        }
+    }
+}
+
+/// Sorts tasks so dependencies come first; reports unknown names and cycles.
+fn order_tasks(tasks: &mut Vec<TaskDef>) -> Result<(), (String, String)> {
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    for t in tasks.iter() {
+        for dep in &t.after {
+            if !index.contains_key(dep.as_str()) {
+                return Err((
+                    t.name.clone(),
+                    format!("depends on `{dep}`, which is not a task of this flow"),
+                ));
+            }
+            if dep == &t.name {
+                return Err((t.name.clone(), "depends on itself".into()));
+            }
+        }
+        if let Some(input) = &t.input {
+            let source = &tasks[index[input.as_str()]];
+            if source.kind == TaskKind::Load {
+                return Err((
+                    t.name.clone(),
+                    format!("reads `{input}`, but a load has no output to read"),
+                ));
+            }
+        }
+    }
+    let mut remaining: Vec<usize> = (0..tasks.len()).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut order = Vec::new();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|&i| {
+            let ready = tasks[i].after.iter().all(|d| done.contains(d));
+            if ready {
+                order.push(i);
+            }
+            !ready
+        });
+        for &i in &order[order.len() - (before - remaining.len())..] {
+            done.push(tasks[i].name.clone());
+        }
+        if remaining.len() == before {
+            let names: Vec<&str> = remaining.iter().map(|&i| tasks[i].name.as_str()).collect();
+            return Err((
+                names[0].to_string(),
+                format!("the tasks {} form a cycle", names.join(", ")),
+            ));
+        }
+    }
+    let mut sorted: Vec<Option<TaskDef>> = std::mem::take(tasks).into_iter().map(Some).collect();
+    *tasks = order.into_iter().filter_map(|i| sorted[i].take()).collect();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COLORS: &str = r#"
+[flow]
+name = "colors"
+max_attempts = 2
+
+[tasks.load_csv]
+kind = "load"
+input = "transform"
+path = "colors.csv"
+
+[tasks.load_parquet]
+kind = "load"
+input = "extract"
+path = "raw/colors.parquet"
+
+[tasks.transform]
+kind = "transform"
+input = "extract"
+timeout = "5s"
+steps = [
+  { drop = ["HEX"] },
+  { rename = { RGB = "rgb" } },
+  { filter = { column = "Name", op = "ne", value = "Black" } },
+  { cast = { column = "n", to = "float64" } },
+]
+
+[tasks.extract]
+kind = "extract"
+path = "data/colors.csv"
+schema = { Name = "string", HEX = "string", RGB = "string" }
+"#;
+
+    #[test]
+    fn a_dag_parses_in_dependency_order() {
+        let flow = FlowSpec::parse("f.toml", COLORS, Path::new("/flows")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names[0], "extract");
+        assert!(
+            names.iter().position(|n| *n == "transform")
+                < names.iter().position(|n| *n == "load_csv")
+        );
+        let extract = flow.task("extract").unwrap();
+        let TaskBody::Extract(spec) = &extract.body else {
+            panic!()
+        };
+        assert_eq!(
+            spec.source,
+            SourceLocation::Path("/flows/data/colors.csv".into())
+        );
+        assert_eq!(spec.schema.as_ref().unwrap().len(), 3);
+        let t = flow.task("transform").unwrap();
+        assert_eq!(
+            (t.retry.max_attempts, t.timeout),
+            (2, Duration::from_secs(5))
+        );
+        let TaskBody::Transform { steps } = &t.body else {
+            panic!()
+        };
+        assert_eq!(steps.len(), 4);
+        let load = flow.task("load_parquet").unwrap();
+        assert!(matches!(
+            load.body,
+            TaskBody::Load {
+                format: DataFormat::Parquet,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_flow_error_is_reported_with_key_and_line() {
+        let text = "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extrac\"\npath = \"x.csv\"\n[tasks.t]\nkind = \"transform\"\ninput = \"e\"\nsteps = [{ dorp = [\"a\"] }]\n[tasks.l]\nkind = \"load\"\ninput = \"t\"\npath = \"../escape.csv\"\ncolour = 1\n";
+        let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
+        let got: Vec<(String, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.clone(), p.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tasks.e.kind".to_string(), Some(4)),
+                ("tasks.t.steps[0].dorp".to_string(), Some(9)),
+                ("tasks.l.path".to_string(), Some(13)),
+                ("tasks.l.colour".to_string(), Some(14)),
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cycles_and_unknown_inputs_are_errors() {
+        let cycle = "[flow]\nname = \"f\"\n[tasks.a]\nkind = \"transform\"\ninput = \"b\"\nsteps = []\n[tasks.b]\nkind = \"transform\"\ninput = \"a\"\nsteps = []\n";
+        let err = FlowSpec::parse("f.toml", cycle, Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("cycle"), "{err}");
+        let unknown = "[flow]\nname = \"f\"\n[tasks.a]\nkind = \"load\"\ninput = \"nope\"\npath = \"x.csv\"\n";
+        let err = FlowSpec::parse("f.toml", unknown, Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("`nope`"), "{err}");
+    }
+}

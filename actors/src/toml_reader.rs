@@ -1,0 +1,314 @@
+/*!
+Phase one of config and flow parsing: a typed walk over a span-carrying TOML
+document that collects **every** problem (wrong type, missing key, unknown
+key) with its dotted key and line, instead of stopping at the first.
+Phase two (in `config` and `flow`) checks meaning and derives values.
+*/
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml_edit::{Item, TableLike, Value};
+
+/// One problem in a file, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
+            None => write!(f, "`{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// All problems of one file.
+#[derive(Clone, Debug)]
+pub struct Problems {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Collects problems while a document is walked.
+pub struct Diag<'t> {
+    text: &'t str,
+    problems: RefCell<Vec<Problem>>,
+}
+
+impl<'t> Diag<'t> {
+    pub fn new(text: &'t str) -> Self {
+        Diag {
+            text,
+            problems: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn line_of(&self, span: Option<Range<usize>>) -> Option<usize> {
+        let start = span?.start.min(self.text.len());
+        Some(self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1)
+    }
+
+    pub fn report(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.problems.borrow_mut().push(Problem {
+            key: key.to_string(),
+            line: self.line_of(span),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.problems.borrow().is_empty()
+    }
+
+    pub fn finish(self, file: &str) -> Result<(), Problems> {
+        let mut problems = self.problems.into_inner();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(Problems {
+            file: file.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Parses TOML text, turning a syntax error into a [`Problems`].
+pub fn parse_document(file: &str, text: &str) -> Result<toml_edit::Document<String>, Problems> {
+    toml_edit::Document::parse(text.to_string()).map_err(|e| {
+        let diag = Diag::new(text);
+        let line = diag.line_of(e.span());
+        Problems {
+            file: file.to_string(),
+            problems: vec![Problem {
+                key: "(syntax)".into(),
+                line,
+                message: e.message().trim().to_string(),
+            }],
+        }
+    })
+}
+
+/// A table being read: remembers which keys were used so the rest can be
+/// reported as unknown.
+pub struct Tbl<'a, 't> {
+    pub diag: &'a Diag<'t>,
+    pub path: String,
+    table: &'a dyn TableLike,
+    span: Option<Range<usize>>,
+    used: HashSet<String>,
+}
+
+/// A value found under a key, with its dotted path and span.
+pub struct Found<'a> {
+    pub path: String,
+    pub item: &'a Item,
+    pub span: Option<Range<usize>>,
+}
+
+impl<'a, 't> Tbl<'a, 't> {
+    pub fn new(
+        diag: &'a Diag<'t>,
+        path: impl Into<String>,
+        table: &'a dyn TableLike,
+        span: Option<Range<usize>>,
+    ) -> Self {
+        Tbl {
+            diag,
+            path: path.into(),
+            table,
+            span,
+            used: HashSet::new(),
+        }
+    }
+
+    pub fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub fn span(&self) -> Option<Range<usize>> {
+        self.span.clone()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.table.iter().map(|(k, _)| k.to_string()).collect()
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.table.get(key).is_some()
+    }
+
+    pub fn error(&self, key: &str, message: impl Into<String>) {
+        let span = self
+            .table
+            .get_key_value(key)
+            .and_then(|(k, item)| k.span().or_else(|| item.span()))
+            .or_else(|| self.span.clone());
+        self.diag.report(&self.key_path(key), span, message);
+    }
+
+    pub fn get(&mut self, key: &str) -> Option<Found<'a>> {
+        self.used.insert(key.to_string());
+        let (k, item) = self.table.get_key_value(key)?;
+        Some(Found {
+            path: self.key_path(key),
+            item,
+            span: k.span().or_else(|| item.span()),
+        })
+    }
+
+    fn typed<T>(&mut self, key: &str, what: &str, f: impl Fn(&Value) -> Option<T>) -> Option<T> {
+        let found = self.get(key)?;
+        match found.item.as_value().and_then(&f) {
+            Some(v) => Some(v),
+            None => {
+                self.diag
+                    .report(&found.path, found.span, format!("must be {what}"));
+                None
+            }
+        }
+    }
+
+    pub fn required<T>(&self, key: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() && !self.has(key) {
+            self.error(key, "is required");
+        }
+        value
+    }
+
+    /// A string that must be present.
+    pub fn req_str(&mut self, key: &str) -> Option<String> {
+        let v = self.str(key);
+        self.required(key, v)
+    }
+
+    pub fn str(&mut self, key: &str) -> Option<String> {
+        self.typed(key, "a string", |v| v.as_str().map(str::to_string))
+    }
+
+    pub fn bool(&mut self, key: &str) -> Option<bool> {
+        self.typed(key, "true or false", Value::as_bool)
+    }
+
+    pub fn uint(&mut self, key: &str, min: i64, max: i64) -> Option<i64> {
+        let what = format!("an integer from {min} to {max}");
+        self.typed(key, &what, |v| {
+            v.as_integer().filter(|i| (min..=max).contains(i))
+        })
+    }
+
+    pub fn duration(&mut self, key: &str) -> Option<Duration> {
+        self.typed(
+            key,
+            "a duration such as \"500ms\", \"30s\" or \"10m\"",
+            |v| v.as_str().and_then(|s| humantime::parse_duration(s).ok()),
+        )
+    }
+
+    pub fn str_list(&mut self, key: &str) -> Option<Vec<String>> {
+        self.typed(key, "a list of strings", |v| {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+
+    /// A sub-table, either `[a.b]` or an inline `{ ... }`.
+    pub fn table(&mut self, key: &str) -> Option<Tbl<'a, 't>> {
+        let found = self.get(key)?;
+        match found.item.as_table_like() {
+            Some(t) => Some(Tbl::new(self.diag, found.path, t, found.span)),
+            None => {
+                self.diag.report(&found.path, found.span, "must be a table");
+                None
+            }
+        }
+    }
+
+    /// Stops unknown-key reports for this table, when its meaning is unknown anyway.
+    pub fn skip_rest(&mut self) {
+        for k in self.keys() {
+            self.used.insert(k);
+        }
+    }
+
+    /// Reports every key that no getter asked for.
+    pub fn finish(self) {
+        for (key, item) in self.table.iter() {
+            if !self.used.contains(key) {
+                let span = self
+                    .table
+                    .get_key_value(key)
+                    .and_then(|(k, _)| k.span())
+                    .or_else(|| item.span());
+                self.diag.report(&self.key_path(key), span, "unknown key");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "[a]\nx = 1\ny = \"no\"\nz = true\n";
+        let doc = parse_document("t.toml", text).unwrap();
+        let diag = Diag::new(text);
+        let mut root = Tbl::new(&diag, "", doc.as_table(), None);
+        let mut a = root.table("a").unwrap();
+        assert_eq!(a.uint("x", 0, 10), Some(1));
+        assert_eq!(a.uint("y", 0, 10), None);
+        a.finish();
+        root.finish();
+        let problems = diag.finish("t.toml").unwrap_err().problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(
+            (problems[0].key.as_str(), problems[0].line),
+            ("a.y", Some(3))
+        );
+        assert_eq!(
+            (problems[1].key.as_str(), problems[1].line),
+            ("a.z", Some(4))
+        );
+        assert!(problems[1].message.contains("unknown"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_line() {
+        let err = parse_document("t.toml", "a = 1\nb = = 2\n").unwrap_err();
+        assert_eq!(err.problems[0].line, Some(2), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+/*!
+The Conveyor data plane: pure Arrow, no actors, no broker.
+
+# Layout
+- [`source`]: CSV, Parquet and JSON-lines sources, read batch by batch.
+- [`typing`]: lossless inference and conversion of text columns.
+- [`transform`]: the transform steps.
+- [`sink`]: writers for the load formats and for Arrow IPC artifacts.
+- [`store`]: the artifact store and the atomic commit of outputs.
+- [`paths`]: confinement of hostile paths.
+- [`error`]: [`EtlError`], with its retry hint.
+
+The three entry points [`run_extract`], [`run_transform`] and [`run_load`] each
+run one attempt of one task to a committed output. They are blocking: callers
+run them off their event loop.
+*/
+
+pub mod error;
+pub mod paths;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod transform;
+pub mod typing;
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use conveyor_schemas::{ArtifactRef, ExtractSpec, LoadSpec, TaskOutput, TransformSpec};
+
+pub use error::{EtlError, Result};
+pub use store::ArtifactStore;
+
+/// Where a worker reads and writes.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub store: ArtifactStore,
+    /// Loads write under this directory and nowhere else.
+    pub output_root: PathBuf,
+}
+
+/// Identifies one attempt, for temporary file names and commit markers.
+#[derive(Clone, Debug)]
+pub struct Attempt<'a> {
+    pub flow_run: &'a str,
+    pub task: &'a str,
+    pub attempt: u32,
+}
+
+impl Attempt<'_> {
+    fn tag(&self) -> String {
+        format!("a{}", self.attempt)
+    }
+}
+
+/// Reads a source into a committed Arrow IPC artifact.
+pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
+    let file = source::fetch(&spec.source, &ws.store, &at.tag())?;
+    let batches = source::open(spec, &file)?;
+    let rows = commit_artifact(ws, at, batches.schema, batches.iter)?;
+    Ok(artifact_output(at, rows, rows))
+}
+
+/// Applies the steps to an artifact, into a new committed artifact.
+pub fn run_transform(ws: &Workspace, at: &Attempt, spec: &TransformSpec) -> Result<TaskOutput> {
+    let (schema, input) = read_artifact(ws, &spec.input)?;
+    let out_schema = transform::plan(&schema, &spec.steps)?;
+    let steps = spec.steps.clone();
+    let mut rows_in = 0u64;
+    let mut row_base = 0usize;
+    let rows_in_ref = &mut rows_in;
+    let iter = input.map(move |batch| {
+        let batch = batch?;
+        let out = transform::apply(&batch, &steps, row_base)?;
+        row_base += batch.num_rows();
+        *rows_in_ref += batch.num_rows() as u64;
+        Ok(out)
+    });
+    let rows_out = commit_artifact(ws, at, out_schema, iter)?;
+    Ok(artifact_output(at, rows_in, rows_out))
+}
+
+/// Writes an artifact to its final format under the output root.
+pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
+    let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
+    let (schema, input) = read_artifact(ws, &spec.input)?;
+    let mut pending = store::PendingFile::create(&target, &at.tag())?;
+    let rows = sink::write(spec, pending.file()?, pending.tmp_path(), schema, input)?;
+    // The marker is the fence: a duplicate attempt that got here second must
+    // not replace what the first one committed.
+    if ws.store.committed(at.flow_run, at.task)?.is_some() {
+        tracing::info!(
+            flow_run = at.flow_run,
+            task = at.task,
+            "Load already committed by another attempt; dropping this one"
+        );
+    } else {
+        pending.commit_replace(&target)?;
+    }
+    Ok(TaskOutput {
+        rows_in: rows,
+        rows_out: rows,
+        artifact: None,
+        location: target.display().to_string(),
+    })
+}
+
+fn artifact_output(at: &Attempt, rows_in: u64, rows_out: u64) -> TaskOutput {
+    let path = ArtifactStore::artifact_rel(at.flow_run, at.task);
+    TaskOutput {
+        rows_in,
+        rows_out,
+        artifact: Some(ArtifactRef {
+            path: path.clone(),
+            rows: rows_out,
+        }),
+        location: path,
+    }
+}
+
+fn commit_artifact(
+    ws: &Workspace,
+    at: &Attempt,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = Result<arrow::array::RecordBatch>>,
+) -> Result<u64> {
+    let final_path = ws.store.artifact_path(at.flow_run, at.task)?;
+    let mut pending = store::PendingFile::create(&final_path, &at.tag())?;
+    let rows = sink::write_ipc(pending.file()?, pending.tmp_path(), schema, batches)?;
+    if !pending.commit_no_replace(&final_path)? {
+        tracing::info!(
+            flow_run = at.flow_run,
+            task = at.task,
+            "Artifact already committed by another attempt; keeping the first"
+        );
+    }
+    Ok(rows)
+}
+
+type BatchIter = Box<dyn Iterator<Item = Result<arrow::array::RecordBatch>> + Send>;
+
+fn read_artifact(
+    ws: &Workspace,
+    input: &ArtifactRef,
+) -> Result<(arrow::datatypes::SchemaRef, BatchIter)> {
+    let path = ws.store.resolve(&input.path)?;
+    let file = File::open(&path).map_err(|e| EtlError::io(&path, e))?;
+    let reader = arrow::ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(error::data_err(&path))?;
+    let schema = reader.schema();
+    let iter = reader.map(move |b| b.map_err(error::data_err(&path)));
+    Ok((schema, Box::new(iter)))
+}

@@ -1,0 +1,186 @@
+/*!
+Confinement of paths that arrive in flows and messages.
+
+A load's `path` and every name used to build an artifact path come from a flow
+file or a message, so they are hostile until checked: no absolute paths, no
+`..`, no NUL, no over-long names, and no symlink under the root that leads out.
+*/
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{EtlError, Result};
+
+/// Longest file name most file systems accept.
+const MAX_NAME_BYTES: usize = 255;
+/// Longest relative path we accept.
+const MAX_PATH_BYTES: usize = 1024;
+
+/// Checks the syntax of a relative path from a flow or message, without touching
+/// the file system. Used by `conveyor validate` and again by the worker.
+pub fn check_relative_path(what: &str, path: &str) -> Result<PathBuf> {
+    let bad = |why: &str| EtlError::Spec(format!("{what} `{}` {why}", path.escape_debug()));
+    if path.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(bad(&format!("is longer than {MAX_PATH_BYTES} bytes")));
+    }
+    let p = Path::new(path);
+    let mut clean = PathBuf::new();
+    for component in p.components() {
+        match component {
+            Component::Normal(name) => {
+                if name.len() > MAX_NAME_BYTES {
+                    return Err(bad(&format!(
+                        "has a component longer than {MAX_NAME_BYTES} bytes"
+                    )));
+                }
+                clean.push(name);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err(bad("must not contain `..`")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(bad("must be relative to the output root"))
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(bad("names no file"));
+    }
+    Ok(clean)
+}
+
+/// A name used as one path component (flow-run id, task name).
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EtlError::Spec(format!(
+            "{what} `{}` must be 1-128 characters of letters, digits, `_`, `-` or `.`",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// Resolves `relative` under `root`, creating parent directories, and proves
+/// that the parent directory really lies inside `root` after symlinks.
+pub fn confine(root: &Path, what: &str, relative: &str) -> Result<PathBuf> {
+    let clean = check_relative_path(what, relative)?;
+    std::fs::create_dir_all(root).map_err(|e| EtlError::io(root, e))?;
+    let root_real = root.canonicalize().map_err(|e| EtlError::io(root, e))?;
+    let target = root_real.join(&clean);
+    let parent = target
+        .parent()
+        .ok_or_else(|| EtlError::Spec(format!("{what} `{relative}` names no file")))?;
+    // Walk down component by component so that a symlink is caught before we
+    // create anything through it.
+    let mut current = root_real.clone();
+    for component in parent
+        .strip_prefix(&root_real)
+        .map_err(|_| EtlError::Internal("path escaped its root".into()))?
+        .components()
+    {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real = current
+                    .canonicalize()
+                    .map_err(|e| EtlError::io(&current, e))?;
+                if !real.starts_with(&root_real) {
+                    return Err(EtlError::Spec(format!(
+                        "{what} `{relative}` leads out of the output root through the symlink {}",
+                        current.display()
+                    )));
+                }
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(EtlError::Spec(format!(
+                    "{what} `{relative}`: {} is not a directory",
+                    current.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&current).map_err(|e| EtlError::io(&current, e))?;
+            }
+            Err(e) => return Err(EtlError::io(&current, e)),
+        }
+    }
+    let parent_real = parent.canonicalize().map_err(|e| EtlError::io(parent, e))?;
+    if !parent_real.starts_with(&root_real) {
+        return Err(EtlError::Spec(format!(
+            "{what} `{relative}` leads out of the output root"
+        )));
+    }
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| EtlError::Spec(format!("{what} `{relative}` names no file")))?;
+    let final_path = parent_real.join(file_name);
+    if let Ok(meta) = std::fs::symlink_metadata(&final_path) {
+        if meta.file_type().is_symlink() {
+            return Err(EtlError::Spec(format!(
+                "{what} `{relative}` is a symlink; refusing to write through it"
+            )));
+        }
+    }
+    Ok(final_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_relative_paths_are_rejected() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a\0b",
+            "",
+            ".",
+            &"n".repeat(300),
+        ] {
+            let err = check_relative_path("load path", bad).unwrap_err();
+            assert!(matches!(err, EtlError::Spec(_)), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            check_relative_path("p", "./a/b.csv").unwrap(),
+            PathBuf::from("a/b.csv")
+        );
+    }
+
+    #[test]
+    fn symlink_out_of_the_root_is_refused() {
+        let base = std::env::temp_dir().join(format!("conveyor-confine-{}", std::process::id()));
+        let root = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let err = confine(&root, "load path", "escape/x.csv").unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let ok = confine(&root, "load path", "sub/dir/x.csv").unwrap();
+        assert!(ok.starts_with(root.canonicalize().unwrap()));
+        assert!(ok.parent().unwrap().is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn names_are_single_safe_components() {
+        assert!(check_name("task", "extract_1").is_ok());
+        for bad in ["", "..", "a/b", "a b", "é"] {
+            assert!(check_name("task", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,346 @@
+/*!
+Transform steps: drop, select, rename, filter, cast. Each applies to one record
+batch at a time. [`plan`] runs the steps over an empty batch first, so a missing
+column fails before any data is read, even for an empty input.
+*/
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, Scalar};
+use arrow::compute::kernels::cmp;
+use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use conveyor_schemas::{CastStep, CompareOp, FilterStep, Literal, Step};
+
+use crate::error::{EtlError, Result};
+use crate::typing::{arrow_type, convert_text};
+
+/// Checks `steps` against `input` and returns the output schema.
+pub fn plan(input: &SchemaRef, steps: &[Step]) -> Result<SchemaRef> {
+    let empty = RecordBatch::new_empty(input.clone());
+    Ok(apply(&empty, steps, 0)?.schema())
+}
+
+/// Applies every step to one batch. `row_base` numbers rows in errors.
+pub fn apply(batch: &RecordBatch, steps: &[Step], row_base: usize) -> Result<RecordBatch> {
+    let mut batch = batch.clone();
+    for (i, step) in steps.iter().enumerate() {
+        batch = apply_step(&batch, step, row_base)
+            .map_err(|e| EtlError::Spec(format!("step {} ({}): {e}", i + 1, step_name(step))))?;
+    }
+    Ok(batch)
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Drop(_) => "drop",
+        Step::Select(_) => "select",
+        Step::Rename(_) => "rename",
+        Step::Filter(_) => "filter",
+        Step::Cast(_) => "cast",
+    }
+}
+
+fn column_index(schema: &Schema, name: &str) -> std::result::Result<usize, String> {
+    schema.index_of(name).map_err(|_| {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        format!(
+            "no column `{name}`; the columns are: {}",
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    })
+}
+
+fn apply_step(
+    batch: &RecordBatch,
+    step: &Step,
+    row_base: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let schema = batch.schema();
+    match step {
+        Step::Drop(names) => {
+            let mut drop = HashSet::new();
+            for n in names {
+                drop.insert(column_index(&schema, n)?);
+            }
+            let keep: Vec<usize> = (0..schema.fields().len())
+                .filter(|i| !drop.contains(i))
+                .collect();
+            batch.project(&keep).map_err(|e| e.to_string())
+        }
+        Step::Select(names) => {
+            let mut seen = HashSet::new();
+            let mut keep = Vec::with_capacity(names.len());
+            for n in names {
+                if !seen.insert(n) {
+                    return Err(format!("column `{n}` is selected twice"));
+                }
+                keep.push(column_index(&schema, n)?);
+            }
+            batch.project(&keep).map_err(|e| e.to_string())
+        }
+        Step::Rename(map) => {
+            for old in map.keys() {
+                column_index(&schema, old)?;
+            }
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| match map.get(f.name()) {
+                    Some(new) => f.as_ref().clone().with_name(new),
+                    None => f.as_ref().clone(),
+                })
+                .collect();
+            let mut names = HashSet::new();
+            for f in &fields {
+                if !names.insert(f.name().clone()) {
+                    return Err(format!("two columns would be named `{}`", f.name()));
+                }
+            }
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec())
+                .map_err(|e| e.to_string())
+        }
+        Step::Filter(f) => {
+            let mask = filter_mask(batch, f, row_base)?;
+            filter_record_batch(batch, &mask).map_err(|e| e.to_string())
+        }
+        Step::Cast(c) => cast_column(batch, c, row_base),
+    }
+}
+
+fn literal_array(value: &Literal) -> ArrayRef {
+    match value {
+        Literal::Bool(b) => Arc::new(BooleanArray::from(vec![*b])),
+        Literal::Int(i) => Arc::new(arrow::array::Int64Array::from(vec![*i])),
+        Literal::Float(x) => Arc::new(arrow::array::Float64Array::from(vec![*x])),
+        Literal::String(s) => Arc::new(arrow::array::StringArray::from(vec![s.as_str()])),
+    }
+}
+
+/// The type both sides are compared in: the literal's, except that an integer
+/// literal against a float column compares as float.
+fn compare_type(column: &DataType, value: &Literal) -> DataType {
+    match (column, value) {
+        (DataType::Float64, Literal::Int(_)) => DataType::Float64,
+        (_, Literal::Bool(_)) => DataType::Boolean,
+        (_, Literal::Int(_)) => DataType::Int64,
+        (_, Literal::Float(_)) => DataType::Float64,
+        (_, Literal::String(_)) => DataType::Utf8,
+    }
+}
+
+fn filter_mask(
+    batch: &RecordBatch,
+    f: &FilterStep,
+    row_base: usize,
+) -> std::result::Result<BooleanArray, String> {
+    let idx = column_index(&batch.schema(), &f.column)?;
+    let column = batch.column(idx);
+    let target = compare_type(column.data_type(), &f.value);
+    let left = to_type(column, &target, &f.column, row_base)?;
+    let right = cast_with_options(&literal_array(&f.value), &target, &CastOptions::default())
+        .map_err(|e| e.to_string())?;
+    let right = Scalar::new(right);
+    let mask = match f.op {
+        CompareOp::Eq => cmp::eq(&left, &right),
+        CompareOp::Ne => cmp::neq(&left, &right),
+        CompareOp::Lt => cmp::lt(&left, &right),
+        CompareOp::Le => cmp::lt_eq(&left, &right),
+        CompareOp::Gt => cmp::gt(&left, &right),
+        CompareOp::Ge => cmp::gt_eq(&left, &right),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(mask)
+}
+
+/// Converts a column for comparison or cast. Text goes through the lenient
+/// parser so a bad value is reported with its row.
+fn to_type(
+    column: &ArrayRef,
+    target: &DataType,
+    name: &str,
+    row_base: usize,
+) -> std::result::Result<ArrayRef, String> {
+    if column.data_type() == target {
+        return Ok(column.clone());
+    }
+    if column.data_type() == &DataType::Utf8 {
+        let to = conveyor_schemas::ColumnType::ALL
+            .into_iter()
+            .find(|t| &arrow_type(*t) == target)
+            .ok_or_else(|| format!("cannot convert column `{name}` to {target}"))?;
+        return convert_text(column.as_string::<i32>(), to, false).map_err(|bad| {
+            format!(
+                "column `{name}`, data row {}: value `{}` is not a valid {}",
+                row_base + bad.index + 1,
+                bad.value.escape_debug(),
+                to.as_str()
+            )
+        });
+    }
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    cast_with_options(column, target, &options).map_err(|e| {
+        format!(
+            "cannot convert column `{name}` from {} to {target}: {e}",
+            column.data_type()
+        )
+    })
+}
+
+fn cast_column(
+    batch: &RecordBatch,
+    c: &CastStep,
+    row_base: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let schema = batch.schema();
+    let idx = column_index(&schema, &c.column)?;
+    let target = arrow_type(c.to);
+    let converted = to_type(batch.column(idx), &target, &c.column, row_base)?;
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = converted;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == idx {
+                Field::new(f.name(), target.clone(), true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::collections::BTreeMap;
+
+    fn sample() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("code", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(Int64Array::from(vec![1, 5, 9])),
+                Arc::new(StringArray::from(vec!["07850", "2.5", "10"])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn names(b: &RecordBatch) -> Vec<String> {
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    #[test]
+    fn drop_removes_only_the_named_column_and_keeps_values() {
+        let out = apply(&sample(), &[Step::Drop(vec!["n".into()])], 0).unwrap();
+        assert_eq!(names(&out), ["name", "code"]);
+        assert_eq!(out.column(1).as_string::<i32>().value(0), "07850");
+    }
+
+    #[test]
+    fn drop_of_a_missing_column_names_it_and_the_columns() {
+        let err = apply(&sample(), &[Step::Drop(vec!["HEX".into()])], 0).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("`HEX`") && text.contains("name, n, code"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn select_reorders_and_rejects_duplicates() {
+        let out = apply(
+            &sample(),
+            &[Step::Select(vec!["code".into(), "name".into()])],
+            0,
+        )
+        .unwrap();
+        assert_eq!(names(&out), ["code", "name"]);
+        assert!(apply(&sample(), &[Step::Select(vec!["n".into(), "n".into()])], 0).is_err());
+    }
+
+    #[test]
+    fn rename_renames_and_refuses_collisions() {
+        let map = BTreeMap::from([("n".to_string(), "count".to_string())]);
+        let out = apply(&sample(), &[Step::Rename(map)], 0).unwrap();
+        assert_eq!(names(&out), ["name", "count", "code"]);
+        let clash = BTreeMap::from([("n".to_string(), "name".to_string())]);
+        assert!(apply(&sample(), &[Step::Rename(clash)], 0).is_err());
+    }
+
+    #[test]
+    fn filter_compares_ints_and_strings() {
+        let gt = Step::Filter(FilterStep {
+            column: "n".into(),
+            op: CompareOp::Gt,
+            value: Literal::Int(1),
+        });
+        assert_eq!(apply(&sample(), &[gt], 0).unwrap().num_rows(), 2);
+        let ne = Step::Filter(FilterStep {
+            column: "name".into(),
+            op: CompareOp::Ne,
+            value: Literal::String("b".into()),
+        });
+        let out = apply(&sample(), &[ne], 0).unwrap();
+        assert_eq!(out.num_rows(), 2);
+        // The compared text column is untouched in the output.
+        assert_eq!(out.column(2).as_string::<i32>().value(0), "07850");
+    }
+
+    #[test]
+    fn filter_on_text_that_is_not_numeric_names_the_row() {
+        let f = Step::Filter(FilterStep {
+            column: "name".into(),
+            op: CompareOp::Lt,
+            value: Literal::Int(3),
+        });
+        let err = apply(&sample(), &[f], 100).unwrap_err().to_string();
+        assert!(err.contains("data row 101") && err.contains("`a`"), "{err}");
+    }
+
+    #[test]
+    fn cast_converts_and_reports_bad_values() {
+        let ok = Step::Cast(CastStep {
+            column: "n".into(),
+            to: conveyor_schemas::ColumnType::Float64,
+        });
+        let out = apply(&sample(), &[ok], 0).unwrap();
+        assert_eq!(out.schema().field(1).data_type(), &DataType::Float64);
+        let bad = Step::Cast(CastStep {
+            column: "code".into(),
+            to: conveyor_schemas::ColumnType::Int64,
+        });
+        let err = apply(&sample(), &[bad], 0).unwrap_err().to_string();
+        assert!(err.contains("`2.5`") && err.contains("data row 2"), "{err}");
+    }
+
+    #[test]
+    fn plan_catches_a_missing_column_without_data() {
+        let schema = sample().schema();
+        assert!(plan(&schema, &[Step::Drop(vec!["zzz".into()])]).is_err());
+        let out = plan(&schema, &[Step::Drop(vec!["n".into()])]).unwrap();
+        assert_eq!(out.fields().len(), 2);
+    }
+}

@@ -1,0 +1,516 @@
+/*!
+The wire contract of Conveyor.
+
+Every message that crosses RabbitMQ (or the in-process transport) is one of the
+types below, serialised as JSON. A worker written in another language joins a
+cluster by speaking these documents; the JSON Schema files in `schemas/json/`
+are generated from these types and a test fails when they drift.
+
+# Layout
+- [`TaskMessage`]: coordinator → worker, one attempt of one task.
+- [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
+- [`Heartbeat`]: worker → everyone, on the events topic exchange.
+- [`RunReport`]: the final report of a flow run (`conveyor run --json`).
+
+Every message carries `schema_version`; receivers reject versions they do not know.
+*/
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The version of this contract. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a task does; also the AMQP binding key of its queue.
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    Extract,
+    Transform,
+    Load,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 3] = [TaskKind::Extract, TaskKind::Transform, TaskKind::Load];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Extract => "extract",
+            TaskKind::Transform => "transform",
+            TaskKind::Load => "load",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskKind> {
+        TaskKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attempt of one task, sent by the coordinator to the queue of its kind.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMessage {
+    pub schema_version: u32,
+    /// Name of the flow, for logs.
+    pub flow: String,
+    /// Identifies the flow run; artifacts of the run live under it.
+    pub flow_run: String,
+    /// Name of the task inside the flow.
+    pub task: String,
+    /// Identifies this task within this flow run; stable across attempts.
+    pub task_run: String,
+    /// Starts at 1. Together with `task_run` it fences late results.
+    pub attempt: u32,
+    /// Queue that receives the [`TaskUpdate`]s of this attempt.
+    pub reply_to: String,
+    pub spec: TaskSpec,
+}
+
+/// What to do, by kind.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TaskSpec {
+    Extract(ExtractSpec),
+    Transform(TransformSpec),
+    Load(LoadSpec),
+}
+
+impl TaskSpec {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            TaskSpec::Extract(_) => TaskKind::Extract,
+            TaskSpec::Transform(_) => TaskKind::Transform,
+            TaskSpec::Load(_) => TaskKind::Load,
+        }
+    }
+}
+
+/// File formats a source can be read from or a load can write.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Csv,
+    Parquet,
+    Jsonl,
+}
+
+impl DataFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataFormat::Csv => "csv",
+            DataFormat::Parquet => "parquet",
+            DataFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// Where an extract reads from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceLocation {
+    /// A path on the worker's file system (absolute once submitted).
+    Path(String),
+    /// An http(s) URL.
+    Url(String),
+}
+
+/// Column types Conveyor understands in declared schemas and casts.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int64,
+    Float64,
+    Boolean,
+}
+
+impl ColumnType {
+    pub const ALL: [ColumnType; 4] = [
+        ColumnType::String,
+        ColumnType::Int64,
+        ColumnType::Float64,
+        ColumnType::Boolean,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Boolean => "boolean",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        ColumnType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSpec {
+    pub source: SourceLocation,
+    pub format: DataFormat,
+    /// Declared columns, in file order. Absent: inferred without loss (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<ColumnSpec>>,
+    /// CSV only: whether the first line is a header.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// CSV only: the field delimiter, one ASCII character.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_delimiter() -> String {
+    ",".to_string()
+}
+
+/// A committed intermediate artifact (Arrow IPC) in the artifact store.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRef {
+    /// Path relative to the artifact store root.
+    pub path: String,
+    pub rows: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    pub input: ArtifactRef,
+    pub steps: Vec<Step>,
+}
+
+/// One transform step. Steps apply in order.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Step {
+    /// Remove these columns.
+    Drop(Vec<String>),
+    /// Keep only these columns, in this order.
+    Select(Vec<String>),
+    /// Rename columns, old name → new name.
+    Rename(BTreeMap<String, String>),
+    /// Keep the rows where `column op value` holds.
+    Filter(FilterStep),
+    /// Change a column's type; a value that does not convert is an error.
+    Cast(CastStep),
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterStep {
+    pub column: String,
+    pub op: CompareOp,
+    pub value: Literal,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CompareOp {
+    pub const ALL: [CompareOp; 6] = [
+        CompareOp::Eq,
+        CompareOp::Ne,
+        CompareOp::Lt,
+        CompareOp::Le,
+        CompareOp::Gt,
+        CompareOp::Ge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CompareOp> {
+        CompareOp::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// A constant in a filter.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum Literal {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CastStep {
+    pub column: String,
+    pub to: ColumnType,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    pub input: ArtifactRef,
+    pub format: DataFormat,
+    /// Relative path under the worker node's output root.
+    pub path: String,
+    /// CSV only: write a header line.
+    #[serde(default = "default_true")]
+    pub header: bool,
+}
+
+/// Worker → coordinator: progress and outcome of one attempt.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdate {
+    pub schema_version: u32,
+    pub flow_run: String,
+    pub task: String,
+    pub task_run: String,
+    pub attempt: u32,
+    /// The node that ran the attempt.
+    pub node: String,
+    /// How many times the broker has delivered this attempt (1 = first delivery).
+    pub delivery: u32,
+    pub status: UpdateStatus,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpdateStatus {
+    /// The worker took the task.
+    Started,
+    /// The output is committed.
+    Succeeded(TaskOutput),
+    /// The attempt failed; `error.retryable` says whether another attempt can help.
+    Failed { error: TaskError },
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskOutput {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// The intermediate artifact, for extract and transform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRef>,
+    /// Where the data ended up: the artifact path, or the load's file on its node.
+    pub location: String,
+}
+
+/// Why an attempt failed. The coordinator decides retry or fail from `retryable`
+/// alone, never from the message text.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The input data is bad: missing file, malformed CSV, missing column.
+    Data,
+    /// The task spec is bad: hostile path, unknown kind, bad parameter.
+    Spec,
+    /// An I/O or network failure that may pass.
+    Io,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// No live worker of the kind was seen within the wait.
+    NoWorker,
+    /// The worker crashed on the task, or the broker dead-lettered it.
+    WorkerLost,
+    /// A bug in Conveyor.
+    Internal,
+}
+
+/// Worker liveness, published every heartbeat interval.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub schema_version: u32,
+    pub node: String,
+    pub kinds: Vec<TaskKind>,
+    /// Task-run ids the node holds right now.
+    pub in_flight: Vec<String>,
+    /// The sender's heartbeat interval; receivers expire it after three of these.
+    pub interval_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    Running,
+    /// A ready task has no live worker of its kind; see the task's state.
+    WaitingForWorker,
+    Succeeded,
+    Failed,
+}
+
+impl FlowState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FlowState::Succeeded | FlowState::Failed)
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Waiting for its inputs.
+    Pending,
+    /// Ready, but no live worker of its kind has been seen.
+    WaitingForWorker,
+    /// Published; no worker has taken it yet.
+    Queued,
+    Running,
+    /// Failed with a retryable error; waits out its backoff.
+    RetryWaiting,
+    Succeeded,
+    Failed,
+    /// Not run because the flow failed first.
+    Skipped,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped
+        )
+    }
+}
+
+/// The final (or current) state of a flow run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    pub flow: String,
+    pub flow_run: String,
+    pub state: FlowState,
+    pub elapsed_ms: u64,
+    /// Why the flow failed, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub tasks: Vec<TaskReport>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReport {
+    pub name: String,
+    pub kind: TaskKind,
+    pub state: TaskState,
+    /// Attempts started, counting broker redeliveries.
+    pub attempts: u32,
+    pub node: Option<String>,
+    pub rows_in: Option<u64>,
+    pub rows_out: Option<u64>,
+    pub output: Option<String>,
+    pub error: Option<TaskError>,
+}
+
+/// The JSON Schema documents of the contract, as (file name, pretty JSON).
+pub fn json_schemas() -> Vec<(&'static str, String)> {
+    fn render(schema: schemars::Schema) -> String {
+        let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+    vec![
+        (
+            "task_message.schema.json",
+            render(schemars::schema_for!(TaskMessage)),
+        ),
+        (
+            "task_update.schema.json",
+            render(schemars::schema_for!(TaskUpdate)),
+        ),
+        (
+            "heartbeat.schema.json",
+            render(schemars::schema_for!(Heartbeat)),
+        ),
+        (
+            "run_report.schema.json",
+            render(schemars::schema_for!(RunReport)),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_message_round_trips_through_json() {
+        let msg = TaskMessage {
+            schema_version: SCHEMA_VERSION,
+            flow: "colors".into(),
+            flow_run: "fr1".into(),
+            task: "transform".into(),
+            task_run: "fr1.transform".into(),
+            attempt: 2,
+            reply_to: "ns.replies".into(),
+            spec: TaskSpec::Transform(TransformSpec {
+                input: ArtifactRef {
+                    path: "fr1/extract.arrow".into(),
+                    rows: 3,
+                },
+                steps: vec![
+                    Step::Drop(vec!["HEX".into()]),
+                    Step::Filter(FilterStep {
+                        column: "n".into(),
+                        op: CompareOp::Ge,
+                        value: Literal::Int(3),
+                    }),
+                ],
+            }),
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert!(text.contains(r#""kind":"transform""#), "{text}");
+        assert!(text.contains(r#"{"drop":["HEX"]}"#), "{text}");
+        let back: TaskMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = r#"{"schema_version":1,"node":"a","kinds":["extract"],"in_flight":[],"interval_ms":5,"extra":1}"#;
+        assert!(serde_json::from_str::<Heartbeat>(text).is_err());
+    }
+}
