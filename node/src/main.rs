@@ -1,1 +1,342 @@
-fn main() {}
+/*!
+The `conveyor` binary: parses the CLI, loads config, sets up tracing, and hands
+over to `conveyor-actors`. One binary per server; its config file says which
+roles it plays.
+*/
+
+mod display;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use conveyor_actors::config::NodeConfig;
+use conveyor_actors::flow::FlowSpec;
+use conveyor_actors::node::{CoordinatorMode, Node};
+use conveyor_schemas::{FlowState, RunReport};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of a flow that failed.
+const EXIT_FLOW_FAILED: u8 = 1;
+/// Exit code of bad usage, a bad config or a bad flow file.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of a node that gave up (a worker kind kept crashing, broker lost).
+const EXIT_NODE_FAILED: u8 = 70;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "conveyor",
+    version,
+    about = "Run data pipelines (extract → transform → load, any DAG) on one machine or across a cluster",
+    long_about = "Run data pipelines (extract → transform → load, any DAG) on one machine or across a cluster.\n\n\
+Every server runs this same binary; its config file says which roles it plays (coordinator, \
+extract/transform/load workers). Nodes coordinate through RabbitMQ. With no broker configured, \
+`conveyor run` plays every role in one process.\n\n\
+Examples:\n  conveyor run flows/colors.toml                 # embedded, no broker\n  \
+conveyor node --config worker.toml              # a worker node of a cluster\n  \
+conveyor run flows/colors.toml --config client.toml --json\n  \
+conveyor validate flows/colors.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log filter, e.g. `info` or `conveyor_actors=debug`. Defaults to `info`
+    /// for `node` and `error` for `run`.
+    #[arg(long, global = true, env = "CONVEYOR_LOG")]
+    log: Option<String>,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node until SIGINT or SIGTERM, then stop gracefully.
+    ///
+    /// On a signal the node stops consuming, lets in-flight tasks finish within
+    /// the grace period (the rest go back to their queue), and closes its
+    /// broker connection.
+    Node {
+        /// The node config file (see config.toml in the repository).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long in-flight tasks may run on after a stop signal.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+    /// Run one flow to completion and report it.
+    ///
+    /// Without --config (or with a config that has no [broker]) every role runs
+    /// in this process. With a broker, this process is the coordinator and the
+    /// tasks go to the worker nodes. Exit code: 0 succeeded, 1 failed, 2 bad
+    /// usage, config or flow file.
+    Run {
+        /// The flow file.
+        flow: PathBuf,
+        /// A node config: its broker, and any workers to run in this process too.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the final run report to stdout as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a flow file or a node config; report every problem at once.
+    Validate {
+        /// A flow file (has [flow]) or a node config (has [node]).
+        file: PathBuf,
+    },
+    /// Print (or write) the JSON Schemas of the wire contract.
+    Schemas {
+        /// Write one file per message into this directory instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(filter: Option<&str>, default: &str, json: bool) {
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Node { .. } => "info",
+        _ => "error",
+    };
+    init_tracing(cli.log.as_deref(), default_log, cli.log_json);
+    let code = match cli.command {
+        Command::Node { config, grace } => cmd_node(&config, grace),
+        Command::Run { flow, config, json } => cmd_run(&flow, config.as_deref(), json),
+        Command::Validate { file } => cmd_validate(&file),
+        Command::Schemas { out } => cmd_schemas(out.as_deref()),
+    };
+    ExitCode::from(code)
+}
+
+/// The multi-thread runtime that owns lapin and every broker future, apart
+/// from the actix thread.
+fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("conveyor-io")
+        .enable_all()
+        .build()
+}
+
+fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool) -> u8 {
+    let flow = match FlowSpec::load(flow_path) {
+        Ok(f) => f,
+        Err(problems) => {
+            eprint!("error: invalid flow\n{problems}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let cfg = match config {
+        Some(path) => {
+            match NodeConfig::load(path) {
+                Ok(mut c) => {
+                    if c.broker.is_none() && c.workers.is_empty() {
+                        eprintln!("error: {}: a config without a broker must list [workers] to run a flow", path.display());
+                        return EXIT_BAD_INPUT;
+                    }
+                    c.coordinator.get_or_insert_with(Default::default);
+                    c
+                }
+                Err(problems) => {
+                    eprint!("error: invalid node config\n{problems}");
+                    return EXIT_BAD_INPUT;
+                }
+            }
+        }
+        None => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            NodeConfig::embedded(&cwd)
+        }
+    };
+    let io = match io_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return EXIT_NODE_FAILED;
+        }
+    };
+    let live = std::io::stderr().is_terminal() && !json;
+    let system = actix::System::new();
+    let outcome: Result<Option<RunReport>, String> = system.block_on(async {
+        let mut node = Node::start(&cfg, io.handle().clone(), CoordinatorMode::Client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let submitted = node.submit(Arc::new(flow)).await.map_err(|e| e.to_string())?;
+        let progress = live.then(|| display::spawn_progress(submitted.progress.clone()));
+        let result = tokio::select! {
+            report = submitted.done => report.map(Some).map_err(|_| "the coordinator stopped before the flow finished".to_string()),
+            reason = node.fatal.recv() => Err(reason.unwrap_or_else(|| "the node failed".into())),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        };
+        if let Some(p) = progress {
+            p.finish();
+        }
+        let grace = if matches!(result, Ok(Some(_))) { Duration::from_secs(5) } else { Duration::from_secs(1) };
+        node.shutdown(grace).await;
+        result
+    });
+    drop(io);
+    match outcome {
+        Ok(Some(report)) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("error: cannot encode the report: {e}"),
+                }
+            } else {
+                print!("{}", display::summary(&report));
+            }
+            if report.state == FlowState::Succeeded {
+                0
+            } else {
+                EXIT_FLOW_FAILED
+            }
+        }
+        Ok(None) => {
+            eprintln!("interrupted: the flow run was left incomplete");
+            EXIT_INTERRUPTED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_NODE_FAILED
+        }
+    }
+}
+
+fn cmd_node(config: &Path, grace: Duration) -> u8 {
+    let cfg = match NodeConfig::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprint!("error: invalid node config\n{problems}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let io = match io_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return EXIT_NODE_FAILED;
+        }
+    };
+    let mode = if cfg.coordinator.is_some() {
+        CoordinatorMode::Service
+    } else {
+        CoordinatorMode::Off
+    };
+    let system = actix::System::new();
+    let code = system.block_on(async {
+        let mut node = match Node::start(&cfg, io.handle().clone(), mode).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "Node failed to start");
+                return EXIT_NODE_FAILED;
+            }
+        };
+        tracing::info!(node = %cfg.node_name, workers = ?cfg.workers, coordinator = cfg.coordinator.is_some(), "Node running; stop with SIGINT or SIGTERM");
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM");
+                return EXIT_NODE_FAILED;
+            }
+        };
+        let code = tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; stopping gracefully"); 0 }
+            _ = term.recv() => { tracing::info!("SIGTERM received; stopping gracefully"); 0 }
+            reason = node.fatal.recv() => {
+                tracing::error!(reason = reason.as_deref().unwrap_or("unknown"), "Node giving up");
+                EXIT_NODE_FAILED
+            }
+        };
+        node.shutdown(grace).await;
+        code
+    });
+    drop(io);
+    code
+}
+
+fn cmd_validate(file: &Path) -> u8 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: cannot read: {e}", file.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let is_flow = text.lines().any(|l| {
+        let l = l.trim();
+        l == "[flow]" || l.starts_with("[tasks.") || l == "[tasks]"
+    });
+    if is_flow {
+        match FlowSpec::load(file) {
+            Ok(flow) => {
+                println!(
+                    "ok: {} is a valid flow `{}` with {} tasks",
+                    file.display(),
+                    flow.name,
+                    flow.tasks.len()
+                );
+                0
+            }
+            Err(problems) => {
+                eprint!("{problems}");
+                EXIT_BAD_INPUT
+            }
+        }
+    } else {
+        match NodeConfig::load(file) {
+            Ok(cfg) => {
+                let roles = display::roles(&cfg);
+                println!(
+                    "ok: {} is a valid node config for `{}` ({roles})",
+                    file.display(),
+                    cfg.node_name
+                );
+                0
+            }
+            Err(problems) => {
+                eprint!("{problems}");
+                EXIT_BAD_INPUT
+            }
+        }
+    }
+}
+
+fn cmd_schemas(out: Option<&Path>) -> u8 {
+    for (name, text) in conveyor_schemas::json_schemas() {
+        match out {
+            Some(dir) => {
+                if let Err(e) =
+                    std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(name), &text))
+                {
+                    eprintln!("error: {}: {e}", dir.join(name).display());
+                    return EXIT_NODE_FAILED;
+                }
+                println!("wrote {}", dir.join(name).display());
+            }
+            None => println!("// {name}\n{text}"),
+        }
+    }
+    0
+}

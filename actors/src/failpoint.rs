@@ -1,0 +1,102 @@
+/*!
+Failpoints for fault-injection tests, set with the `CONVEYOR_FAILPOINTS`
+environment variable of a node: a comma-separated list of `ACTION@TASK`, where
+ACTION is `panic`, `abort`, `sleep=MS` (before the task runs) or
+`sleep-after-commit=MS` (after its output is committed, before the result is
+published). Unset in production, where every check is a no-op.
+
+Example: `CONVEYOR_FAILPOINTS="sleep=3000@transform,panic@load"`.
+*/
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default)]
+pub struct Failpoints {
+    points: Vec<(Action, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Action {
+    Panic,
+    Abort,
+    Sleep(Duration),
+    SleepAfterCommit(Duration),
+}
+
+pub const ENV: &str = "CONVEYOR_FAILPOINTS";
+
+impl Failpoints {
+    pub fn from_env() -> Failpoints {
+        std::env::var(ENV)
+            .map(|v| Failpoints::parse(&v))
+            .unwrap_or_default()
+    }
+
+    pub fn parse(spec: &str) -> Failpoints {
+        let mut points = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((action, task)) = item.split_once('@') else {
+                tracing::warn!(failpoint = item, "Ignoring a malformed failpoint");
+                continue;
+            };
+            let ms = |s: &str| s.parse::<u64>().ok().map(Duration::from_millis);
+            let action = match action.split_once('=') {
+                None if action == "panic" => Some(Action::Panic),
+                None if action == "abort" => Some(Action::Abort),
+                Some(("sleep", v)) => ms(v).map(Action::Sleep),
+                Some(("sleep-after-commit", v)) => ms(v).map(Action::SleepAfterCommit),
+                _ => None,
+            };
+            match action {
+                Some(a) => points.push((a, task.to_string())),
+                None => tracing::warn!(failpoint = item, "Ignoring an unknown failpoint"),
+            }
+        }
+        if !points.is_empty() {
+            tracing::warn!(
+                failpoints = spec,
+                "Failpoints are armed; this node will misbehave on purpose"
+            );
+        }
+        Failpoints { points }
+    }
+
+    fn fire(&self, task: &str, after_commit: bool) {
+        for (action, t) in &self.points {
+            if t != task {
+                continue;
+            }
+            match (action, after_commit) {
+                (Action::Panic, false) => panic!("failpoint: panic in task {task}"),
+                (Action::Abort, false) => std::process::abort(),
+                (Action::Sleep(d), false) | (Action::SleepAfterCommit(d), true) => {
+                    std::thread::sleep(*d)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn before_task(&self, task: &str) {
+        self.fire(task, false);
+    }
+
+    pub fn after_commit(&self, task: &str) {
+        self.fire(task, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_actions_and_ignores_junk() {
+        let f = Failpoints::parse("panic@t, sleep=20@e ,bogus, sleep-after-commit=5@l");
+        assert_eq!(f.points.len(), 3);
+        assert_eq!(
+            f.points[1],
+            (Action::Sleep(Duration::from_millis(20)), "e".into())
+        );
+    }
+}

@@ -1,0 +1,672 @@
+/*!
+The flow-run state machine. Plain data, no actors, no I/O, no clock reads:
+the caller passes `now` and a liveness predicate, and gets back the task
+messages to publish. The coordinator actor is a thin shell around it.
+
+Transitions of one task:
+
+```text
+Pending ──deps succeeded──▶ (ready) ──live worker──▶ Queued ──Started──▶ Running
+   (ready) ──no live worker──▶ WaitingForWorker ──wait expires──▶ Failed(NoWorker)
+Queued/Running ──Succeeded──▶ Succeeded
+Queued/Running ──Failed(retryable) or timeout, attempts left──▶ RetryWaiting ──backoff──▶ (ready)
+Queued/Running ──Failed(not retryable) or no attempts left──▶ Failed
+any non-terminal ──flow failed──▶ Skipped
+```
+
+Every dispatch bumps the task's `attempt`; an update whose attempt is not the
+current one is stale and ignored. That is the fence against late results.
+*/
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conveyor_schemas::{
+    ErrorKind, FlowState, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage, TaskOutput,
+    TaskReport, TaskSpec, TaskState, TaskUpdate, TransformSpec, UpdateStatus, SCHEMA_VERSION,
+};
+
+use crate::flow::{FlowSpec, RetryPolicy, TaskBody};
+
+/// What became of one update.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It moved the task.
+    Changed,
+    /// It belongs to an attempt that is no longer current, or to a finished task.
+    Stale,
+    /// The same delivery was already counted.
+    Duplicate,
+    /// No such task in this flow.
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct TaskRun {
+    state: TaskState,
+    /// Current attempt number; 0 before the first dispatch.
+    attempt: u32,
+    /// Attempts started, counting broker redeliveries.
+    starts: u32,
+    seen_starts: HashSet<(u32, u32)>,
+    node: Option<String>,
+    output: Option<TaskOutput>,
+    error: Option<TaskError>,
+    /// When the current attempt times out.
+    deadline: Option<Instant>,
+    /// When a RetryWaiting task may go again.
+    retry_at: Option<Instant>,
+    /// Since when this task has had no live worker of its kind.
+    unserved_since: Option<Instant>,
+}
+
+impl TaskRun {
+    fn new() -> Self {
+        TaskRun {
+            state: TaskState::Pending,
+            attempt: 0,
+            starts: 0,
+            seen_starts: HashSet::new(),
+            node: None,
+            output: None,
+            error: None,
+            deadline: None,
+            retry_at: None,
+            unserved_since: None,
+        }
+    }
+}
+
+pub struct FlowRun {
+    pub id: String,
+    pub flow: Arc<FlowSpec>,
+    reply_to: String,
+    worker_wait: Duration,
+    tasks: Vec<TaskRun>,
+    state: FlowState,
+    error: Option<String>,
+    started: Instant,
+    finished: Option<Instant>,
+}
+
+/// Delay before attempt `attempt + 1`: exponential from `backoff`, capped, times
+/// `jitter` in [0.5, 1] so that many failing tasks do not retry in lockstep.
+pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+    let exp = policy
+        .backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    exp.min(policy.max_backoff).mul_f64(jitter.clamp(0.5, 1.0))
+}
+
+impl FlowRun {
+    pub fn new(
+        id: String,
+        flow: Arc<FlowSpec>,
+        reply_to: String,
+        worker_wait: Duration,
+        now: Instant,
+    ) -> Self {
+        let tasks = flow.tasks.iter().map(|_| TaskRun::new()).collect();
+        FlowRun {
+            id,
+            worker_wait: flow.worker_wait.unwrap_or(worker_wait),
+            flow,
+            reply_to,
+            tasks,
+            state: FlowState::Running,
+            error: None,
+            started: now,
+            finished: None,
+        }
+    }
+
+    pub fn state(&self) -> FlowState {
+        self.state
+    }
+
+    pub fn task_run_id(&self, task: &str) -> String {
+        format!("{}.{task}", self.id)
+    }
+
+    fn index_of(&self, task: &str) -> Option<usize> {
+        self.flow.tasks.iter().position(|t| t.name == task)
+    }
+
+    /// Advances timers and readiness. Returns the messages to publish now.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        live: &dyn Fn(TaskKind) -> bool,
+        jitter: &mut dyn FnMut() -> f64,
+    ) -> Vec<TaskMessage> {
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let flow = Arc::clone(&self.flow);
+        for i in 0..self.tasks.len() {
+            let def = &flow.tasks[i];
+            let kind = def.kind;
+            let alive = live(kind);
+            let deps_done = def.after.iter().all(|d| {
+                flow.tasks
+                    .iter()
+                    .position(|t| &t.name == d)
+                    .is_some_and(|j| self.tasks[j].state == TaskState::Succeeded)
+            });
+            let run = &mut self.tasks[i];
+            match run.state {
+                TaskState::Pending => {
+                    if deps_done {
+                        run.state = TaskState::WaitingForWorker;
+                        run.unserved_since = Some(now);
+                    }
+                }
+                TaskState::RetryWaiting if run.retry_at.is_some_and(|t| now >= t) => {
+                    run.state = TaskState::WaitingForWorker;
+                    run.unserved_since = Some(now);
+                }
+                TaskState::Queued | TaskState::Running => {
+                    if run.deadline.is_some_and(|d| now >= d) {
+                        let error = TaskError {
+                            kind: ErrorKind::Timeout,
+                            message: format!(
+                                "attempt {} ran past its timeout of {}",
+                                run.attempt,
+                                humantime::format_duration(def.timeout)
+                            ),
+                            retryable: true,
+                        };
+                        self.fail_attempt(i, error, now, jitter);
+                    } else if !alive {
+                        let since = *run.unserved_since.get_or_insert(now);
+                        if now.duration_since(since) >= self.worker_wait {
+                            let error = self.no_worker_error(kind);
+                            self.fail_task(i, error);
+                        }
+                    } else {
+                        run.unserved_since = None;
+                    }
+                }
+                _ => {}
+            }
+            if self.state.is_terminal() {
+                break;
+            }
+            if self.tasks[i].state == TaskState::WaitingForWorker {
+                if alive {
+                    out.push(self.dispatch(i, now));
+                } else if self.tasks[i]
+                    .unserved_since
+                    .is_some_and(|since| now.duration_since(since) >= self.worker_wait)
+                {
+                    let error = self.no_worker_error(kind);
+                    self.fail_task(i, error);
+                    break;
+                }
+            }
+        }
+        self.settle(now);
+        out
+    }
+
+    fn no_worker_error(&self, kind: TaskKind) -> TaskError {
+        TaskError {
+            kind: ErrorKind::NoWorker,
+            message: format!(
+                "no live `{kind}` worker was seen for {}; start a node with `{kind}` in [workers] kinds",
+                humantime::format_duration(self.worker_wait)
+            ),
+            retryable: false,
+        }
+    }
+
+    fn dispatch(&mut self, i: usize, now: Instant) -> TaskMessage {
+        let def = &self.flow.tasks[i];
+        let input = def
+            .input
+            .as_deref()
+            .and_then(|name| self.index_of(name))
+            .and_then(|j| self.tasks[j].output.as_ref())
+            .and_then(|o| o.artifact.clone());
+        let spec = match (&def.body, input) {
+            (TaskBody::Extract(e), _) => TaskSpec::Extract(e.clone()),
+            (TaskBody::Transform { steps }, Some(input)) => TaskSpec::Transform(TransformSpec {
+                input,
+                steps: steps.clone(),
+            }),
+            (
+                TaskBody::Load {
+                    format,
+                    path,
+                    header,
+                },
+                Some(input),
+            ) => TaskSpec::Load(LoadSpec {
+                input,
+                format: *format,
+                path: path.clone(),
+                header: *header,
+            }),
+            // Readiness guarantees the input succeeded with an artifact.
+            (_, None) => unreachable!("task dispatched before its input succeeded"),
+        };
+        let run = &mut self.tasks[i];
+        run.attempt += 1;
+        run.state = TaskState::Queued;
+        run.deadline = Some(now + def.timeout);
+        run.retry_at = None;
+        run.unserved_since = None;
+        run.error = None;
+        TaskMessage {
+            schema_version: SCHEMA_VERSION,
+            flow: self.flow.name.clone(),
+            flow_run: self.id.clone(),
+            task: def.name.clone(),
+            task_run: format!("{}.{}", self.id, def.name),
+            attempt: run.attempt,
+            reply_to: self.reply_to.clone(),
+            spec,
+        }
+    }
+
+    /// Applies one update from a worker.
+    pub fn apply(
+        &mut self,
+        update: &TaskUpdate,
+        now: Instant,
+        jitter: &mut dyn FnMut() -> f64,
+    ) -> Applied {
+        let Some(i) = self.index_of(&update.task) else {
+            return Applied::Unknown;
+        };
+        let run = &mut self.tasks[i];
+        if self.state.is_terminal() || run.state.is_terminal() || update.attempt != run.attempt {
+            return Applied::Stale;
+        }
+        match &update.status {
+            UpdateStatus::Started => {
+                if !run.seen_starts.insert((update.attempt, update.delivery)) {
+                    return Applied::Duplicate;
+                }
+                run.starts += 1;
+                run.node = Some(update.node.clone());
+                run.state = TaskState::Running;
+            }
+            UpdateStatus::Succeeded(output) => {
+                run.node = Some(update.node.clone());
+                run.starts = run.starts.max(1);
+                run.output = Some(output.clone());
+                run.state = TaskState::Succeeded;
+                run.deadline = None;
+            }
+            UpdateStatus::Failed { error } => {
+                run.node = Some(update.node.clone());
+                run.starts = run.starts.max(1);
+                self.fail_attempt(i, error.clone(), now, jitter);
+            }
+        }
+        self.settle(now);
+        Applied::Changed
+    }
+
+    /// The current attempt failed: retry if the error and the budget allow.
+    fn fail_attempt(
+        &mut self,
+        i: usize,
+        error: TaskError,
+        now: Instant,
+        jitter: &mut dyn FnMut() -> f64,
+    ) {
+        let policy = &self.flow.tasks[i].retry;
+        let run = &mut self.tasks[i];
+        if error.retryable && run.attempt < policy.max_attempts {
+            run.retry_at = Some(now + backoff_delay(policy, run.attempt, jitter()));
+            run.state = TaskState::RetryWaiting;
+            run.deadline = None;
+            run.error = Some(error);
+        } else {
+            self.fail_task(i, error);
+        }
+    }
+
+    fn fail_task(&mut self, i: usize, error: TaskError) {
+        let def = &self.flow.tasks[i];
+        let run = &mut self.tasks[i];
+        let attempts = run.attempt.max(run.starts);
+        self.error = Some(format!(
+            "task `{}` ({}) failed after {attempts} attempt{}: {}",
+            def.name,
+            def.kind,
+            if attempts == 1 { "" } else { "s" },
+            error.message
+        ));
+        run.state = TaskState::Failed;
+        run.deadline = None;
+        run.error = Some(error);
+        self.state = FlowState::Failed;
+        for other in &mut self.tasks {
+            if !other.state.is_terminal() {
+                other.state = TaskState::Skipped;
+            }
+        }
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if !self.state.is_terminal() {
+            if self.tasks.iter().all(|t| t.state == TaskState::Succeeded) {
+                self.state = FlowState::Succeeded;
+            } else if self
+                .tasks
+                .iter()
+                .any(|t| t.state == TaskState::WaitingForWorker)
+            {
+                self.state = FlowState::WaitingForWorker;
+            } else {
+                self.state = FlowState::Running;
+            }
+        }
+        if self.state.is_terminal() && self.finished.is_none() {
+            self.finished = Some(now);
+        }
+    }
+
+    pub fn report(&self, now: Instant) -> RunReport {
+        let end = self.finished.unwrap_or(now);
+        RunReport {
+            flow: self.flow.name.clone(),
+            flow_run: self.id.clone(),
+            state: self.state,
+            elapsed_ms: end.duration_since(self.started).as_millis() as u64,
+            error: self.error.clone(),
+            tasks: self
+                .flow
+                .tasks
+                .iter()
+                .zip(&self.tasks)
+                .map(|(def, run)| TaskReport {
+                    name: def.name.clone(),
+                    kind: def.kind,
+                    state: run.state,
+                    attempts: run.starts.max(if run.state == TaskState::Failed {
+                        run.attempt
+                    } else {
+                        0
+                    }),
+                    node: run.node.clone(),
+                    rows_in: run.output.as_ref().map(|o| o.rows_in),
+                    rows_out: run.output.as_ref().map(|o| o.rows_out),
+                    output: run.output.as_ref().map(|o| o.location.clone()),
+                    error: run.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowSpec;
+    use conveyor_schemas::ArtifactRef;
+    use std::path::Path;
+
+    const FLOW: &str = r#"
+[flow]
+name = "f"
+max_attempts = 2
+backoff = "1s"
+worker_wait = "10s"
+[tasks.e]
+kind = "extract"
+path = "in.csv"
+timeout = "60s"
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ drop = ["x"] }]
+[tasks.l1]
+kind = "load"
+input = "t"
+path = "a.csv"
+[tasks.l2]
+kind = "load"
+input = "e"
+path = "b.parquet"
+"#;
+
+    fn run(now: Instant) -> FlowRun {
+        let flow = Arc::new(FlowSpec::parse("f.toml", FLOW, Path::new("/")).unwrap());
+        FlowRun::new(
+            "fr1".into(),
+            flow,
+            "replies".into(),
+            Duration::from_secs(30),
+            now,
+        )
+    }
+
+    fn all_live(_: TaskKind) -> bool {
+        true
+    }
+
+    fn update(msg: &TaskMessage, status: UpdateStatus) -> TaskUpdate {
+        TaskUpdate {
+            schema_version: SCHEMA_VERSION,
+            flow_run: msg.flow_run.clone(),
+            task: msg.task.clone(),
+            task_run: msg.task_run.clone(),
+            attempt: msg.attempt,
+            node: "n1".into(),
+            delivery: 1,
+            status,
+        }
+    }
+
+    fn success(msg: &TaskMessage, rows: u64) -> TaskUpdate {
+        update(
+            msg,
+            UpdateStatus::Succeeded(TaskOutput {
+                rows_in: rows,
+                rows_out: rows,
+                artifact: Some(ArtifactRef {
+                    path: format!("fr1/{}.arrow", msg.task),
+                    rows,
+                }),
+                location: "x".into(),
+            }),
+        )
+    }
+
+    fn failure(msg: &TaskMessage, retryable: bool) -> TaskUpdate {
+        update(
+            msg,
+            UpdateStatus::Failed {
+                error: TaskError {
+                    kind: if retryable {
+                        ErrorKind::Io
+                    } else {
+                        ErrorKind::Data
+                    },
+                    message: "boom".into(),
+                    retryable,
+                },
+            },
+        )
+    }
+
+    fn one() -> f64 {
+        1.0
+    }
+
+    #[test]
+    fn a_dag_runs_fan_out_to_success() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let msgs = fr.poll(t0, &all_live, &mut one);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!((msgs[0].task.as_str(), msgs[0].attempt), ("e", 1));
+        assert_eq!(
+            fr.apply(&update(&msgs[0], UpdateStatus::Started), t0, &mut one),
+            Applied::Changed
+        );
+        assert_eq!(
+            fr.apply(&success(&msgs[0], 10), t0, &mut one),
+            Applied::Changed
+        );
+        // One extract feeds a transform and a load at once.
+        let mut next: Vec<String> = fr
+            .poll(t0, &all_live, &mut one)
+            .into_iter()
+            .map(|m| m.task)
+            .collect();
+        next.sort();
+        assert_eq!(next, ["l2", "t"]);
+        let report = fr.report(t0);
+        assert_eq!(
+            report
+                .tasks
+                .iter()
+                .find(|t| t.name == "e")
+                .unwrap()
+                .rows_out,
+            Some(10)
+        );
+        assert_eq!(fr.state(), FlowState::Running);
+    }
+
+    fn drive_to_success(fr: &mut FlowRun, now: Instant) {
+        for _ in 0..10 {
+            for m in fr.poll(now, &all_live, &mut one) {
+                fr.apply(&success(&m, 3), now, &mut one);
+            }
+        }
+    }
+
+    #[test]
+    fn all_tasks_succeeding_completes_the_flow() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        drive_to_success(&mut fr, t0);
+        assert_eq!(fr.state(), FlowState::Succeeded);
+        assert!(fr
+            .report(t0)
+            .tasks
+            .iter()
+            .all(|t| t.state == TaskState::Succeeded && t.attempts == 1));
+    }
+
+    #[test]
+    fn retryable_failure_backs_off_then_retries_with_a_new_attempt() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m1 = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&failure(&m1, true), t0, &mut one);
+        assert_eq!(fr.report(t0).tasks[0].state, TaskState::RetryWaiting);
+        assert!(fr
+            .poll(t0 + Duration::from_millis(900), &all_live, &mut one)
+            .is_empty());
+        let m2 = fr
+            .poll(t0 + Duration::from_secs(1), &all_live, &mut one)
+            .remove(0);
+        assert_eq!(m2.attempt, 2);
+        // A late result of attempt 1 is fenced off.
+        assert_eq!(fr.apply(&success(&m1, 5), t0, &mut one), Applied::Stale);
+        // The budget is two attempts.
+        fr.apply(&failure(&m2, true), t0, &mut one);
+        assert_eq!(fr.state(), FlowState::Failed);
+        let report = fr.report(t0);
+        assert!(report
+            .error
+            .unwrap()
+            .contains("task `e` (extract) failed after 2 attempts"));
+        assert!(report.tasks[1..]
+            .iter()
+            .all(|t| t.state == TaskState::Skipped));
+    }
+
+    #[test]
+    fn non_retryable_failure_fails_at_once() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m1 = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&failure(&m1, false), t0, &mut one);
+        assert_eq!(fr.state(), FlowState::Failed);
+        assert_eq!(fr.report(t0).tasks[0].attempts, 1);
+    }
+
+    #[test]
+    fn timeout_counts_as_a_retryable_failure() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m1 = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.poll(t0 + Duration::from_secs(61), &all_live, &mut one);
+        let report = fr.report(t0);
+        assert_eq!(report.tasks[0].state, TaskState::RetryWaiting);
+        assert_eq!(
+            report.tasks[0].error.as_ref().unwrap().kind,
+            ErrorKind::Timeout
+        );
+        let m2 = fr
+            .poll(t0 + Duration::from_secs(62), &all_live, &mut one)
+            .remove(0);
+        assert_eq!(m2.attempt, m1.attempt + 1);
+    }
+
+    #[test]
+    fn missing_worker_waits_visibly_then_fails_naming_the_kind() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let no_transform = |k: TaskKind| k != TaskKind::Transform;
+        let e = fr.poll(t0, &no_transform, &mut one).remove(0);
+        fr.apply(&success(&e, 3), t0, &mut one);
+        let sent: Vec<String> = fr
+            .poll(t0, &no_transform, &mut one)
+            .into_iter()
+            .map(|m| m.task)
+            .collect();
+        assert_eq!(sent, ["l2"]);
+        assert_eq!(fr.state(), FlowState::WaitingForWorker);
+        fr.poll(t0 + Duration::from_secs(9), &no_transform, &mut one);
+        assert_eq!(fr.state(), FlowState::WaitingForWorker);
+        fr.poll(t0 + Duration::from_secs(10), &no_transform, &mut one);
+        assert_eq!(fr.state(), FlowState::Failed);
+        let report = fr.report(t0);
+        let t = report.tasks.iter().find(|t| t.name == "t").unwrap();
+        assert_eq!(t.error.as_ref().unwrap().kind, ErrorKind::NoWorker);
+        assert!(report.error.unwrap().contains("`transform`"));
+    }
+
+    #[test]
+    fn redeliveries_count_as_attempts_and_duplicates_do_not() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&update(&m, UpdateStatus::Started), t0, &mut one);
+        assert_eq!(
+            fr.apply(&update(&m, UpdateStatus::Started), t0, &mut one),
+            Applied::Duplicate
+        );
+        let mut again = update(&m, UpdateStatus::Started);
+        again.delivery = 2;
+        again.node = "n2".into();
+        fr.apply(&again, t0, &mut one);
+        fr.apply(&success(&m, 1), t0, &mut one);
+        let report = fr.report(t0);
+        assert_eq!(report.tasks[0].attempts, 2);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        };
+        assert_eq!(backoff_delay(&p, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(&p, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(&p, 9, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff_delay(&p, 3, 0.5), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,239 @@
+/*!
+Transports move the JSON messages of `conveyor-schemas` between roles.
+
+- [`amqp`]: RabbitMQ through lapin, for clusters.
+- [`inproc`]: an in-process bus with the same semantics (manual ack,
+  redelivery of unacked work, a delivery limit, a dead-letter queue), for the
+  embedded default.
+
+Both run on the node's I/O runtime (a multi-thread tokio runtime of its own),
+never on the actix thread. Actors call them through [`Transport`], which is
+cheap to clone.
+*/
+
+pub mod amqp;
+pub mod inproc;
+
+use conveyor_schemas::{Heartbeat, TaskKind, TaskMessage, TaskUpdate};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("the broker could not route the message to `{0}`: no queue is bound for it")]
+    Unroutable(String),
+    #[error("the broker refused the message (nack) for `{0}`")]
+    Nacked(String),
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+impl From<lapin::Error> for TransportError {
+    fn from(e: lapin::Error) -> Self {
+        TransportError::Broker(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TransportError>;
+
+/// Names of every exchange and queue, all under the namespace.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub namespace: String,
+}
+
+impl Names {
+    pub fn tasks_exchange(&self) -> String {
+        format!("{}.tasks", self.namespace)
+    }
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.namespace)
+    }
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.namespace)
+    }
+    pub fn task_queue(&self, kind: TaskKind) -> String {
+        format!("{}.tasks.{kind}", self.namespace)
+    }
+    /// The durable reply queue of a coordinator.
+    pub fn reply_queue(&self, coordinator: &str) -> String {
+        format!("{}.replies.{coordinator}", self.namespace)
+    }
+}
+
+/// One message taken from a queue; it must be settled (ack, requeue or dead-letter).
+pub struct Delivery {
+    pub body: Vec<u8>,
+    /// 1 on first delivery; grows with each redelivery.
+    pub delivery: u32,
+    acker: Acker,
+}
+
+enum Acker {
+    InProc(inproc::InProcAcker),
+    Amqp(lapin::Acker),
+}
+
+impl Delivery {
+    /// Acknowledges. `Ok(false)` means the ack could not be sent (channel
+    /// closed): the message may be redelivered, and that is not a success.
+    pub async fn ack(self) -> Result<bool> {
+        match self.acker {
+            Acker::InProc(a) => Ok(a.ack()),
+            Acker::Amqp(a) => Ok(a.ack(lapin::options::BasicAckOptions::default()).await?),
+        }
+    }
+
+    /// Puts the message back for another delivery.
+    pub async fn requeue(self) -> Result<bool> {
+        match self.acker {
+            Acker::InProc(a) => Ok(a.requeue()),
+            Acker::Amqp(a) => Ok(a
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?),
+        }
+    }
+
+    /// Rejects without requeue: the broker moves it to the dead-letter queue.
+    pub async fn dead_letter(self) -> Result<bool> {
+        match self.acker {
+            Acker::InProc(a) => Ok(a.dead_letter()),
+            Acker::Amqp(a) => Ok(a
+                .reject(lapin::options::BasicRejectOptions { requeue: false })
+                .await?),
+        }
+    }
+}
+
+/// A running consumer. Dropping the receiver and calling [`Subscription::close`]
+/// returns every unacked message to its queue.
+pub struct Subscription {
+    pub deliveries: mpsc::Receiver<Delivery>,
+    closer: Closer,
+}
+
+enum Closer {
+    InProc(inproc::ConsumerHandle),
+    Amqp(lapin::Channel, String),
+}
+
+impl Subscription {
+    /// Stops new deliveries; messages already delivered stay ours to settle.
+    pub async fn cancel(&self) {
+        match &self.closer {
+            Closer::InProc(h) => h.cancel(),
+            Closer::Amqp(ch, tag) => {
+                let _ = ch
+                    .basic_cancel(
+                        tag.as_str().into(),
+                        lapin::options::BasicCancelOptions::default(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Closes the consumer; the broker requeues what is still unacked.
+    pub async fn close(self) {
+        match self.closer {
+            Closer::InProc(h) => h.cancel(),
+            Closer::Amqp(ch, _) => {
+                let _ = ch.close(200, "consumer closed".into()).await;
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum Transport {
+    InProc(inproc::InProcBus),
+    Amqp(amqp::AmqpTransport),
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| TransportError::Encode(e.to_string()))
+}
+
+impl Transport {
+    /// Publishes one attempt to the queue of its kind, confirmed by the broker.
+    pub async fn publish_task(&self, msg: &TaskMessage) -> Result<()> {
+        let body = encode(msg)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish(&bus.names().task_queue(msg.spec.kind()), body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_task(msg.spec.kind(), &msg.task_run, body).await,
+        }
+    }
+
+    pub async fn publish_update(&self, reply_to: &str, update: &TaskUpdate) -> Result<()> {
+        let body = encode(update)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish(reply_to, body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_update(reply_to, body).await,
+        }
+    }
+
+    pub async fn publish_heartbeat(&self, hb: &Heartbeat) -> Result<()> {
+        let body = encode(hb)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish_heartbeat(body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_heartbeat(&hb.node, body).await,
+        }
+    }
+
+    pub async fn consume_tasks(
+        &self,
+        kind: TaskKind,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<Subscription> {
+        match self {
+            Transport::InProc(bus) => Ok(bus.consume(&bus.names().task_queue(kind), prefetch)),
+            Transport::Amqp(t) => t.consume(&t.names().task_queue(kind), prefetch, tag).await,
+        }
+    }
+
+    /// Declares the coordinator's durable reply queue and consumes it.
+    /// `expires` lets the broker delete the queue of a client that went away.
+    pub async fn consume_replies(
+        &self,
+        queue: &str,
+        expires: Option<std::time::Duration>,
+    ) -> Result<Subscription> {
+        match self {
+            Transport::InProc(bus) => Ok(bus.consume(queue, 256)),
+            Transport::Amqp(t) => {
+                t.declare_reply_queue(queue, expires).await?;
+                t.consume(queue, 256, "coordinator").await
+            }
+        }
+    }
+
+    pub async fn consume_heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>> {
+        match self {
+            Transport::InProc(bus) => Ok(bus.heartbeats()),
+            Transport::Amqp(t) => t.consume_heartbeats().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Transport::Amqp(t) = self {
+            t.close().await;
+        }
+    }
+}

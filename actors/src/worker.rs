@@ -1,0 +1,390 @@
+/*!
+The worker actor: one per configured kind on a node, with that kind's
+concurrency as its prefetch.
+
+Each delivery is processed off the actix thread: decoding and broker calls on
+the I/O runtime, the Arrow work in `spawn_blocking`. The order of effects is
+what makes a task's effect happen once:
+
+1. decode and check the message; a bad one is dead-lettered with one log line;
+2. if the task run already has a commit marker, this is a duplicate delivery:
+   answer with the recorded output, ack, done;
+3. run the task to a committed output (tmp file, fsync, rename) and write the marker;
+4. publish the result (confirmed), and only then ack.
+
+A panic in the task leaves the delivery unacked and stops the actor; the
+supervisor restarts it with backoff and the broker redelivers the task (and
+dead-letters it once it passes the delivery limit).
+
+Graceful stop ([`Drain`]): cancel the consumer, let in-flight tasks finish
+within the grace period, then close the channel so the broker requeues the rest.
+*/
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use conveyor_etl::{Attempt, Workspace};
+use conveyor_schemas::{TaskKind, TaskMessage, TaskSpec, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
+use tokio::sync::watch;
+use tracing::{error, info, warn, Instrument};
+
+use crate::failpoint::Failpoints;
+use crate::transport::{Delivery, Subscription, Transport, TransportError};
+
+/// Tells the supervisor that a worker actor stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerExited {
+    pub kind: TaskKind,
+    pub crashed: bool,
+}
+
+/// Everything a task needs, cloned into each processing future.
+#[derive(Clone)]
+pub struct WorkerEnv {
+    pub node: String,
+    pub transport: Transport,
+    pub io: tokio::runtime::Handle,
+    pub workspace: Workspace,
+    /// Task runs this node holds right now, for heartbeats.
+    pub in_flight: Arc<Mutex<HashSet<String>>>,
+    pub failpoints: Failpoints,
+}
+
+pub struct Worker {
+    kind: TaskKind,
+    concurrency: usize,
+    env: WorkerEnv,
+    supervisor: Recipient<WorkerExited>,
+    subscription: Option<Arc<Subscription>>,
+    active: watch::Sender<usize>,
+    crashed: bool,
+}
+
+impl Worker {
+    pub fn new(
+        kind: TaskKind,
+        concurrency: usize,
+        env: WorkerEnv,
+        supervisor: Recipient<WorkerExited>,
+    ) -> Self {
+        Worker {
+            kind,
+            concurrency,
+            env,
+            supervisor,
+            subscription: None,
+            active: watch::channel(0).0,
+            crashed: false,
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunTask(Delivery);
+
+/// Stop taking tasks, finish in-flight ones within `grace`, then stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub grace: Duration,
+}
+
+/// How processing one delivery ended.
+enum Outcome {
+    Settled,
+    /// The task panicked; the delivery went back to the queue.
+    Crashed,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let transport = self.env.transport.clone();
+        let kind = self.kind;
+        let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
+        let tag = format!("{}-{kind}", self.env.node);
+        let subscribe = self
+            .env
+            .io
+            .spawn(async move { transport.consume_tasks(kind, prefetch, &tag).await });
+        ctx.wait(async move { subscribe.await }.into_actor(self).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(mut sub)) => {
+                    let addr = ctx.address();
+                    let mut rx =
+                        std::mem::replace(&mut sub.deliveries, tokio::sync::mpsc::channel(1).1);
+                    act.subscription = Some(Arc::new(sub));
+                    act.env.io.spawn(async move {
+                        while let Some(d) = rx.recv().await {
+                            if addr.try_send(RunTask(d)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    info!(kind = %kind, concurrency = prefetch, "Worker consuming");
+                }
+                Ok(Err(e)) => {
+                    error!(kind = %kind, error = %e, "Worker cannot consume its queue");
+                    act.crashed = true;
+                    ctx.stop();
+                }
+                Err(e) => {
+                    error!(kind = %kind, error = %e, "Worker subscription task failed");
+                    act.crashed = true;
+                    ctx.stop();
+                }
+            },
+        ));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(sub) = self.subscription.take() {
+            self.env.io.spawn(async move {
+                if let Ok(sub) = Arc::try_unwrap(sub) {
+                    sub.close().await;
+                }
+            });
+        }
+        self.supervisor.do_send(WorkerExited {
+            kind: self.kind,
+            crashed: self.crashed,
+        });
+    }
+}
+
+impl Handler<RunTask> for Worker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, RunTask(delivery): RunTask, _ctx: &mut Context<Self>) -> Self::Result {
+        self.active.send_modify(|n| *n += 1);
+        let job = self
+            .env
+            .io
+            .spawn(process(self.env.clone(), self.kind, delivery));
+        Box::pin(async move { job.await }.into_actor(self).map(|res, act, ctx| {
+            act.active.send_modify(|n| *n -= 1);
+            let crashed = match res {
+                Ok(Outcome::Settled) => false,
+                Ok(Outcome::Crashed) => true,
+                Err(e) => {
+                    error!(kind = %act.kind, error = %e, "Task processing aborted");
+                    true
+                }
+            };
+            if crashed {
+                error!(kind = %act.kind, "Worker crashed on a task; the supervisor will restart it");
+                act.crashed = true;
+                ctx.stop();
+            }
+        }))
+    }
+}
+
+impl Handler<Drain> for Worker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        let sub = self.subscription.clone();
+        let mut active = self.active.subscribe();
+        let kind = self.kind;
+        let wait = self.env.io.spawn(async move {
+            if let Some(sub) = &sub {
+                sub.cancel().await;
+            }
+            let drained = tokio::time::timeout(msg.grace, active.wait_for(|n| *n == 0)).await;
+            if drained.is_err() {
+                warn!(kind = %kind, "Grace period over; in-flight tasks go back to the queue");
+            }
+        });
+        Box::pin(
+            async move {
+                let _ = wait.await;
+            }
+            .into_actor(self)
+            .map(|_, _act, ctx| ctx.stop()),
+        )
+    }
+}
+
+async fn publish(
+    env: &WorkerEnv,
+    msg: &TaskMessage,
+    delivery: u32,
+    status: UpdateStatus,
+) -> Result<(), TransportError> {
+    let update = TaskUpdate {
+        schema_version: SCHEMA_VERSION,
+        flow_run: msg.flow_run.clone(),
+        task: msg.task.clone(),
+        task_run: msg.task_run.clone(),
+        attempt: msg.attempt,
+        node: env.node.clone(),
+        delivery,
+        status,
+    };
+    env.transport.publish_update(&msg.reply_to, &update).await
+}
+
+async fn settle_ack(delivery: Delivery) {
+    match delivery.ack().await {
+        Ok(true) => {}
+        Ok(false) => warn!("Ack not sent (channel closed); the broker may redeliver this task"),
+        Err(e) => warn!(error = %e, "Ack failed; the broker may redeliver this task"),
+    }
+}
+
+/// Checks a decoded message before any work: a message is hostile until checked.
+fn check_message(msg: &TaskMessage, kind: TaskKind) -> Result<(), String> {
+    if msg.schema_version != SCHEMA_VERSION {
+        return Err(format!(
+            "unsupported schema_version {} (this node speaks {SCHEMA_VERSION})",
+            msg.schema_version
+        ));
+    }
+    if msg.spec.kind() != kind {
+        return Err(format!(
+            "a {} task arrived on the {kind} queue",
+            msg.spec.kind()
+        ));
+    }
+    conveyor_etl::paths::check_name("flow_run", &msg.flow_run).map_err(|e| e.to_string())?;
+    conveyor_etl::paths::check_name("task", &msg.task).map_err(|e| e.to_string())?;
+    if msg.attempt == 0 || msg.reply_to.is_empty() {
+        return Err("attempt must be at least 1 and reply_to must be set".into());
+    }
+    Ok(())
+}
+
+/// Largest task message accepted; flows are small, data travels as artifacts.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+async fn process(env: WorkerEnv, kind: TaskKind, delivery: Delivery) -> Outcome {
+    if delivery.body.len() > MAX_MESSAGE_BYTES {
+        error!(kind = %kind, bytes = delivery.body.len(), "Rejecting an oversize task message to the dead-letter queue");
+        let _ = delivery.dead_letter().await;
+        return Outcome::Settled;
+    }
+    let msg: TaskMessage = match serde_json::from_slice(&delivery.body) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(kind = %kind, error = %e, bytes = delivery.body.len(), "Rejecting an undecodable task message to the dead-letter queue");
+            let _ = delivery.dead_letter().await;
+            return Outcome::Settled;
+        }
+    };
+    if let Err(why) = check_message(&msg, kind) {
+        error!(kind = %kind, task_run = %msg.task_run, error = %why, "Rejecting a bad task message to the dead-letter queue");
+        let _ = delivery.dead_letter().await;
+        return Outcome::Settled;
+    }
+    let span = tracing::info_span!("task", flow_run = %msg.flow_run, task_run = %msg.task_run, attempt = msg.attempt, node = %env.node, kind = %kind);
+    run_one(env, msg, delivery).instrument(span).await
+}
+
+async fn run_one(env: WorkerEnv, msg: TaskMessage, delivery: Delivery) -> Outcome {
+    let n = delivery.delivery;
+    if let Ok(mut set) = env.in_flight.lock() {
+        set.insert(msg.task_run.clone());
+    }
+    let outcome = run_tracked(&env, &msg, delivery, n).await;
+    if let Ok(mut set) = env.in_flight.lock() {
+        set.remove(&msg.task_run);
+    }
+    outcome
+}
+
+async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: u32) -> Outcome {
+    match publish(env, msg, n, UpdateStatus::Started).await {
+        Ok(()) => {}
+        Err(TransportError::Unroutable(_)) => {
+            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropping the task");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+        Err(e) => {
+            warn!(error = %e, "Cannot report the task start; returning it to the queue");
+            let _ = delivery.requeue().await;
+            return Outcome::Settled;
+        }
+    }
+    info!(delivery = n, "Task started");
+
+    let work_env = env.clone();
+    let work_msg = msg.clone();
+    let result = tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n)).await;
+    let status = match result {
+        Ok(Ok(output)) => UpdateStatus::Succeeded(output),
+        Ok(Err(e)) => {
+            warn!(error = %e, retryable = e.retryable(), "Task failed");
+            UpdateStatus::Failed {
+                error: e.to_task_error(),
+            }
+        }
+        Err(join) => {
+            let why = if join.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            error!(delivery = n, "Task {why}; leaving it for redelivery");
+            let _ = delivery.requeue().await;
+            return Outcome::Crashed;
+        }
+    };
+    let succeeded = matches!(status, UpdateStatus::Succeeded(_));
+    match publish(env, msg, n, status).await {
+        Ok(()) => {
+            if succeeded {
+                info!("Task succeeded");
+            }
+            settle_ack(delivery).await;
+        }
+        Err(e) => {
+            // The output (if any) is committed and fenced by its marker, so a
+            // redelivery answers from the marker without redoing the work.
+            warn!(error = %e, "Cannot report the result; returning the task to the queue");
+            let _ = delivery.requeue().await;
+        }
+    }
+    Outcome::Settled
+}
+
+/// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
+fn execute(
+    env: &WorkerEnv,
+    msg: &TaskMessage,
+    delivery: u32,
+) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
+    let store = &env.workspace.store;
+    if let Some(output) = store.committed(&msg.flow_run, &msg.task)? {
+        info!(
+            delivery,
+            "Duplicate delivery of a committed task; answering with the recorded output"
+        );
+        return Ok(output);
+    }
+    let at = Attempt {
+        flow_run: &msg.flow_run,
+        task: &msg.task,
+        attempt: msg.attempt,
+    };
+    env.failpoints.before_task(&msg.task);
+    let output = match &msg.spec {
+        TaskSpec::Extract(spec) => conveyor_etl::run_extract(&env.workspace, &at, spec),
+        TaskSpec::Transform(spec) => conveyor_etl::run_transform(&env.workspace, &at, spec),
+        TaskSpec::Load(spec) => conveyor_etl::run_load(&env.workspace, &at, spec),
+    }?;
+    env.failpoints.after_commit(&msg.task);
+    store.mark_committed(
+        &msg.flow_run,
+        &msg.task,
+        &format!("a{}", msg.attempt),
+        &output,
+    )?;
+    Ok(output)
+}
