@@ -1,1 +1,8 @@
+//! The one integration-test binary. Tests that need RabbitMQ connect to
+//! `CONVEYOR_TEST_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f)
+//! and use a namespace of their own.
 
+mod cluster;
+mod embedded;
+mod schemas;
+mod util;

@@ -60,6 +60,8 @@ pub struct Node {
     pub coordinator: Option<Addr<Coordinator>>,
     /// Receives a reason when the node must exit (a worker kind keeps crashing).
     pub fatal: mpsc::UnboundedReceiver<String>,
+    /// Kept so that `fatal` only yields on a real reason, even with no workers.
+    _fatal_tx: mpsc::UnboundedSender<String>,
     io: tokio::runtime::Handle,
 }
 
@@ -131,7 +133,7 @@ impl Node {
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
             };
-            Some(Supervisor::new(cfg.workers.clone(), env, cfg.heartbeat, fatal_tx).start())
+            Some(Supervisor::new(cfg.workers.clone(), env, cfg.heartbeat, fatal_tx.clone()).start())
         };
 
         let coordinator = match (mode, &cfg.coordinator) {
@@ -198,6 +200,7 @@ impl Node {
             supervisor,
             coordinator,
             fatal,
+            _fatal_tx: fatal_tx,
             io,
         })
     }

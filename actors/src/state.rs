@@ -157,11 +157,9 @@ impl FlowRun {
             });
             let run = &mut self.tasks[i];
             match run.state {
-                TaskState::Pending => {
-                    if deps_done {
-                        run.state = TaskState::WaitingForWorker;
-                        run.unserved_since = Some(now);
-                    }
+                TaskState::Pending if deps_done => {
+                    run.state = TaskState::WaitingForWorker;
+                    run.unserved_since = Some(now);
                 }
                 TaskState::RetryWaiting if run.retry_at.is_some_and(|t| now >= t) => {
                     run.state = TaskState::WaitingForWorker;

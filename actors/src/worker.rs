@@ -112,34 +112,36 @@ impl Actor for Worker {
             .env
             .io
             .spawn(async move { transport.consume_tasks(kind, prefetch, &tag).await });
-        ctx.wait(async move { subscribe.await }.into_actor(self).map(
-            move |res, act, ctx| match res {
-                Ok(Ok(mut sub)) => {
-                    let addr = ctx.address();
-                    let mut rx =
-                        std::mem::replace(&mut sub.deliveries, tokio::sync::mpsc::channel(1).1);
-                    act.subscription = Some(Arc::new(sub));
-                    act.env.io.spawn(async move {
-                        while let Some(d) = rx.recv().await {
-                            if addr.try_send(RunTask(d)).is_err() {
-                                break;
+        ctx.wait(
+            subscribe
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(Ok(mut sub)) => {
+                        let addr = ctx.address();
+                        let mut rx =
+                            std::mem::replace(&mut sub.deliveries, tokio::sync::mpsc::channel(1).1);
+                        act.subscription = Some(Arc::new(sub));
+                        act.env.io.spawn(async move {
+                            while let Some(d) = rx.recv().await {
+                                if addr.try_send(RunTask(d)).is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    });
-                    info!(kind = %kind, concurrency = prefetch, "Worker consuming");
-                }
-                Ok(Err(e)) => {
-                    error!(kind = %kind, error = %e, "Worker cannot consume its queue");
-                    act.crashed = true;
-                    ctx.stop();
-                }
-                Err(e) => {
-                    error!(kind = %kind, error = %e, "Worker subscription task failed");
-                    act.crashed = true;
-                    ctx.stop();
-                }
-            },
-        ));
+                        });
+                        info!(kind = %kind, concurrency = prefetch, "Worker consuming");
+                    }
+                    Ok(Err(e)) => {
+                        error!(kind = %kind, error = %e, "Worker cannot consume its queue");
+                        act.crashed = true;
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        error!(kind = %kind, error = %e, "Worker subscription task failed");
+                        act.crashed = true;
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -166,7 +168,7 @@ impl Handler<RunTask> for Worker {
             .env
             .io
             .spawn(process(self.env.clone(), self.kind, delivery));
-        Box::pin(async move { job.await }.into_actor(self).map(|res, act, ctx| {
+        Box::pin(job.into_actor(self).map(|res, act, ctx| {
             act.active.send_modify(|n| *n -= 1);
             let crashed = match res {
                 Ok(Outcome::Settled) => false,

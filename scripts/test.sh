@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs Conveyor's whole test suite: lint checks, unit tests, and the
+# integration tests against a real RabbitMQ. Installs and starts RabbitMQ
+# (Debian's rabbitmq-server) when nothing listens on the test broker's port.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh cluster    # only tests whose name contains "cluster"
+#
+# CONVEYOR_TEST_AMQP_URL points the tests at another broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+url="${CONVEYOR_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+hostport="${url#*://}"; hostport="${hostport#*@}"; hostport="${hostport%%/*}"
+host="${hostport%%:*}"; port="${hostport##*:}"; [ "$port" = "$host" ] && port=5672
+
+broker_up() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+
+if ! broker_up; then
+  if [ "$host" != "127.0.0.1" ] && [ "$host" != "localhost" ]; then
+    echo "test.sh: no broker at $host:$port and it is not local; start it or fix CONVEYOR_TEST_AMQP_URL" >&2
+    exit 1
+  fi
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "test.sh: installing rabbitmq-server" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  echo "test.sh: starting RabbitMQ" >&2
+  $sudo rabbitmq-server -detached || true
+  for _ in $(seq 1 120); do broker_up && break; sleep 1; done
+  broker_up || { echo "test.sh: RabbitMQ did not open port $port within 120 s" >&2; exit 1; }
+fi
+echo "test.sh: broker reachable at $host:$port" >&2
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# --workspace also builds the `conveyor` binary the integration tests run.
+cargo test --workspace "$@"

@@ -1,0 +1,208 @@
+//! Real `conveyor node` processes on a real RabbitMQ, one namespace per test.
+
+use std::time::{Duration, Instant};
+
+use conveyor_schemas::{ErrorKind, FlowState, TaskState};
+
+use crate::util::*;
+
+fn client_config(dir: &TestDir, ns: &str, extra: &str) -> std::path::PathBuf {
+    dir.write(
+        "client.toml",
+        &node_config("client", ns, &[], &dir.join("client"), extra),
+    )
+}
+
+#[test]
+fn one_worker_node_runs_all_kinds_with_output_identical_to_embedded() {
+    let dir = TestDir::new("cluster_all_kinds");
+    let ns = namespace("allkinds");
+    let storage = dir.join("shared");
+    let cfg = dir.write(
+        "w1.toml",
+        &node_config("w1", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let _w1 = NodeProcess::start(&cfg, &dir.join("w1.log"), &[]);
+    let flow = colors_flow(&dir, "colors", "");
+    let client = client_config(&dir, &ns, "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    for t in &report.tasks {
+        assert_eq!(t.state, TaskState::Succeeded);
+        assert_eq!(t.node.as_deref(), Some("w1"), "{t:?}");
+        assert_eq!(t.rows_out, Some(148));
+    }
+    let clustered = std::fs::read(storage.join("out/colors.csv")).unwrap();
+
+    // The same flow embedded writes the same bytes.
+    let embedded_dir = TestDir::new("cluster_all_kinds_embedded");
+    let (out, _) = run_flow(&embedded_dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let embedded = std::fs::read(embedded_dir.join("out/colors.csv")).unwrap();
+    assert_eq!(clustered, embedded);
+    assert_eq!(
+        String::from_utf8(clustered).unwrap(),
+        expected_colors_without_hex()
+    );
+    for kind in ["extract", "transform", "load"] {
+        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
+    }
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    delete_namespace(&ns);
+}
+
+#[test]
+fn extract_on_one_node_transform_and_load_on_another() {
+    let dir = TestDir::new("cluster_split");
+    let ns = namespace("split");
+    // The two nodes share the artifact store (a shared disk in production).
+    let storage = dir.join("shared");
+    let a = dir.write(
+        "a.toml",
+        &node_config("node-a", &ns, &["extract"], &storage, ""),
+    );
+    let b = dir.write(
+        "b.toml",
+        &node_config("node-b", &ns, &["transform", "load"], &storage, ""),
+    );
+    let _a = NodeProcess::start(&a, &dir.join("a.log"), &[]);
+    let _b = NodeProcess::start(&b, &dir.join("b.log"), &[]);
+    let flow = colors_flow(&dir, "split", "");
+    let client = client_config(&dir, &ns, "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    let node_of = |name: &str| {
+        report
+            .tasks
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .node
+            .clone()
+    };
+    assert_eq!(node_of("extract").as_deref(), Some("node-a"));
+    assert_eq!(node_of("transform").as_deref(), Some("node-b"));
+    assert_eq!(node_of("load").as_deref(), Some("node-b"));
+    let written = std::fs::read_to_string(storage.join("out/colors.csv")).unwrap();
+    assert_eq!(written, expected_colors_without_hex());
+    delete_namespace(&ns);
+}
+
+#[test]
+fn a_missing_transform_worker_fails_the_flow_within_the_wait_naming_transform() {
+    let dir = TestDir::new("cluster_missing_kind");
+    let ns = namespace("missing");
+    let storage = dir.join("shared");
+    let w = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "load"], &storage, ""),
+    );
+    let _w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
+    let flow = colors_flow(&dir, "missing", "");
+    let client = client_config(&dir, &ns, "[coordinator]\nworker_wait = \"2s\"\n");
+    let started = Instant::now();
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Failed);
+    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(t.error.as_ref().unwrap().kind, ErrorKind::NoWorker);
+    let error = report.error.unwrap();
+    assert!(error.contains("`transform`"), "{error}");
+    // Bounded by the wait, not hanging: generous slack for a loaded machine.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Nothing was published for the missing kind, so nothing is left to run later.
+    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
+    delete_namespace(&ns);
+}
+
+#[test]
+fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
+    let dir = TestDir::new("cluster_kill_worker");
+    let ns = namespace("kill");
+    let storage = dir.join("shared");
+    let a_cfg = dir.write(
+        "a.toml",
+        &node_config(
+            "node-a",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            "",
+        ),
+    );
+    let b_cfg = dir.write(
+        "b.toml",
+        &node_config(
+            "node-b",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            "",
+        ),
+    );
+    // node-a stalls inside the transform long enough to be killed there.
+    let mut a = NodeProcess::start(
+        &a_cfg,
+        &dir.join("a.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep=60000@transform")],
+    );
+    let flow = colors_flow(&dir, "kill", "");
+    let client = client_config(&dir, &ns, "");
+    let run = {
+        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
+        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
+    };
+    a.wait_for_log(".transform", Duration::from_secs(30));
+    a.wait_for_log("Task started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    a.sigkill();
+    let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
+    let (out, report) = run.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(t.node.as_deref(), Some("node-b"), "{t:?}");
+    assert_eq!(
+        t.attempts, 2,
+        "the killed delivery counts as an attempt: {t:?}"
+    );
+    let load = report.tasks.iter().find(|t| t.name == "load").unwrap();
+    assert_eq!(load.attempts, 1, "{load:?}");
+    // Exactly once: the rows, no duplicates, no leftovers.
+    let written = std::fs::read_to_string(storage.join("out/colors.csv")).unwrap();
+    assert_eq!(written, expected_colors_without_hex());
+    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
+    for kind in ["extract", "transform", "load"] {
+        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
+    }
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    delete_namespace(&ns);
+}
+
+#[test]
+fn a_node_stops_gracefully_on_sigterm() {
+    let dir = TestDir::new("cluster_sigterm");
+    let ns = namespace("term");
+    let cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract"], &dir.join("s"), ""),
+    );
+    let mut w = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
+    let status = w
+        .sigterm_and_wait(Duration::from_secs(20))
+        .expect("node did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", w.log_text());
+    let log = w.log_text();
+    assert!(
+        log.contains("SIGTERM received") && log.contains("Node stopped"),
+        "{log}"
+    );
+    delete_namespace(&ns);
+}

@@ -1,0 +1,278 @@
+//! Test harness: a directory per test, real `conveyor` processes, and a
+//! namespace per test on the shared RabbitMQ.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use conveyor_schemas::RunReport;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `conveyor` binary that `cargo test` built beside this test binary.
+pub fn conveyor_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("conveyor");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p conveyor-node` (the test script does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("CONVEYOR_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// A fresh directory for one test, named after it.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let path = repo_root().join("target/test-work").join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// A unique namespace so tests can share one broker.
+pub fn namespace(test: &str) -> String {
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+pub fn node_config(name: &str, ns: &str, kinds: &[&str], storage: &Path, extra: &str) -> String {
+    let kinds: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+    let workers = if kinds.is_empty() {
+        String::new()
+    } else {
+        format!("[workers]\nkinds = [{}]\n", kinds.join(", "))
+    };
+    format!(
+        "[node]\nname = \"{name}\"\nheartbeat = \"200ms\"\n\n[broker]\nurl = \"{}\"\nnamespace = \"{ns}\"\n\n{workers}\n[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n{extra}",
+        amqp_url(),
+        storage.join("artifacts").display(),
+        storage.join("out").display()
+    )
+}
+
+/// A `conveyor node` process, killed when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn start(config: &Path, log: &Path, envs: &[(&str, &str)]) -> NodeProcess {
+        let log_file = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(conveyor_bin());
+        cmd.args(["node", "--config"])
+            .arg(config)
+            .env("CONVEYOR_LOG", "info")
+            .env_remove("CONVEYOR_BROKER_URL")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn conveyor node");
+        let node = NodeProcess {
+            child,
+            log: log.to_path_buf(),
+        };
+        node.wait_for_log("Worker consuming", Duration::from_secs(20));
+        node
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the node's log contains `needle`; panics with the log if not.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node log never showed {needle:?}:\n{}", self.log_text());
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn sigterm_and_wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `conveyor run FLOW --json [args]` in `cwd`.
+pub fn run_flow(cwd: &Path, flow: &Path, args: &[&str]) -> (Output, Option<RunReport>) {
+    let out = Command::new(conveyor_bin())
+        .current_dir(cwd)
+        .arg("run")
+        .arg(flow)
+        .arg("--json")
+        .args(args)
+        .env_remove("CONVEYOR_BROKER_URL")
+        .output()
+        .expect("run conveyor");
+    let report = serde_json::from_slice::<RunReport>(&out.stdout).ok();
+    (out, report)
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every file under `dir` whose name ends with `.tmp`.
+pub fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(tmp_files(&p));
+        } else if p.to_string_lossy().ends_with(".tmp") {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// The colors CSV with its HEX column removed, as the load must write it.
+pub fn expected_colors_without_hex() -> String {
+    let input = std::fs::read_to_string(repo_root().join("examples/data/colors.csv")).unwrap();
+    input
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ',');
+            let name = parts.next().unwrap();
+            let _hex = parts.next();
+            format!("{name},{}\n", parts.next().unwrap())
+        })
+        .collect()
+}
+
+/// A flow file for the colors ETL, with extract reading the repository's CSV.
+pub fn colors_flow(dir: &TestDir, name: &str, extra_flow: &str) -> PathBuf {
+    let csv = repo_root().join("examples/data/colors.csv");
+    dir.write(
+        &format!("{name}.toml"),
+        &format!(
+            "[flow]\nname = \"{name}\"\n{extra_flow}\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n\n[tasks.transform]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"HEX\"] }}]\n\n[tasks.load]\nkind = \"load\"\ninput = \"transform\"\npath = \"colors.csv\"\n",
+            csv.display()
+        ),
+    )
+}
+
+/// Messages ready in a queue, via a passive declare on a fresh connection.
+pub fn queue_depth(queue: &str) -> u32 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+        let n = q.message_count();
+        let _ = conn.close(200, "bye".into()).await;
+        n
+    })
+}
+
+/// Deletes a test namespace's queues and exchanges from the shared broker.
+pub fn delete_namespace(ns: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Ok(conn) =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            return;
+        };
+        for kind in ["extract", "transform", "load"] {
+            let _ = ch
+                .queue_delete(format!("{ns}.tasks.{kind}").into(), Default::default())
+                .await;
+        }
+        let _ = ch
+            .queue_delete(format!("{ns}.dead").into(), Default::default())
+            .await;
+        for ex in ["tasks", "events", "dlx"] {
+            let _ = ch
+                .exchange_delete(format!("{ns}.{ex}").into(), Default::default())
+                .await;
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
