@@ -50,7 +50,6 @@ fn one_worker_node_runs_all_kinds_with_output_identical_to_embedded() {
         assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
     }
     assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
-    delete_namespace(&ns);
 }
 
 #[test]
@@ -88,7 +87,6 @@ fn extract_on_one_node_transform_and_load_on_another() {
     assert_eq!(node_of("load").as_deref(), Some("node-b"));
     let written = std::fs::read_to_string(storage.join("out/colors.csv")).unwrap();
     assert_eq!(written, expected_colors_without_hex());
-    delete_namespace(&ns);
 }
 
 #[test]
@@ -118,7 +116,6 @@ fn a_missing_transform_worker_fails_the_flow_within_the_wait_naming_transform() 
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // Nothing was published for the missing kind, so nothing is left to run later.
     assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
-    delete_namespace(&ns);
 }
 
 #[test]
@@ -183,7 +180,6 @@ fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
         assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
     }
     assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
-    delete_namespace(&ns);
 }
 
 #[test]
@@ -204,5 +200,118 @@ fn a_node_stops_gracefully_on_sigterm() {
         log.contains("SIGTERM received") && log.contains("Node stopped"),
         "{log}"
     );
-    delete_namespace(&ns);
+}
+
+#[test]
+fn a_poison_task_is_dead_lettered_without_hurting_other_flows() {
+    let dir = TestDir::new("cluster_poison");
+    let ns = namespace("poison");
+    let storage = dir.join("shared");
+    let extra = "";
+    let w = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, extra),
+    );
+    let mut w = NodeProcess::start(
+        &w,
+        &dir.join("w.log"),
+        &[("CONVEYOR_FAILPOINTS", "panic@poisoned")],
+    );
+    let client = client_config(&dir, &ns, "");
+    let csv = repo_root().join("examples/data/colors.csv");
+    let poison = dir.write(
+        "poison.toml",
+        &format!("[flow]\nname = \"poison\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.poisoned]\nkind = \"transform\"\ninput = \"e\"\nsteps = []\n", csv.display()),
+    );
+    let healthy = colors_flow(&dir, "healthy", "");
+    let poison_run = {
+        let (cwd, client) = (dir.path.clone(), client.clone());
+        std::thread::spawn(move || run_flow(&cwd, &poison, &["--config", client.to_str().unwrap()]))
+    };
+    let (out, report) = run_flow(&dir.path, &healthy, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "the healthy flow: {}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+
+    let (out, report) = poison_run.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report = report.unwrap();
+    let t = report.tasks.iter().find(|t| t.name == "poisoned").unwrap();
+    assert_eq!(
+        t.error.as_ref().unwrap().kind,
+        ErrorKind::WorkerLost,
+        "{t:?}"
+    );
+    assert!(t.attempts >= 2, "{t:?}");
+    assert!(report
+        .error
+        .unwrap()
+        .contains("dead-lettered by the broker (delivery_limit)"));
+    // Exactly the poison message sits in the dead-letter queue.
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 1);
+    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
+    // The supervisor restarted the worker with backoff and the node lives on.
+    assert!(w.child.try_wait().unwrap().is_none(), "{}", w.log_text());
+    let restarts = w.log_text().matches("Worker stopped; restarting").count();
+    assert!(
+        (5..=7).contains(&restarts),
+        "restarts: {restarts}\n{}",
+        w.log_text()
+    );
+}
+
+#[test]
+fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
+    let dir = TestDir::new("cluster_hostile_messages");
+    let ns = namespace("hostile");
+    let storage = dir.join("shared");
+    let w = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
+    let valid: serde_json::Value = serde_json::json!({
+        "schema_version": 1, "flow": "f", "flow_run": "fr", "task": "e", "task_run": "fr.e",
+        "attempt": 1, "reply_to": format!("{ns}.replies.nobody"),
+        "spec": {"kind": "extract", "source": {"path": "/nonexistent.csv"}, "format": "csv"}
+    });
+    let mut missing_field = valid.clone();
+    missing_field.as_object_mut().unwrap().remove("task_run");
+    let mut bad_version = valid.clone();
+    bad_version["schema_version"] = 99.into();
+    let mut unknown_kind = valid.clone();
+    unknown_kind["spec"]["kind"] = "teleport".into();
+    let mut hostile_name = valid.clone();
+    hostile_name["flow_run"] = "../../etc".into();
+    let bodies: Vec<Vec<u8>> = vec![
+        b"\xff\xfe not json".to_vec(),
+        serde_json::to_vec(&missing_field).unwrap(),
+        serde_json::to_vec(&bad_version).unwrap(),
+        serde_json::to_vec(&unknown_kind).unwrap(),
+        serde_json::to_vec(&hostile_name).unwrap(),
+        vec![b' '; 2 << 20],
+    ];
+    publish_raw(&format!("{ns}.tasks"), "extract", &bodies);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue_depth(&format!("{ns}.dead")) < bodies.len() as u32 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        queue_depth(&format!("{ns}.dead")),
+        bodies.len() as u32,
+        "{}",
+        w.log_text()
+    );
+    let log = w.log_text();
+    assert_eq!(
+        log.matches("to the dead-letter queue").count(),
+        bodies.len(),
+        "{log}"
+    );
+    // The consumer keeps going: a real flow still runs.
+    let flow = colors_flow(&dir, "after_hostile", "");
+    let client = client_config(&dir, &ns, "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+    assert!(!storage.join("etc").exists() && !dir.path.join("etc").exists());
 }

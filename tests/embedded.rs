@@ -181,3 +181,124 @@ fn bad_flow_files_exit_2_and_list_every_problem() {
     }
     assert!(!dir.join("out").exists());
 }
+
+#[test]
+fn extract_reads_http_urls_parquet_and_json_lines() {
+    let dir = TestDir::new("embedded_formats");
+    // A one-shot HTTP server on a spare port serving the colors CSV.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::fs::read(repo_root().join("examples/data/colors.csv")).unwrap();
+    let served = body.clone();
+    let server = std::thread::spawn(move || {
+        let body = served;
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(&body).unwrap();
+    });
+    // CSV over HTTP → Parquet; that Parquet → JSON lines; those JSON lines → CSV.
+    let flow = dir.write(
+        "formats.toml",
+        &format!(
+            r#"[flow]
+name = "formats"
+[tasks.web]
+kind = "extract"
+url = "http://127.0.0.1:{port}/colors.csv"
+[tasks.to_parquet]
+kind = "load"
+input = "web"
+path = "stage/colors.parquet"
+[tasks.from_parquet]
+kind = "extract"
+after = ["to_parquet"]
+path = "out/stage/colors.parquet"
+[tasks.to_jsonl]
+kind = "load"
+input = "from_parquet"
+path = "stage/colors.jsonl"
+[tasks.from_jsonl]
+kind = "extract"
+after = ["to_jsonl"]
+path = "out/stage/colors.jsonl"
+[tasks.to_csv]
+kind = "load"
+input = "from_jsonl"
+path = "colors.csv"
+"#
+        ),
+    );
+    let (out, report) = run_flow(&dir.path, &flow, &[]);
+    server.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert!(
+        report.tasks.iter().all(|t| t.rows_out == Some(148)),
+        "{report:?}"
+    );
+    let round_trip = std::fs::read_to_string(dir.join("out/colors.csv")).unwrap();
+    assert!(
+        round_trip.as_bytes() == body.as_slice(),
+        "CSV → Parquet → JSON lines → CSV changed the data; it starts:\n{}",
+        &round_trip[..200.min(round_trip.len())]
+    );
+}
+
+#[test]
+fn an_unreachable_url_is_retried_then_fails_naming_it() {
+    let dir = TestDir::new("embedded_bad_url");
+    // Bind then drop, so the port refuses connections.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let flow = dir.write(
+        "f.toml",
+        &format!(
+            "[flow]\nname = \"url\"\nmax_attempts = 2\nbackoff = \"10ms\"\n[tasks.e]\nkind = \"extract\"\nurl = \"http://127.0.0.1:{port}/x.csv\"\n"
+        ),
+    );
+    let (out, report) = run_flow(&dir.path, &flow, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report = report.unwrap();
+    let e = &report.tasks[0];
+    assert_eq!(e.attempts, 2, "a connection error is retryable: {e:?}");
+    assert!(e.error.as_ref().unwrap().retryable);
+    assert!(report.error.unwrap().contains(&format!("127.0.0.1:{port}")));
+}
+
+#[test]
+fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_flow() {
+    let dir = TestDir::new("embedded_poison");
+    let flow = colors_flow(&dir, "poison", "");
+    let out = std::process::Command::new(conveyor_bin())
+        .current_dir(&dir.path)
+        .args(["run", "--json"])
+        .arg(&flow)
+        .env("CONVEYOR_FAILPOINTS", "panic@transform")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: conveyor_schemas::RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(
+        t.error.as_ref().unwrap().kind,
+        ErrorKind::WorkerLost,
+        "{t:?}"
+    );
+    // The in-process bus has the broker's default delivery limit of 5.
+    assert_eq!(t.attempts, 5, "{t:?}");
+    let error = report.error.unwrap();
+    assert!(
+        error.contains("task `transform`") && error.contains("dead-lettered"),
+        "{error}"
+    );
+    assert!(!dir.join("out/colors.csv").exists());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Worker crashed on a task"), "{log}");
+}

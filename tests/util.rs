@@ -56,12 +56,34 @@ impl TestDir {
     }
 }
 
-/// A unique namespace so tests can share one broker.
-pub fn namespace(test: &str) -> String {
-    format!(
+/// A unique namespace so tests can share one broker; its queues and
+/// exchanges are deleted when it drops, whether the test passed or not.
+pub struct Namespace(String);
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        delete_namespace(&self.0);
+    }
+}
+
+pub fn namespace(test: &str) -> Namespace {
+    Namespace(format!(
         "t-{test}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
+    ))
 }
 
 pub fn node_config(name: &str, ns: &str, kinds: &[&str], storage: &Path, extra: &str) -> String {
@@ -272,6 +294,43 @@ pub fn delete_namespace(ns: &str) {
             let _ = ch
                 .exchange_delete(format!("{ns}.{ex}").into(), Default::default())
                 .await;
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    });
+}
+
+/// Publishes raw bodies to an exchange, confirmed, as a hostile client would.
+pub fn publish_raw(exchange: &str, routing_key: &str, bodies: &[Vec<u8>]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for body in bodies {
+            let confirm = ch
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    lapin::options::BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(
+                matches!(confirm, lapin::Confirmation::Ack(None)),
+                "{confirm:?}"
+            );
         }
         let _ = conn.close(200, "bye".into()).await;
     });

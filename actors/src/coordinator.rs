@@ -239,6 +239,30 @@ impl Handler<UpdateFromWorker> for Coordinator {
     }
 }
 
+/// A task message the broker dead-lettered, routed back to its coordinator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeadLettered {
+    pub task: TaskMessage,
+    pub reason: String,
+}
+
+impl Handler<DeadLettered> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeadLettered, ctx: &mut Context<Self>) {
+        let task = msg.task;
+        let Some(run) = self.runs.get_mut(&task.flow_run) else {
+            return;
+        };
+        let applied = run
+            .machine
+            .dead_lettered(&task.task, task.attempt, &msg.reason);
+        warn!(task_run = %task.task_run, attempt = task.attempt, reason = %msg.reason, ?applied, "Task dead-lettered by the broker");
+        self.advance(Some(&task.flow_run), ctx);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct HeartbeatSeen(pub Heartbeat);

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::{ArtifactStore, Workspace};
-use conveyor_schemas::TaskUpdate;
+use conveyor_schemas::{TaskMessage, TaskUpdate};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::coordinator::{Coordinator, HeartbeatSeen, Submit, Submitted, UpdateFromWorker};
+use crate::coordinator::{
+    Coordinator, DeadLettered, HeartbeatSeen, Submit, Submitted, UpdateFromWorker,
+};
 use crate::failpoint::Failpoints;
 use crate::flow::FlowSpec;
 use crate::supervisor::{Shutdown, Supervisor};
@@ -133,7 +135,17 @@ impl Node {
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
             };
-            Some(Supervisor::new(cfg.workers.clone(), env, cfg.heartbeat, fatal_tx.clone()).start())
+            let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
+            Some(
+                Supervisor::new(
+                    cfg.workers.clone(),
+                    prefetch,
+                    env,
+                    cfg.heartbeat,
+                    fatal_tx.clone(),
+                )
+                .start(),
+            )
         };
 
         let coordinator = match (mode, &cfg.coordinator) {
@@ -172,6 +184,13 @@ impl Node {
                 let a = addr.clone();
                 io.spawn(async move {
                     while let Some(d) = replies.deliveries.recv().await {
+                        if let Some(reason) = d.dead_letter_reason.clone() {
+                            if let Ok(task) = serde_json::from_slice::<TaskMessage>(&d.body) {
+                                let _ = a.send(DeadLettered { task, reason }).await;
+                            }
+                            let _ = d.ack().await;
+                            continue;
+                        }
                         match serde_json::from_slice::<TaskUpdate>(&d.body) {
                             Ok(update) => {
                                 if a.send(UpdateFromWorker(update)).await.is_err() {
@@ -184,7 +203,9 @@ impl Node {
                                 }
                             }
                             Err(e) => {
-                                warn!(error = %e, "Dead-lettering an undecodable update on the reply queue");
+                                // The reply queue has no dead-letter exchange on purpose: it
+                                // is itself bound to the DLX, so a dead letter would loop back.
+                                warn!(error = %e, bytes = d.body.len(), "Dropping an undecodable update from the reply queue");
                                 let _ = d.dead_letter().await;
                             }
                         }

@@ -309,6 +309,33 @@ impl FlowRun {
         Applied::Changed
     }
 
+    /// The broker dead-lettered an attempt (it crashed its worker on every
+    /// delivery, or workers rejected it). Retrying would crash again: fail.
+    pub fn dead_lettered(&mut self, task: &str, attempt: u32, reason: &str) -> Applied {
+        let Some(i) = self.index_of(task) else {
+            return Applied::Unknown;
+        };
+        let run = &self.tasks[i];
+        if self.state.is_terminal() || run.state.is_terminal() || attempt != run.attempt {
+            return Applied::Stale;
+        }
+        let deliveries = run.starts;
+        let last = run
+            .error
+            .as_ref()
+            .map(|e| format!("; last error: {}", e.message))
+            .unwrap_or_else(|| "; no worker reported an error (it crashed or stopped)".into());
+        let error = TaskError {
+            kind: ErrorKind::WorkerLost,
+            message: format!(
+                "dead-lettered by the broker ({reason}) after {deliveries} deliveries of attempt {attempt}{last}"
+            ),
+            retryable: false,
+        };
+        self.fail_task(i, error);
+        Applied::Changed
+    }
+
     /// The current attempt failed: retry if the error and the budget allow.
     fn fail_attempt(
         &mut self,
@@ -653,6 +680,41 @@ path = "b.parquet"
         fr.apply(&success(&m, 1), t0, &mut one);
         let report = fr.report(t0);
         assert_eq!(report.tasks[0].attempts, 2);
+    }
+
+    #[test]
+    fn a_dead_lettered_attempt_fails_the_flow_naming_the_deliveries() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m = fr.poll(t0, &all_live, &mut one).remove(0);
+        for delivery in 1..=3 {
+            let mut started = update(&m, UpdateStatus::Started);
+            started.delivery = delivery;
+            fr.apply(&started, t0, &mut one);
+        }
+        assert_eq!(
+            fr.dead_lettered("e", m.attempt + 1, "delivery_limit"),
+            Applied::Stale
+        );
+        assert_eq!(
+            fr.dead_lettered("e", m.attempt, "delivery_limit"),
+            Applied::Changed
+        );
+        assert_eq!(fr.state(), FlowState::Failed);
+        let report = fr.report(t0);
+        let error = report.error.unwrap();
+        assert!(
+            error.contains("task `e` (extract) failed after 3 attempts"),
+            "{error}"
+        );
+        assert!(
+            error.contains("dead-lettered by the broker (delivery_limit) after 3 deliveries"),
+            "{error}"
+        );
+        assert_eq!(
+            report.tasks[0].error.as_ref().unwrap().kind,
+            ErrorKind::WorkerLost
+        );
     }
 
     #[test]

@@ -18,13 +18,16 @@ use tracing::{error, info, warn};
 use crate::worker::{Drain, Worker, WorkerEnv, WorkerExited};
 
 /// Restarts allowed per kind within [`RESTART_WINDOW`] before the node exits.
-pub const MAX_RESTARTS: usize = 5;
+/// Above the default delivery limit (5, so up to 6 crashes per poison task) so that
+/// one poison task, dead-lettered by the broker, does not take the node down.
+pub const MAX_RESTARTS: usize = 10;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub struct Supervisor {
     workers_wanted: BTreeMap<TaskKind, usize>,
+    prefetch: Option<u16>,
     env: WorkerEnv,
     heartbeat: Duration,
     workers: HashMap<TaskKind, Addr<Worker>>,
@@ -37,12 +40,14 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(
         workers: BTreeMap<TaskKind, usize>,
+        prefetch: Option<u16>,
         env: WorkerEnv,
         heartbeat: Duration,
         fatal: mpsc::UnboundedSender<String>,
     ) -> Self {
         Supervisor {
             workers_wanted: workers,
+            prefetch,
             env,
             heartbeat,
             workers: HashMap::new(),
@@ -59,6 +64,7 @@ impl Supervisor {
         let worker = Worker::new(
             kind,
             concurrency,
+            self.prefetch,
             self.env.clone(),
             ctx.address().recipient(),
         );

@@ -1,6 +1,8 @@
 /*!
-The worker actor: one per configured kind on a node, with that kind's
-concurrency as its prefetch.
+The worker actor: one per configured kind on a node. At most `concurrency`
+tasks of the kind run at once (a semaphore); the broker hands it at most
+`prefetch` unacked deliveries (default: the concurrency, so a node never holds
+work it cannot start).
 
 Each delivery is processed off the actix thread: decoding and broker calls on
 the I/O runtime, the Arrow work in `spawn_blocking`. The order of effects is
@@ -56,6 +58,9 @@ pub struct WorkerEnv {
 pub struct Worker {
     kind: TaskKind,
     concurrency: usize,
+    prefetch: u16,
+    /// Bounds the tasks of this kind running at once, whatever the prefetch.
+    slots: Arc<tokio::sync::Semaphore>,
     env: WorkerEnv,
     supervisor: Recipient<WorkerExited>,
     subscription: Option<Arc<Subscription>>,
@@ -67,12 +72,16 @@ impl Worker {
     pub fn new(
         kind: TaskKind,
         concurrency: usize,
+        prefetch: Option<u16>,
         env: WorkerEnv,
         supervisor: Recipient<WorkerExited>,
     ) -> Self {
+        let concurrency = concurrency.max(1);
         Worker {
             kind,
             concurrency,
+            prefetch: prefetch.unwrap_or(concurrency.min(u16::MAX as usize) as u16),
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             env,
             supervisor,
             subscription: None,
@@ -96,8 +105,10 @@ pub struct Drain {
 /// How processing one delivery ended.
 enum Outcome {
     Settled,
-    /// The task panicked; the delivery went back to the queue.
-    Crashed,
+    /// The task panicked. The delivery is handed back unsettled: it may only
+    /// be requeued once this worker's consumer is cancelled, or the broker
+    /// could hand it straight back to the crashing worker.
+    Crashed(Delivery),
 }
 
 impl Actor for Worker {
@@ -106,7 +117,7 @@ impl Actor for Worker {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let transport = self.env.transport.clone();
         let kind = self.kind;
-        let prefetch = self.concurrency.min(u16::MAX as usize) as u16;
+        let (prefetch, concurrency) = (self.prefetch, self.concurrency);
         let tag = format!("{}-{kind}", self.env.node);
         let subscribe = self
             .env
@@ -128,7 +139,7 @@ impl Actor for Worker {
                                 }
                             }
                         });
-                        info!(kind = %kind, concurrency = prefetch, "Worker consuming");
+                        info!(kind = %kind, concurrency, prefetch, "Worker consuming");
                     }
                     Ok(Err(e)) => {
                         error!(kind = %kind, error = %e, "Worker cannot consume its queue");
@@ -163,26 +174,45 @@ impl Handler<RunTask> for Worker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, RunTask(delivery): RunTask, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.crashed {
+            // Unsettled, it goes back to the queue when the channel closes.
+            drop(delivery);
+            return Box::pin(actix::fut::ready(()));
+        }
         self.active.send_modify(|n| *n += 1);
-        let job = self
-            .env
-            .io
-            .spawn(process(self.env.clone(), self.kind, delivery));
+        let job = self.env.io.spawn(process(
+            self.env.clone(),
+            self.kind,
+            self.slots.clone(),
+            delivery,
+        ));
         Box::pin(job.into_actor(self).map(|res, act, ctx| {
             act.active.send_modify(|n| *n -= 1);
-            let crashed = match res {
-                Ok(Outcome::Settled) => false,
-                Ok(Outcome::Crashed) => true,
+            let crashed_delivery = match res {
+                Ok(Outcome::Settled) => return,
+                Ok(Outcome::Crashed(delivery)) => Some(delivery),
                 Err(e) => {
                     error!(kind = %act.kind, error = %e, "Task processing aborted");
-                    true
+                    None
                 }
             };
-            if crashed {
-                error!(kind = %act.kind, "Worker crashed on a task; the supervisor will restart it");
-                act.crashed = true;
-                ctx.stop();
-            }
+            error!(kind = %act.kind, "Worker crashed on a task; the supervisor will restart it");
+            act.crashed = true;
+            // Cancel first, then requeue, then close: the task must go to a
+            // fresh worker, not back to this one.
+            let sub = act.subscription.take();
+            act.env.io.spawn(async move {
+                if let Some(sub) = &sub {
+                    sub.cancel().await;
+                }
+                if let Some(d) = crashed_delivery {
+                    let _ = d.requeue().await;
+                }
+                if let Some(Ok(sub)) = sub.map(Arc::try_unwrap) {
+                    sub.close().await;
+                }
+            });
+            ctx.stop();
         }))
     }
 }
@@ -265,7 +295,12 @@ fn check_message(msg: &TaskMessage, kind: TaskKind) -> Result<(), String> {
 /// Largest task message accepted; flows are small, data travels as artifacts.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-async fn process(env: WorkerEnv, kind: TaskKind, delivery: Delivery) -> Outcome {
+async fn process(
+    env: WorkerEnv,
+    kind: TaskKind,
+    slots: Arc<tokio::sync::Semaphore>,
+    delivery: Delivery,
+) -> Outcome {
     if delivery.body.len() > MAX_MESSAGE_BYTES {
         error!(kind = %kind, bytes = delivery.body.len(), "Rejecting an oversize task message to the dead-letter queue");
         let _ = delivery.dead_letter().await;
@@ -285,6 +320,10 @@ async fn process(env: WorkerEnv, kind: TaskKind, delivery: Delivery) -> Outcome 
         return Outcome::Settled;
     }
     let span = tracing::info_span!("task", flow_run = %msg.flow_run, task_run = %msg.task_run, attempt = msg.attempt, node = %env.node, kind = %kind);
+    // Held until the task is settled; the semaphore is never closed.
+    let Ok(_slot) = slots.acquire_owned().await else {
+        return Outcome::Settled;
+    };
     run_one(env, msg, delivery).instrument(span).await
 }
 
@@ -334,8 +373,7 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
                 "was cancelled"
             };
             error!(delivery = n, "Task {why}; leaving it for redelivery");
-            let _ = delivery.requeue().await;
-            return Outcome::Crashed;
+            return Outcome::Crashed(delivery);
         }
     };
     let succeeded = matches!(status, UpdateStatus::Succeeded(_));

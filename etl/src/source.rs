@@ -105,7 +105,11 @@ pub fn open(spec: &ExtractSpec, file: &SourceFile) -> Result<Batches> {
                     reader
                         .seek(SeekFrom::Start(0))
                         .map_err(|e| EtlError::io(&display, e))?;
-                    schema
+                    let order = first_object_keys(&mut reader, &display)?;
+                    reader
+                        .seek(SeekFrom::Start(0))
+                        .map_err(|e| EtlError::io(&display, e))?;
+                    in_key_order(schema, &order)
                 }
             };
             if schema.fields().is_empty() {
@@ -123,6 +127,52 @@ pub fn open(spec: &ExtractSpec, file: &SourceFile) -> Result<Batches> {
             })
         }
     }
+}
+
+/// Keys of the first JSON object, in file order. Schema inference sorts
+/// columns by name; the file's own order is the one a user expects back.
+fn first_object_keys(reader: &mut BufReader<File>, file: &Path) -> Result<Vec<String>> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    let mut line = String::new();
+    while line.trim().is_empty() {
+        line.clear();
+        if std::io::BufRead::read_line(reader, &mut line).map_err(|e| EtlError::io(file, e))? == 0 {
+            return Ok(Vec::new());
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line.trim());
+    de.deserialize_map(Keys)
+        .map_err(|e| EtlError::data(file, format!("line 1: {e}")))
+}
+
+/// Puts `schema`'s fields in `order`; fields not in it keep their place after.
+fn in_key_order(schema: Schema, order: &[String]) -> Schema {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.sort_by_key(|f| {
+        order
+            .iter()
+            .position(|k| k == f.name())
+            .unwrap_or(usize::MAX)
+    });
+    Schema::new(fields)
 }
 
 fn declared_schema(cols: &[ColumnSpec]) -> Schema {

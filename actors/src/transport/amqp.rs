@@ -4,7 +4,8 @@ RabbitMQ through lapin.
 Topology, all durable and under the namespace `ns`:
 - `ns.tasks` (direct): binding key = task kind, to the quorum queue
   `ns.tasks.{kind}`, which has an explicit `x-delivery-limit` and dead-letters
-  to `ns.dlx` (fanout) → `ns.dead`;
+  to `ns.dlx` (topic) → `ns.dead` (bound `#`) and, through the task's CC
+  header, to its coordinator's reply queue;
 - `ns.events` (topic): heartbeats, routing key `heartbeat.{node}`;
 - `ns.replies.{coordinator}`: a coordinator's durable reply queue.
 
@@ -122,9 +123,11 @@ impl AmqpTransport {
             FieldTable::default(),
         )
         .await?;
+        // Topic: `ns.dead` takes every dead letter ("#"); a coordinator's reply
+        // queue also takes those whose CC header names it.
         ch.exchange_declare(
             n.dead_letter_exchange().into(),
-            ExchangeKind::Fanout,
+            ExchangeKind::Topic,
             durable,
             FieldTable::default(),
         )
@@ -143,7 +146,7 @@ impl AmqpTransport {
         ch.queue_bind(
             n.dead_letter_queue().into(),
             n.dead_letter_exchange().into(),
-            "".into(),
+            "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -196,6 +199,16 @@ impl AmqpTransport {
                 args,
             )
             .await?;
+        // Dead-lettered tasks published with CC = this queue come back here.
+        self.publisher
+            .queue_bind(
+                queue.into(),
+                self.names.dead_letter_exchange().into(),
+                queue.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -230,8 +243,24 @@ impl AmqpTransport {
         }
     }
 
-    pub async fn publish_task(&self, kind: TaskKind, task_run: &str, body: Vec<u8>) -> Result<()> {
-        let props = persistent().with_message_id(task_run.into());
+    pub async fn publish_task(
+        &self,
+        kind: TaskKind,
+        task_run: &str,
+        reply_to: &str,
+        body: Vec<u8>,
+    ) -> Result<()> {
+        // The CC routing key is unbound on the tasks exchange, but the broker
+        // keeps it when dead-lettering, which routes the dead task back to
+        // its coordinator.
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::LongString(reply_to.into())].into()),
+        );
+        let props = persistent()
+            .with_message_id(task_run.into())
+            .with_headers(headers);
         self.publish_confirmed(&self.names.tasks_exchange(), kind.as_str(), &body, props)
             .await
     }
@@ -280,9 +309,20 @@ impl AmqpTransport {
                         let delivery = delivery_count(&d.properties)
                             .map(|n| n + 1)
                             .unwrap_or(if d.redelivered { 2 } else { 1 });
+                        let dead_letter_reason = d
+                            .properties
+                            .headers()
+                            .as_ref()
+                            .and_then(|h| h.inner().get("x-first-death-reason").cloned())
+                            .and_then(|v| match v {
+                                AMQPValue::LongString(s) => Some(s.to_string()),
+                                AMQPValue::ShortString(s) => Some(s.to_string()),
+                                _ => None,
+                            });
                         let out = Delivery {
                             body: d.data,
                             delivery,
+                            dead_letter_reason,
                             acker: Acker::Amqp(d.acker),
                         };
                         if tx.send(out).await.is_err() {

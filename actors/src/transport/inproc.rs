@@ -19,6 +19,35 @@ use super::{Acker, Closer, Delivery, Names, Subscription};
 struct Item {
     body: Vec<u8>,
     deliveries: u32,
+    /// Queue that also receives this message if it is dead-lettered (the
+    /// coordinator's reply queue), like the CC header on the broker.
+    dead_letter_to: Option<Arc<Queue>>,
+    /// Set on the copy delivered to `dead_letter_to`.
+    death: Option<String>,
+}
+
+impl Item {
+    fn new(body: Vec<u8>) -> Item {
+        Item {
+            body,
+            deliveries: 0,
+            dead_letter_to: None,
+            death: None,
+        }
+    }
+}
+
+/// Moves a message to the dead-letter queue, and a copy to its coordinator.
+fn dead_letter(dead: &Queue, mut item: Item, reason: &str) {
+    if let Some(to) = item.dead_letter_to.take() {
+        to.push_back(Item {
+            body: item.body.clone(),
+            deliveries: 0,
+            dead_letter_to: None,
+            death: Some(reason.to_string()),
+        });
+    }
+    dead.push_back(item);
 }
 
 #[derive(Default)]
@@ -86,10 +115,14 @@ impl InProcBus {
     }
 
     pub fn publish(&self, queue: &str, body: Vec<u8>) {
-        self.queue(queue).push_back(Item {
-            body,
-            deliveries: 0,
-        });
+        self.queue(queue).push_back(Item::new(body));
+    }
+
+    /// Publishes a task whose dead-lettered copy goes to `reply_to`.
+    pub fn publish_task(&self, queue: &str, body: Vec<u8>, reply_to: &str) {
+        let mut item = Item::new(body);
+        item.dead_letter_to = Some(self.queue(reply_to));
+        self.queue(queue).push_back(item);
     }
 
     /// Messages currently waiting in a queue (not counting unacked ones).
@@ -152,13 +185,14 @@ impl InProcBus {
                         deliveries = item.deliveries,
                         "Message reached the delivery limit; dead-lettering it"
                     );
-                    dead.push_back(item);
+                    dead_letter(&dead, item, "delivery_limit");
                     continue;
                 }
                 item.deliveries += 1;
                 let delivery = Delivery {
                     body: item.body.clone(),
                     delivery: item.deliveries,
+                    dead_letter_reason: item.death.clone(),
                     acker: Acker::InProc(InProcAcker {
                         queue: queue.clone(),
                         dead: dead.clone(),
@@ -211,7 +245,7 @@ impl InProcAcker {
 
     pub fn dead_letter(mut self) -> bool {
         if let Some(item) = self.item.take() {
-            self.dead.push_back(item);
+            dead_letter(&self.dead, item, "rejected");
         }
         true
     }
@@ -244,6 +278,21 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(bus.depth(&bus.names().dead_letter_queue()), 1);
         assert_eq!(bus.depth("q"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_lettered_task_also_reaches_its_coordinator() {
+        let bus = InProcBus::new(1);
+        bus.publish_task("q", b"task".to_vec(), "replies");
+        let mut sub = bus.consume("q", 1);
+        let d = sub.deliveries.recv().await.unwrap();
+        assert!(d.dead_letter_reason.is_none());
+        drop(d);
+        let mut replies = bus.consume("replies", 1);
+        let copy = replies.deliveries.recv().await.unwrap();
+        assert_eq!(copy.body, b"task".to_vec());
+        assert_eq!(copy.dead_letter_reason.as_deref(), Some("delivery_limit"));
+        assert_eq!(bus.depth(&bus.names().dead_letter_queue()), 1);
     }
 
     #[tokio::test]

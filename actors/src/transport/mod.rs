@@ -70,6 +70,9 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// 1 on first delivery; grows with each redelivery.
     pub delivery: u32,
+    /// Set when this is a dead-lettered task message coming back to its
+    /// coordinator: why the broker gave up on it (e.g. `delivery_limit`).
+    pub dead_letter_reason: Option<String>,
     acker: Acker,
 }
 
@@ -167,10 +170,17 @@ impl Transport {
         let body = encode(msg)?;
         match self {
             Transport::InProc(bus) => {
-                bus.publish(&bus.names().task_queue(msg.spec.kind()), body);
+                bus.publish_task(
+                    &bus.names().task_queue(msg.spec.kind()),
+                    body,
+                    &msg.reply_to,
+                );
                 Ok(())
             }
-            Transport::Amqp(t) => t.publish_task(msg.spec.kind(), &msg.task_run, body).await,
+            Transport::Amqp(t) => {
+                t.publish_task(msg.spec.kind(), &msg.task_run, &msg.reply_to, body)
+                    .await
+            }
         }
     }
 
