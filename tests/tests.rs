@@ -4,5 +4,6 @@
 
 mod cluster;
 mod embedded;
+mod faults;
 mod schemas;
 mod util;

@@ -87,6 +87,18 @@ pub fn namespace(test: &str) -> Namespace {
 }
 
 pub fn node_config(name: &str, ns: &str, kinds: &[&str], storage: &Path, extra: &str) -> String {
+    node_config_at(&amqp_url(), name, ns, kinds, storage, extra)
+}
+
+/// A node config for the broker at `url`.
+pub fn node_config_at(
+    url: &str,
+    name: &str,
+    ns: &str,
+    kinds: &[&str],
+    storage: &Path,
+    extra: &str,
+) -> String {
     let kinds: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
     let workers = if kinds.is_empty() {
         String::new()
@@ -94,8 +106,7 @@ pub fn node_config(name: &str, ns: &str, kinds: &[&str], storage: &Path, extra: 
         format!("[workers]\nkinds = [{}]\n", kinds.join(", "))
     };
     format!(
-        "[node]\nname = \"{name}\"\nheartbeat = \"200ms\"\n\n[broker]\nurl = \"{}\"\nnamespace = \"{ns}\"\n\n{workers}\n[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n{extra}",
-        amqp_url(),
+        "[node]\nname = \"{name}\"\nheartbeat = \"200ms\"\n\n[broker]\nurl = \"{url}\"\nnamespace = \"{ns}\"\n\n{workers}\n[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n{extra}",
         storage.join("artifacts").display(),
         storage.join("out").display()
     )
@@ -131,6 +142,25 @@ impl NodeProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until one line of the node's log contains every one of `needles`.
+    pub fn wait_for_line(&self, needles: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self
+                .log_text()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "node log never showed a line with {needles:?}:\n{}",
+            self.log_text()
+        );
     }
 
     /// Waits until the node's log contains `needle`; panics with the log if not.
@@ -241,12 +271,17 @@ pub fn colors_flow(dir: &TestDir, name: &str, extra_flow: &str) -> PathBuf {
 
 /// Messages ready in a queue, via a passive declare on a fresh connection.
 pub fn queue_depth(queue: &str) -> u32 {
+    queue_depth_at(&amqp_url(), queue)
+}
+
+/// Messages ready in a queue of the broker at `url`.
+pub fn queue_depth_at(url: &str, queue: &str) -> u32 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let ch = conn.create_channel().await.unwrap();
@@ -334,4 +369,134 @@ pub fn publish_raw(exchange: &str, routing_key: &str, bodies: &[Vec<u8>]) {
         }
         let _ = conn.close(200, "bye".into()).await;
     });
+}
+
+/// A RabbitMQ node of a test's own, on spare ports with its own data
+/// directory, for faults that must not touch the shared broker.
+pub struct PrivateBroker {
+    pub node: String,
+    pub port: u16,
+    dist_port: u16,
+    dir: PathBuf,
+}
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+impl PrivateBroker {
+    pub fn start(test: &str) -> PrivateBroker {
+        let dir = repo_root().join("target/test-brokers").join(test);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+        let broker = PrivateBroker {
+            node: format!("conveyor-{test}-{}@localhost", std::process::id()),
+            port: spare_port(),
+            dist_port: spare_port(),
+            dir,
+        };
+        broker.launch();
+        broker
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(Path::new(RABBIT_BIN).join(program));
+        cmd.current_dir(&self.dir)
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.dir.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq"))
+            .env("RABBITMQ_PID_FILE", self.dir.join("pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Starts the node (again, after a stop) and waits until it serves AMQP.
+    pub fn launch(&self) {
+        let status = self
+            .command("rabbitmq-server")
+            .arg("-detached")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "rabbitmq-server -detached failed for {}",
+            self.node
+        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private broker {} never opened port {}; see {}",
+                self.node,
+                self.port,
+                self.dir.join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let ok = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node, "--timeout", "60", "await_startup"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "private broker {} did not start", self.node);
+    }
+
+    pub fn ctl(&self, args: &[&str]) {
+        let status = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "rabbitmqctl {args:?} failed");
+    }
+
+    /// `rabbitmqctl stop`: a graceful broker shutdown.
+    pub fn stop(&self) {
+        self.ctl(&["stop"]);
+    }
+
+    /// SIGKILL the broker's Erlang VM.
+    pub fn sigkill(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("pid")).unwrap();
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        // Keep the broker's logs of a failed test for the post-mortem.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }

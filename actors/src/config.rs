@@ -42,6 +42,27 @@ pub struct BrokerConfig {
     pub prefetch: Option<u16>,
     /// Deliveries of one task message before the broker dead-letters it.
     pub delivery_limit: u32,
+    /// AMQP connection heartbeat: a silent link is declared dead after about
+    /// two of these, and the node reconnects.
+    pub heartbeat: Duration,
+}
+
+/// Default AMQP connection heartbeat (RabbitMQ's own default is 60s).
+pub const DEFAULT_AMQP_HEARTBEAT: Duration = Duration::from_secs(10);
+
+impl BrokerConfig {
+    /// The URL with the configured heartbeat, unless the URL sets its own.
+    pub fn connect_url(&self) -> String {
+        if self.url.contains("heartbeat=") {
+            return self.url.clone();
+        }
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{sep}heartbeat={}",
+            self.url,
+            self.heartbeat.as_secs().max(1)
+        )
+    }
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -51,6 +72,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("namespace", &self.namespace)
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
+            .field("heartbeat", &self.heartbeat)
             .finish()
     }
 }
@@ -177,6 +199,15 @@ impl NodeConfig {
             }
             let prefetch = broker.uint("prefetch", 1, 10_000).map(|p| p as u16);
             let delivery_limit = broker.uint("delivery_limit", 1, 1000).unwrap_or(5) as u32;
+            let heartbeat = broker
+                .duration("heartbeat")
+                .unwrap_or(DEFAULT_AMQP_HEARTBEAT);
+            if heartbeat < Duration::from_secs(1) {
+                broker.error(
+                    "heartbeat",
+                    "must be at least 1s (AMQP counts whole seconds)",
+                );
+            }
             if let Some(url) = &broker_url {
                 if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
                     broker.error("url", "must start with amqp:// or amqps://");
@@ -194,6 +225,7 @@ impl NodeConfig {
                 namespace,
                 prefetch,
                 delivery_limit,
+                heartbeat,
             });
         } else if let Some(url) = broker_url {
             cfg.broker = Some(BrokerConfig {
@@ -201,6 +233,7 @@ impl NodeConfig {
                 namespace: "conveyor".into(),
                 prefetch: None,
                 delivery_limit: 5,
+                heartbeat: DEFAULT_AMQP_HEARTBEAT,
             });
         }
 
@@ -353,6 +386,19 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.problems[0].line, Some(3));
+    }
+
+    #[test]
+    fn the_amqp_heartbeat_goes_into_the_url() {
+        let cfg = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\nheartbeat = \"3s\"\n[workers]\nkinds=[\"load\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.broker.unwrap().connect_url(),
+            "amqp://h/%2f?heartbeat=3"
+        );
     }
 
     #[test]

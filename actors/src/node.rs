@@ -90,7 +90,7 @@ impl Node {
             }
             Some(b) => {
                 let (url, ns, limit, node) = (
-                    b.url.clone(),
+                    b.connect_url(),
                     b.namespace.clone(),
                     b.delivery_limit,
                     cfg.node_name.clone(),
@@ -162,11 +162,12 @@ impl Node {
                 let expires =
                     (mode == CoordinatorMode::Client).then_some(CLIENT_REPLY_QUEUE_EXPIRY);
                 let (t, q) = (transport.clone(), queue.clone());
-                let mut replies =
+                let replies =
                     on_io(&io, async move { t.consume_replies(&q, expires).await }).await??;
                 let t = transport.clone();
                 let mut heartbeats =
                     on_io(&io, async move { t.consume_heartbeats().await }).await??;
+                let queue_name = queue.clone();
                 let addr = Coordinator::new(
                     cfg.node_name.clone(),
                     transport.clone(),
@@ -181,37 +182,13 @@ impl Node {
                         a.do_send(HeartbeatSeen(hb));
                     }
                 });
-                let a = addr.clone();
-                io.spawn(async move {
-                    while let Some(d) = replies.deliveries.recv().await {
-                        if let Some(reason) = d.dead_letter_reason.clone() {
-                            if let Ok(task) = serde_json::from_slice::<TaskMessage>(&d.body) {
-                                let _ = a.send(DeadLettered { task, reason }).await;
-                            }
-                            let _ = d.ack().await;
-                            continue;
-                        }
-                        match serde_json::from_slice::<TaskUpdate>(&d.body) {
-                            Ok(update) => {
-                                if a.send(UpdateFromWorker(update)).await.is_err() {
-                                    let _ = d.requeue().await;
-                                    break;
-                                }
-                                match d.ack().await {
-                                    Ok(true) => {}
-                                    _ => warn!("Reply ack not sent; the update may arrive again and will be recognised"),
-                                }
-                            }
-                            Err(e) => {
-                                // The reply queue has no dead-letter exchange on purpose: it
-                                // is itself bound to the DLX, so a dead letter would loop back.
-                                warn!(error = %e, bytes = d.body.len(), "Dropping an undecodable update from the reply queue");
-                                let _ = d.dead_letter().await;
-                            }
-                        }
-                    }
-                    replies.close().await;
-                });
+                io.spawn(pump_replies(
+                    transport.clone(),
+                    queue_name,
+                    expires,
+                    replies,
+                    addr.clone(),
+                ));
                 Some(addr)
             }
         };
@@ -250,6 +227,57 @@ impl Node {
         let t = self.transport.clone();
         let _ = on_io(&self.io, async move { t.close().await }).await;
         info!(node = %self.name, "Node stopped");
+    }
+}
+
+/// Feeds the coordinator from its reply queue, subscribing again whenever
+/// the broker connection is lost, until the coordinator or the transport stops.
+async fn pump_replies(
+    transport: Transport,
+    queue: String,
+    expires: Option<Duration>,
+    mut replies: crate::transport::Subscription,
+    coordinator: Addr<Coordinator>,
+) {
+    loop {
+        while let Some(d) = replies.deliveries.recv().await {
+            if let Some(reason) = d.dead_letter_reason.clone() {
+                if let Ok(task) = serde_json::from_slice::<TaskMessage>(&d.body) {
+                    let _ = coordinator.send(DeadLettered { task, reason }).await;
+                }
+                let _ = d.ack().await;
+                continue;
+            }
+            match serde_json::from_slice::<TaskUpdate>(&d.body) {
+                Ok(update) => {
+                    if coordinator.send(UpdateFromWorker(update)).await.is_err() {
+                        let _ = d.requeue().await;
+                        replies.close().await;
+                        return;
+                    }
+                    match d.ack().await {
+                        Ok(true) => {}
+                        _ => warn!("Reply ack not sent; the update may arrive again and will be recognised"),
+                    }
+                }
+                Err(e) => {
+                    // The reply queue has no dead-letter exchange on purpose: it
+                    // is itself bound to the DLX, so a dead letter would loop back.
+                    warn!(error = %e, bytes = d.body.len(), "Dropping an undecodable update from the reply queue");
+                    let _ = d.dead_letter().await;
+                }
+            }
+        }
+        if !coordinator.connected() {
+            return;
+        }
+        warn!(queue = %queue, "Reply consumer ended (connection lost?); subscribing again");
+        replies = match transport.consume_replies(&queue, expires).await {
+            Ok(sub) => sub,
+            // Only a closed transport fails here: reconnects wait as long as needed.
+            Err(_) => return,
+        };
+        info!(queue = %queue, "Reply consumer resubscribed");
     }
 }
 

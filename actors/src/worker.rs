@@ -66,6 +66,8 @@ pub struct Worker {
     subscription: Option<Arc<Subscription>>,
     active: watch::Sender<usize>,
     crashed: bool,
+    /// Set by [`Drain`]: the consumer ending is then expected.
+    draining: bool,
 }
 
 impl Worker {
@@ -87,6 +89,7 @@ impl Worker {
             subscription: None,
             active: watch::channel(0).0,
             crashed: false,
+            draining: false,
         }
     }
 }
@@ -94,6 +97,22 @@ impl Worker {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct RunTask(Delivery);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConsumerEnded;
+
+impl Handler<ConsumerEnded> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: ConsumerEnded, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        warn!(kind = %self.kind, "Task consumer ended (broker connection lost?); restarting the worker");
+        ctx.stop();
+    }
+}
 
 /// Stop taking tasks, finish in-flight ones within `grace`, then stop.
 #[derive(Message)]
@@ -135,9 +154,12 @@ impl Actor for Worker {
                         act.env.io.spawn(async move {
                             while let Some(d) = rx.recv().await {
                                 if addr.try_send(RunTask(d)).is_err() {
-                                    break;
+                                    return;
                                 }
                             }
+                            // The broker connection dropped (or the consumer was
+                            // cancelled): a restart subscribes on the new connection.
+                            addr.do_send(ConsumerEnded);
                         });
                         info!(kind = %kind, concurrency, prefetch, "Worker consuming");
                     }
@@ -221,6 +243,7 @@ impl Handler<Drain> for Worker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
         let sub = self.subscription.clone();
         let mut active = self.active.subscribe();
         let kind = self.kind;

@@ -34,14 +34,50 @@ use tokio::sync::mpsc;
 
 use super::{Acker, Closer, Delivery, Names, Result, Subscription, TransportError};
 
+/// A live connection and its confirm-mode publisher channel.
+#[derive(Clone)]
+struct Live {
+    conn: Arc<Connection>,
+    /// Shared by every publisher of this node; lapin pipelines publishes on
+    /// it and matches each confirm to its publish.
+    publisher: Channel,
+}
+
+impl Live {
+    fn usable(&self) -> bool {
+        self.conn.status().connected() && self.publisher.status().connected()
+    }
+}
+
+struct Shared {
+    url: String,
+    names: Names,
+    delivery_limit: u32,
+    node: String,
+    io: tokio::runtime::Handle,
+    live: tokio::sync::RwLock<Option<Live>>,
+    /// Serialises reconnects so that one outage makes one reconnect loop.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// Reply queues declared on this connection, declared again after a reconnect.
+    reply_queues: std::sync::Mutex<Vec<(String, Option<Duration>)>>,
+    /// Set by `close`: no reconnects after a deliberate shutdown.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// RabbitMQ transport that survives broker restarts and dropped connections:
+/// every operation goes through [`AmqpTransport::live`], which reconnects with
+/// backoff and declares the topology again.
 #[derive(Clone)]
 pub struct AmqpTransport {
-    conn: Arc<Connection>,
-    /// Confirm-mode channel shared by every publisher of this node; lapin
-    /// pipelines publishes on it and matches each confirm to its publish.
-    publisher: Channel,
-    names: Names,
+    shared: Arc<Shared>,
 }
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How long a nacked publish is resent before it counts as failed. A quorum
+/// queue nacks while it has no leader, e.g. while it recovers after a broker
+/// restart; the documented answer to a nack is to publish again.
+const NACK_PATIENCE: Duration = Duration::from_secs(60);
 
 fn persistent() -> BasicProperties {
     BasicProperties::default()
@@ -64,7 +100,9 @@ fn delivery_count(props: &BasicProperties) -> Option<u32> {
 }
 
 impl AmqpTransport {
-    /// Connects, opens the confirm-mode publisher channel and declares the topology.
+    /// Connects, opens the confirm-mode publisher channel and declares the
+    /// topology. Fails if the first connection fails: a bad URL or password
+    /// should stop a node at start, not make it retry forever.
     pub async fn connect(
         url: &str,
         namespace: &str,
@@ -72,146 +110,128 @@ impl AmqpTransport {
         node: &str,
         io: tokio::runtime::Handle,
     ) -> Result<Self> {
+        let transport = AmqpTransport {
+            shared: Arc::new(Shared {
+                url: url.to_string(),
+                names: Names {
+                    namespace: namespace.to_string(),
+                },
+                delivery_limit,
+                node: node.to_string(),
+                io,
+                live: tokio::sync::RwLock::new(None),
+                reconnecting: tokio::sync::Mutex::new(()),
+                reply_queues: std::sync::Mutex::new(Vec::new()),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        let live = transport.open().await?;
+        *transport.shared.live.write().await = Some(live);
+        Ok(transport)
+    }
+
+    async fn open(&self) -> Result<Live> {
+        let sh = &self.shared;
         let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("conveyor {node}")));
-        let runtime = async_rs::Runtime::tokio_with_handle(io);
-        let conn = Connection::connect_with_runtime(url, props, runtime)
+            .with_connection_name(LongString::from(format!("conveyor {}", sh.node)));
+        let runtime = async_rs::Runtime::tokio_with_handle(sh.io.clone());
+        let conn = Connection::connect_with_runtime(&sh.url, props, runtime)
             .await
             .map_err(|e| {
                 TransportError::Broker(format!(
                     "cannot connect to {}: {e}",
-                    crate::config::redact_url(url)
+                    crate::config::redact_url(&sh.url)
                 ))
             })?;
         let publisher = conn.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let transport = AmqpTransport {
+        let live = Live {
             conn: Arc::new(conn),
             publisher,
-            names: Names {
-                namespace: namespace.to_string(),
-            },
         };
-        transport.declare_topology(delivery_limit).await?;
-        Ok(transport)
+        declare_topology(&live.publisher, &sh.names, sh.delivery_limit).await?;
+        let replies = sh
+            .reply_queues
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default();
+        for (queue, expires) in replies {
+            declare_reply_queue(&live.publisher, &sh.names, &queue, expires).await?;
+        }
+        Ok(live)
+    }
+
+    /// The live connection, reconnecting (with backoff, as long as it takes)
+    /// when it was lost. Fails only once the transport was closed.
+    async fn live(&self) -> Result<Live> {
+        if let Some(live) = self.live_now().await {
+            return Ok(live);
+        }
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        if let Some(live) = self.live_now().await {
+            return Ok(live);
+        }
+        let mut delay = RECONNECT_FIRST;
+        let mut failures = 0u32;
+        loop {
+            if self.is_closed() {
+                return Err(TransportError::Broker("the connection was closed".into()));
+            }
+            match self.open().await {
+                Ok(live) => {
+                    tracing::info!(broker = %crate::config::redact_url(&self.shared.url), failures, "Reconnected to the broker; topology declared again");
+                    *self.shared.live.write().await = Some(live.clone());
+                    return Ok(live);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "Broker unreachable; retrying");
+                    }
+                    tokio::time::sleep(delay.mul_f64(rand::random_range(0.5..=1.0))).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared
+            .closed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live connection if there is one right now, without reconnecting.
+    async fn live_now(&self) -> Option<Live> {
+        self.shared
+            .live
+            .read()
+            .await
+            .as_ref()
+            .filter(|l| l.usable())
+            .cloned()
     }
 
     pub fn names(&self) -> &Names {
-        &self.names
+        &self.shared.names
     }
 
-    async fn declare_topology(&self, delivery_limit: u32) -> Result<()> {
-        let ch = &self.publisher;
-        let n = &self.names;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(
-            n.tasks_exchange().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            n.events_exchange().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        // Topic: `ns.dead` takes every dead letter ("#"); a coordinator's reply
-        // queue also takes those whose CC header names it.
-        ch.exchange_declare(
-            n.dead_letter_exchange().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        let mut quorum = FieldTable::default();
-        quorum.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        let queue_opts = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(n.dead_letter_queue().into(), queue_opts, quorum.clone())
-            .await?;
-        ch.queue_bind(
-            n.dead_letter_queue().into(),
-            n.dead_letter_exchange().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        for kind in TaskKind::ALL {
-            let mut args = quorum.clone();
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(delivery_limit as i64),
-            );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(n.dead_letter_exchange().into()),
-            );
-            ch.queue_declare(n.task_queue(kind).into(), queue_opts, args)
-                .await
-                .map_err(|e| {
-                    TransportError::Broker(format!(
-                        "cannot declare queue {} (if it exists with another delivery_limit, delete it or keep the old value): {e}",
-                        n.task_queue(kind)
-                    ))
-                })?;
-            ch.queue_bind(
-                n.task_queue(kind).into(),
-                n.tasks_exchange().into(),
-                kind.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
+    /// Declares a coordinator's durable reply queue (again after each reconnect).
     pub async fn declare_reply_queue(&self, queue: &str, expires: Option<Duration>) -> Result<()> {
-        let mut args = FieldTable::default();
-        if let Some(d) = expires {
-            args.insert(
-                "x-expires".into(),
-                AMQPValue::LongLongInt(d.as_millis() as i64),
-            );
+        if let Ok(mut queues) = self.shared.reply_queues.lock() {
+            if !queues.iter().any(|(q, _)| q == queue) {
+                queues.push((queue.to_string(), expires));
+            }
         }
-        self.publisher
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await?;
-        // Dead-lettered tasks published with CC = this queue come back here.
-        self.publisher
-            .queue_bind(
-                queue.into(),
-                self.names.dead_letter_exchange().into(),
-                queue.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(())
+        let live = self.live().await?;
+        declare_reply_queue(&live.publisher, &self.shared.names, queue, expires).await
     }
 
+    /// Publishes with `mandatory` and waits for the broker's confirm. A publish
+    /// cut off by a lost connection is sent again on the next one, so nothing
+    /// unconfirmed is lost; a duplicate that results is fenced downstream.
     async fn publish_confirmed(
         &self,
         exchange: &str,
@@ -219,26 +239,51 @@ impl AmqpTransport {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<()> {
-        let confirm = self
-            .publisher
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                props,
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(TransportError::Unroutable(routing_key.to_string())),
-            Confirmation::Nack(_) => Err(TransportError::Nacked(routing_key.to_string())),
-            Confirmation::NotRequested => {
-                Err(TransportError::Broker("publisher confirms are off".into()))
+        let mut delay = RECONNECT_FIRST;
+        let started = tokio::time::Instant::now();
+        loop {
+            let live = self.live().await?;
+            let sent = async {
+                live.publisher
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        body,
+                        props.clone(),
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            match sent {
+                Ok(Confirmation::Ack(None)) => return Ok(()),
+                Ok(Confirmation::Ack(Some(_))) => {
+                    return Err(TransportError::Unroutable(routing_key.to_string()))
+                }
+                Ok(Confirmation::Nack(_)) => {
+                    if started.elapsed() >= NACK_PATIENCE {
+                        return Err(TransportError::Nacked(routing_key.to_string()));
+                    }
+                    tracing::warn!(
+                        routing_key,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Broker nacked a publish (queue unavailable?); publishing again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                }
+                Ok(Confirmation::NotRequested) => {
+                    return Err(TransportError::Broker("publisher confirms are off".into()))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, routing_key, "Publish not confirmed; sending it again once connected");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                }
             }
         }
     }
@@ -261,8 +306,13 @@ impl AmqpTransport {
         let props = persistent()
             .with_message_id(task_run.into())
             .with_headers(headers);
-        self.publish_confirmed(&self.names.tasks_exchange(), kind.as_str(), &body, props)
-            .await
+        self.publish_confirmed(
+            &self.shared.names.tasks_exchange(),
+            kind.as_str(),
+            &body,
+            props,
+        )
+        .await
     }
 
     pub async fn publish_update(&self, reply_to: &str, body: Vec<u8>) -> Result<()> {
@@ -270,11 +320,15 @@ impl AmqpTransport {
             .await
     }
 
+    /// Heartbeats are fire-and-forget: skipped while disconnected, and a
+    /// lost one is replaced by the next.
     pub async fn publish_heartbeat(&self, node: &str, body: Vec<u8>) -> Result<()> {
-        // Heartbeats are fire-and-forget: a lost one is replaced by the next.
-        self.publisher
+        let Some(live) = self.live_now().await else {
+            return Ok(());
+        };
+        live.publisher
             .basic_publish(
-                self.names.events_exchange().into(),
+                self.shared.names.events_exchange().into(),
                 format!("heartbeat.{node}").into(),
                 BasicPublishOptions::default(),
                 &body,
@@ -285,9 +339,11 @@ impl AmqpTransport {
     }
 
     /// Consumes `queue` on a channel of its own, so closing it requeues
-    /// exactly this consumer's unacked messages.
+    /// exactly this consumer's unacked messages. The delivery stream ends when
+    /// the connection is lost; callers subscribe again.
     pub async fn consume(&self, queue: &str, prefetch: u16, tag: &str) -> Result<Subscription> {
-        let channel = self.conn.create_channel().await?;
+        let live = self.live().await?;
+        let channel = live.conn.create_channel().await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await?;
@@ -309,16 +365,7 @@ impl AmqpTransport {
                         let delivery = delivery_count(&d.properties)
                             .map(|n| n + 1)
                             .unwrap_or(if d.redelivered { 2 } else { 1 });
-                        let dead_letter_reason = d
-                            .properties
-                            .headers()
-                            .as_ref()
-                            .and_then(|h| h.inner().get("x-first-death-reason").cloned())
-                            .and_then(|v| match v {
-                                AMQPValue::LongString(s) => Some(s.to_string()),
-                                AMQPValue::ShortString(s) => Some(s.to_string()),
-                                _ => None,
-                            });
+                        let dead_letter_reason = header_text(&d.properties, "x-first-death-reason");
                         let out = Delivery {
                             body: d.data,
                             delivery,
@@ -330,7 +377,7 @@ impl AmqpTransport {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(queue = %queue_name, error = %e, "Consumer stopped");
+                        tracing::warn!(queue = %queue_name, error = %e, "Consumer stopped");
                         break;
                     }
                 }
@@ -342,8 +389,49 @@ impl AmqpTransport {
         })
     }
 
+    /// Heartbeats of every node, for as long as the transport lives: the
+    /// subscription is renewed after each reconnect.
     pub async fn consume_heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>> {
-        let channel = self.conn.create_channel().await?;
+        let (tx, rx) = mpsc::channel(64);
+        let transport = self.clone();
+        let mut consumer = transport.subscribe_heartbeats().await?;
+        tokio::spawn(async move {
+            loop {
+                while let Some(next) = consumer.next().await {
+                    let Ok(d) = next else { break };
+                    match serde_json::from_slice::<Heartbeat>(&d.data) {
+                        Ok(hb) => {
+                            if tx.send(hb).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Ignoring an undecodable heartbeat"),
+                    }
+                }
+                if tx.is_closed() || transport.is_closed() {
+                    return;
+                }
+                loop {
+                    match transport.subscribe_heartbeats().await {
+                        Ok(c) => {
+                            consumer = c;
+                            break;
+                        }
+                        Err(_) if transport.is_closed() => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Cannot resubscribe to heartbeats; retrying");
+                            tokio::time::sleep(RECONNECT_MAX).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn subscribe_heartbeats(&self) -> Result<lapin::Consumer> {
+        let live = self.live().await?;
+        let channel = live.conn.create_channel().await?;
         let queue = channel
             .queue_declare(
                 "".into(),
@@ -358,13 +446,13 @@ impl AmqpTransport {
         channel
             .queue_bind(
                 queue.name().clone(),
-                self.names.events_exchange().into(),
+                self.shared.names.events_exchange().into(),
                 "heartbeat.*".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        let mut consumer = channel
+        Ok(channel
             .basic_consume(
                 queue.name().clone(),
                 "heartbeats".into(),
@@ -374,26 +462,134 @@ impl AmqpTransport {
                 },
                 FieldTable::default(),
             )
-            .await?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            // Keep the channel alive as long as the consumer runs.
-            let _channel = channel;
-            while let Some(Ok(d)) = consumer.next().await {
-                match serde_json::from_slice::<Heartbeat>(&d.data) {
-                    Ok(hb) => {
-                        if tx.send(hb).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Ignoring an undecodable heartbeat"),
-                }
-            }
-        });
-        Ok(rx)
+            .await?)
     }
 
     pub async fn close(&self) {
-        let _ = self.conn.close(200, "node shutting down".into()).await;
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(live) = self.shared.live.write().await.take() {
+            let _ = live.conn.close(200, "node shutting down".into()).await;
+        }
     }
+}
+
+fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        n.tasks_exchange().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        n.events_exchange().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    // Topic: `ns.dead` takes every dead letter ("#"); a coordinator's reply
+    // queue also takes those whose CC header names it.
+    ch.exchange_declare(
+        n.dead_letter_exchange().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(n.dead_letter_queue().into(), queue_opts, quorum.clone())
+        .await?;
+    ch.queue_bind(
+        n.dead_letter_queue().into(),
+        n.dead_letter_exchange().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    for kind in TaskKind::ALL {
+        let mut args = quorum.clone();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(delivery_limit as i64),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(n.dead_letter_exchange().into()),
+        );
+        ch.queue_declare(n.task_queue(kind).into(), queue_opts, args)
+            .await
+            .map_err(|e| {
+                TransportError::Broker(format!(
+                    "cannot declare queue {} (if it exists with another delivery_limit, delete it or keep the old value): {e}",
+                    n.task_queue(kind)
+                ))
+            })?;
+        ch.queue_bind(
+            n.task_queue(kind).into(),
+            n.tasks_exchange().into(),
+            kind.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn declare_reply_queue(
+    ch: &Channel,
+    n: &Names,
+    queue: &str,
+    expires: Option<Duration>,
+) -> Result<()> {
+    let mut args = FieldTable::default();
+    if let Some(d) = expires {
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(d.as_millis() as i64),
+        );
+    }
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
+    // Dead-lettered tasks published with CC = this queue come back here.
+    ch.queue_bind(
+        queue.into(),
+        n.dead_letter_exchange().into(),
+        queue.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
 }
