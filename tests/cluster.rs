@@ -315,3 +315,139 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     assert_eq!(report.unwrap().state, FlowState::Succeeded);
     assert!(!storage.join("etc").exists() && !dir.path.join("etc").exists());
 }
+
+/// Waits until `path` exists.
+fn wait_for_file(path: &std::path::Path, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_worker_killed_after_commit_before_ack_leaves_one_output() {
+    let dir = TestDir::new("cluster_kill_after_commit");
+    let ns = namespace("aftercommit");
+    let storage = dir.join("shared");
+    let a_cfg = dir.write(
+        "a.toml",
+        &node_config(
+            "node-a",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            "",
+        ),
+    );
+    let b_cfg = dir.write(
+        "b.toml",
+        &node_config(
+            "node-b",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            "",
+        ),
+    );
+    // node-a commits the transform's artifact, then stalls before reporting and acking.
+    let mut a = NodeProcess::start(
+        &a_cfg,
+        &dir.join("a.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep-after-commit=60000@transform")],
+    );
+    let flow = colors_flow(&dir, "aftercommit", "");
+    let client = client_config(&dir, &ns, "");
+    let run = {
+        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
+        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
+    };
+    a.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
+    let artifacts = storage.join("artifacts");
+    let committed = (0..600).find_map(|_| {
+        let found = std::fs::read_dir(&artifacts)
+            .ok()?
+            .flatten()
+            .find_map(|run| {
+                let p = run.path().join("transform.arrow");
+                p.exists().then_some(p)
+            });
+        if found.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found
+    });
+    let committed = committed.expect("the transform never committed its artifact");
+    assert!(wait_for_file(&committed, Duration::from_secs(1)));
+    let first_commit = std::fs::read(&committed).unwrap();
+    a.sigkill();
+    let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
+    let (out, report) = run.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(
+        (t.node.as_deref(), t.attempts),
+        (Some("node-b"), 2),
+        "{t:?}"
+    );
+    // The committed artifact was kept, not overwritten by the second attempt.
+    assert_eq!(std::fs::read(&committed).unwrap(), first_commit);
+    assert_eq!(
+        std::fs::read_to_string(storage.join("out/colors.csv")).unwrap(),
+        expected_colors_without_hex()
+    );
+    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
+    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    println!("fault kill_after_commit: result=ok flows_checked=1 duplicates=0 losses=0");
+}
+
+#[test]
+fn a_worker_stopped_with_sigstop_then_continued_finishes_its_task_once() {
+    let dir = TestDir::new("cluster_sigstop");
+    let ns = namespace("sigstop");
+    let storage = dir.join("shared");
+    let w_cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let w = NodeProcess::start(
+        &w_cfg,
+        &dir.join("w.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep=1000@transform")],
+    );
+    let flow = colors_flow(&dir, "sigstop", "");
+    let client = client_config(&dir, &ns, "");
+    let run = {
+        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
+        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
+    };
+    w.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
+    let pid = w.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    // Far past three heartbeat intervals (200 ms), well inside the AMQP heartbeat.
+    std::thread::sleep(Duration::from_secs(3));
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    let (out, report) = run.join().unwrap();
+    assert!(out.status.success(), "{}\n{}", describe(&out), w.log_text());
+    let report = report.unwrap();
+    assert!(
+        report.tasks.iter().all(|t| t.attempts == 1),
+        "no redelivery expected: {report:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(storage.join("out/colors.csv")).unwrap(),
+        expected_colors_without_hex()
+    );
+    println!("fault sigstop_sigcont: result=ok flows_checked=1 duplicates=0 losses=0");
+}
