@@ -6,4 +6,5 @@ mod cluster;
 mod embedded;
 mod faults;
 mod schemas;
+mod security;
 mod util;

@@ -325,7 +325,7 @@ pub fn delete_namespace(ns: &str) {
         let _ = ch
             .queue_delete(format!("{ns}.dead").into(), Default::default())
             .await;
-        for ex in ["tasks", "events", "dlx"] {
+        for ex in ["tasks", "events", "dlx", "replies"] {
             let _ = ch
                 .exchange_delete(format!("{ns}.{ex}").into(), Default::default())
                 .await;

@@ -7,7 +7,8 @@ Topology, all durable and under the namespace `ns`:
   to `ns.dlx` (topic) → `ns.dead` (bound `#`) and, through the task's CC
   header, to its coordinator's reply queue;
 - `ns.events` (topic): heartbeats, routing key `heartbeat.{node}`;
-- `ns.replies.{coordinator}`: a coordinator's durable reply queue.
+- `ns.replies` (direct): worker results, to a coordinator's durable reply
+  queue `ns.replies.{coordinator}`, bound by its own name.
 
 Tasks and updates are published persistent, `mandatory`, on a channel in
 confirm mode; a publish only counts once the broker confirmed it, and an
@@ -316,8 +317,13 @@ impl AmqpTransport {
     }
 
     pub async fn publish_update(&self, reply_to: &str, body: Vec<u8>) -> Result<()> {
-        self.publish_confirmed("", reply_to, &body, persistent())
-            .await
+        self.publish_confirmed(
+            &self.shared.names.replies_exchange(),
+            reply_to,
+            &body,
+            persistent(),
+        )
+        .await
     }
 
     /// Heartbeats are fire-and-forget: skipped while disconnected, and a
@@ -502,6 +508,13 @@ async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Resul
         FieldTable::default(),
     )
     .await?;
+    ch.exchange_declare(
+        n.replies_exchange().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
     // Topic: `ns.dead` takes every dead letter ("#"); a coordinator's reply
     // queue also takes those whose CC header names it.
     ch.exchange_declare(
@@ -543,10 +556,13 @@ async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Resul
         ch.queue_declare(n.task_queue(kind).into(), queue_opts, args)
             .await
             .map_err(|e| {
-                TransportError::Broker(format!(
-                    "cannot declare queue {} (if it exists with another delivery_limit, delete it or keep the old value): {e}",
-                    n.task_queue(kind)
-                ))
+                let text = e.to_string();
+                let hint = if text.contains("PRECONDITION") {
+                    " (it exists with other arguments, e.g. another delivery_limit: delete it or keep the old value)"
+                } else {
+                    ""
+                };
+                TransportError::Broker(format!("cannot declare queue {}{hint}: {text}", n.task_queue(kind)))
             })?;
         ch.queue_bind(
             n.task_queue(kind).into(),
@@ -580,6 +596,14 @@ async fn declare_reply_queue(
             ..Default::default()
         },
         args,
+    )
+    .await?;
+    ch.queue_bind(
+        queue.into(),
+        n.replies_exchange().into(),
+        queue.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
     )
     .await?;
     // Dead-lettered tasks published with CC = this queue come back here.

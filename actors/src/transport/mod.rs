@@ -47,6 +47,12 @@ impl Names {
     pub fn tasks_exchange(&self) -> String {
         format!("{}.tasks", self.namespace)
     }
+    /// Direct exchange for worker results; each reply queue is bound by its
+    /// name. Workers publish here and not to the default exchange, so that a
+    /// worker's broker user needs no right to publish to arbitrary queues.
+    pub fn replies_exchange(&self) -> String {
+        format!("{}.replies", self.namespace)
+    }
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.namespace)
     }
