@@ -53,6 +53,8 @@ struct TaskRun {
     node: Option<String>,
     output: Option<TaskOutput>,
     error: Option<TaskError>,
+    /// Rows the current attempt has read so far, from its progress updates.
+    rows_so_far: Option<u64>,
     /// When the current attempt times out.
     deadline: Option<Instant>,
     /// When a RetryWaiting task may go again.
@@ -71,6 +73,7 @@ impl TaskRun {
             node: None,
             output: None,
             error: None,
+            rows_so_far: None,
             deadline: None,
             retry_at: None,
             unserved_since: None,
@@ -257,6 +260,7 @@ impl FlowRun {
         run.retry_at = None;
         run.unserved_since = None;
         run.error = None;
+        run.rows_so_far = None;
         TaskMessage {
             schema_version: SCHEMA_VERSION,
             flow: self.flow.name.clone(),
@@ -291,6 +295,9 @@ impl FlowRun {
                 run.starts += 1;
                 run.node = Some(update.node.clone());
                 run.state = TaskState::Running;
+            }
+            UpdateStatus::Progress { rows } => {
+                run.rows_so_far = Some(*rows);
             }
             UpdateStatus::Succeeded(output) => {
                 run.node = Some(update.node.clone());
@@ -422,6 +429,7 @@ impl FlowRun {
                     node: run.node.clone(),
                     rows_in: run.output.as_ref().map(|o| o.rows_in),
                     rows_out: run.output.as_ref().map(|o| o.rows_out),
+                    rows_so_far: run.rows_so_far.filter(|_| run.state == TaskState::Running),
                     output: run.output.as_ref().map(|o| o.location.clone()),
                     error: run.error.clone(),
                 })
@@ -580,6 +588,23 @@ path = "b.parquet"
             .tasks
             .iter()
             .all(|t| t.state == TaskState::Succeeded && t.attempts == 1));
+    }
+
+    #[test]
+    fn progress_shows_while_running_only() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let m = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&update(&m, UpdateStatus::Started), t0, &mut one);
+        fr.apply(
+            &update(&m, UpdateStatus::Progress { rows: 8192 }),
+            t0,
+            &mut one,
+        );
+        assert_eq!(fr.report(t0).tasks[0].rows_so_far, Some(8192));
+        fr.apply(&success(&m, 10_000), t0, &mut one);
+        let t = &fr.report(t0).tasks[0];
+        assert_eq!((t.rows_so_far, t.rows_out), (None, Some(10_000)));
     }
 
     #[test]

@@ -23,6 +23,7 @@ within the grace period, then close the channel so the broker requeues the rest.
 */
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -380,7 +381,16 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
 
     let work_env = env.clone();
     let work_msg = msg.clone();
-    let result = tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n)).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let reporter = tokio::spawn(report_progress(
+        env.clone(),
+        msg.clone(),
+        n,
+        progress.clone(),
+    ));
+    let result =
+        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress)).await;
+    reporter.abort();
     let status = match result {
         Ok(Ok(output)) => UpdateStatus::Succeeded(output),
         Ok(Err(e)) => {
@@ -418,10 +428,28 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
 }
 
 /// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
+/// How often a running task reports the rows it has read.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes the rows read so far while a task runs, when they changed.
+/// Best effort: a lost progress update is replaced by the next.
+async fn report_progress(env: WorkerEnv, msg: TaskMessage, delivery: u32, rows: Arc<AtomicU64>) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let now = rows.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            let _ = publish(&env, &msg, delivery, UpdateStatus::Progress { rows: now }).await;
+        }
+    }
+}
+
 fn execute(
     env: &WorkerEnv,
     msg: &TaskMessage,
     delivery: u32,
+    progress: &AtomicU64,
 ) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
     let store = &env.workspace.store;
     if let Some(output) = store.committed(&msg.flow_run, &msg.task)? {
@@ -435,6 +463,7 @@ fn execute(
         flow_run: &msg.flow_run,
         task: &msg.task,
         attempt: msg.attempt,
+        progress,
     };
     env.failpoints.before_task(&msg.task);
     let output = match &msg.spec {

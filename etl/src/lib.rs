@@ -25,6 +25,7 @@ pub mod typing;
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use conveyor_schemas::{ArtifactRef, ExtractSpec, LoadSpec, TaskOutput, TransformSpec};
 
@@ -45,11 +46,26 @@ pub struct Attempt<'a> {
     pub flow_run: &'a str,
     pub task: &'a str,
     pub attempt: u32,
+    /// Rows read so far, for progress reports while the task runs.
+    pub progress: &'a AtomicU64,
 }
 
 impl Attempt<'_> {
     fn tag(&self) -> String {
         format!("a{}", self.attempt)
+    }
+
+    /// Counts the rows of `batches` into `progress` as they are read.
+    fn counted<'b>(
+        &'b self,
+        batches: impl Iterator<Item = Result<arrow::array::RecordBatch>> + 'b,
+    ) -> impl Iterator<Item = Result<arrow::array::RecordBatch>> + 'b {
+        batches.inspect(|b| {
+            if let Ok(b) = b {
+                self.progress
+                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            }
+        })
     }
 }
 
@@ -57,7 +73,7 @@ impl Attempt<'_> {
 pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
     let file = source::fetch(&spec.source, &ws.store, &at.tag())?;
     let batches = source::open(spec, &file)?;
-    let rows = commit_artifact(ws, at, batches.schema, batches.iter)?;
+    let rows = commit_artifact(ws, at, batches.schema, at.counted(batches.iter))?;
     Ok(artifact_output(at, rows, rows))
 }
 
@@ -69,7 +85,7 @@ pub fn run_transform(ws: &Workspace, at: &Attempt, spec: &TransformSpec) -> Resu
     let mut rows_in = 0u64;
     let mut row_base = 0usize;
     let rows_in_ref = &mut rows_in;
-    let iter = input.map(move |batch| {
+    let iter = at.counted(input).map(move |batch| {
         let batch = batch?;
         let out = transform::apply(&batch, &steps, row_base)?;
         row_base += batch.num_rows();
@@ -85,7 +101,13 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
     let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
     let (schema, input) = read_artifact(ws, &spec.input)?;
     let mut pending = store::PendingFile::create(&target, &at.tag())?;
-    let rows = sink::write(spec, pending.file()?, pending.tmp_path(), schema, input)?;
+    let rows = sink::write(
+        spec,
+        pending.file()?,
+        pending.tmp_path(),
+        schema,
+        at.counted(input),
+    )?;
     // The marker is the fence: a duplicate attempt that got here second must
     // not replace what the first one committed.
     if ws.store.committed(at.flow_run, at.task)?.is_some() {

@@ -23,7 +23,8 @@ impl Progress {
     }
 }
 
-/// Redraws one status line on stderr every 100 ms until finished.
+/// Redraws one status line on stderr every 100 ms until finished: the tasks
+/// done, each active task (with rows read so far while it runs), elapsed time.
 pub fn spawn_progress(rx: watch::Receiver<RunReport>) -> Progress {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -54,7 +55,6 @@ fn status_line(r: &RunReport, elapsed: Duration) -> String {
         .iter()
         .filter(|t| t.state == TaskState::Succeeded)
         .count();
-    let rows: u64 = r.tasks.iter().filter_map(|t| t.rows_out).sum();
     let active: Vec<String> = r
         .tasks
         .iter()
@@ -68,16 +68,19 @@ fn status_line(r: &RunReport, elapsed: Duration) -> String {
             )
         })
         .map(|t| match (&t.state, &t.node) {
-            (TaskState::Running, Some(n)) => format!("{} running on {n}", t.name),
+            (TaskState::Running, Some(n)) => match t.rows_so_far {
+                Some(rows) => format!("{} running on {n} ({rows} rows read)", t.name),
+                None => format!("{} running on {n}", t.name),
+            },
             (TaskState::WaitingForWorker, _) => {
-                format!("{} waiting for a {} worker", t.name, t.kind)
+                format!("{} waiting for a live `{}` worker", t.name, t.kind)
             }
             (TaskState::RetryWaiting, _) => format!("{} retrying", t.name),
             (s, _) => format!("{} {s:?}", t.name).to_lowercase(),
         })
         .collect();
     format!(
-        "{} [{done}/{} tasks] {} · {rows} rows · {:.1}s",
+        "{} [{done}/{} tasks] {} · {:.1}s",
         r.flow,
         r.tasks.len(),
         if active.is_empty() {

@@ -315,6 +315,8 @@ pub struct TaskUpdate {
 pub enum UpdateStatus {
     /// The worker took the task.
     Started,
+    /// Rows read so far; sent at most about once a second while the task runs.
+    Progress { rows: u64 },
     /// The output is committed.
     Succeeded(TaskOutput),
     /// The attempt failed; `error.retryable` says whether another attempt can help.
@@ -441,6 +443,9 @@ pub struct TaskReport {
     pub node: Option<String>,
     pub rows_in: Option<u64>,
     pub rows_out: Option<u64>,
+    /// Rows the running attempt has read so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_so_far: Option<u64>,
     pub output: Option<String>,
     pub error: Option<TaskError>,
 }
