@@ -151,10 +151,7 @@ fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
     );
     let flow = colors_flow(&dir, "kill", "");
     let client = client_config(&dir, &ns, "");
-    let run = {
-        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
-        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
-    };
+    let run = run_flow_in_background(&dir.path, &flow, &client);
     a.wait_for_log(".transform", Duration::from_secs(30));
     a.wait_for_log("Task started", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
@@ -173,13 +170,7 @@ fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
     let load = report.tasks.iter().find(|t| t.name == "load").unwrap();
     assert_eq!(load.attempts, 1, "{load:?}");
     // Exactly once: the rows, no duplicates, no leftovers.
-    let written = std::fs::read_to_string(storage.join("out/colors.csv")).unwrap();
-    assert_eq!(written, expected_colors_without_hex());
-    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
-    for kind in ["extract", "transform", "load"] {
-        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
-    }
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    assert_colors_promise(&amqp_url(), &ns, &storage);
 }
 
 #[test]
@@ -224,10 +215,7 @@ fn a_poison_task_is_dead_lettered_without_hurting_other_flows() {
         &format!("[flow]\nname = \"poison\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.poisoned]\nkind = \"transform\"\ninput = \"e\"\nsteps = []\n", csv.display()),
     );
     let healthy = colors_flow(&dir, "healthy", "");
-    let poison_run = {
-        let (cwd, client) = (dir.path.clone(), client.clone());
-        std::thread::spawn(move || run_flow(&cwd, &poison, &["--config", client.to_str().unwrap()]))
-    };
+    let poison_run = run_flow_in_background(&dir.path, &poison, &client);
     let (out, report) = run_flow(&dir.path, &healthy, &["--config", client.to_str().unwrap()]);
     assert!(out.status.success(), "the healthy flow: {}", describe(&out));
     assert_eq!(report.unwrap().state, FlowState::Succeeded);
@@ -361,10 +349,7 @@ fn a_worker_killed_after_commit_before_ack_leaves_one_output() {
     );
     let flow = colors_flow(&dir, "aftercommit", "");
     let client = client_config(&dir, &ns, "");
-    let run = {
-        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
-        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
-    };
+    let run = run_flow_in_background(&dir.path, &flow, &client);
     a.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
     let artifacts = storage.join("artifacts");
     let committed = (0..600).find_map(|_| {
@@ -396,13 +381,7 @@ fn a_worker_killed_after_commit_before_ack_leaves_one_output() {
     );
     // The committed artifact was kept, not overwritten by the second attempt.
     assert_eq!(std::fs::read(&committed).unwrap(), first_commit);
-    assert_eq!(
-        std::fs::read_to_string(storage.join("out/colors.csv")).unwrap(),
-        expected_colors_without_hex()
-    );
-    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
-    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    assert_colors_promise(&amqp_url(), &ns, &storage);
     println!("fault kill_after_commit: result=ok flows_checked=1 duplicates=0 losses=0");
 }
 
@@ -422,10 +401,7 @@ fn a_worker_stopped_with_sigstop_then_continued_finishes_its_task_once() {
     );
     let flow = colors_flow(&dir, "sigstop", "");
     let client = client_config(&dir, &ns, "");
-    let run = {
-        let (cwd, flow, client) = (dir.path.clone(), flow.clone(), client.clone());
-        std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", client.to_str().unwrap()]))
-    };
+    let run = run_flow_in_background(&dir.path, &flow, &client);
     w.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
     let pid = w.child.id().to_string();
     std::process::Command::new("kill")

@@ -68,36 +68,7 @@ impl Drop for Deployment {
 
 /// Publishes one message as `url` and returns the broker's answer.
 fn try_publish(url: &str, exchange: &str, routing_key: &str) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        ch.confirm_select(Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let confirm = ch
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                Default::default(),
-                b"{}",
-                Default::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = conn.close(200, "bye".into()).await;
-        match confirm {
-            lapin::Confirmation::Ack(None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    publish_at(url, exchange, routing_key, &[b"{}".to_vec()], false)
 }
 
 #[test]

@@ -257,6 +257,42 @@ pub fn expected_colors_without_hex() -> String {
         .collect()
 }
 
+/// Runs `conveyor run FLOW --json --config CONFIG` on a thread of its own,
+/// for tests that inject a fault while the flow runs.
+pub fn run_flow_in_background(
+    cwd: &Path,
+    flow: &Path,
+    config: &Path,
+) -> std::thread::JoinHandle<(Output, Option<RunReport>)> {
+    let (cwd, flow, config) = (cwd.to_path_buf(), flow.to_path_buf(), config.to_path_buf());
+    std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", config.to_str().unwrap()]))
+}
+
+/// The promise for one colors flow on the broker at `url`: the output holds
+/// exactly the expected rows, no temporary file is left under `storage`, the
+/// task queues are drained and nothing was dead-lettered.
+pub fn assert_colors_promise(url: &str, ns: &str, storage: &Path) {
+    let written = std::fs::read_to_string(storage.join("out/colors.csv")).unwrap();
+    assert_eq!(
+        written,
+        expected_colors_without_hex(),
+        "rows lost or duplicated"
+    );
+    assert!(tmp_files(storage).is_empty(), "{:?}", tmp_files(storage));
+    for kind in ["extract", "transform", "load"] {
+        assert_eq!(
+            queue_depth_at(url, &format!("{ns}.tasks.{kind}")),
+            0,
+            "{kind} queue not drained"
+        );
+    }
+    assert_eq!(
+        queue_depth_at(url, &format!("{ns}.dead")),
+        0,
+        "unexpected dead letters"
+    );
+}
+
 /// A flow file for the colors ETL, with extract reading the repository's CSV.
 pub fn colors_flow(dir: &TestDir, name: &str, extra_flow: &str) -> PathBuf {
     let csv = repo_root().join("examples/data/colors.csv");
@@ -334,41 +370,55 @@ pub fn delete_namespace(ns: &str) {
     });
 }
 
-/// Publishes raw bodies to an exchange, confirmed, as a hostile client would.
-pub fn publish_raw(exchange: &str, routing_key: &str, bodies: &[Vec<u8>]) {
+/// Publishes `bodies` to an exchange of the broker at `url` as any client
+/// would, each confirmed: Ok when the broker took them all, else its answer.
+pub fn publish_at(
+    url: &str,
+    exchange: &str,
+    routing_key: &str,
+    bodies: &[Vec<u8>],
+    mandatory: bool,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
-            .expect("connect to RabbitMQ");
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(Default::default()).await.unwrap();
+            .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        ch.confirm_select(Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
         for body in bodies {
             let confirm = ch
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
                     lapin::options::BasicPublishOptions {
-                        mandatory: true,
+                        mandatory,
                         ..Default::default()
                     },
                     body,
                     lapin::BasicProperties::default(),
                 )
                 .await
-                .unwrap()
+                .map_err(|e| e.to_string())?
                 .await
-                .unwrap();
-            assert!(
-                matches!(confirm, lapin::Confirmation::Ack(None)),
-                "{confirm:?}"
-            );
+                .map_err(|e| e.to_string())?;
+            if !matches!(confirm, lapin::Confirmation::Ack(None)) {
+                return Err(format!("{confirm:?}"));
+            }
         }
         let _ = conn.close(200, "bye".into()).await;
-    });
+        Ok(())
+    })
+}
+
+/// Publishes raw bodies to the shared broker, as a hostile client would.
+pub fn publish_raw(exchange: &str, routing_key: &str, bodies: &[Vec<u8>]) {
+    publish_at(&amqp_url(), exchange, routing_key, bodies, true).expect("publish to RabbitMQ");
 }
 
 /// A RabbitMQ node of a test's own, on spare ports with its own data

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use conveyor_schemas::TaskKind;
 
-use crate::toml_reader::{parse_document, Diag, Problems, Tbl};
+use crate::toml_reader::{parse_document, read_file, Diag, Problems, Tbl};
 
 /// Environment variable that overrides `[broker] url`.
 pub const BROKER_URL_ENV: &str = "CONVEYOR_BROKER_URL";
@@ -133,15 +133,7 @@ impl NodeConfig {
     }
 
     pub fn load(path: &Path) -> Result<NodeConfig, Problems> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Problems {
-            file: file.clone(),
-            problems: vec![crate::toml_reader::Problem {
-                key: "(file)".into(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let (file, text) = read_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let broker_env = std::env::var(BROKER_URL_ENV).ok().filter(|s| !s.is_empty());
         NodeConfig::parse(&file, &text, base, broker_env)

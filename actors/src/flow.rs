@@ -34,7 +34,7 @@ use conveyor_schemas::{
 };
 use toml_edit::Value;
 
-use crate::toml_reader::{parse_document, Diag, Found, Problems, Tbl};
+use crate::toml_reader::{parse_document, read_file, Diag, Found, Problems, Tbl};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowSpec {
@@ -132,15 +132,7 @@ fn parse_format(t: &mut Tbl, path: Option<&str>) -> Option<DataFormat> {
 
 impl FlowSpec {
     pub fn load(path: &Path) -> Result<FlowSpec, Problems> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Problems {
-            file: file.clone(),
-            problems: vec![crate::toml_reader::Problem {
-                key: "(file)".into(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let (file, text) = read_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
         FlowSpec::parse(&file, &text, &base)

@@ -99,6 +99,23 @@ impl<'t> Diag<'t> {
     }
 }
 
+/// Reads a config or flow file: its display name and its text, or a
+/// [`Problems`] that says why it cannot be read.
+pub fn read_file(path: &std::path::Path) -> Result<(String, String), Problems> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((file, text)),
+        Err(e) => Err(Problems {
+            file,
+            problems: vec![Problem {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        }),
+    }
+}
+
 /// Parses TOML text, turning a syntax error into a [`Problems`].
 pub fn parse_document(file: &str, text: &str) -> Result<toml_edit::Document<String>, Problems> {
     toml_edit::Document::parse(text.to_string()).map_err(|e| {
