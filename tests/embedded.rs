@@ -302,3 +302,28 @@ fn a_task_that_crashes_every_worker_is_dead_lettered_and_fails_its_flow() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("Worker crashed on a task"), "{log}");
 }
+
+#[test]
+fn a_burst_larger_than_the_actor_mailbox_is_processed() {
+    // 40 ready extracts at once with concurrency 40: more deliveries than an
+    // actix mailbox holds (16) reach the worker together.
+    let dir = TestDir::new("embedded_burst");
+    let csv = repo_root().join("examples/data/colors.csv");
+    let mut flow = String::from("[flow]\nname = \"burst\"\n");
+    for i in 0..40 {
+        flow.push_str(&format!(
+            "[tasks.e{i}]\nkind = \"extract\"\npath = \"{}\"\n[tasks.l{i}]\nkind = \"load\"\ninput = \"e{i}\"\npath = \"burst/{i}.csv\"\n",
+            csv.display()
+        ));
+    }
+    let flow = dir.write("burst.toml", &flow);
+    let config = dir.write(
+        "node.toml",
+        "[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\n[workers.concurrency]\nextract = 40\nload = 40\n[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n",
+    );
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().tasks.len(), 80);
+    let written = std::fs::read_dir(dir.join("out/burst")).unwrap().count();
+    assert_eq!(written, 40);
+}

@@ -204,17 +204,69 @@ impl Drop for NodeProcess {
 
 /// Runs `conveyor run FLOW --json [args]` in `cwd`.
 pub fn run_flow(cwd: &Path, flow: &Path, args: &[&str]) -> (Output, Option<RunReport>) {
-    let out = Command::new(conveyor_bin())
-        .current_dir(cwd)
+    let mut cmd = Command::new(conveyor_bin());
+    cmd.current_dir(cwd)
         .arg("run")
         .arg(flow)
         .arg("--json")
         .args(args)
-        .env_remove("CONVEYOR_BROKER_URL")
-        .output()
-        .expect("run conveyor");
+        .env_remove("CONVEYOR_BROKER_URL");
+    let out = output_within(cmd, RUN_DEADLINE);
     let report = serde_json::from_slice::<RunReport>(&out.stdout).ok();
     (out, report)
+}
+
+/// No test flow may take this long: a flow that hangs fails its test
+/// instead of stalling the suite.
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Like `Command::output`, but kills the child and panics past `deadline`.
+pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn conveyor");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for conveyor") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!("conveyor did not finish within {deadline:?}; stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 pub fn describe(out: &Output) -> String {

@@ -153,10 +153,14 @@ impl Actor for Worker {
                             std::mem::replace(&mut sub.deliveries, tokio::sync::mpsc::channel(1).1);
                         act.subscription = Some(Arc::new(sub));
                         act.env.io.spawn(async move {
+                            // do_send, not try_send: a burst larger than the
+                            // mailbox must queue, not stop the consumer. Prefetch
+                            // bounds how many deliveries can be waiting.
                             while let Some(d) = rx.recv().await {
-                                if addr.try_send(RunTask(d)).is_err() {
+                                if !addr.connected() {
                                     return;
                                 }
+                                addr.do_send(RunTask(d));
                             }
                             // The broker connection dropped (or the consumer was
                             // cancelled): a restart subscribes on the new connection.
