@@ -194,10 +194,12 @@ def main():
     path = BENCH / "results" / f"w3_{args.rows}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nW3 CSV -> drop '{DROP}' -> Parquet, {args.rows:,} rows, {mb:.0f} MB, median of {args.runs} runs")
-    print(f"{'tool':<20}{'seconds':>9}{'MB/s':>8}{'peak RSS MB':>13}{'x raw-arrow':>13}")
+    print(f"{'tool':<20}{'seconds':>9}{'MB/s':>8}{'x raw-arrow':>13}  peak RSS MB")
     for r in results:
-        rss = f"{r['peak_rss_mb']:.0f}" + (f" (worker {r['worker_peak_rss_mb']:.0f})" if "worker_peak_rss_mb" in r else "")
-        print(f"{r['tool']:<20}{r['seconds']:>9.2f}{r['mb_per_s']:>8.0f}{rss:>13}{r['vs_raw_arrow']:>13.2f}")
+        rss = f"{r['peak_rss_mb']:.0f}"
+        if "worker_peak_rss_mb" in r:
+            rss = f"client {rss}, worker {r['worker_peak_rss_mb']:.0f}"
+        print(f"{r['tool']:<20}{r['seconds']:>9.2f}{r['mb_per_s']:>8.0f}{r['vs_raw_arrow']:>13.2f}  {rss}")
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 
