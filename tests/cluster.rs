@@ -427,3 +427,47 @@ fn a_worker_stopped_with_sigstop_then_continued_finishes_its_task_once() {
     );
     println!("fault sigstop_sigcont: result=ok flows_checked=1 duplicates=0 losses=0");
 }
+
+#[test]
+fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
+    use conveyor_actors::transport::amqp::AmqpTransport;
+    use conveyor_schemas::TaskKind;
+    let ns = namespace("unroutable");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async {
+        let transport = AmqpTransport::connect(
+            &amqp_url(),
+            &ns,
+            5,
+            "test",
+            tokio::runtime::Handle::current(),
+        )
+        .await
+        .expect("connect");
+        // Nothing is bound for the kind any more.
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_delete(format!("{ns}.tasks.load").into(), Default::default())
+            .await
+            .unwrap();
+        let published = transport
+            .publish_task(TaskKind::Load, "fr.t", "nobody", b"{}".to_vec())
+            .await;
+        transport.close().await;
+        published
+    });
+    let err = result.expect_err("an unroutable publish must fail");
+    assert!(
+        matches!(
+            err,
+            conveyor_actors::transport::TransportError::Unroutable(_)
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("could not route"), "{err}");
+}
