@@ -127,8 +127,8 @@ def main():
         return timed([str(py), "-c", code])
 
     cluster = None
+    ns = f"bench-{os.getpid()}"
     if broker_up():
-        ns = f"bench-{os.getpid()}"
         storage = work / "cluster"
         common = (f'[broker]\nurl = "amqp://guest:guest@127.0.0.1:5672/%2f"\nnamespace = "{ns}"\n'
                   f'[storage]\nartifacts = "{storage}/artifacts"\noutput_root = "{storage}/out"\n')
@@ -175,6 +175,10 @@ def main():
         if cluster:
             cluster[0].terminate()
             cluster[0].wait()
+            # Best effort: leave the shared broker as we found it.
+            if shutil.which("rabbitmqctl"):
+                for q in [f"{ns}.tasks.{k}" for k in ("extract", "transform", "load")] + [f"{ns}.dead"]:
+                    subprocess.run(["rabbitmqctl", "delete_queue", q], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
     ceiling = next(r["seconds"] for r in results if r["tool"] == "raw-arrow")
