@@ -118,43 +118,32 @@ fn a_missing_transform_worker_fails_the_flow_within_the_wait_naming_transform() 
     assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
 }
 
-#[test]
-fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
-    let dir = TestDir::new("cluster_kill_worker");
-    let ns = namespace("kill");
+/// Two all-kinds worker nodes share storage. node-a runs with `failpoint`
+/// and is SIGKILLed as soon as `before_kill` returns; node-b then starts and
+/// takes over. Checks that the flow succeeded once, with the transform ending
+/// on node-b at its second delivery, and returns the report and what
+/// `before_kill` returned.
+fn worker_replaced_after_kill<T>(
+    test: &str,
+    failpoint: &str,
+    before_kill: impl FnOnce(&NodeProcess, &std::path::Path) -> T,
+) -> (conveyor_schemas::RunReport, T) {
+    let dir = TestDir::new(test);
+    let ns = namespace(test);
     let storage = dir.join("shared");
-    let a_cfg = dir.write(
-        "a.toml",
-        &node_config(
-            "node-a",
-            &ns,
-            &["extract", "transform", "load"],
-            &storage,
-            "",
-        ),
-    );
-    let b_cfg = dir.write(
-        "b.toml",
-        &node_config(
-            "node-b",
-            &ns,
-            &["extract", "transform", "load"],
-            &storage,
-            "",
-        ),
-    );
-    // node-a stalls inside the transform long enough to be killed there.
+    let kinds = ["extract", "transform", "load"];
+    let a_cfg = dir.write("a.toml", &node_config("node-a", &ns, &kinds, &storage, ""));
+    let b_cfg = dir.write("b.toml", &node_config("node-b", &ns, &kinds, &storage, ""));
     let mut a = NodeProcess::start(
         &a_cfg,
         &dir.join("a.log"),
-        &[("CONVEYOR_FAILPOINTS", "sleep=60000@transform")],
+        &[("CONVEYOR_FAILPOINTS", failpoint)],
     );
-    let flow = colors_flow(&dir, "kill", "");
+    let flow = colors_flow(&dir, test, "");
     let client = client_config(&dir, &ns, "");
     let run = run_flow_in_background(&dir.path, &flow, &client);
-    a.wait_for_log(".transform", Duration::from_secs(30));
-    a.wait_for_log("Task started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    a.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
+    let seen = before_kill(&a, &storage);
     a.sigkill();
     let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
     let (out, report) = run.join().unwrap();
@@ -167,10 +156,20 @@ fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
         t.attempts, 2,
         "the killed delivery counts as an attempt: {t:?}"
     );
-    let load = report.tasks.iter().find(|t| t.name == "load").unwrap();
-    assert_eq!(load.attempts, 1, "{load:?}");
     // Exactly once: the rows, no duplicates, no leftovers.
     assert_colors_promise(&amqp_url(), &ns, &storage);
+    (report, seen)
+}
+
+#[test]
+fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
+    // node-a stalls inside the transform long enough to be killed there.
+    let (report, ()) =
+        worker_replaced_after_kill("kill_mid_task", "sleep=60000@transform", |_, _| {
+            std::thread::sleep(Duration::from_millis(300));
+        });
+    let load = report.tasks.iter().find(|t| t.name == "load").unwrap();
+    assert_eq!(load.attempts, 1, "{load:?}");
 }
 
 #[test]
@@ -304,84 +303,43 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     assert!(!storage.join("etc").exists() && !dir.path.join("etc").exists());
 }
 
-/// Waits until `path` exists.
-fn wait_for_file(path: &std::path::Path, within: Duration) -> bool {
+/// Polls `probe` every 50 ms until it gives a value; panics after `within`.
+fn wait_until<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if path.exists() {
-            return true;
+    loop {
+        if let Some(v) = probe() {
+            return v;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    false
 }
 
 #[test]
 fn a_worker_killed_after_commit_before_ack_leaves_one_output() {
-    let dir = TestDir::new("cluster_kill_after_commit");
-    let ns = namespace("aftercommit");
-    let storage = dir.join("shared");
-    let a_cfg = dir.write(
-        "a.toml",
-        &node_config(
-            "node-a",
-            &ns,
-            &["extract", "transform", "load"],
-            &storage,
-            "",
-        ),
-    );
-    let b_cfg = dir.write(
-        "b.toml",
-        &node_config(
-            "node-b",
-            &ns,
-            &["extract", "transform", "load"],
-            &storage,
-            "",
-        ),
-    );
     // node-a commits the transform's artifact, then stalls before reporting and acking.
-    let mut a = NodeProcess::start(
-        &a_cfg,
-        &dir.join("a.log"),
-        &[("CONVEYOR_FAILPOINTS", "sleep-after-commit=60000@transform")],
-    );
-    let flow = colors_flow(&dir, "aftercommit", "");
-    let client = client_config(&dir, &ns, "");
-    let run = run_flow_in_background(&dir.path, &flow, &client);
-    a.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
-    let artifacts = storage.join("artifacts");
-    let committed = (0..600).find_map(|_| {
-        let found = std::fs::read_dir(&artifacts)
-            .ok()?
-            .flatten()
-            .find_map(|run| {
-                let p = run.path().join("transform.arrow");
-                p.exists().then_some(p)
+    let (_, (committed, first_commit)) = worker_replaced_after_kill(
+        "kill_after_commit",
+        "sleep-after-commit=60000@transform",
+        |_, storage| {
+            let committed = wait_until("the transform's commit", Duration::from_secs(30), || {
+                std::fs::read_dir(storage.join("artifacts"))
+                    .ok()?
+                    .flatten()
+                    .find_map(|run| {
+                        let p = run.path().join("transform.arrow");
+                        p.exists().then_some(p)
+                    })
             });
-        if found.is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        found
-    });
-    let committed = committed.expect("the transform never committed its artifact");
-    assert!(wait_for_file(&committed, Duration::from_secs(1)));
-    let first_commit = std::fs::read(&committed).unwrap();
-    a.sigkill();
-    let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
-    let (out, report) = run.join().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    let report = report.unwrap();
-    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
-    assert_eq!(
-        (t.node.as_deref(), t.attempts),
-        (Some("node-b"), 2),
-        "{t:?}"
+            let bytes = std::fs::read(&committed).unwrap();
+            (committed, bytes)
+        },
     );
     // The committed artifact was kept, not overwritten by the second attempt.
     assert_eq!(std::fs::read(&committed).unwrap(), first_commit);
-    assert_colors_promise(&amqp_url(), &ns, &storage);
     println!("fault kill_after_commit: result=ok flows_checked=1 duplicates=0 losses=0");
 }
 

@@ -364,11 +364,7 @@ pub fn queue_depth(queue: &str) -> u32 {
 
 /// Messages ready in a queue of the broker at `url`.
 pub fn queue_depth_at(url: &str, queue: &str) -> u32 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
@@ -392,11 +388,7 @@ pub fn queue_depth_at(url: &str, queue: &str) -> u32 {
 
 /// Deletes a test namespace's queues and exchanges from the shared broker.
 pub fn delete_namespace(ns: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let Ok(conn) =
             lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
         else {
@@ -431,11 +423,7 @@ pub fn publish_at(
     bodies: &[Vec<u8>],
     mandatory: bool,
 ) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -690,4 +678,14 @@ fn pump(
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Runs a future to completion on a runtime of its own, for the broker
+/// helpers that tests call from plain (non-async) code.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test helpers")
+        .block_on(future)
 }
