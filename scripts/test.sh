@@ -36,5 +36,7 @@ echo "test.sh: broker reachable at $host:$port" >&2
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-# --workspace also builds the `conveyor` binary the integration tests run.
+# The integration tests run the real `conveyor` binary. `cargo test` builds
+# test harnesses, not the binaries of other packages, so build it first.
+cargo build -p conveyor-node --quiet
 cargo test --workspace "$@"
