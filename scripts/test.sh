@@ -39,4 +39,5 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the real `conveyor` binary. `cargo test` builds
 # test harnesses, not the binaries of other packages, so build it first.
 cargo build -p conveyor-node --quiet
-cargo test --workspace "$@"
+# --show-output prints the one-line report of each fault scenario.
+cargo test --workspace "$@" -- --show-output

@@ -119,7 +119,23 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// Starts a worker node and waits until it consumes.
     pub fn start(config: &Path, log: &Path, envs: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::start_until(config, log, envs, "Worker consuming")
+    }
+
+    /// Starts a coordinator node and waits until it runs.
+    pub fn start_coordinator(config: &Path, log: &Path, envs: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::start_until(config, log, envs, "Node running")
+    }
+
+    /// Starts a node and waits until its log shows `ready`.
+    pub fn start_until(
+        config: &Path,
+        log: &Path,
+        envs: &[(&str, &str)],
+        ready: &str,
+    ) -> NodeProcess {
         let log_file = std::fs::File::create(log).unwrap();
         let mut cmd = Command::new(conveyor_bin());
         cmd.args(["node", "--config"])
@@ -136,7 +152,7 @@ impl NodeProcess {
             child,
             log: log.to_path_buf(),
         };
-        node.wait_for_log("Worker consuming", Duration::from_secs(20));
+        node.wait_for_log(ready, Duration::from_secs(20));
         node
     }
 
@@ -316,8 +332,21 @@ pub fn run_flow_in_background(
     flow: &Path,
     config: &Path,
 ) -> std::thread::JoinHandle<(Output, Option<RunReport>)> {
-    let (cwd, flow, config) = (cwd.to_path_buf(), flow.to_path_buf(), config.to_path_buf());
-    std::thread::spawn(move || run_flow(&cwd, &flow, &["--config", config.to_str().unwrap()]))
+    run_flow_args_in_background(cwd, flow, &["--config", config.to_str().unwrap()])
+}
+
+/// Runs `conveyor run FLOW --json ARGS` on a thread of its own.
+pub fn run_flow_args_in_background(
+    cwd: &Path,
+    flow: &Path,
+    args: &[&str],
+) -> std::thread::JoinHandle<(Output, Option<RunReport>)> {
+    let (cwd, flow) = (cwd.to_path_buf(), flow.to_path_buf());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_flow(&cwd, &flow, &args)
+    })
 }
 
 /// The promise for one colors flow on the broker at `url`: the output holds
@@ -402,10 +431,12 @@ pub fn delete_namespace(ns: &str) {
                 .queue_delete(format!("{ns}.tasks.{kind}").into(), Default::default())
                 .await;
         }
-        let _ = ch
-            .queue_delete(format!("{ns}.dead").into(), Default::default())
-            .await;
-        for ex in ["tasks", "events", "dlx", "replies"] {
+        for q in ["dead", "submissions", "replies.coord"] {
+            let _ = ch
+                .queue_delete(format!("{ns}.{q}").into(), Default::default())
+                .await;
+        }
+        for ex in ["tasks", "events", "dlx", "replies", "submissions"] {
             let _ = ch
                 .exchange_delete(format!("{ns}.{ex}").into(), Default::default())
                 .await;

@@ -81,12 +81,19 @@ impl std::fmt::Debug for BrokerConfig {
 pub struct CoordinatorConfig {
     /// How long a ready task waits for a live worker of its kind before its flow fails.
     pub worker_wait: Duration,
+    /// The SQLite database of a coordinator node (`conveyor node`). `conveyor
+    /// run` keeps its one run in memory and ignores it.
+    pub db: Option<PathBuf>,
 }
+
+/// Default coordinator database, relative to the config file's directory.
+pub const DEFAULT_COORDINATOR_DB: &str = "coordinator.db";
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             worker_wait: Duration::from_secs(30),
+            db: None,
         }
     }
 }
@@ -234,6 +241,13 @@ impl NodeConfig {
             if let Some(d) = coord.duration("worker_wait") {
                 c.worker_wait = d;
             }
+            c.db = Some(
+                base.join(
+                    coord
+                        .str("db")
+                        .unwrap_or_else(|| DEFAULT_COORDINATOR_DB.into()),
+                ),
+            );
             coord.finish();
             cfg.coordinator = Some(c);
         }

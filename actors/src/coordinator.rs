@@ -5,6 +5,12 @@ It feeds the state machine with worker updates (from its durable reply queue),
 heartbeats (to know which kinds have live workers) and a clock tick (for
 deadlines, backoff and waits), and publishes the task messages the machine
 asks for. Every broker call runs on the I/O runtime.
+
+Durability (a coordinator node; see [`crate::runstore`]): a run's snapshot is
+saved before the messages it dispatched are published, and before the update
+that changed it is acked. When the broker confirms a message, that is saved
+too. On start, every unfinished run is loaded again and each attempt that was
+saved as dispatched but not confirmed is published again.
 */
 
 use std::collections::HashMap;
@@ -13,16 +19,21 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use conveyor_schemas::{
-    ErrorKind, Heartbeat, RunReport, TaskError, TaskKind, TaskMessage, TaskUpdate, UpdateStatus,
-    SCHEMA_VERSION,
+    ErrorKind, FlowEvent, FlowEventKind, FlowSubmission, Heartbeat, RunReport, TaskError, TaskKind,
+    TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
 };
 use rand::Rng;
-use tokio::sync::{oneshot, watch};
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
 
+use crate::failpoint::{Failpoints, PublishPoint};
 use crate::flow::FlowSpec;
-use crate::state::{Applied, FlowRun};
+use crate::runstore::{FlowSource, RunStore};
+use crate::state::{Applied, Clock, FlowRun};
 use crate::transport::Transport;
+
+/// Least time between two progress events to a submitting client.
+const CLIENT_PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -47,10 +58,20 @@ impl Liveness {
     }
 }
 
+/// The client of a submitted run: where its events go.
+struct Client {
+    request_id: String,
+    queue: String,
+    last_event: Option<Instant>,
+}
+
 struct Run {
     machine: FlowRun,
     progress: watch::Sender<RunReport>,
     done: Option<oneshot::Sender<RunReport>>,
+    client: Option<Client>,
+    /// The generation last saved and reported.
+    saved: Option<u64>,
 }
 
 pub struct Coordinator {
@@ -61,60 +82,141 @@ pub struct Coordinator {
     worker_wait: Duration,
     runs: HashMap<String, Run>,
     live: Liveness,
+    store: RunStore,
+    failpoints: Failpoints,
+    fatal: mpsc::UnboundedSender<String>,
+    /// Set when the database failed: nothing more is acked, the node exits.
+    broken: Option<String>,
+}
+
+/// Why the coordinator could not take a message; it is left unacked.
+#[derive(Debug)]
+pub struct NotTaken(pub String);
+
+pub struct CoordinatorSetup {
+    pub node: String,
+    pub transport: Transport,
+    pub io: tokio::runtime::Handle,
+    pub reply_queue: String,
+    pub worker_wait: Duration,
+    pub store: RunStore,
+    pub failpoints: Failpoints,
+    pub fatal: mpsc::UnboundedSender<String>,
 }
 
 impl Coordinator {
-    pub fn new(
-        node: String,
-        transport: Transport,
-        io: tokio::runtime::Handle,
-        reply_queue: String,
-        worker_wait: Duration,
-    ) -> Self {
+    pub fn new(setup: CoordinatorSetup) -> Self {
         Coordinator {
-            node,
-            transport,
-            io,
-            reply_queue,
-            worker_wait,
+            node: setup.node,
+            transport: setup.transport,
+            io: setup.io,
+            reply_queue: setup.reply_queue,
+            worker_wait: setup.worker_wait,
             runs: HashMap::new(),
             live: Liveness::default(),
+            store: setup.store,
+            failpoints: setup.failpoints,
+            fatal: setup.fatal,
+            broken: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), NotTaken> {
+        match &self.broken {
+            Some(reason) => Err(NotTaken(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The database failed: stop taking messages and make the node exit. What
+    /// is not acked is redelivered to the next coordinator process.
+    fn give_up(&mut self, reason: String) {
+        if self.broken.is_none() {
+            error!(reason = %reason, "Coordinator cannot save its state; stopping");
+            let _ = self.fatal.send(reason.clone());
+            self.broken = Some(reason);
         }
     }
 
     fn publish(&self, msg: TaskMessage, ctx: &mut Context<Self>) {
         let transport = self.transport.clone();
         let addr = ctx.address();
+        let before = self
+            .failpoints
+            .publish_pause(PublishPoint::Before, &msg.task);
+        let after = self
+            .failpoints
+            .publish_pause(PublishPoint::After, &msg.task);
         self.io.spawn(async move {
-            if let Err(e) = transport.publish_task(&msg).await {
-                warn!(task_run = %msg.task_run, attempt = msg.attempt, error = %e, "Task publish failed");
-                addr.do_send(UpdateFromWorker(TaskUpdate {
-                    schema_version: SCHEMA_VERSION,
-                    flow_run: msg.flow_run,
-                    task: msg.task,
-                    task_run: msg.task_run,
-                    attempt: msg.attempt,
-                    node: "coordinator".into(),
-                    delivery: 0,
-                    status: UpdateStatus::Failed {
-                        error: TaskError {
-                            kind: ErrorKind::Io,
-                            message: format!("could not publish the task: {e}"),
-                            retryable: true,
+            if let Some(d) = before {
+                tokio::time::sleep(d).await;
+            }
+            match transport.publish_task(&msg).await {
+                Ok(()) => {
+                    if let Some(d) = after {
+                        tokio::time::sleep(d).await;
+                    }
+                    addr.do_send(Published {
+                        flow_run: msg.flow_run,
+                        task: msg.task,
+                        attempt: msg.attempt,
+                    });
+                }
+                Err(e) => {
+                    warn!(task_run = %msg.task_run, attempt = msg.attempt, error = %e, "Task publish failed");
+                    addr.do_send(UpdateFromWorker(TaskUpdate {
+                        schema_version: SCHEMA_VERSION,
+                        flow_run: msg.flow_run,
+                        task: msg.task,
+                        task_run: msg.task_run,
+                        attempt: msg.attempt,
+                        node: "coordinator".into(),
+                        delivery: 0,
+                        status: UpdateStatus::Failed {
+                            error: TaskError {
+                                kind: ErrorKind::Io,
+                                message: format!("could not publish the task: {e}"),
+                                retryable: true,
+                            },
                         },
-                    },
-                }));
+                    }));
+                }
             }
         });
     }
 
-    /// Polls one run (or all) and publishes what it asks for; finishes terminal runs.
+    /// Sends one event to a submitting client. Confirmed, but not retried
+    /// past the transport's own retries: the run's state is in the database.
+    fn send_event(&self, queue: &str, request_id: &str, event: FlowEventKind) {
+        let transport = self.transport.clone();
+        let event = FlowEvent {
+            schema_version: SCHEMA_VERSION,
+            request_id: request_id.to_string(),
+            coordinator: self.node.clone(),
+            event,
+        };
+        let queue = queue.to_string();
+        self.io.spawn(async move {
+            if let Err(e) = transport.publish_event(&queue, &event).await {
+                info!(client_queue = %queue, error = %e, "Could not tell the client (it may have gone away)");
+            }
+        });
+    }
+
+    /// Polls one run (or all), saves what changed, then publishes what the
+    /// runs asked for; finishes terminal runs.
     fn advance(&mut self, only: Option<&str>, ctx: &mut Context<Self>) {
+        if self.broken.is_some() {
+            return;
+        }
         let now = Instant::now();
+        let clock = Clock::now();
         let mut rng = rand::rng();
         let mut jitter = || rng.random_range(0.5..=1.0);
         let mut to_publish = Vec::new();
         let mut finished = Vec::new();
+        let mut failure = None;
+        let mut events = Vec::new();
         for (id, run) in self.runs.iter_mut() {
             if only.is_some_and(|o| o != id) {
                 continue;
@@ -123,27 +225,208 @@ impl Coordinator {
             let msgs = run
                 .machine
                 .poll(now, &|k| live.is_live(k, now), &mut jitter);
-            to_publish.extend(msgs);
-            let report = run.machine.report(now);
-            let changed = *run.progress.borrow() != report;
-            if changed {
+            let generation = run.machine.generation();
+            if run.saved != Some(generation) {
+                if self.store.is_durable() {
+                    let snap = run.machine.snapshot(&clock);
+                    let saved = serde_json::to_string(&snap)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            self.store
+                                .update(id, &text, snap.state, clock.wall_ms)
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = saved {
+                        failure = Some(format!("flow run {id}: {e}"));
+                        break;
+                    }
+                }
+                run.saved = Some(generation);
+                let report = run.machine.report(now);
                 run.progress.send_replace(report.clone());
+                if let Some(client) = &mut run.client {
+                    let due = client
+                        .last_event
+                        .is_none_or(|t| now.duration_since(t) >= CLIENT_PROGRESS_EVERY);
+                    if due && !report.state.is_terminal() {
+                        client.last_event = Some(now);
+                        events.push((
+                            client.queue.clone(),
+                            client.request_id.clone(),
+                            FlowEventKind::Progress { report },
+                        ));
+                    }
+                }
             }
+            to_publish.extend(msgs);
             if run.machine.state().is_terminal() {
-                finished.push((id.clone(), report));
+                finished.push(id.clone());
             }
+        }
+        if let Some(reason) = failure {
+            // Nothing of this round is published: the saved state is older.
+            self.give_up(reason);
+            return;
+        }
+        for (queue, request, event) in events {
+            self.send_event(&queue, &request, event);
         }
         for msg in to_publish {
             info!(flow_run = %msg.flow_run, task_run = %msg.task_run, attempt = msg.attempt, kind = %msg.spec.kind(), "Dispatching task");
             self.publish(msg, ctx);
         }
-        for (id, report) in finished {
+        for id in finished {
             if let Some(mut run) = self.runs.remove(&id) {
+                let report = run.machine.report(now);
                 info!(flow_run = %id, state = ?report.state, elapsed_ms = report.elapsed_ms, "Flow finished");
+                if let Some(client) = &run.client {
+                    self.send_event(
+                        &client.queue,
+                        &client.request_id,
+                        FlowEventKind::Finished {
+                            report: report.clone(),
+                        },
+                    );
+                }
                 if let Some(done) = run.done.take() {
                     let _ = done.send(report);
                 }
             }
+        }
+    }
+
+    /// Starts a new run: records it, then dispatches its first tasks.
+    fn start_run(
+        &mut self,
+        flow: Arc<FlowSpec>,
+        source: &FlowSource,
+        client: Option<Client>,
+        ctx: &mut Context<Self>,
+    ) -> Result<
+        (
+            String,
+            watch::Receiver<RunReport>,
+            oneshot::Receiver<RunReport>,
+        ),
+        NotTaken,
+    > {
+        let id = format!(
+            "{}-{}",
+            flow.name,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let now = Instant::now();
+        let machine = FlowRun::new(
+            id.clone(),
+            flow,
+            self.reply_queue.clone(),
+            self.worker_wait,
+            now,
+        );
+        let clock = Clock::now();
+        let request = client
+            .as_ref()
+            .map(|c| (c.request_id.as_str(), c.queue.as_str()));
+        if let Err(e) = self.store.insert(
+            &id,
+            request,
+            source,
+            &machine.snapshot(&clock),
+            clock.wall_ms,
+        ) {
+            self.give_up(e.to_string());
+            return Err(NotTaken(e.to_string()));
+        }
+        let (progress, progress_rx) = watch::channel(machine.report(now));
+        let (done, done_rx) = oneshot::channel();
+        info!(flow_run = %id, flow = %machine.flow.name, "Flow submitted");
+        if let Some(c) = &client {
+            self.send_event(
+                &c.queue,
+                &c.request_id,
+                FlowEventKind::Accepted {
+                    report: machine.report(now),
+                },
+            );
+        }
+        self.runs.insert(
+            id.clone(),
+            Run {
+                machine,
+                progress,
+                done: Some(done),
+                client,
+                saved: None,
+            },
+        );
+        self.advance(Some(&id), ctx);
+        Ok((id, progress_rx, done_rx))
+    }
+
+    /// Loads every unfinished run of the database and publishes again what
+    /// was recorded as dispatched but never confirmed.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let stored = match self.store.unfinished() {
+            Ok(s) => s,
+            Err(e) => {
+                self.give_up(e.to_string());
+                return;
+            }
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let clock = Clock::now();
+        let mut republish = Vec::new();
+        for s in stored {
+            let parsed = FlowSpec::parse(
+                &s.source.file,
+                &s.source.text,
+                std::path::Path::new(&s.source.base),
+            )
+            .map_err(|p| p.to_string())
+            .and_then(|flow| FlowRun::restore(s.id.clone(), Arc::new(flow), &s.snapshot, &clock));
+            let machine = match parsed {
+                Ok(m) => m,
+                Err(e) => {
+                    let reason = format!("cannot resume after a restart: {e}");
+                    error!(flow_run = %s.id, error = %reason, "Failing a saved flow run");
+                    let mut snap = s.snapshot.clone();
+                    snap.state = conveyor_schemas::FlowState::Failed;
+                    snap.error = Some(reason.clone());
+                    let text = serde_json::to_string(&snap).unwrap_or_default();
+                    if let Err(e) = self.store.update(&s.id, &text, snap.state, clock.wall_ms) {
+                        self.give_up(e.to_string());
+                        return;
+                    }
+                    if let Some((request, queue)) = &s.client {
+                        self.send_event(queue, request, FlowEventKind::Rejected { error: reason });
+                    }
+                    continue;
+                }
+            };
+            let again = machine.unpublished();
+            info!(flow_run = %s.id, state = ?machine.state(), republish = again.len(), "Resuming a flow run saved before the restart");
+            republish.extend(again);
+            let (progress, _) = watch::channel(machine.report(clock.now));
+            self.runs.insert(
+                s.id.clone(),
+                Run {
+                    machine,
+                    progress,
+                    done: None,
+                    client: s.client.map(|(request_id, queue)| Client {
+                        request_id,
+                        queue,
+                        last_event: None,
+                    }),
+                    saved: Some(0),
+                },
+            );
+        }
+        for msg in republish {
+            warn!(flow_run = %msg.flow_run, task_run = %msg.task_run, attempt = msg.attempt, "Publishing again an attempt saved as dispatched but not confirmed (a duplicate is fenced by the worker)");
+            self.publish(msg, ctx);
         }
     }
 }
@@ -152,8 +435,9 @@ impl Actor for Coordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(node = %self.node, reply_queue = %self.reply_queue, durable = self.store.is_durable(), "Coordinator started");
+        self.resume(ctx);
         ctx.run_interval(TICK, |act, ctx| act.advance(None, ctx));
-        info!(node = %self.node, reply_queue = %self.reply_queue, "Coordinator started");
     }
 }
 
@@ -164,61 +448,174 @@ pub struct Submitted {
     pub done: oneshot::Receiver<RunReport>,
 }
 
+/// A flow from this process (`conveyor run`).
 #[derive(Message)]
-#[rtype(result = "Submitted")]
+#[rtype(result = "Result<Submitted, NotTaken>")]
 pub struct Submit {
     pub flow: Arc<FlowSpec>,
+    pub source: FlowSource,
 }
 
 impl Handler<Submit> for Coordinator {
-    type Result = MessageResult<Submit>;
+    type Result = Result<Submitted, NotTaken>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
-        let id = format!(
-            "{}-{}",
-            msg.flow.name,
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let now = Instant::now();
-        let machine = FlowRun::new(
-            id.clone(),
-            msg.flow,
-            self.reply_queue.clone(),
-            self.worker_wait,
-            now,
-        );
-        let (progress, progress_rx) = watch::channel(machine.report(now));
-        let (done, done_rx) = oneshot::channel();
-        info!(flow_run = %id, flow = %machine.flow.name, "Flow submitted");
-        self.runs.insert(
-            id.clone(),
-            Run {
-                machine,
-                progress,
-                done: Some(done),
-            },
-        );
-        self.advance(Some(&id), ctx);
-        MessageResult(Submitted {
-            flow_run: id,
-            progress: progress_rx,
-            done: done_rx,
+        self.check()?;
+        let (flow_run, progress, done) = self.start_run(msg.flow, &msg.source, None, ctx)?;
+        Ok(Submitted {
+            flow_run,
+            progress,
+            done,
         })
     }
 }
 
-/// One update from a worker, off the reply queue.
+/// A flow submitted over the broker by `conveyor run --submit`. Answered
+/// once it is saved, so that the submission can be acked.
+#[derive(Message)]
+#[rtype(result = "Result<(), NotTaken>")]
+pub struct SubmitRemote(pub FlowSubmission);
+
+impl Handler<SubmitRemote> for Coordinator {
+    type Result = Result<(), NotTaken>;
+
+    fn handle(&mut self, SubmitRemote(sub): SubmitRemote, ctx: &mut Context<Self>) -> Self::Result {
+        self.check()?;
+        let reject = |this: &Self, error: String| {
+            warn!(request_id = %sub.request_id, client = %sub.client, error = %error, "Rejecting a submitted flow");
+            this.send_event(
+                &sub.reply_to,
+                &sub.request_id,
+                FlowEventKind::Rejected { error },
+            );
+        };
+        if sub.schema_version != SCHEMA_VERSION {
+            reject(
+                self,
+                format!(
+                    "schema version {} is not supported by coordinator `{}` (it speaks version {SCHEMA_VERSION})",
+                    sub.schema_version, self.node
+                ),
+            );
+            return Ok(());
+        }
+        // A redelivered submission: answer with the run it already started.
+        if let Some(run) = self.runs.values().find(|r| {
+            r.client
+                .as_ref()
+                .is_some_and(|c| c.request_id == sub.request_id)
+        }) {
+            let report = run.machine.report(Instant::now());
+            self.send_event(
+                &sub.reply_to,
+                &sub.request_id,
+                FlowEventKind::Accepted { report },
+            );
+            return Ok(());
+        }
+        match self.store.find_request(&sub.request_id) {
+            Ok(Some(done)) => {
+                info!(request_id = %sub.request_id, flow_run = %done.id, "Submission seen before; its run already finished");
+                let report = FlowSpec::parse(
+                    &done.source.file,
+                    &done.source.text,
+                    std::path::Path::new(&done.source.base),
+                )
+                .map_err(|p| p.to_string())
+                .and_then(|flow| {
+                    FlowRun::restore(
+                        done.id.clone(),
+                        Arc::new(flow),
+                        &done.snapshot,
+                        &Clock::now(),
+                    )
+                })
+                .map(|m| m.report(Instant::now()));
+                match report {
+                    Ok(report) => self.send_event(
+                        &sub.reply_to,
+                        &sub.request_id,
+                        FlowEventKind::Finished { report },
+                    ),
+                    Err(e) => reject(self, e),
+                }
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.give_up(e.to_string());
+                return Err(NotTaken(e.to_string()));
+            }
+        }
+        let base = std::path::Path::new(&sub.flow_base);
+        if !base.is_absolute() {
+            reject(
+                self,
+                format!("flow_base `{}` is not an absolute path", sub.flow_base),
+            );
+            return Ok(());
+        }
+        let flow = match FlowSpec::parse(&sub.flow_file, &sub.flow_text, base) {
+            Ok(f) => f,
+            Err(problems) => {
+                reject(self, format!("invalid flow\n{problems}"));
+                return Ok(());
+            }
+        };
+        info!(request_id = %sub.request_id, client = %sub.client, flow = %flow.name, "Flow submitted by a client");
+        let source = FlowSource {
+            file: sub.flow_file.clone(),
+            text: sub.flow_text.clone(),
+            base: sub.flow_base.clone(),
+        };
+        let client = Client {
+            request_id: sub.request_id.clone(),
+            queue: sub.reply_to.clone(),
+            last_event: None,
+        };
+        self.start_run(Arc::new(flow), &source, Some(client), ctx)
+            .map(|_| ())
+    }
+}
+
+/// The broker confirmed a task message.
 #[derive(Message)]
 #[rtype(result = "()")]
+struct Published {
+    flow_run: String,
+    task: String,
+    attempt: u32,
+}
+
+impl Handler<Published> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Published, ctx: &mut Context<Self>) {
+        if let Some(run) = self.runs.get_mut(&msg.flow_run) {
+            if run.machine.mark_published(&msg.task, msg.attempt) {
+                self.advance(Some(&msg.flow_run), ctx);
+            }
+        }
+    }
+}
+
+/// One update from a worker, off the reply queue. Answered once saved.
+#[derive(Message)]
+#[rtype(result = "Result<(), NotTaken>")]
 pub struct UpdateFromWorker(pub TaskUpdate);
 
 impl Handler<UpdateFromWorker> for Coordinator {
-    type Result = ();
+    type Result = Result<(), NotTaken>;
 
-    fn handle(&mut self, UpdateFromWorker(update): UpdateFromWorker, ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        UpdateFromWorker(update): UpdateFromWorker,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        self.check()?;
         let Some(run) = self.runs.get_mut(&update.flow_run) else {
             info!(flow_run = %update.flow_run, task_run = %update.task_run, "Update for a flow run this coordinator does not hold; ignoring");
-            return;
+            return Ok(());
         };
         let mut rng = rand::rng();
         let mut jitter = || rng.random_range(0.5..=1.0);
@@ -236,30 +633,33 @@ impl Handler<UpdateFromWorker> for Coordinator {
         }
         let id = update.flow_run.clone();
         self.advance(Some(&id), ctx);
+        self.check()
     }
 }
 
 /// A task message the broker dead-lettered, routed back to its coordinator.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), NotTaken>")]
 pub struct DeadLettered {
     pub task: TaskMessage,
     pub reason: String,
 }
 
 impl Handler<DeadLettered> for Coordinator {
-    type Result = ();
+    type Result = Result<(), NotTaken>;
 
-    fn handle(&mut self, msg: DeadLettered, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DeadLettered, ctx: &mut Context<Self>) -> Self::Result {
+        self.check()?;
         let task = msg.task;
         let Some(run) = self.runs.get_mut(&task.flow_run) else {
-            return;
+            return Ok(());
         };
         let applied = run
             .machine
             .dead_lettered(&task.task, task.attempt, &msg.reason);
         warn!(task_run = %task.task_run, attempt = task.attempt, reason = %msg.reason, ?applied, "Task dead-lettered by the broker");
         self.advance(Some(&task.flow_run), ctx);
+        self.check()
     }
 }
 

@@ -1,9 +1,16 @@
 /*!
 Failpoints for fault-injection tests, set with the `CONVEYOR_FAILPOINTS`
 environment variable of a node: a comma-separated list of `ACTION@TASK`, where
-ACTION is `panic`, `abort`, `sleep=MS` (before the task runs) or
-`sleep-after-commit=MS` (after its output is committed, before the result is
-published). Unset in production, where every check is a no-op.
+ACTION is one of:
+- on a worker: `panic`, `abort`, `sleep=MS` (before the task runs) or
+  `sleep-after-commit=MS` (after its output is committed, before the result is
+  published);
+- on a coordinator: `pause-before-publish=MS` (the dispatch of the task is
+  saved in the database, its message not yet published) or
+  `pause-after-publish=MS` (the broker confirmed the message; that it did is
+  not yet saved). Fault tests SIGKILL the coordinator during the pause.
+
+Unset in production, where every check is a no-op.
 
 Example: `CONVEYOR_FAILPOINTS="sleep=3000@transform,panic@load"`.
 */
@@ -21,6 +28,15 @@ enum Action {
     Abort,
     Sleep(Duration),
     SleepAfterCommit(Duration),
+    PauseBeforePublish(Duration),
+    PauseAfterPublish(Duration),
+}
+
+/// Where a coordinator may pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishPoint {
+    Before,
+    After,
 }
 
 pub const ENV: &str = "CONVEYOR_FAILPOINTS";
@@ -45,6 +61,8 @@ impl Failpoints {
                 None if action == "abort" => Some(Action::Abort),
                 Some(("sleep", v)) => ms(v).map(Action::Sleep),
                 Some(("sleep-after-commit", v)) => ms(v).map(Action::SleepAfterCommit),
+                Some(("pause-before-publish", v)) => ms(v).map(Action::PauseBeforePublish),
+                Some(("pause-after-publish", v)) => ms(v).map(Action::PauseAfterPublish),
                 _ => None,
             };
             match action {
@@ -75,6 +93,30 @@ impl Failpoints {
                 _ => {}
             }
         }
+    }
+
+    /// How long a coordinator should pause at `point` when publishing `task`.
+    /// Logs the pause, so that a test can kill the process during it.
+    pub fn publish_pause(&self, point: PublishPoint, task: &str) -> Option<Duration> {
+        let d = self
+            .points
+            .iter()
+            .find_map(|(action, t)| match (action, point) {
+                (Action::PauseBeforePublish(d), PublishPoint::Before)
+                | (Action::PauseAfterPublish(d), PublishPoint::After)
+                    if t == task =>
+                {
+                    Some(*d)
+                }
+                _ => None,
+            })?;
+        tracing::warn!(
+            task,
+            ?point,
+            pause_ms = d.as_millis() as u64,
+            "Failpoint: pausing at publish"
+        );
+        Some(d)
     }
 
     pub fn before_task(&self, task: &str) {

@@ -34,6 +34,7 @@ use conveyor_schemas::{
 };
 use toml_edit::Value;
 
+use crate::runstore::FlowSource;
 use crate::toml_reader::{parse_document, read_file, Diag, Found, Problems, Tbl};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -132,10 +133,25 @@ fn parse_format(t: &mut Tbl, path: Option<&str>) -> Option<DataFormat> {
 
 impl FlowSpec {
     pub fn load(path: &Path) -> Result<FlowSpec, Problems> {
+        FlowSpec::load_with_source(path).map(|(flow, _)| flow)
+    }
+
+    /// Loads a flow and keeps its text, so that a coordinator can parse it
+    /// again (after a restart, or on another node).
+    pub fn load_with_source(path: &Path) -> Result<(FlowSpec, FlowSource), Problems> {
         let (file, text) = read_file(path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-        FlowSpec::parse(&file, &text, &base)
+        let flow = FlowSpec::parse(&file, &text, &base)?;
+        let source = FlowSource {
+            file,
+            text,
+            base: base.to_string_lossy().into_owned(),
+        };
+        Ok((flow, source))
     }
 
     /// Parses a flow; relative extract paths resolve against `base`.

@@ -3,6 +3,7 @@ pub mod coordinator;
 pub mod failpoint;
 pub mod flow;
 pub mod node;
+pub mod runstore;
 pub mod state;
 pub mod supervisor;
 pub mod toml_reader;

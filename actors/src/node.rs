@@ -11,16 +11,20 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::{ArtifactStore, Workspace};
-use conveyor_schemas::{TaskMessage, TaskUpdate};
-use tokio::sync::mpsc;
+use conveyor_schemas::{
+    FlowEvent, FlowEventKind, FlowSubmission, TaskMessage, TaskUpdate, SCHEMA_VERSION,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::coordinator::{
-    Coordinator, DeadLettered, HeartbeatSeen, Submit, Submitted, UpdateFromWorker,
+    Coordinator, CoordinatorSetup, DeadLettered, HeartbeatSeen, Submit, SubmitRemote, Submitted,
+    UpdateFromWorker,
 };
 use crate::failpoint::Failpoints;
 use crate::flow::FlowSpec;
+use crate::runstore::{FlowSource, RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::inproc::InProcBus;
@@ -45,6 +49,12 @@ const CLIENT_REPLY_QUEUE_EXPIRY: Duration = Duration::from_secs(600);
 pub enum NodeError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the coordinator rejected the flow: {0}")]
+    Rejected(String),
+    #[error("no coordinator accepted the flow within {}: is a `conveyor node` with a [coordinator] table running on namespace `{namespace}`?", humantime::format_duration(*.within))]
+    NotAccepted { within: Duration, namespace: String },
     #[error("{what} {}: {source}", path.display())]
     Dir {
         what: &'static str,
@@ -65,6 +75,7 @@ pub struct Node {
     /// Kept so that `fatal` only yields on a real reason, even with no workers.
     _fatal_tx: mpsc::UnboundedSender<String>,
     io: tokio::runtime::Handle,
+    names: Names,
 }
 
 async fn on_io<T: Send + 'static>(
@@ -151,7 +162,18 @@ impl Node {
         let coordinator = match (mode, &cfg.coordinator) {
             (CoordinatorMode::Off, _) => None,
             (mode, coord_cfg) => {
-                let worker_wait = coord_cfg.clone().unwrap_or_default().worker_wait;
+                let coord_cfg = coord_cfg.clone().unwrap_or_default();
+                let worker_wait = coord_cfg.worker_wait;
+                // Only a coordinator node is durable: `conveyor run` holds one
+                // run that lives and dies with the process.
+                let store = match (mode, &coord_cfg.db) {
+                    (CoordinatorMode::Service, Some(path)) => {
+                        let store = RunStore::open(path)?;
+                        info!(db = %path.display(), "Coordinator database open");
+                        store
+                    }
+                    _ => RunStore::Memory,
+                };
                 let queue = match mode {
                     CoordinatorMode::Client => {
                         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -168,13 +190,16 @@ impl Node {
                 let mut heartbeats =
                     on_io(&io, async move { t.consume_heartbeats().await }).await??;
                 let queue_name = queue.clone();
-                let addr = Coordinator::new(
-                    cfg.node_name.clone(),
-                    transport.clone(),
-                    io.clone(),
-                    queue,
+                let addr = Coordinator::new(CoordinatorSetup {
+                    node: cfg.node_name.clone(),
+                    transport: transport.clone(),
+                    io: io.clone(),
+                    reply_queue: queue,
                     worker_wait,
-                )
+                    store,
+                    failpoints: Failpoints::from_env(),
+                    fatal: fatal_tx.clone(),
+                })
                 .start();
                 let a = addr.clone();
                 io.spawn(async move {
@@ -189,6 +214,11 @@ impl Node {
                     replies,
                     addr.clone(),
                 ));
+                if mode == CoordinatorMode::Service {
+                    let t = transport.clone();
+                    let subs = on_io(&io, async move { t.consume_submissions().await }).await??;
+                    io.spawn(pump_submissions(transport.clone(), subs, addr.clone()));
+                }
                 Some(addr)
             }
         };
@@ -200,19 +230,120 @@ impl Node {
             fatal,
             _fatal_tx: fatal_tx,
             io,
+            names,
         })
     }
 
     /// Submits a flow to this node's coordinator.
-    pub async fn submit(&self, flow: Arc<FlowSpec>) -> Result<Submitted, NodeError> {
+    pub async fn submit(
+        &self,
+        flow: Arc<FlowSpec>,
+        source: FlowSource,
+    ) -> Result<Submitted, NodeError> {
         let coordinator = self
             .coordinator
             .as_ref()
             .ok_or_else(|| NodeError::Internal("this node has no coordinator".into()))?;
         coordinator
-            .send(Submit { flow })
+            .send(Submit { flow, source })
             .await
-            .map_err(|e| NodeError::Internal(e.to_string()))
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(|e| NodeError::Internal(e.0))
+    }
+
+    /// Hands a flow to the cluster's coordinator nodes over the broker
+    /// (`conveyor run --submit`), and follows it. The run is saved by the
+    /// coordinator that accepts it and finishes even if this process stops.
+    pub async fn submit_remote(
+        &self,
+        source: FlowSource,
+        accept_within: Duration,
+    ) -> Result<RemoteRun, NodeError> {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let queue = self.names.reply_queue(&format!("{}.{suffix}", self.name));
+        let (t, q) = (self.transport.clone(), queue.clone());
+        let expires = Some(CLIENT_REPLY_QUEUE_EXPIRY);
+        let sub = on_io(
+            &self.io,
+            async move { t.consume_replies(&q, expires).await },
+        )
+        .await??;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (events_tx, mut events) = mpsc::channel(64);
+        self.io.spawn(pump_events(
+            self.transport.clone(),
+            queue.clone(),
+            request_id.clone(),
+            sub,
+            events_tx,
+        ));
+        let msg = FlowSubmission {
+            schema_version: SCHEMA_VERSION,
+            request_id: request_id.clone(),
+            flow_file: source.file,
+            flow_text: source.text,
+            flow_base: source.base,
+            reply_to: queue,
+            client: self.name.clone(),
+        };
+        let t = self.transport.clone();
+        on_io(&self.io, async move {
+            t.publish_submission(&msg, accept_within).await
+        })
+        .await??;
+        info!(request_id = %request_id, "Flow submitted; waiting for a coordinator to accept it");
+        let not_accepted = || NodeError::NotAccepted {
+            within: accept_within,
+            namespace: self.names.namespace.clone(),
+        };
+        // A little longer than the submission's time to live, so that an
+        // acceptance at the last moment is still seen.
+        let first = tokio::time::timeout(accept_within + Duration::from_secs(2), events.recv())
+            .await
+            .map_err(|_| not_accepted())?
+            .ok_or_else(not_accepted)?;
+        let coordinator = first.coordinator.clone();
+        let report = match first.event {
+            FlowEventKind::Rejected { error } => return Err(NodeError::Rejected(error)),
+            FlowEventKind::Accepted { report }
+            | FlowEventKind::Progress { report }
+            | FlowEventKind::Finished { report } => report,
+        };
+        let (progress_tx, progress) = watch::channel(report.clone());
+        let (done_tx, done) = oneshot::channel();
+        let mut done_tx = Some(done_tx);
+        if report.state.is_terminal() {
+            if let Some(tx) = done_tx.take() {
+                let _ = tx.send(report.clone());
+            }
+        }
+        self.io.spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev.event {
+                    FlowEventKind::Accepted { report } | FlowEventKind::Progress { report } => {
+                        progress_tx.send_replace(report);
+                    }
+                    FlowEventKind::Finished { report } => {
+                        progress_tx.send_replace(report.clone());
+                        if let Some(tx) = done_tx.take() {
+                            let _ = tx.send(report);
+                        }
+                    }
+                    FlowEventKind::Rejected { error } => {
+                        warn!(error = %error, "The coordinator gave up on the flow run");
+                    }
+                }
+            }
+        });
+        Ok(RemoteRun {
+            run: Submitted {
+                flow_run: report.flow_run,
+                progress,
+                done,
+            },
+            coordinator,
+            request_id,
+        })
     }
 
     /// Stops consuming, lets in-flight tasks finish within `grace` (the rest go
@@ -230,6 +361,90 @@ impl Node {
     }
 }
 
+/// A flow run held by a coordinator node, followed from this process.
+pub struct RemoteRun {
+    pub run: Submitted,
+    /// The coordinator node that accepted it.
+    pub coordinator: String,
+    pub request_id: String,
+}
+
+/// Feeds a client with the events of its submission, subscribing again
+/// whenever the broker connection is lost.
+async fn pump_events(
+    transport: Transport,
+    queue: String,
+    request_id: String,
+    mut sub: crate::transport::Subscription,
+    events: mpsc::Sender<FlowEvent>,
+) {
+    loop {
+        while let Some(d) = sub.deliveries.recv().await {
+            let decoded = serde_json::from_slice::<FlowEvent>(&d.body);
+            let _ = d.ack().await;
+            match decoded {
+                Ok(ev) if ev.request_id == request_id => {
+                    if events.send(ev).await.is_err() {
+                        sub.close().await;
+                        return;
+                    }
+                }
+                Ok(ev) => {
+                    info!(request_id = %ev.request_id, "Ignoring an event for another submission")
+                }
+                Err(e) => warn!(error = %e, "Ignoring an undecodable event on the client queue"),
+            }
+        }
+        if events.is_closed() {
+            return;
+        }
+        sub = match transport
+            .consume_replies(&queue, Some(CLIENT_REPLY_QUEUE_EXPIRY))
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+    }
+}
+
+/// Feeds the coordinator with submitted flows. A submission is acked once
+/// the coordinator saved its run (or rejected it with an answer).
+async fn pump_submissions(
+    transport: Transport,
+    mut sub: crate::transport::Subscription,
+    coordinator: Addr<Coordinator>,
+) {
+    loop {
+        while let Some(d) = sub.deliveries.recv().await {
+            match serde_json::from_slice::<FlowSubmission>(&d.body) {
+                Ok(submission) => match coordinator.send(SubmitRemote(submission)).await {
+                    Ok(Ok(())) => {
+                        let _ = d.ack().await;
+                    }
+                    _ => {
+                        let _ = d.requeue().await;
+                        sub.close().await;
+                        return;
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, bytes = d.body.len(), "Dead-lettering an undecodable flow submission");
+                    let _ = d.dead_letter().await;
+                }
+            }
+        }
+        if !coordinator.connected() {
+            return;
+        }
+        warn!("Submission consumer ended (connection lost?); subscribing again");
+        sub = match transport.consume_submissions().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+    }
+}
+
 /// Feeds the coordinator from its reply queue, subscribing again whenever
 /// the broker connection is lost, until the coordinator or the transport stops.
 async fn pump_replies(
@@ -243,14 +458,21 @@ async fn pump_replies(
         while let Some(d) = replies.deliveries.recv().await {
             if let Some(reason) = d.dead_letter_reason.clone() {
                 if let Ok(task) = serde_json::from_slice::<TaskMessage>(&d.body) {
-                    let _ = coordinator.send(DeadLettered { task, reason }).await;
+                    if !matches!(
+                        coordinator.send(DeadLettered { task, reason }).await,
+                        Ok(Ok(()))
+                    ) {
+                        let _ = d.requeue().await;
+                        replies.close().await;
+                        return;
+                    }
                 }
                 let _ = d.ack().await;
                 continue;
             }
             match serde_json::from_slice::<TaskUpdate>(&d.body) {
                 Ok(update) => {
-                    if coordinator.send(UpdateFromWorker(update)).await.is_err() {
+                    if !matches!(coordinator.send(UpdateFromWorker(update)).await, Ok(Ok(()))) {
                         let _ = d.requeue().await;
                         replies.close().await;
                         return;

@@ -20,7 +20,9 @@ current one is stale and ignored. That is the fence against late results.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
     ErrorKind, FlowState, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage, TaskOutput,
@@ -61,6 +63,9 @@ struct TaskRun {
     retry_at: Option<Instant>,
     /// Since when this task has had no live worker of its kind.
     unserved_since: Option<Instant>,
+    /// The broker confirmed the current attempt's message. A Queued task
+    /// that is not published when the coordinator restarts is published again.
+    published: bool,
 }
 
 impl TaskRun {
@@ -77,6 +82,7 @@ impl TaskRun {
             deadline: None,
             retry_at: None,
             unserved_since: None,
+            published: false,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct FlowRun {
     error: Option<String>,
     started: Instant,
     finished: Option<Instant>,
+    /// Grows with every change worth saving or reporting.
+    generation: u64,
 }
 
 /// Delay before attempt `attempt + 1`: exponential from `backoff`, capped, times
@@ -121,7 +129,24 @@ impl FlowRun {
             error: None,
             started: now,
             finished: None,
+            generation: 0,
         }
+    }
+
+    /// Changes whenever the run changed in a way worth saving or reporting.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Cheap summary of the states and attempts, to notice a change in `poll`.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.state.hash(&mut h);
+        for t in &self.tasks {
+            (t.state, t.attempt, t.published).hash(&mut h);
+        }
+        h.finish()
     }
 
     pub fn state(&self) -> FlowState {
@@ -146,6 +171,7 @@ impl FlowRun {
         if self.state.is_terminal() {
             return Vec::new();
         }
+        let before = self.fingerprint();
         let mut out = Vec::new();
         let flow = Arc::clone(&self.flow);
         for i in 0..self.tasks.len() {
@@ -209,6 +235,9 @@ impl FlowRun {
             }
         }
         self.settle(now);
+        if self.fingerprint() != before {
+            self.generation += 1;
+        }
         out
     }
 
@@ -224,6 +253,21 @@ impl FlowRun {
     }
 
     fn dispatch(&mut self, i: usize, now: Instant) -> TaskMessage {
+        let timeout = self.flow.tasks[i].timeout;
+        let run = &mut self.tasks[i];
+        run.attempt += 1;
+        run.state = TaskState::Queued;
+        run.deadline = Some(now + timeout);
+        run.retry_at = None;
+        run.unserved_since = None;
+        run.error = None;
+        run.rows_so_far = None;
+        run.published = false;
+        self.message(i)
+    }
+
+    /// The message of task `i`'s current attempt.
+    fn message(&self, i: usize) -> TaskMessage {
         let def = &self.flow.tasks[i];
         let input = def
             .input
@@ -253,21 +297,13 @@ impl FlowRun {
             // Readiness guarantees the input succeeded with an artifact.
             (_, None) => unreachable!("task dispatched before its input succeeded"),
         };
-        let run = &mut self.tasks[i];
-        run.attempt += 1;
-        run.state = TaskState::Queued;
-        run.deadline = Some(now + def.timeout);
-        run.retry_at = None;
-        run.unserved_since = None;
-        run.error = None;
-        run.rows_so_far = None;
         TaskMessage {
             schema_version: SCHEMA_VERSION,
             flow: self.flow.name.clone(),
             flow_run: self.id.clone(),
             task: def.name.clone(),
             task_run: format!("{}.{}", self.id, def.name),
-            attempt: run.attempt,
+            attempt: self.tasks[i].attempt,
             reply_to: self.reply_to.clone(),
             spec,
         }
@@ -313,6 +349,7 @@ impl FlowRun {
             }
         }
         self.settle(now);
+        self.generation += 1;
         Applied::Changed
     }
 
@@ -340,6 +377,7 @@ impl FlowRun {
             retryable: false,
         };
         self.fail_task(i, error);
+        self.generation += 1;
         Applied::Changed
     }
 
@@ -404,6 +442,117 @@ impl FlowRun {
         }
     }
 
+    /// The broker confirmed attempt `attempt` of `task`.
+    pub fn mark_published(&mut self, task: &str, attempt: u32) -> bool {
+        let Some(i) = self.index_of(task) else {
+            return false;
+        };
+        let run = &mut self.tasks[i];
+        if run.attempt != attempt || run.published {
+            return false;
+        }
+        run.published = true;
+        self.generation += 1;
+        true
+    }
+
+    /// Messages of attempts recorded as dispatched but never confirmed by the
+    /// broker: after a restart they are published again (a duplicate of one
+    /// that did get through is fenced by the worker's commit marker).
+    pub fn unpublished(&self) -> Vec<TaskMessage> {
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        (0..self.tasks.len())
+            .filter(|&i| self.tasks[i].state == TaskState::Queued && !self.tasks[i].published)
+            .map(|i| self.message(i))
+            .collect()
+    }
+
+    /// Everything needed to rebuild this run in another process.
+    pub fn snapshot(&self, clock: &Clock) -> FlowSnapshot {
+        FlowSnapshot {
+            state: self.state,
+            error: self.error.clone(),
+            reply_to: self.reply_to.clone(),
+            worker_wait_ms: self.worker_wait.as_millis() as u64,
+            started_ms: clock.wall(self.started),
+            finished_ms: self.finished.map(|t| clock.wall(t)),
+            tasks: self
+                .flow
+                .tasks
+                .iter()
+                .zip(&self.tasks)
+                .map(|(def, run)| TaskSnapshot {
+                    name: def.name.clone(),
+                    state: run.state,
+                    attempt: run.attempt,
+                    starts: run.starts,
+                    seen_starts: {
+                        let mut v: Vec<(u32, u32)> = run.seen_starts.iter().copied().collect();
+                        v.sort_unstable();
+                        v
+                    },
+                    node: run.node.clone(),
+                    output: run.output.clone(),
+                    error: run.error.clone(),
+                    rows_so_far: run.rows_so_far,
+                    published: run.published,
+                    deadline_ms: run.deadline.map(|t| clock.wall(t)),
+                    retry_at_ms: run.retry_at.map(|t| clock.wall(t)),
+                    unserved_since_ms: run.unserved_since.map(|t| clock.wall(t)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a run from its snapshot and its flow (parsed again from the
+    /// flow's text). Fails if the two no longer match.
+    pub fn restore(
+        id: String,
+        flow: Arc<FlowSpec>,
+        snap: &FlowSnapshot,
+        clock: &Clock,
+    ) -> Result<FlowRun, String> {
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        let saved: Vec<&str> = snap.tasks.iter().map(|t| t.name.as_str()).collect();
+        if names != saved {
+            return Err(format!(
+                "the saved run has tasks {saved:?} but its flow now has {names:?}"
+            ));
+        }
+        let tasks = snap
+            .tasks
+            .iter()
+            .map(|t| TaskRun {
+                state: t.state,
+                attempt: t.attempt,
+                starts: t.starts,
+                seen_starts: t.seen_starts.iter().copied().collect(),
+                node: t.node.clone(),
+                output: t.output.clone(),
+                error: t.error.clone(),
+                rows_so_far: t.rows_so_far,
+                deadline: t.deadline_ms.map(|ms| clock.instant(ms)),
+                retry_at: t.retry_at_ms.map(|ms| clock.instant(ms)),
+                unserved_since: t.unserved_since_ms.map(|ms| clock.instant(ms)),
+                published: t.published,
+            })
+            .collect();
+        Ok(FlowRun {
+            id,
+            flow,
+            reply_to: snap.reply_to.clone(),
+            worker_wait: Duration::from_millis(snap.worker_wait_ms),
+            tasks,
+            state: snap.state,
+            error: snap.error.clone(),
+            started: clock.instant(snap.started_ms),
+            finished: snap.finished_ms.map(|ms| clock.instant(ms)),
+            generation: 0,
+        })
+    }
+
     pub fn report(&self, now: Instant) -> RunReport {
         let end = self.finished.unwrap_or(now);
         RunReport {
@@ -436,6 +585,75 @@ impl FlowRun {
                 .collect(),
         }
     }
+}
+
+/// Converts between this process's monotonic clock and wall-clock
+/// milliseconds, which survive a restart.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall_ms: u64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            now: Instant::now(),
+            wall_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn wall(&self, t: Instant) -> u64 {
+        if t >= self.now {
+            self.wall_ms + (t - self.now).as_millis() as u64
+        } else {
+            self.wall_ms
+                .saturating_sub((self.now - t).as_millis() as u64)
+        }
+    }
+
+    /// The instant of wall time `ms`; times before this process started
+    /// clamp to the earliest instant it can represent.
+    pub fn instant(&self, ms: u64) -> Instant {
+        if ms >= self.wall_ms {
+            self.now + Duration::from_millis(ms - self.wall_ms)
+        } else {
+            let back = Duration::from_millis(self.wall_ms - ms);
+            self.now.checked_sub(back).unwrap_or(self.now)
+        }
+    }
+}
+
+/// A flow run as stored in the coordinator's database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FlowSnapshot {
+    pub state: FlowState,
+    pub error: Option<String>,
+    pub reply_to: String,
+    pub worker_wait_ms: u64,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub tasks: Vec<TaskSnapshot>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TaskSnapshot {
+    pub name: String,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub starts: u32,
+    pub seen_starts: Vec<(u32, u32)>,
+    pub node: Option<String>,
+    pub output: Option<TaskOutput>,
+    pub error: Option<TaskError>,
+    pub rows_so_far: Option<u64>,
+    pub published: bool,
+    pub deadline_ms: Option<u64>,
+    pub retry_at_ms: Option<u64>,
+    pub unserved_since_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use conveyor_actors::config::NodeConfig;
 use conveyor_actors::flow::FlowSpec;
-use conveyor_actors::node::{CoordinatorMode, Node};
+use conveyor_actors::node::{CoordinatorMode, Node, NodeError};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::EnvFilter;
 
@@ -74,8 +74,13 @@ enum Command {
     ///
     /// Without --config (or with a config that has no [broker]) every role runs
     /// in this process. With a broker, this process is the coordinator and the
-    /// tasks go to the worker nodes. Exit code: 0 succeeded, 1 failed, 2 bad
-    /// usage, config or flow file.
+    /// tasks go to the worker nodes; the run lives as long as this process.
+    /// With --submit, a coordinator node takes the flow, saves it in its
+    /// database and sees it through even if this process stops.
+    ///
+    /// Exit code: 0 succeeded, 1 failed, 2 bad usage, config or flow file (or
+    /// a flow the coordinator rejected), 70 broker or coordinator trouble, 130
+    /// interrupted.
     Run {
         /// The flow file.
         flow: PathBuf,
@@ -85,6 +90,18 @@ enum Command {
         /// Print the final run report to stdout as one JSON document.
         #[arg(long)]
         json: bool,
+        /// Hand the flow to a coordinator node (a `conveyor node` whose config
+        /// has [coordinator]) instead of coordinating it here. Needs --config
+        /// with a [broker].
+        #[arg(long, requires = "config")]
+        submit: bool,
+        /// With --submit: return once a coordinator has accepted the flow,
+        /// printing the flow run id (or, with --json, the accepted report).
+        #[arg(long, requires = "submit")]
+        detach: bool,
+        /// With --submit: how long a coordinator has to accept the flow.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "submit")]
+        accept_timeout: Duration,
     },
     /// Check a flow file or a node config; report every problem at once.
     Validate {
@@ -122,7 +139,27 @@ fn main() -> ExitCode {
     init_tracing(cli.log.as_deref(), default_log, cli.log_json);
     let code = match cli.command {
         Command::Node { config, grace } => cmd_node(&config, grace),
-        Command::Run { flow, config, json } => cmd_run(&flow, config.as_deref(), json),
+        Command::Run {
+            flow,
+            config,
+            json,
+            submit,
+            detach,
+            accept_timeout,
+        } => {
+            let how = match (submit, detach) {
+                (false, _) => How::Here,
+                (true, false) => How::Submit {
+                    accept_timeout,
+                    detach: false,
+                },
+                (true, true) => How::Submit {
+                    accept_timeout,
+                    detach: true,
+                },
+            };
+            cmd_run(&flow, config.as_deref(), json, how)
+        }
         Command::Validate { file } => cmd_validate(&file),
         Command::Schemas { out } => cmd_schemas(out.as_deref()),
     };
@@ -139,8 +176,27 @@ fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool) -> u8 {
-    let flow = match FlowSpec::load(flow_path) {
+/// Who coordinates a `conveyor run`.
+#[derive(Clone, Copy)]
+enum How {
+    /// This process.
+    Here,
+    /// A coordinator node, over the broker.
+    Submit {
+        accept_timeout: Duration,
+        detach: bool,
+    },
+}
+
+/// How a run ended, before it is printed.
+enum Outcome {
+    Finished(RunReport),
+    Detached(RunReport),
+    Interrupted { remote: Option<(String, String)> },
+}
+
+fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 {
+    let (flow, source) = match FlowSpec::load_with_source(flow_path) {
         Ok(f) => f,
         Err(problems) => {
             eprint!("error: invalid flow\n{problems}");
@@ -155,7 +211,18 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool) -> u8 {
                         eprintln!("error: {}: a config without a broker must list [workers] to run a flow", path.display());
                         return EXIT_BAD_INPUT;
                     }
-                    c.coordinator.get_or_insert_with(Default::default);
+                    match how {
+                        How::Here => {
+                            c.coordinator.get_or_insert_with(Default::default);
+                        }
+                        How::Submit { .. } => {
+                            if c.broker.is_none() {
+                                eprintln!("error: {}: --submit needs a [broker] to reach the coordinator node", path.display());
+                                return EXIT_BAD_INPUT;
+                            }
+                            c.coordinator = None;
+                        }
+                    }
                     c
                 }
                 Err(problems) => {
@@ -177,33 +244,54 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool) -> u8 {
         }
     };
     let live = std::io::stderr().is_terminal() && !json;
+    let mode = match how {
+        How::Here => CoordinatorMode::Client,
+        How::Submit { .. } => CoordinatorMode::Off,
+    };
     let system = actix::System::new();
-    let outcome: Result<Option<RunReport>, String> = system.block_on(async {
-        let mut node = Node::start(&cfg, io.handle().clone(), CoordinatorMode::Client)
-            .await
-            .map_err(|e| e.to_string())?;
-        let submitted = node.submit(Arc::new(flow)).await.map_err(|e| e.to_string())?;
+    let outcome: Result<Outcome, NodeError> = system.block_on(async {
+        let mut node = Node::start(&cfg, io.handle().clone(), mode).await?;
+        let (submitted, remote) = match how {
+            How::Here => (node.submit(Arc::new(flow), source).await?, None),
+            How::Submit {
+                accept_timeout,
+                detach,
+            } => {
+                if live {
+                    eprint!("waiting for a coordinator to accept the flow…");
+                }
+                let accepted = node.submit_remote(source, accept_timeout).await;
+                if live {
+                    eprint!("\r\x1b[2K");
+                }
+                let r = accepted?;
+                if detach {
+                    let report = r.run.progress.borrow().clone();
+                    node.shutdown(Duration::from_secs(1)).await;
+                    return Ok(Outcome::Detached(report));
+                }
+                let id = r.run.flow_run.clone();
+                (r.run, Some((r.coordinator, id)))
+            }
+        };
         let progress = live.then(|| display::spawn_progress(submitted.progress.clone()));
         let result = tokio::select! {
-            report = submitted.done => report.map(Some).map_err(|_| "the coordinator stopped before the flow finished".to_string()),
-            reason = node.fatal.recv() => Err(reason.unwrap_or_else(|| "the node failed".into())),
-            _ = tokio::signal::ctrl_c() => Ok(None),
+            report = submitted.done => report.map(Outcome::Finished).map_err(|_| NodeError::Internal("the coordinator stopped before the flow finished".into())),
+            reason = node.fatal.recv() => Err(NodeError::Internal(reason.unwrap_or_else(|| "the node failed".into()))),
+            _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted { remote }),
         };
         if let Some(p) = progress {
             p.finish();
         }
-        let grace = if matches!(result, Ok(Some(_))) { Duration::from_secs(5) } else { Duration::from_secs(1) };
+        let grace = if matches!(result, Ok(Outcome::Finished(_))) { Duration::from_secs(5) } else { Duration::from_secs(1) };
         node.shutdown(grace).await;
         result
     });
     drop(io);
     match outcome {
-        Ok(Some(report)) => {
+        Ok(Outcome::Finished(report)) => {
             if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("error: cannot encode the report: {e}"),
-                }
+                print_json(&report);
             } else {
                 print!("{}", display::summary(&report));
             }
@@ -213,14 +301,39 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool) -> u8 {
                 EXIT_FLOW_FAILED
             }
         }
-        Ok(None) => {
+        Ok(Outcome::Detached(report)) => {
+            if json {
+                print_json(&report);
+            } else {
+                println!("{}", report.flow_run);
+            }
+            0
+        }
+        Ok(Outcome::Interrupted { remote: None }) => {
             eprintln!("interrupted: the flow run was left incomplete");
             EXIT_INTERRUPTED
+        }
+        Ok(Outcome::Interrupted {
+            remote: Some((coordinator, run)),
+        }) => {
+            eprintln!("interrupted: flow run {run} goes on, held by coordinator `{coordinator}`");
+            EXIT_INTERRUPTED
+        }
+        Err(NodeError::Rejected(e)) => {
+            eprintln!("error: the coordinator rejected the flow: {e}");
+            EXIT_BAD_INPUT
         }
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_NODE_FAILED
         }
+    }
+}
+
+fn print_json(report: &RunReport) {
+    match serde_json::to_string_pretty(report) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot encode the report: {e}"),
     }
 }
 

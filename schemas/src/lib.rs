@@ -377,7 +377,7 @@ pub struct Heartbeat {
     pub interval_ms: u64,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlowState {
     Running,
     /// A ready task has no live worker of its kind; see the task's state.
@@ -392,7 +392,7 @@ impl FlowState {
     }
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskState {
     /// Waiting for its inputs.
     Pending,
@@ -450,6 +450,51 @@ pub struct TaskReport {
     pub error: Option<TaskError>,
 }
 
+/// A flow handed to a coordinator node by `conveyor run --submit`, on the
+/// `<namespace>.submissions` queue. The coordinator parses `flow_text` as if
+/// it were the file `flow_file` in the directory `flow_base`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSubmission {
+    pub schema_version: u32,
+    /// Chosen by the client; a redelivered submission with a known id is
+    /// answered with the flow run it already started, not run twice.
+    pub request_id: String,
+    pub flow_file: String,
+    pub flow_text: String,
+    /// Absolute directory that relative paths of the flow resolve against.
+    pub flow_base: String,
+    /// The client's queue for [`FlowEvent`]s (through the replies exchange).
+    pub reply_to: String,
+    /// The submitting node's name, for logs.
+    pub client: String,
+}
+
+/// What a coordinator tells the client of a submitted flow.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowEvent {
+    pub schema_version: u32,
+    pub request_id: String,
+    /// The coordinator node that holds the run.
+    pub coordinator: String,
+    pub event: FlowEventKind,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FlowEventKind {
+    /// The run is recorded in the coordinator's database; it will finish even
+    /// if the client goes away.
+    Accepted { report: RunReport },
+    /// The run changed (sent at most a few times per second).
+    Progress { report: RunReport },
+    /// The run reached a terminal state.
+    Finished { report: RunReport },
+    /// The coordinator could not accept the flow.
+    Rejected { error: String },
+}
+
 /// The JSON Schema documents of the contract, as (file name, pretty JSON).
 pub fn json_schemas() -> Vec<(&'static str, String)> {
     fn render(schema: schemars::Schema) -> String {
@@ -473,6 +518,14 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "run_report.schema.json",
             render(schemars::schema_for!(RunReport)),
+        ),
+        (
+            "flow_submission.schema.json",
+            render(schemars::schema_for!(FlowSubmission)),
+        ),
+        (
+            "flow_event.schema.json",
+            render(schemars::schema_for!(FlowEvent)),
         ),
     ]
 }

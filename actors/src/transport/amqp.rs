@@ -316,6 +316,31 @@ impl AmqpTransport {
         .await
     }
 
+    /// Declares the submissions exchange and queue (idempotent).
+    pub async fn declare_submissions(&self) -> Result<()> {
+        let live = self.live().await?;
+        declare_submissions(
+            &live.publisher,
+            &self.shared.names,
+            self.shared.delivery_limit,
+        )
+        .await
+    }
+
+    pub async fn publish_submission(
+        &self,
+        request_id: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let props = persistent()
+            .with_message_id(request_id.into())
+            .with_expiration(ttl.as_millis().to_string().into());
+        self.declare_submissions().await?;
+        let name = self.shared.names.submissions();
+        self.publish_confirmed(&name, "submit", &body, props).await
+    }
+
     pub async fn publish_update(&self, reply_to: &str, body: Vec<u8>) -> Result<()> {
         self.publish_confirmed(
             &self.shared.names.replies_exchange(),
@@ -573,6 +598,54 @@ async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Resul
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The exchange and quorum queue of flows submitted to coordinator nodes,
+/// declared only by the nodes that use them (a worker's broker user needs no
+/// rights on them). A submission that crashes every coordinator that takes it
+/// is dead-lettered like a poison task.
+async fn declare_submissions(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
+    ch.exchange_declare(
+        n.submissions().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(delivery_limit as i64),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(n.dead_letter_exchange().into()),
+    );
+    ch.queue_declare(
+        n.submissions().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
+    ch.queue_bind(
+        n.submissions().into(),
+        n.submissions().into(),
+        "submit".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ cheap to clone.
 pub mod amqp;
 pub mod inproc;
 
-use conveyor_schemas::{Heartbeat, TaskKind, TaskMessage, TaskUpdate};
+use conveyor_schemas::{FlowEvent, FlowSubmission, Heartbeat, TaskKind, TaskMessage, TaskUpdate};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,10 @@ impl Names {
     }
     pub fn task_queue(&self, kind: TaskKind) -> String {
         format!("{}.tasks.{kind}", self.namespace)
+    }
+    /// Exchange and quorum queue of flows submitted to coordinator nodes.
+    pub fn submissions(&self) -> String {
+        format!("{}.submissions", self.namespace)
     }
     /// The durable reply queue of a coordinator.
     pub fn reply_queue(&self, coordinator: &str) -> String {
@@ -198,6 +202,46 @@ impl Transport {
                 Ok(())
             }
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
+        }
+    }
+
+    /// An event for the client of a submitted flow, on its reply queue.
+    pub async fn publish_event(&self, reply_to: &str, event: &FlowEvent) -> Result<()> {
+        let body = encode(event)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish(reply_to, body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_update(reply_to, body).await,
+        }
+    }
+
+    /// Hands a flow to the coordinator nodes. The broker drops it if no
+    /// coordinator takes it within `ttl`.
+    pub async fn publish_submission(
+        &self,
+        sub: &FlowSubmission,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let body = encode(sub)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish(&bus.names().submissions(), body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_submission(&sub.request_id, body, ttl).await,
+        }
+    }
+
+    /// Consumes the submissions queue (a coordinator node).
+    pub async fn consume_submissions(&self) -> Result<Subscription> {
+        match self {
+            Transport::InProc(bus) => Ok(bus.consume(&bus.names().submissions(), 16)),
+            Transport::Amqp(t) => {
+                t.declare_submissions().await?;
+                t.consume(&t.names().submissions(), 16, "submissions").await
+            }
         }
     }
 
