@@ -253,3 +253,211 @@ fn finished_once(
     assert_colors_promise(&amqp_url(), &c.ns, &c.storage);
     report
 }
+
+/// Scenario (k): 1,000 small flows submitted at once to a coordinator node,
+/// across two worker nodes, while a random worker node is SIGKILLed (and
+/// started again, as a service manager would) every 2 to 4 seconds. Every
+/// flow must succeed with exactly its rows, and every queue must drain.
+#[test]
+fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
+    use futures_util::StreamExt;
+    use rand::Rng;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const FLOWS: usize = 1000;
+    let test = "k_thousand_flows";
+    let dir = TestDir::new(test);
+    let ns = namespace(test);
+    let storage = dir.join("shared");
+    let kinds = ["extract", "transform", "load"];
+    let cfgs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let name = format!("w{i}");
+            dir.write(
+                &format!("{name}.toml"),
+                &node_config(&name, &ns, &kinds, &storage, ""),
+            )
+        })
+        .collect();
+    let mut workers: Vec<NodeProcess> = cfgs
+        .iter()
+        .enumerate()
+        .map(|(i, cfg)| NodeProcess::start(cfg, &dir.join(&format!("w{i}-0.log")), &[]))
+        .collect();
+    let db = dir.join("coordinator.db");
+    let coord_cfg = dir.write(
+        "coord.toml",
+        &node_config(
+            "coord",
+            &ns,
+            &[],
+            &storage,
+            &format!("[coordinator]\ndb = \"{}\"\n", db.display()),
+        ),
+    );
+    let _coord = NodeProcess::start_coordinator(&coord_cfg, &dir.join("coord.log"), &[]);
+    let csv = repo_root().join("examples/data/colors.csv");
+
+    // The client: publishes every submission, then collects the final reports.
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (url, ns, done) = (amqp_url(), ns.to_string(), done.clone());
+        let base = dir.path.to_string_lossy().into_owned();
+        std::thread::spawn(move || {
+            block_on(async move {
+                use lapin::options::*;
+                let conn = lapin::Connection::connect(&url, Default::default())
+                    .await
+                    .unwrap();
+                let ch = conn.create_channel().await.unwrap();
+                let queue = format!("{ns}.replies.k-client");
+                ch.queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+                ch.queue_bind(
+                    queue.as_str().into(),
+                    format!("{ns}.replies").into(),
+                    queue.as_str().into(),
+                    Default::default(),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+                ch.confirm_select(Default::default()).await.unwrap();
+                let mut confirms = Vec::new();
+                for i in 0..FLOWS {
+                    let text = format!(
+                        "[flow]\nname = \"k{i}\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.t]\nkind = \"transform\"\ninput = \"e\"\nsteps = [{{ drop = [\"HEX\"] }}]\n[tasks.l]\nkind = \"load\"\ninput = \"t\"\npath = \"k/{i}.csv\"\n",
+                        csv.display()
+                    );
+                    let sub = conveyor_schemas::FlowSubmission {
+                        schema_version: conveyor_schemas::SCHEMA_VERSION,
+                        request_id: format!("k-{i}"),
+                        flow_file: format!("k{i}.toml"),
+                        flow_text: text,
+                        flow_base: base.clone(),
+                        reply_to: queue.clone(),
+                        client: "k-client".into(),
+                    };
+                    let body = serde_json::to_vec(&sub).unwrap();
+                    confirms.push(
+                        ch.basic_publish(
+                            format!("{ns}.submissions").into(),
+                            "submit".into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            lapin::BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .unwrap(),
+                    );
+                }
+                for c in confirms {
+                    assert!(c.await.unwrap().is_ack(), "submission not confirmed");
+                }
+                let mut consumer = ch
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "k-client".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..Default::default()
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .unwrap();
+                let mut finished = std::collections::HashMap::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                while finished.len() < FLOWS {
+                    let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+                    let Ok(Some(Ok(d))) = next else { break };
+                    let ev: conveyor_schemas::FlowEvent = serde_json::from_slice(&d.data).unwrap();
+                    match ev.event {
+                        conveyor_schemas::FlowEventKind::Finished { report } => {
+                            finished.insert(ev.request_id, report);
+                        }
+                        conveyor_schemas::FlowEventKind::Rejected { error } => {
+                            panic!("{} rejected: {error}", ev.request_id)
+                        }
+                        _ => {}
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                let _ = ch
+                    .queue_delete(queue.as_str().into(), Default::default())
+                    .await;
+                let _ = conn.close(200, "bye".into()).await;
+                finished
+            })
+        })
+    };
+
+    // The killer: a random worker node every 2 to 4 s, started again at once.
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    while !done.load(Ordering::SeqCst) && !client.is_finished() {
+        let wait = Duration::from_millis(rng.random_range(2000..4000));
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until && !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        let victim = rng.random_range(0..workers.len());
+        workers[victim].sigkill();
+        kills += 1;
+        workers[victim] = NodeProcess::start(
+            &cfgs[victim],
+            &dir.join(&format!("w{victim}-{kills}.log")),
+            &[],
+        );
+    }
+    let finished = client.join().expect("client thread");
+    assert_eq!(finished.len(), FLOWS, "flows without a final report");
+    assert!(
+        kills >= 2,
+        "only {kills} kills: the scenario did not exercise faults"
+    );
+    let expected = expected_colors_without_hex();
+    let mut losses = 0;
+    for (request, report) in &finished {
+        assert_eq!(
+            report.state,
+            FlowState::Succeeded,
+            "{request}: {:?}",
+            report.error
+        );
+        let i = request.trim_start_matches("k-");
+        let written =
+            std::fs::read_to_string(storage.join(format!("out/k/{i}.csv"))).unwrap_or_default();
+        if written != expected {
+            losses += 1;
+        }
+    }
+    assert_eq!(losses, 0, "outputs with rows lost or duplicated");
+    let outputs = std::fs::read_dir(storage.join("out/k")).unwrap().count();
+    assert_eq!(outputs, FLOWS, "unexpected files in the output directory");
+    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
+    for q in [
+        "tasks.extract",
+        "tasks.transform",
+        "tasks.load",
+        "submissions",
+        "dead",
+    ] {
+        assert_eq!(queue_depth(&format!("{ns}.{q}")), 0, "{q} not drained");
+    }
+    println!(
+        "fault {test}: result=ok flows_checked={FLOWS} worker_kills={kills} duplicates=0 losses=0"
+    );
+}

@@ -11,6 +11,11 @@ Every file is first written under a temporary name unique to the attempt
 (`.{name}.{attempt}-{pid}.tmp`), fsynced, then moved to its final name, and the
 directory is fsynced. An artifact is moved with a hard link, which never
 replaces an existing file, so a late attempt cannot overwrite a committed one.
+
+An attempt killed mid-write (SIGKILL, power loss) cannot remove its temporary
+file. The attempt that commits the output removes every leftover temporary
+file of the same name; a duplicate attempt still writing one then finds it
+gone at commit time, sees the committed output, and steps aside.
 */
 
 use std::fs::{File, OpenOptions};
@@ -82,9 +87,14 @@ impl PendingFile {
         let committed = match std::fs::hard_link(&self.tmp, final_path) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            // Swept by the attempt that committed first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => false,
             Err(e) => return Err(EtlError::io(final_path, e)),
         };
         let _ = std::fs::remove_file(&self.tmp);
+        if committed {
+            sweep_leftovers(final_path);
+        }
         sync_parent(final_path)?;
         Ok(committed)
     }
@@ -92,8 +102,39 @@ impl PendingFile {
     /// Moves the file to `final_path`, replacing what is there.
     pub fn commit_replace(mut self, final_path: &Path) -> Result<()> {
         self.sync()?;
-        std::fs::rename(&self.tmp, final_path).map_err(|e| EtlError::io(final_path, e))?;
+        match std::fs::rename(&self.tmp, final_path) {
+            Ok(()) => sweep_leftovers(final_path),
+            // Swept by an attempt that committed first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => {}
+            Err(e) => return Err(EtlError::io(final_path, e)),
+        }
         sync_parent(final_path)
+    }
+}
+
+/// Removes the temporary files of other attempts at `final_path` (`.{name}.*.tmp`
+/// beside it), left by attempts that were killed while writing.
+fn sweep_leftovers(final_path: &Path) {
+    let (Some(dir), Some(name)) = (
+        final_path.parent(),
+        final_path.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                tracing::info!(file = %entry.path().display(), "Removed a temporary file left by a killed attempt");
+            }
+        }
     }
 }
 
@@ -187,5 +228,36 @@ impl ArtifactStore {
         let dir = self.root.join(".scratch");
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io(&dir, e))?;
         Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_sweeps_leftovers_and_a_swept_duplicate_steps_aside() {
+        let dir = std::env::temp_dir().join(format!("conveyor-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let final_path = dir.join("t.arrow");
+        // Left by an attempt killed mid-write, and an unrelated file.
+        let killed = dir.join(".t.arrow.a1-99999.tmp");
+        std::fs::write(&killed, b"partial").unwrap();
+        std::fs::write(dir.join(".other.arrow.a1-1.tmp"), b"x").unwrap();
+        // A duplicate attempt, still writing when the first one commits.
+        let mut duplicate = PendingFile::create(&final_path, "a1-dup").unwrap();
+        duplicate.file().unwrap().write_all(b"dup").unwrap();
+
+        let mut first = PendingFile::create(&final_path, "a1").unwrap();
+        first.file().unwrap().write_all(b"rows").unwrap();
+        assert!(first.commit_no_replace(&final_path).unwrap());
+        assert!(!killed.exists(), "leftover of the killed attempt not swept");
+        assert!(!duplicate.tmp_path().exists());
+        assert!(dir.join(".other.arrow.a1-1.tmp").exists());
+
+        assert!(!duplicate.commit_no_replace(&final_path).unwrap());
+        assert_eq!(std::fs::read(&final_path).unwrap(), b"rows");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
