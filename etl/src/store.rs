@@ -130,10 +130,11 @@ fn sweep_leftovers(final_path: &Path) {
         let Some(n) = file_name.to_str() else {
             continue;
         };
-        if n.starts_with(&prefix) && n.ends_with(".tmp") {
-            if std::fs::remove_file(entry.path()).is_ok() {
-                tracing::info!(file = %entry.path().display(), "Removed a temporary file left by a killed attempt");
-            }
+        if n.starts_with(&prefix)
+            && n.ends_with(".tmp")
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            tracing::info!(file = %entry.path().display(), "Removed a temporary file left by a killed attempt");
         }
     }
 }
