@@ -327,3 +327,75 @@ fn a_burst_larger_than_the_actor_mailbox_is_processed() {
     let written = std::fs::read_dir(dir.join("out/burst")).unwrap().count();
     assert_eq!(written, 40);
 }
+
+/// A worker bounds one record (`[workers] max_record`), not the file: a file
+/// many times the limit streams through, while a stray quote that would make
+/// the reader swallow the rest of the file is a data error naming the file
+/// and the line, not retried, with nothing written.
+#[test]
+fn a_record_past_max_record_fails_but_a_file_past_it_streams() {
+    let dir = TestDir::new("embedded_max_record");
+    let cfg = dir.write(
+        "node.toml",
+        "[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\nmax_record = \"4KiB\"\n[storage]\nartifacts = \"artifacts\"\noutput_root = \"out\"\n",
+    );
+    let mut big = String::from("id,text\n");
+    for i in 0..20_000 {
+        big.push_str(&format!("{i},\"row, number {i}\"\n"));
+    }
+    assert!(big.len() > 100 * 4096);
+    dir.write("big.csv", &big);
+    let mut stray = String::from("id,text\n1,ok\n2,ok\n3,\"never closed\n");
+    stray.push_str(&big);
+    dir.write("stray.csv", &stray);
+    let flow = |name: &str, file: &str| {
+        dir.write(
+            &format!("{name}.toml"),
+            &format!(
+                "[flow]\nname = \"{name}\"\nmax_attempts = 3\n[tasks.e]\nkind = \"extract\"\npath = \"{file}\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n"
+            ),
+        )
+    };
+    let cfg_arg = cfg.to_str().unwrap();
+
+    let (out, report) = run_flow(&dir.path, &flow("fits", "big.csv"), &["--config", cfg_arg]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().tasks[0].rows_out, Some(20_000));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/fits.csv")).unwrap(),
+        big
+    );
+
+    let (out, report) = run_flow(
+        &dir.path,
+        &flow("stray", "stray.csv"),
+        &["--config", cfg_arg],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report = report.unwrap();
+    let e = &report.tasks[0];
+    assert_eq!((e.state, e.attempts), (TaskState::Failed, 1), "{e:?}");
+    let error = e.error.as_ref().unwrap();
+    assert!(
+        !error.retryable && error.kind == ErrorKind::Data,
+        "{error:?}"
+    );
+    for needle in [
+        "stray.csv",
+        "line 4",
+        "max_record of 4096 bytes",
+        "unclosed quote",
+    ] {
+        assert!(
+            error.message.contains(needle),
+            "{needle:?} not in {}",
+            error.message
+        );
+    }
+    assert!(!dir.join("out/stray.csv").exists());
+    assert!(
+        tmp_files(&dir.path).is_empty(),
+        "{:?}",
+        tmp_files(&dir.path)
+    );
+}

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub output_root: PathBuf,
     /// How often workers announce themselves; peers expire them after three.
     pub heartbeat: Duration,
+    /// Longest CSV record or JSON line a source may hold, in bytes.
+    pub max_record_bytes: u64,
 }
 
 #[derive(Clone, PartialEq)]
@@ -115,6 +117,25 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1MB"` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 fn default_concurrency() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -136,6 +157,7 @@ impl NodeConfig {
             artifacts: base.join(".conveyor/artifacts"),
             output_root: base.join("out"),
             heartbeat: Duration::from_secs(1),
+            max_record_bytes: conveyor_etl::guard::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 
@@ -253,6 +275,15 @@ impl NodeConfig {
         }
 
         if let Some(mut workers) = root.table("workers") {
+            if let Some(text) = workers.str("max_record") {
+                match parse_size(&text) {
+                    Some(n) if n >= 1024 => cfg.max_record_bytes = n,
+                    _ => workers.error(
+                        "max_record",
+                        format!("`{text}` is not a size of at least 1KiB, e.g. \"64MiB\""),
+                    ),
+                }
+            }
             let kinds = workers.str_list("kinds");
             let kinds = workers.required("kinds", kinds).unwrap_or_default();
             let mut concurrency_of = BTreeMap::new();
@@ -405,6 +436,16 @@ mod tests {
             cfg.broker.unwrap().connect_url(),
             "amqp://h/%2f?heartbeat=3"
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("2 KiB"), Some(2048));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl Node {
                 workspace: Workspace {
                     store: ArtifactStore::new(&cfg.artifacts),
                     output_root: cfg.output_root.clone(),
+                    max_record_bytes: cfg.max_record_bytes,
                 },
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),

@@ -16,6 +16,7 @@ run them off their event loop.
 */
 
 pub mod error;
+pub mod guard;
 pub mod paths;
 pub mod sink;
 pub mod source;
@@ -38,6 +39,8 @@ pub struct Workspace {
     pub store: ArtifactStore,
     /// Loads write under this directory and nowhere else.
     pub output_root: PathBuf,
+    /// Longest CSV record or JSON line a source may hold, in bytes.
+    pub max_record_bytes: u64,
 }
 
 /// Identifies one attempt, for temporary file names and commit markers.
@@ -72,7 +75,7 @@ impl Attempt<'_> {
 /// Reads a source into a committed Arrow IPC artifact.
 pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
     let file = source::fetch(&spec.source, &ws.store, &at.tag())?;
-    let batches = source::open(spec, &file)?;
+    let batches = source::open(spec, &file, ws.max_record_bytes)?;
     let rows = commit_artifact(ws, at, batches.schema, at.counted(batches.iter))?;
     Ok(artifact_output(at, rows, rows))
 }

@@ -17,6 +17,7 @@ use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, ExtractSpec, SourceLo
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{data_err, parquet_err, EtlError, Result};
+use crate::guard::{Framing, RecordGuard};
 use crate::store::{ArtifactStore, PendingFile};
 use crate::typing::{arrow_type, convert_text, infer_column};
 
@@ -71,13 +72,21 @@ pub fn fetch(location: &SourceLocation, store: &ArtifactStore, tag: &str) -> Res
     }
 }
 
-pub fn open(spec: &ExtractSpec, file: &SourceFile) -> Result<Batches> {
+/// The file under a parser: no record may grow past `max_record` bytes.
+type Guarded = RecordGuard<File>;
+
+/// Opens a source. `max_record` bounds one CSV record or JSON line, so that a
+/// stray quote cannot make the reader buffer the rest of the file.
+pub fn open(spec: &ExtractSpec, file: &SourceFile, max_record: u64) -> Result<Batches> {
     let f = File::open(&file.path).map_err(|e| EtlError::io(&file.display, e))?;
     if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(EtlError::data(&file.display, "is a directory, not a file"));
     }
     match spec.format {
-        DataFormat::Csv => open_csv(spec, f, &file.display),
+        DataFormat::Csv => {
+            let f = RecordGuard::new(f, Framing::Csv { quote: b'"' }, max_record);
+            open_csv(spec, f, &file.display)
+        }
         DataFormat::Parquet => {
             let display = file.display.clone();
             let reader = ParquetRecordBatchReaderBuilder::try_new(f)
@@ -95,7 +104,7 @@ pub fn open(spec: &ExtractSpec, file: &SourceFile) -> Result<Batches> {
         }
         DataFormat::Jsonl => {
             let display = file.display.clone();
-            let mut reader = BufReader::new(f);
+            let mut reader = BufReader::new(RecordGuard::new(f, Framing::Lines, max_record));
             let schema = match spec.schema.as_deref() {
                 Some(cols) => declared_schema(cols),
                 None => {
@@ -131,7 +140,7 @@ pub fn open(spec: &ExtractSpec, file: &SourceFile) -> Result<Batches> {
 
 /// Keys of the first JSON object, in file order. Schema inference sorts
 /// columns by name; the file's own order is the one a user expects back.
-fn first_object_keys(reader: &mut BufReader<File>, file: &Path) -> Result<Vec<String>> {
+fn first_object_keys(reader: &mut BufReader<Guarded>, file: &Path) -> Result<Vec<String>> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
     struct Keys;
     impl<'de> Visitor<'de> for Keys {
@@ -223,7 +232,7 @@ fn check_declared(declared: Option<&[ColumnSpec]>, actual: &Schema, file: &Path)
     Ok(())
 }
 
-fn open_csv(spec: &ExtractSpec, mut f: File, display: &Path) -> Result<Batches> {
+fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batches> {
     let delimiter = match spec.delimiter.as_bytes() {
         [b] if b.is_ascii() => *b,
         _ => {
@@ -322,7 +331,7 @@ fn text_schema_with_types(names: &[String], cols: &[ColumnSpec]) -> Schema {
 }
 
 struct TypedCsv {
-    reader: arrow::csv::Reader<BufReader<File>>,
+    reader: arrow::csv::Reader<BufReader<Guarded>>,
     display: PathBuf,
     /// Column types: declared, or inferred from the first batch.
     types: Option<Vec<ColumnType>>,
