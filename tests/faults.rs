@@ -10,7 +10,7 @@ use conveyor_schemas::{FlowState, RunReport, TaskState};
 
 use crate::util::*;
 
-static ONE_BROKER_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_BROKER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// What strikes while the transform runs.
 enum Fault {

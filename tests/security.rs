@@ -168,3 +168,145 @@ fn per_role_users_in_their_own_vhost() {
         assert!(!everything.contains(secret.as_str()), "a password leaked");
     }
 }
+
+/// Runs openssl in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+}
+
+/// A private CA, and a certificate it signed for localhost / 127.0.0.1.
+fn private_ca(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Conveyor test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// TLS with a private CA: a private broker listens on amqps only; nodes that
+/// trust the CA (`[broker] tls_ca`) run the colors flow through it, and a
+/// client that does not trust it is refused with a certificate error.
+#[test]
+fn amqps_with_a_private_ca() {
+    let _serial = crate::faults::ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let test = "tls_private_ca";
+    let certs = PrivateBroker::dir_for(test).join("certs");
+    private_ca(&certs);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = format!(
+        "listeners.ssl.default = {tls_port}\nssl_options.cacertfile = {c}/ca.pem\nssl_options.certfile = {c}/server.pem\nssl_options.keyfile = {c}/server.key\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+        c = certs.display()
+    );
+    let _broker = PrivateBroker::start_with_conf(test, &conf);
+    let url = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
+    let dir = TestDir::new(test);
+    let ns = "tls";
+    let storage = dir.join("shared");
+    let ca = format!("tls_ca = \"{}\"\n", certs.join("ca.pem").display());
+    let with_ca = |text: String| text.replace("[broker]\n", &format!("[broker]\n{ca}"));
+    let kinds = ["extract", "transform", "load"];
+    let w = dir.write(
+        "w.toml",
+        &with_ca(node_config_at(&url, "w", ns, &kinds, &storage, "")),
+    );
+    let _worker = NodeProcess::start(&w, &dir.join("w.log"), &[]);
+    let client = dir.write(
+        "client.toml",
+        &with_ca(node_config_at(&url, "client", ns, &[], &dir.join("c"), "")),
+    );
+    let flow = colors_flow(&dir, "colors", "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+    assert_eq!(
+        std::fs::read_to_string(storage.join("out/colors.csv")).unwrap(),
+        expected_colors_without_hex()
+    );
+
+    // Without the CA the server certificate is not trusted.
+    let untrusting = dir.write(
+        "untrusting.toml",
+        &node_config_at(&url, "client2", ns, &[], &dir.join("c2"), ""),
+    );
+    let (out, _) = run_flow(
+        &dir.path,
+        &flow,
+        &["--config", untrusting.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{}", describe(&out));
+    assert!(
+        err.contains("cannot connect to amqps://guest:***@localhost")
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

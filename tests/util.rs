@@ -513,11 +513,28 @@ const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
 
 impl PrivateBroker {
     pub fn start(test: &str) -> PrivateBroker {
-        let dir = repo_root().join("target/test-brokers").join(test);
-        let _ = std::fs::remove_dir_all(&dir);
+        PrivateBroker::start_with_conf(test, "")
+    }
+
+    /// The broker's directory, for files its config refers to.
+    pub fn dir_for(test: &str) -> PathBuf {
+        repo_root().join("target/test-brokers").join(test)
+    }
+
+    /// Starts a private broker with `conf` appended to its rabbitmq.conf.
+    pub fn start_with_conf(test: &str, conf: &str) -> PrivateBroker {
+        let dir = PrivateBroker::dir_for(test);
         std::fs::create_dir_all(&dir).unwrap();
+        for old in ["mnesia", "log", "pid"] {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+            let _ = std::fs::remove_file(dir.join(old));
+        }
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("loopback_users = none\n{conf}"),
+        )
+        .unwrap();
         let broker = PrivateBroker {
             node: format!("conveyor-{test}-{}@localhost", std::process::id()),
             port: spare_port(),

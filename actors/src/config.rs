@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     /// AMQP connection heartbeat: a silent link is declared dead after about
     /// two of these, and the node reconnects.
     pub heartbeat: Duration,
+    /// PEM file of CA certificates to trust for `amqps://`, besides the
+    /// public web PKI roots (a private CA).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Default AMQP connection heartbeat (RabbitMQ's own default is 60s).
@@ -75,6 +78,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
             .field("heartbeat", &self.heartbeat)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -234,6 +238,14 @@ impl NodeConfig {
                     broker.error("url", "must start with amqp:// or amqps://");
                 }
             }
+            let tls_ca = broker.str("tls_ca").map(|p| base.join(p));
+            if let (Some(ca), Some(url)) = (&tls_ca, &broker_url) {
+                if !url.starts_with("amqps://") {
+                    broker.error("tls_ca", "is set but the broker url is not amqps://");
+                } else if !ca.is_file() {
+                    broker.error("tls_ca", format!("{} is not a readable file", ca.display()));
+                }
+            }
             if broker_url.is_none() && broker.has("namespace") {
                 broker.error(
                     "url",
@@ -247,6 +259,7 @@ impl NodeConfig {
                 prefetch,
                 delivery_limit,
                 heartbeat,
+                tls_ca,
             });
         } else if let Some(url) = broker_url {
             cfg.broker = Some(BrokerConfig {
@@ -255,6 +268,7 @@ impl NodeConfig {
                 prefetch: None,
                 delivery_limit: 5,
                 heartbeat: DEFAULT_AMQP_HEARTBEAT,
+                tls_ca: None,
             });
         }
 
@@ -435,6 +449,26 @@ mod tests {
         assert_eq!(
             cfg.broker.unwrap().connect_url(),
             "amqp://h/%2f?heartbeat=3"
+        );
+    }
+
+    #[test]
+    fn tls_ca_needs_amqps_and_a_readable_file() {
+        let err = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\ntls_ca = \"ca.pem\"\n[workers]\nkinds=[\"load\"]\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not amqps://"), "{err}");
+        let err = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqps://h/%2f\"\ntls_ca = \"missing-ca.pem\"\n[workers]\nkinds=[\"load\"]\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/etc/conveyor/missing-ca.pem is not a readable file"),
+            "{err}"
         );
     }
 

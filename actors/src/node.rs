@@ -106,9 +106,20 @@ impl Node {
                     b.delivery_limit,
                     cfg.node_name.clone(),
                 );
+                let tls_ca =
+                    match &b.tls_ca {
+                        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                            NodeError::Dir {
+                                what: "broker tls_ca",
+                                path: path.clone(),
+                                source,
+                            }
+                        })?),
+                        None => None,
+                    };
                 let handle = io.clone();
                 let t = on_io(&io, async move {
-                    AmqpTransport::connect(&url, &ns, limit, &node, handle).await
+                    AmqpTransport::connect_tls(&url, &ns, limit, &node, handle, tls_ca).await
                 })
                 .await??;
                 info!(broker = %crate::config::redact_url(&b.url), namespace = %b.namespace, "Connected to the broker");

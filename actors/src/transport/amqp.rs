@@ -52,6 +52,8 @@ impl Live {
 
 struct Shared {
     url: String,
+    /// Extra CA certificates (PEM) for amqps://.
+    tls_ca: Option<String>,
     names: Names,
     delivery_limit: u32,
     node: String,
@@ -111,8 +113,22 @@ impl AmqpTransport {
         node: &str,
         io: tokio::runtime::Handle,
     ) -> Result<Self> {
+        AmqpTransport::connect_tls(url, namespace, delivery_limit, node, io, None).await
+    }
+
+    /// Like [`AmqpTransport::connect`]; `tls_ca` is a PEM bundle of CA
+    /// certificates trusted for `amqps://` besides the web PKI roots.
+    pub async fn connect_tls(
+        url: &str,
+        namespace: &str,
+        delivery_limit: u32,
+        node: &str,
+        io: tokio::runtime::Handle,
+        tls_ca: Option<String>,
+    ) -> Result<Self> {
         let transport = AmqpTransport {
             shared: Arc::new(Shared {
+                tls_ca,
                 url: url.to_string(),
                 names: Names {
                     namespace: namespace.to_string(),
@@ -136,7 +152,11 @@ impl AmqpTransport {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(format!("conveyor {}", sh.node)));
         let runtime = async_rs::Runtime::tokio_with_handle(sh.io.clone());
-        let conn = Connection::connect_with_runtime(&sh.url, props, runtime)
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: sh.tls_ca.clone(),
+        };
+        let conn = Connection::connect_with_config(&sh.url, props, tls, runtime)
             .await
             .map_err(|e| {
                 TransportError::Broker(format!(
