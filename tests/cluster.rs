@@ -429,3 +429,86 @@ fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
     );
     assert!(err.to_string().contains("could not route"), "{err}");
 }
+
+/// Issue 3, timeouts: the transform's first attempt stalls on node-a (a
+/// blocking 3.5 s step, longer than three of its 1 s AMQP heartbeats) past
+/// its 1 s timeout; the coordinator dispatches attempt 2, which node-b runs.
+/// Attempt 1's late result is ignored, node-a keeps its connection
+/// throughout, and the output is written once.
+#[test]
+fn a_stalled_attempt_times_out_is_retried_elsewhere_and_its_late_result_is_ignored() {
+    let dir = TestDir::new("cluster_timeout");
+    let ns = namespace("timeout");
+    let storage = dir.join("shared");
+    let fast_heartbeat =
+        |text: String| text.replace("[broker]\n", "[broker]\nheartbeat = \"1s\"\n");
+    let x_cfg = dir.write(
+        "x.toml",
+        &node_config("node-x", &ns, &["extract", "load"], &storage, ""),
+    );
+    let a_cfg = dir.write(
+        "a.toml",
+        &fast_heartbeat(node_config(
+            "node-a",
+            &ns,
+            &["transform"],
+            &storage,
+            "[workers.concurrency]\ntransform = 1\n",
+        )),
+    );
+    let b_cfg = dir.write(
+        "b.toml",
+        &node_config("node-b", &ns, &["transform"], &storage, ""),
+    );
+    // The load waits, so that the client is still there for the late result.
+    let _x = NodeProcess::start(
+        &x_cfg,
+        &dir.join("x.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep=4000@load")],
+    );
+    let a = NodeProcess::start(
+        &a_cfg,
+        &dir.join("a.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep=3500@transform")],
+    );
+    let csv = repo_root().join("examples/data/colors.csv");
+    let flow = dir.write(
+        "timeout.toml",
+        &format!(
+            "[flow]\nname = \"timeout\"\nmax_attempts = 3\nbackoff = \"100ms\"\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n[tasks.transform]\nkind = \"transform\"\ninput = \"extract\"\ntimeout = \"1s\"\nsteps = [{{ drop = [\"HEX\"] }}]\n[tasks.load]\nkind = \"load\"\ninput = \"transform\"\npath = \"colors.csv\"\n",
+            csv.display()
+        ),
+    );
+    let client = client_config(&dir, &ns, "");
+    let run = run_flow_args_in_background(
+        &dir.path,
+        &flow,
+        &["--config", client.to_str().unwrap(), "--log", "info"],
+    );
+    a.wait_for_line(&[".transform", "Task started"], Duration::from_secs(30));
+    let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
+    let (out, report) = run.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    let t = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(t.node.as_deref(), Some("node-b"), "{t:?}");
+    assert_eq!(t.attempts, 2, "{t:?}");
+    let client_log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        client_log
+            .lines()
+            .any(|l| l.contains("Dispatching task") && l.contains(".transform attempt=2")),
+        "no second attempt after the timeout:\n{client_log}"
+    );
+    assert!(
+        client_log.contains("Ignoring a stale update from a superseded attempt"),
+        "attempt 1's late result was not seen and ignored:\n{client_log}"
+    );
+    let a_log = a.log_text();
+    assert!(
+        !a_log.contains("Reconnected") && !a_log.contains("connection lost"),
+        "node-a lost its connection during the blocking step:\n{a_log}"
+    );
+    assert_colors_promise(&amqp_url(), &ns, &storage);
+}
