@@ -111,8 +111,17 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
         schema,
         at.counted(input),
     )?;
+    let output = TaskOutput {
+        rows_in: rows,
+        rows_out: rows,
+        artifact: None,
+        location: target.display().to_string(),
+    };
     // The marker is the fence: a duplicate attempt that got here second must
-    // not replace what the first one committed.
+    // not replace what the first one committed. Checking it, replacing the
+    // file and writing it happen under the task run's lock, so two attempts
+    // racing to commit cannot both replace the file.
+    let _lock = ws.store.lock_task(at.flow_run, at.task)?;
     if ws.store.committed(at.flow_run, at.task)?.is_some() {
         tracing::info!(
             flow_run = at.flow_run,
@@ -121,13 +130,10 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
         );
     } else {
         pending.commit_replace(&target)?;
+        ws.store
+            .mark_committed(at.flow_run, at.task, &at.tag(), &output)?;
     }
-    Ok(TaskOutput {
-        rows_in: rows,
-        rows_out: rows,
-        artifact: None,
-        location: target.display().to_string(),
-    })
+    Ok(output)
 }
 
 fn artifact_output(at: &Attempt, rows_in: u64, rows_out: u64) -> TaskOutput {
@@ -175,4 +181,65 @@ fn read_artifact(
     let schema = reader.schema();
     let iter = reader.map(move |b| b.map_err(error::data_err(&path)));
     Ok((schema, Box::new(iter)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conveyor_schemas::{DataFormat, ExtractSpec, SourceLocation};
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_second_load_attempt_of_a_committed_task_run_does_not_replace_the_file() {
+        let dir = std::env::temp_dir().join(format!("conveyor-load-fence-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
+        let ws = Workspace {
+            store: ArtifactStore::new(dir.join("artifacts")),
+            output_root: dir.join("out"),
+            max_record_bytes: crate::guard::DEFAULT_MAX_RECORD_BYTES,
+        };
+        std::fs::create_dir_all(&ws.output_root).unwrap();
+        let progress = AtomicU64::new(0);
+        let at = |task, attempt| Attempt {
+            flow_run: "run-1",
+            task,
+            attempt,
+            progress: &progress,
+        };
+        let extracted = run_extract(
+            &ws,
+            &at("e", 1),
+            &ExtractSpec {
+                source: SourceLocation::Path(dir.join("in.csv").display().to_string()),
+                format: DataFormat::Csv,
+                schema: None,
+                header: true,
+                delimiter: ",".into(),
+            },
+        )
+        .unwrap();
+        let load = LoadSpec {
+            input: extracted.artifact.unwrap(),
+            format: DataFormat::Csv,
+            path: "o.csv".into(),
+            header: true,
+        };
+        run_load(&ws, &at("l", 1), &load).unwrap();
+        let first = std::fs::metadata(dir.join("out/o.csv")).unwrap().ino();
+        // A late attempt of the same task run: fenced, the file is not replaced.
+        let late = run_load(&ws, &at("l", 2), &load).unwrap();
+        assert_eq!(late.rows_out, 2);
+        assert_eq!(
+            std::fs::metadata(dir.join("out/o.csv")).unwrap().ino(),
+            first
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
+            "a,b\n1,x\n2,y\n"
+        );
+        assert!(ws.store.committed("run-1", "l").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

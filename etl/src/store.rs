@@ -205,6 +205,22 @@ impl ArtifactStore {
         }
     }
 
+    /// An exclusive lock on one task run, held until the file is dropped. It
+    /// is an OS file lock (`flock`): a process killed while holding it
+    /// releases it.
+    pub fn lock_task(&self, flow_run: &str, task: &str) -> Result<File> {
+        check_name("task name", task)?;
+        let path = self.run_dir(flow_run)?.join(format!("{task}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EtlError::io(&path, e))?;
+        file.lock().map_err(|e| EtlError::io(&path, e))?;
+        Ok(file)
+    }
+
     /// Records the task run's output. The first marker wins.
     pub fn mark_committed(
         &self,
