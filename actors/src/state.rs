@@ -796,6 +796,47 @@ path = "b.parquet"
     }
 
     #[test]
+    fn a_restored_run_republishes_unconfirmed_attempts_and_carries_on() {
+        let t0 = Instant::now();
+        let clock = Clock {
+            now: t0,
+            wall_ms: 1_000_000,
+        };
+        let mut fr = run(t0);
+        let e = fr.poll(t0, &all_live, &mut one).remove(0);
+        assert!(fr.mark_published("e", 1));
+        fr.apply(&success(&e, 10), t0, &mut one);
+        let next = fr.poll(t0, &all_live, &mut one);
+        let published_t = next.iter().find(|m| m.task == "t").unwrap().clone();
+        assert!(fr.mark_published("t", 1));
+        // l2 was saved as dispatched, but its publish was never confirmed.
+        let snap = fr.snapshot(&clock);
+        let text = serde_json::to_string(&snap).unwrap();
+
+        // Another process, ten seconds later on the wall clock.
+        let t1 = Instant::now();
+        let later = Clock {
+            now: t1,
+            wall_ms: 1_010_000,
+        };
+        let snap: FlowSnapshot = serde_json::from_str(&text).unwrap();
+        let mut back = FlowRun::restore(fr.id.clone(), fr.flow.clone(), &snap, &later).unwrap();
+        let again = back.unpublished();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!((again[0].task.as_str(), again[0].attempt), ("l2", 1));
+        assert_eq!(back.report(t1).tasks, fr.report(t0).tasks);
+        // The restored run takes the published transform's result.
+        assert_eq!(
+            back.apply(&success(&published_t, 10), t1, &mut one),
+            Applied::Changed
+        );
+        // A snapshot of another flow shape is refused.
+        let mut wrong = snap.clone();
+        wrong.tasks.pop();
+        assert!(FlowRun::restore("x".into(), fr.flow.clone(), &wrong, &later).is_err());
+    }
+
+    #[test]
     fn all_tasks_succeeding_completes_the_flow() {
         let t0 = Instant::now();
         let mut fr = run(t0);
