@@ -32,8 +32,9 @@ use crate::runstore::{FlowSource, RunStore};
 use crate::state::{Applied, Clock, FlowRun};
 use crate::transport::Transport;
 
-/// Least time between two progress events to a submitting client.
-const CLIENT_PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Least time between two events to a submitting client: a flow shorter
+/// than this costs the broker two events (accepted, finished), no more.
+const CLIENT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -571,7 +572,8 @@ impl Handler<SubmitRemote> for Coordinator {
         let client = Client {
             request_id: sub.request_id.clone(),
             queue: sub.reply_to.clone(),
-            last_event: None,
+            // The accepted event is the first.
+            last_event: Some(Instant::now()),
         };
         self.start_run(Arc::new(flow), &source, Some(client), ctx)
             .map(|_| ())

@@ -361,6 +361,20 @@ impl AmqpTransport {
         self.publish_confirmed(&name, "submit", &body, props).await
     }
 
+    /// Like [`AmqpTransport::publish_update`], but not written to the
+    /// broker's disk: for updates a broker restart may lose (started,
+    /// progress). Still `mandatory` and confirmed, so a missing reply queue
+    /// is an error.
+    pub async fn publish_update_transient(&self, reply_to: &str, body: Vec<u8>) -> Result<()> {
+        self.publish_confirmed(
+            &self.shared.names.replies_exchange(),
+            reply_to,
+            &body,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+    }
+
     pub async fn publish_update(&self, reply_to: &str, body: Vec<u8>) -> Result<()> {
         self.publish_confirmed(
             &self.shared.names.replies_exchange(),

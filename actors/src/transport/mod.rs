@@ -194,13 +194,22 @@ impl Transport {
         }
     }
 
+    /// Publishes a worker's update. Results are persistent; `Started` and
+    /// `Progress` are transient (cheaper for the broker; a broker restart may
+    /// lose them, and nothing depends on them).
     pub async fn publish_update(&self, reply_to: &str, update: &TaskUpdate) -> Result<()> {
         let body = encode(update)?;
+        let transient = matches!(
+            update.status,
+            conveyor_schemas::UpdateStatus::Started
+                | conveyor_schemas::UpdateStatus::Progress { .. }
+        );
         match self {
             Transport::InProc(bus) => {
                 bus.publish(reply_to, body);
                 Ok(())
             }
+            Transport::Amqp(t) if transient => t.publish_update_transient(reply_to, body).await,
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
         }
     }
