@@ -19,8 +19,9 @@ Tools:
   conveyor-cluster   a worker node process + `conveyor run --config` on RabbitMQ
   polars, duckdb     single-process peers, installed in bench/.venv
 
-Not yet measured (issue 4): W1/W2/W4, the raw lapin ceiling, the reference
-pika+pandas design, Celery and Prefect.
+W1/W2 (tiny flows, against Celery) are in bench/flows.py. Not yet measured
+(issue 4): W4, the raw lapin ceiling, the reference pika+pandas design and
+Prefect.
 """
 import argparse
 import json
