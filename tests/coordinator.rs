@@ -2,7 +2,7 @@
 //! and scenario (c), a coordinator SIGKILLed with tasks in flight, in both
 //! ambiguous orderings of "state saved" and "task published".
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use conveyor_schemas::{FlowState, TaskState};
@@ -34,20 +34,8 @@ fn cluster_with(test: &str, kinds: &[&str]) -> Cluster {
         &dir.join("w.log"),
         &[("CONVEYOR_FAILPOINTS", "sleep=1500@extract")],
     );
-    let db = dir.join("coord-state/coordinator.db");
-    let coord_cfg = dir.write(
-        "coord.toml",
-        &node_config(
-            "coord",
-            &ns,
-            &[],
-            &storage,
-            &format!(
-                "[coordinator]\nworker_wait = \"30s\"\ndb = \"{}\"\n",
-                db.display()
-            ),
-        ),
-    );
+    let coord_cfg =
+        coordinator_config(&dir, &ns, &storage, &dir.join("coord-state/coordinator.db"));
     let client_cfg = dir.write(
         "client.toml",
         &node_config("client", &ns, &[], &dir.join("client"), ""),
@@ -60,6 +48,23 @@ fn cluster_with(test: &str, kinds: &[&str]) -> Cluster {
         client_cfg,
         _worker: worker,
     }
+}
+
+/// A coordinator node's config: no workers, its database at `db`.
+fn coordinator_config(dir: &TestDir, ns: &str, storage: &Path, db: &Path) -> PathBuf {
+    dir.write(
+        "coord.toml",
+        &node_config(
+            "coord",
+            ns,
+            &[],
+            storage,
+            &format!(
+                "[coordinator]\nworker_wait = \"30s\"\ndb = \"{}\"\n",
+                db.display()
+            ),
+        ),
+    )
 }
 
 #[test]
@@ -285,17 +290,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
         .enumerate()
         .map(|(i, cfg)| NodeProcess::start(cfg, &dir.join(&format!("w{i}-0.log")), &[]))
         .collect();
-    let db = dir.join("coordinator.db");
-    let coord_cfg = dir.write(
-        "coord.toml",
-        &node_config(
-            "coord",
-            &ns,
-            &[],
-            &storage,
-            &format!("[coordinator]\ndb = \"{}\"\n", db.display()),
-        ),
-    );
+    let coord_cfg = coordinator_config(&dir, &ns, &storage, &dir.join("coordinator.db"));
     let _coord = NodeProcess::start_coordinator(&coord_cfg, &dir.join("coord.log"), &[]);
     let csv = repo_root().join("examples/data/colors.csv");
 

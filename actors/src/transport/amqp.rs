@@ -548,6 +548,25 @@ fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
+/// A quorum queue that dead-letters a message after `delivery_limit`
+/// deliveries (the broker's default limit is none, so set it explicitly).
+fn guarded_quorum_args(n: &Names, delivery_limit: u32) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(delivery_limit as i64),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(n.dead_letter_exchange().into()),
+    );
+    args
+}
+
 async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -603,15 +622,7 @@ async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Resul
     )
     .await?;
     for kind in TaskKind::ALL {
-        let mut args = quorum.clone();
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(delivery_limit as i64),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(n.dead_letter_exchange().into()),
-        );
+        let args = guarded_quorum_args(n, delivery_limit);
         ch.queue_declare(n.task_queue(kind).into(), queue_opts, args)
             .await
             .map_err(|e| {
@@ -650,19 +661,7 @@ async fn declare_submissions(ch: &Channel, n: &Names, delivery_limit: u32) -> Re
         FieldTable::default(),
     )
     .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(delivery_limit as i64),
-    );
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(n.dead_letter_exchange().into()),
-    );
+    let args = guarded_quorum_args(n, delivery_limit);
     ch.queue_declare(
         n.submissions().into(),
         QueueDeclareOptions {
