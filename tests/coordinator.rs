@@ -456,3 +456,36 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
         "fault {test}: result=ok flows_checked={FLOWS} worker_kills={kills} duplicates=0 losses=0"
     );
 }
+
+/// A submission delivered twice (a client retry, or a redelivery after a
+/// coordinator crash) starts one run, not two.
+#[test]
+fn a_submission_delivered_twice_runs_once() {
+    let c = cluster("submit_twice");
+    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let csv = repo_root().join("examples/data/colors.csv");
+    let sub = conveyor_schemas::FlowSubmission {
+        schema_version: conveyor_schemas::SCHEMA_VERSION,
+        request_id: "the-same-request".into(),
+        flow_file: "twice.toml".into(),
+        flow_text: format!(
+            "[flow]\nname = \"twice\"\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n[tasks.transform]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"HEX\"] }}]\n[tasks.load]\nkind = \"load\"\ninput = \"transform\"\npath = \"colors.csv\"\n",
+            csv.display()
+        ),
+        flow_base: c.dir.path.to_string_lossy().into_owned(),
+        reply_to: format!("{}.replies.nobody", &*c.ns),
+        client: "test".into(),
+    };
+    let body = serde_json::to_vec(&sub).unwrap();
+    publish_raw(&format!("{}.submissions", &*c.ns), "submit", &[body.clone(), body]);
+    coord.wait_for_line(&["Flow finished", "twice-", "Succeeded"], Duration::from_secs(60));
+    coord.wait_for_log("Submission seen before", Duration::from_secs(10));
+    let log = coord.log_text();
+    assert_eq!(
+        log.matches("Flow submitted by a client").count(),
+        1,
+        "{log}"
+    );
+    assert_colors_promise(&amqp_url(), &c.ns, &c.storage);
+    assert_eq!(queue_depth(&format!("{}.submissions", &*c.ns)), 0);
+}

@@ -500,34 +500,32 @@ impl Handler<SubmitRemote> for Coordinator {
             );
             return Ok(());
         }
-        // A redelivered submission: answer with the run it already started.
-        if let Some(run) = self.runs.values().find(|r| {
-            r.client
-                .as_ref()
-                .is_some_and(|c| c.request_id == sub.request_id)
-        }) {
-            let report = run.machine.report(Instant::now());
-            self.send_event(
-                &sub.reply_to,
-                &sub.request_id,
-                FlowEventKind::Accepted { report },
-            );
-            return Ok(());
-        }
+        // A redelivered submission: answer with the run it already started
+        // (an indexed lookup in the database, not a scan of the runs).
         match self.store.find_request(&sub.request_id) {
-            Ok(Some(done)) => {
-                info!(request_id = %sub.request_id, flow_run = %done.id, "Submission seen before; its run already finished");
+            Ok(Some(seen)) => {
+                if let Some(run) = self.runs.get(&seen.id) {
+                    info!(request_id = %sub.request_id, flow_run = %seen.id, "Submission seen before; answering with its run");
+                    let report = run.machine.report(Instant::now());
+                    self.send_event(
+                        &sub.reply_to,
+                        &sub.request_id,
+                        FlowEventKind::Accepted { report },
+                    );
+                    return Ok(());
+                }
+                info!(request_id = %sub.request_id, flow_run = %seen.id, "Submission seen before; its run already finished");
                 let report = FlowSpec::parse(
-                    &done.source.file,
-                    &done.source.text,
-                    std::path::Path::new(&done.source.base),
+                    &seen.source.file,
+                    &seen.source.text,
+                    std::path::Path::new(&seen.source.base),
                 )
                 .map_err(|p| p.to_string())
                 .and_then(|flow| {
                     FlowRun::restore(
-                        done.id.clone(),
+                        seen.id.clone(),
                         Arc::new(flow),
-                        &done.snapshot,
+                        &seen.snapshot,
                         &Clock::now(),
                     )
                 })
