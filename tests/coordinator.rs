@@ -477,8 +477,15 @@ fn a_submission_delivered_twice_runs_once() {
         client: "test".into(),
     };
     let body = serde_json::to_vec(&sub).unwrap();
-    publish_raw(&format!("{}.submissions", &*c.ns), "submit", &[body.clone(), body]);
-    coord.wait_for_line(&["Flow finished", "twice-", "Succeeded"], Duration::from_secs(60));
+    publish_raw(
+        &format!("{}.submissions", &*c.ns),
+        "submit",
+        &[body.clone(), body],
+    );
+    coord.wait_for_line(
+        &["Flow finished", "twice-", "Succeeded"],
+        Duration::from_secs(60),
+    );
     coord.wait_for_log("Submission seen before", Duration::from_secs(10));
     let log = coord.log_text();
     assert_eq!(
