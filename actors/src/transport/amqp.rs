@@ -548,14 +548,19 @@ fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-/// A quorum queue that dead-letters a message after `delivery_limit`
-/// deliveries (the broker's default limit is none, so set it explicitly).
-fn guarded_quorum_args(n: &Names, delivery_limit: u32) -> FieldTable {
+fn quorum_args() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    args
+}
+
+/// A quorum queue that dead-letters a message after `delivery_limit`
+/// deliveries (the broker's default limit is none, so set it explicitly).
+fn guarded_quorum_args(n: &Names, delivery_limit: u32) -> FieldTable {
+    let mut args = quorum_args();
     args.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(delivery_limit as i64),
@@ -567,51 +572,32 @@ fn guarded_quorum_args(n: &Names, delivery_limit: u32) -> FieldTable {
     args
 }
 
-async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
+async fn declare_durable_exchange(ch: &Channel, name: String, kind: ExchangeKind) -> Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        n.tasks_exchange().into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        n.events_exchange().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        n.replies_exchange().into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    // Topic: `ns.dead` takes every dead letter ("#"); a coordinator's reply
-    // queue also takes those whose CC header names it.
-    ch.exchange_declare(
-        n.dead_letter_exchange().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    let mut quorum = FieldTable::default();
-    quorum.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
+    ch.exchange_declare(name.into(), kind, durable, FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
+    // Topic dead-letter exchange: `ns.dead` takes every dead letter ("#"); a
+    // coordinator's reply queue also takes those whose CC header names it.
+    for (name, kind) in [
+        (n.tasks_exchange(), ExchangeKind::Direct),
+        (n.events_exchange(), ExchangeKind::Topic),
+        (n.replies_exchange(), ExchangeKind::Direct),
+        (n.dead_letter_exchange(), ExchangeKind::Topic),
+    ] {
+        declare_durable_exchange(ch, name, kind).await?;
+    }
     let queue_opts = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.queue_declare(n.dead_letter_queue().into(), queue_opts, quorum.clone())
+    ch.queue_declare(n.dead_letter_queue().into(), queue_opts, quorum_args())
         .await?;
     ch.queue_bind(
         n.dead_letter_queue().into(),
@@ -651,16 +637,7 @@ async fn declare_topology(ch: &Channel, n: &Names, delivery_limit: u32) -> Resul
 /// rights on them). A submission that crashes every coordinator that takes it
 /// is dead-lettered like a poison task.
 async fn declare_submissions(ch: &Channel, n: &Names, delivery_limit: u32) -> Result<()> {
-    ch.exchange_declare(
-        n.submissions().into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    declare_durable_exchange(ch, n.submissions(), ExchangeKind::Direct).await?;
     let args = guarded_quorum_args(n, delivery_limit);
     ch.queue_declare(
         n.submissions().into(),
