@@ -461,6 +461,7 @@ fn execute(
             delivery,
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
+        store.sweep_committed(&msg.flow_run, &msg.task)?;
         return Ok(output);
     }
     let at = Attempt {

@@ -128,6 +128,7 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
             task = at.task,
             "Load already committed by another attempt; dropping this one"
         );
+        ws.store.sweep_committed(at.flow_run, at.task)?;
     } else {
         pending.commit_replace(&target)?;
         ws.store
@@ -228,6 +229,10 @@ mod tests {
         };
         run_load(&ws, &at("l", 1), &load).unwrap();
         let first = std::fs::metadata(dir.join("out/o.csv")).unwrap().ino();
+        // Left by an attempt killed after linking its marker, before removing
+        // the temporary name.
+        let leftover = dir.join("artifacts/run-1/.l.done.json.a1-99999.tmp");
+        std::fs::write(&leftover, b"{}").unwrap();
         // A late attempt of the same task run: fenced, the file is not replaced.
         let late = run_load(&ws, &at("l", 2), &load).unwrap();
         assert_eq!(late.rows_out, 2);
@@ -240,6 +245,10 @@ mod tests {
             "a,b\n1,x\n2,y\n"
         );
         assert!(ws.store.committed("run-1", "l").unwrap().is_some());
+        assert!(
+            !leftover.exists(),
+            "the killed attempt's marker was not swept"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

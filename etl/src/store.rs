@@ -92,9 +92,9 @@ impl PendingFile {
             Err(e) => return Err(EtlError::io(final_path, e)),
         };
         let _ = std::fs::remove_file(&self.tmp);
-        if committed {
-            sweep_leftovers(final_path);
-        }
+        // Whoever committed, the output is in place: the temporary files of
+        // killed attempts are garbage now.
+        sweep_leftovers(final_path);
         sync_parent(final_path)?;
         Ok(committed)
     }
@@ -186,6 +186,15 @@ impl ArtifactStore {
     pub fn resolve(&self, rel: &str) -> Result<PathBuf> {
         let clean = crate::paths::check_relative_path("artifact path", rel)?;
         Ok(self.root.join(clean))
+    }
+
+    /// Removes what killed attempts of a committed task run left in the
+    /// store: temporary artifacts and markers (an attempt killed after its
+    /// rename, before removing its temporary name, leaves one behind).
+    pub fn sweep_committed(&self, flow_run: &str, task: &str) -> Result<()> {
+        sweep_leftovers(&self.marker_path(flow_run, task)?);
+        sweep_leftovers(&self.artifact_path(flow_run, task)?);
+        Ok(())
     }
 
     fn marker_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
