@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use conveyor_schemas::{
     CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, Literal,
-    SourceLocation, Step, TaskKind,
+    Partition, SourceLocation, Step, TaskKind,
 };
 use toml_edit::Value;
 
@@ -87,7 +87,30 @@ pub enum TaskBody {
         format: DataFormat,
         path: String,
         header: bool,
+        /// Write a directory of part files (partitioned input only).
+        parts: bool,
+        /// Set on one partition of a partitioned load: writes part `N` into
+        /// the artifact store for the gather.
+        part: Option<u32>,
     },
+    /// Puts the parts of a partitioned load in place. Made by the flow
+    /// parser, never written by users; it keeps the load's name.
+    Gather {
+        format: DataFormat,
+        path: String,
+        parts: bool,
+        /// The part tasks, in partition order.
+        inputs: Vec<String>,
+    },
+}
+
+/// Most partitions one task may be split into.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The name of partition `i` of task `name`. `@` is not allowed in the names
+/// users write, so it cannot clash with another task.
+pub fn partition_name(name: &str, i: u32) -> String {
+    format!("{name}@{i}")
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -216,8 +239,12 @@ impl FlowSpec {
         }
         root.finish();
         if diag.is_clean() {
-            if let Err((task, message)) = order_tasks(&mut tasks) {
-                diag.report(&format!("tasks.{task}"), None, message);
+            match order_tasks(&mut tasks).and_then(|()| expand_partitions(tasks)) {
+                Ok(expanded) => tasks = expanded,
+                Err((task, message)) => {
+                    diag.report(&format!("tasks.{task}"), None, message);
+                    tasks = Vec::new();
+                }
             }
         }
         diag.finish(file)?;
@@ -308,10 +335,13 @@ fn read_task(
                 }
                 let format = parse_format(t, path.as_deref());
                 let header = t.bool("header").unwrap_or(true);
+                let parts = t.bool("parts").unwrap_or(false);
                 TaskBody::Load {
                     format: format?,
                     path: path?,
                     header,
+                    parts,
+                    part: None,
                 }
             }
         }
@@ -363,6 +393,17 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
     let format = parse_format(t, source.as_ref().map(|s| s.1.as_str()));
     let header = t.bool("header").unwrap_or(true);
     let delimiter = t.str("delimiter").unwrap_or_else(|| ",".into());
+    let partitions = t
+        .uint("partitions", 1, MAX_PARTITIONS as i64)
+        .map(|n| n as u32);
+    if partitions.is_some() {
+        if let Some((SourceLocation::Url(_), _)) = &source {
+            t.error(
+                "partitions",
+                "a download cannot be partitioned; give a local `path` (a file or a glob)",
+            );
+        }
+    }
     if !matches!(delimiter.as_bytes(), [b] if b.is_ascii()) {
         t.error("delimiter", "must be one ASCII character");
     }
@@ -391,6 +432,8 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
         schema,
         header,
         delimiter,
+        // Expanded into one task per partition once the graph is known.
+        partition: partitions.map(|count| Partition { index: 0, count }),
     })
 }
 
@@ -527,6 +570,121 @@ fn literal(found: &Found, diag: &Diag) -> Option<Literal> {
 }
 
 /// Sorts tasks so dependencies come first; reports unknown names and cycles.
+/// Splits every task downstream of a partitioned extract into one task per
+/// partition: extract `e` with `partitions = N` becomes `e@0` .. `e@N-1`, a
+/// transform of it becomes `t@0` .. `t@N-1` (partition `i` reads `e@i`), and
+/// a load becomes its parts `l@i` plus a gather `l` that puts them in place.
+/// `tasks` is in dependency order, and so is the result.
+fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, String)> {
+    // Partitioned task → its partition count.
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    let mut out = Vec::with_capacity(tasks.len());
+    for def in tasks {
+        // `after = ["e"]` on a partitioned `e` waits for all of its partitions.
+        let expand = |names: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .flat_map(|a| match counts.get(a) {
+                    Some(&n) => (0..n).map(|i| partition_name(a, i)).collect(),
+                    None => vec![a.clone()],
+                })
+                .collect()
+        };
+        let n = match &def.body {
+            TaskBody::Extract(e) => e.partition.map(|p| p.count),
+            _ => def.input.as_ref().and_then(|i| counts.get(i).copied()),
+        };
+        let Some(n) = n else {
+            if let TaskBody::Load { parts: true, .. } = def.body {
+                return Err((
+                    def.name,
+                    "`parts = true` needs a partitioned input: an extract with `partitions`".into(),
+                ));
+            }
+            out.push(TaskDef {
+                after: expand(&def.after),
+                ..def
+            });
+            continue;
+        };
+        let others: Vec<String> = expand(
+            &def.after
+                .iter()
+                .filter(|a| Some(*a) != def.input.as_ref())
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let mut part_names = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let input = def.input.as_ref().map(|x| partition_name(x, i));
+            let body = match &def.body {
+                TaskBody::Extract(e) => TaskBody::Extract(ExtractSpec {
+                    partition: Some(Partition { index: i, count: n }),
+                    ..e.clone()
+                }),
+                TaskBody::Transform { steps } => TaskBody::Transform {
+                    steps: steps.clone(),
+                },
+                TaskBody::Load {
+                    format,
+                    path,
+                    header,
+                    parts,
+                    ..
+                } => TaskBody::Load {
+                    format: *format,
+                    path: path.clone(),
+                    // One file: only the first part carries the CSV header.
+                    header: *header && (*parts || i == 0),
+                    parts: *parts,
+                    part: Some(i),
+                },
+                TaskBody::Gather { .. } => unreachable!("gathers are made here"),
+            };
+            let name = partition_name(&def.name, i);
+            part_names.push(name.clone());
+            out.push(TaskDef {
+                name,
+                kind: def.kind,
+                after: input
+                    .iter()
+                    .cloned()
+                    .chain(others.iter().cloned())
+                    .collect(),
+                input,
+                retry: def.retry.clone(),
+                timeout: def.timeout,
+                body,
+            });
+        }
+        match def.body {
+            TaskBody::Load {
+                format,
+                path,
+                parts,
+                ..
+            } => out.push(TaskDef {
+                name: def.name,
+                kind: TaskKind::Load,
+                input: None,
+                after: part_names.clone(),
+                retry: def.retry,
+                timeout: def.timeout,
+                body: TaskBody::Gather {
+                    format,
+                    path,
+                    parts,
+                    inputs: part_names,
+                },
+            }),
+            _ => {
+                counts.insert(def.name, n);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn order_tasks(tasks: &mut Vec<TaskDef>) -> Result<(), (String, String)> {
     let index: HashMap<&str, usize> = tasks
         .iter()
@@ -685,5 +843,105 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
         let unknown = "[flow]\nname = \"f\"\n[tasks.a]\nkind = \"load\"\ninput = \"nope\"\npath = \"x.csv\"\n";
         let err = FlowSpec::parse("f.toml", unknown, Path::new("/")).unwrap_err();
         assert!(err.to_string().contains("`nope`"), "{err}");
+    }
+
+    #[test]
+    fn a_partitioned_extract_splits_its_chain_and_gathers_each_load() {
+        let text = r#"
+[flow]
+name = "big"
+[tasks.e]
+kind = "extract"
+path = "data/*.csv"
+partitions = 3
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ drop = ["x"] }]
+[tasks.one]
+kind = "load"
+input = "t"
+path = "one.csv"
+[tasks.dir]
+kind = "load"
+input = "e"
+path = "dir"
+format = "parquet"
+parts = true
+[tasks.after_all]
+kind = "load"
+input = "e"
+path = "last.csv"
+after = ["one"]
+"#;
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/flows")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        for name in [
+            "e@0",
+            "e@2",
+            "t@1",
+            "one@2",
+            "one",
+            "dir@0",
+            "dir",
+            "after_all@1",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        assert_eq!(names.len(), 3 + 3 + 4 + 4 + 4);
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("e@1") < pos("t@1") && pos("t@1") < pos("one@1") && pos("one@2") < pos("one"));
+        let t1 = flow.task("t@1").unwrap();
+        assert_eq!(t1.input.as_deref(), Some("e@1"));
+        match &flow.task("e@2").unwrap().body {
+            TaskBody::Extract(e) => assert_eq!(e.partition, Some(Partition { index: 2, count: 3 })),
+            other => panic!("{other:?}"),
+        }
+        // One CSV file: only part 0 writes the header. A directory: every part does.
+        let header = |n: &str| match &flow.task(n).unwrap().body {
+            TaskBody::Load { header, part, .. } => (*header, *part),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(header("one@0"), (true, Some(0)));
+        assert_eq!(header("one@1"), (false, Some(1)));
+        assert_eq!(header("dir@2"), (true, Some(2)));
+        match &flow.task("one").unwrap().body {
+            TaskBody::Gather { inputs, parts, .. } => {
+                assert_eq!(inputs, &["one@0", "one@1", "one@2"]);
+                assert!(!parts);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(flow.task("one").unwrap().after, ["one@0", "one@1", "one@2"]);
+        // `after` on a gathered load waits for the gather.
+        assert_eq!(flow.task("after_all@0").unwrap().after, ["e@0", "one"]);
+    }
+
+    #[test]
+    fn partition_mistakes_are_errors_naming_the_task() {
+        let parts_alone = "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extract\"\npath = \"a.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"d\"\nformat = \"csv\"\nparts = true\n";
+        let err = FlowSpec::parse("f.toml", parts_alone, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tasks.l") && err.contains("partitioned input"),
+            "{err}"
+        );
+        let url = "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extract\"\nurl = \"https://x/a.csv\"\npartitions = 2\n";
+        let err = FlowSpec::parse("f.toml", url, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partitions") && err.contains("download"),
+            "{err}"
+        );
+        let zero = "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extract\"\npath = \"a.csv\"\npartitions = 0\n";
+        let err = FlowSpec::parse("f.toml", zero, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partitions") && err.contains("1 to 1024"),
+            "{err}"
+        );
     }
 }

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
-    ErrorKind, FlowState, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage, TaskOutput,
-    TaskReport, TaskSpec, TaskState, TaskUpdate, TransformSpec, UpdateStatus, SCHEMA_VERSION,
+    ErrorKind, FlowState, GatherSpec, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage,
+    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, TransformSpec, UpdateStatus,
+    SCHEMA_VERSION,
 };
 
 use crate::flow::{FlowSpec, RetryPolicy, TaskBody};
@@ -286,6 +287,8 @@ impl FlowRun {
                     format,
                     path,
                     header,
+                    part,
+                    ..
                 },
                 Some(input),
             ) => TaskSpec::Load(LoadSpec {
@@ -293,6 +296,29 @@ impl FlowRun {
                 format: *format,
                 path: path.clone(),
                 header: *header,
+                part: *part,
+            }),
+            (
+                TaskBody::Gather {
+                    format,
+                    path,
+                    parts,
+                    inputs,
+                },
+                _,
+            ) => TaskSpec::Gather(GatherSpec {
+                inputs: inputs
+                    .iter()
+                    .map(|name| {
+                        self.index_of(name)
+                            .and_then(|j| self.tasks[j].output.as_ref())
+                            .and_then(|o| o.artifact.clone())
+                            .expect("a gather is dispatched after all its parts succeeded")
+                    })
+                    .collect(),
+                format: *format,
+                path: path.clone(),
+                parts: *parts,
             }),
             // Readiness guarantees the input succeeded with an artifact.
             (_, None) => unreachable!("task dispatched before its input succeeded"),

@@ -475,6 +475,7 @@ fn execute(
         TaskSpec::Extract(spec) => conveyor_etl::run_extract(&env.workspace, &at, spec),
         TaskSpec::Transform(spec) => conveyor_etl::run_transform(&env.workspace, &at, spec),
         TaskSpec::Load(spec) => conveyor_etl::run_load(&env.workspace, &at, spec),
+        TaskSpec::Gather(spec) => conveyor_etl::run_gather(&env.workspace, &at, spec),
     }?;
     env.failpoints.after_commit(&msg.task);
     store.mark_committed(

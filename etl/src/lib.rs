@@ -16,7 +16,9 @@ run them off their event loop.
 */
 
 pub mod error;
+pub mod gather;
 pub mod guard;
+pub mod partition;
 pub mod paths;
 pub mod sink;
 pub mod source;
@@ -31,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use conveyor_schemas::{ArtifactRef, ExtractSpec, LoadSpec, TaskOutput, TransformSpec};
 
 pub use error::{EtlError, Result};
+pub use gather::run_gather;
 pub use store::ArtifactStore;
 
 /// Where a worker reads and writes.
@@ -74,8 +77,7 @@ impl Attempt<'_> {
 
 /// Reads a source into a committed Arrow IPC artifact.
 pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
-    let file = source::fetch(&spec.source, &ws.store, &at.tag())?;
-    let batches = source::open(spec, &file, ws.max_record_bytes)?;
+    let batches = source::open_source(spec, &ws.store, &at.tag(), ws.max_record_bytes)?;
     let rows = commit_artifact(ws, at, batches.schema, at.counted(batches.iter))?;
     Ok(artifact_output(at, rows, rows))
 }
@@ -101,6 +103,9 @@ pub fn run_transform(ws: &Workspace, at: &Attempt, spec: &TransformSpec) -> Resu
 
 /// Writes an artifact to its final format under the output root.
 pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
+    if spec.part.is_some() {
+        return run_load_part(ws, at, spec);
+    }
     let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
     let (schema, input) = read_artifact(ws, &spec.input)?;
     let mut pending = store::PendingFile::create(&target, &at.tag())?;
@@ -135,6 +140,35 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
             .mark_committed(at.flow_run, at.task, &at.tag(), &output)?;
     }
     Ok(output)
+}
+
+/// Writes one partition of a partitioned load, in the load's format, into
+/// the artifact store, for the gather. The first attempt to commit wins.
+fn run_load_part(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
+    // Fail early on a load path the gather could not write.
+    paths::confine(&ws.output_root, "load path", &spec.path)?;
+    let ext = spec.format.as_str();
+    let final_path = ws.store.part_path(at.flow_run, at.task, ext)?;
+    let (schema, input) = read_artifact(ws, &spec.input)?;
+    let mut pending = store::PendingFile::create(&final_path, &at.tag())?;
+    let rows = sink::write(
+        spec,
+        pending.file()?,
+        pending.tmp_path(),
+        schema,
+        at.counted(input),
+    )?;
+    pending.commit_no_replace(&final_path)?;
+    let path = ArtifactStore::part_rel(at.flow_run, at.task, ext);
+    Ok(TaskOutput {
+        rows_in: rows,
+        rows_out: rows,
+        artifact: Some(ArtifactRef {
+            path: path.clone(),
+            rows,
+        }),
+        location: path,
+    })
 }
 
 fn artifact_output(at: &Attempt, rows_in: u64, rows_out: u64) -> TaskOutput {
@@ -218,6 +252,7 @@ mod tests {
                 schema: None,
                 header: true,
                 delimiter: ",".into(),
+                partition: None,
             },
         )
         .unwrap();
@@ -226,6 +261,7 @@ mod tests {
             format: DataFormat::Csv,
             path: "o.csv".into(),
             header: true,
+            part: None,
         };
         run_load(&ws, &at("l", 1), &load).unwrap();
         let first = std::fs::metadata(dir.join("out/o.csv")).unwrap().ino();
@@ -249,6 +285,264 @@ mod tests {
             !leftover.exists(),
             "the killed attempt's marker was not swept"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn workspace(name: &str) -> (std::path::PathBuf, Workspace) {
+        let dir = std::env::temp_dir().join(format!("conveyor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        let ws = Workspace {
+            store: ArtifactStore::new(dir.join("artifacts")),
+            output_root: dir.join("out"),
+            max_record_bytes: crate::guard::DEFAULT_MAX_RECORD_BYTES,
+        };
+        (dir, ws)
+    }
+
+    fn extract_spec(
+        path: &std::path::Path,
+        format: DataFormat,
+        part: Option<(u32, u32)>,
+    ) -> ExtractSpec {
+        ExtractSpec {
+            source: SourceLocation::Path(path.display().to_string()),
+            format,
+            schema: None,
+            header: true,
+            delimiter: ",".into(),
+            partition: part.map(|(index, count)| conveyor_schemas::Partition { index, count }),
+        }
+    }
+
+    /// Runs extract → load over `count` partitions and gathers them, the
+    /// way a partitioned flow does. Returns the gathered output's path.
+    fn partitioned_run(
+        ws: &Workspace,
+        run: &str,
+        source: &std::path::Path,
+        count: u32,
+        out_format: DataFormat,
+        path: &str,
+        parts: bool,
+    ) -> Result<std::path::PathBuf> {
+        let progress = AtomicU64::new(0);
+        let at = |task: &'static str, _i: u32| Attempt {
+            flow_run: run,
+            task,
+            attempt: 1,
+            progress: &progress,
+        };
+        let names_e = ["e@0", "e@1", "e@2", "e@3", "e@4", "e@5", "e@6"];
+        let names_l = ["l@0", "l@1", "l@2", "l@3", "l@4", "l@5", "l@6"];
+        let mut inputs = Vec::new();
+        for i in 0..count {
+            let e = run_extract(
+                ws,
+                &at(names_e[i as usize], i),
+                &extract_spec(source, DataFormat::Csv, Some((i, count))),
+            )?;
+            let l = run_load(
+                ws,
+                &at(names_l[i as usize], i),
+                &LoadSpec {
+                    input: e.artifact.unwrap(),
+                    format: out_format,
+                    path: path.into(),
+                    header: parts || i == 0,
+                    part: Some(i),
+                },
+            )?;
+            inputs.push(l.artifact.unwrap());
+        }
+        let out = run_gather(
+            ws,
+            &at("l", 0),
+            &conveyor_schemas::GatherSpec {
+                inputs,
+                format: out_format,
+                path: path.into(),
+                parts,
+            },
+        )?;
+        Ok(std::path::PathBuf::from(out.location))
+    }
+
+    #[test]
+    fn partitions_of_a_csv_with_quoted_newlines_gather_to_the_whole_files_bytes() {
+        let (dir, ws) = workspace("partitions");
+        let mut csv = String::from("id,code,note,flag\n");
+        for i in 0..5000 {
+            let note = match i % 3 {
+                0 => format!("\"line one\nline two, {i}\""),
+                1 => "\"said \"\"hi\"\"\"".to_string(),
+                _ => format!("naïve {i}"),
+            };
+            csv.push_str(&format!("{i},{:05},{note},{}\n", i * 7, i % 2 == 0));
+        }
+        std::fs::write(dir.join("in.csv"), &csv).unwrap();
+        let src = dir.join("in.csv");
+        let whole =
+            partitioned_run(&ws, "whole", &src, 1, DataFormat::Csv, "whole.csv", false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&whole).unwrap(),
+            csv,
+            "one partition round-trips"
+        );
+        for count in [2u32, 3, 7] {
+            let run = format!("csv{count}");
+            let out = partitioned_run(
+                &ws,
+                &run,
+                &src,
+                count,
+                DataFormat::Csv,
+                &format!("p{count}.csv"),
+                false,
+            )
+            .unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap(),
+                csv,
+                "{count} partitions"
+            );
+            // The parts left the store once gathered.
+            assert!(!dir.join(format!("artifacts/{run}/l@0.csv")).exists());
+        }
+        // Parquet in one file (row groups copied) and as a directory of parts:
+        // both read back as the same rows with the same types.
+        let single = partitioned_run(
+            &ws,
+            "pq1",
+            &src,
+            1,
+            DataFormat::Parquet,
+            "one.parquet",
+            false,
+        )
+        .unwrap();
+        let joined = partitioned_run(
+            &ws,
+            "pq3",
+            &src,
+            3,
+            DataFormat::Parquet,
+            "three.parquet",
+            false,
+        )
+        .unwrap();
+        let dir_out =
+            partitioned_run(&ws, "pqd", &src, 3, DataFormat::Parquet, "parts", true).unwrap();
+        let read = |p: &std::path::Path| -> Vec<arrow::array::RecordBatch> {
+            let f = std::fs::File::open(p).unwrap();
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+        };
+        let concat = |batches: Vec<arrow::array::RecordBatch>| {
+            arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+        };
+        let expected = concat(read(&single));
+        assert_eq!(expected.num_rows(), 5000);
+        assert_eq!(concat(read(&joined)), expected);
+        let mut from_parts = Vec::new();
+        for i in 0..3 {
+            from_parts.extend(read(&dir_out.join(format!("part-{i:05}.parquet"))));
+        }
+        assert_eq!(concat(from_parts), expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_partition_with_a_value_that_does_not_fit_names_where_it_starts_and_a_glob_reads_files_in_order(
+    ) {
+        let (dir, ws) = workspace("partition-errors");
+        let mut csv = String::from("n,s\n");
+        for i in 0..20000 {
+            csv.push_str(&format!("{i},x{i}\n"));
+        }
+        // Typed int64 from the first rows; this value far into the file is not.
+        csv.push_str("007,late\n");
+        std::fs::write(dir.join("in.csv"), &csv).unwrap();
+        let err = partitioned_run(
+            &ws,
+            "bad",
+            &dir.join("in.csv"),
+            2,
+            DataFormat::Csv,
+            "bad.csv",
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("of partition 1 (from byte") && err.contains("`007`"),
+            "{err}"
+        );
+        assert!(
+            !dir.join("out/bad.csv").exists(),
+            "no output after a failed partition"
+        );
+
+        std::fs::create_dir_all(dir.join("many")).unwrap();
+        let mut all = String::from("a,b\n");
+        for f in 0..5 {
+            let mut body = String::from("a,b\n");
+            for r in 0..3 {
+                body.push_str(&format!("{f}{r},\"f{f}\nr{r}\"\n"));
+            }
+            all.push_str(&body["a,b\n".len()..]);
+            std::fs::write(dir.join(format!("many/part{f}.csv")), body).unwrap();
+        }
+        let pattern = dir.join("many/*.csv");
+        for count in [1u32, 2, 7] {
+            let out = partitioned_run(
+                &ws,
+                &format!("glob{count}"),
+                &pattern,
+                count,
+                DataFormat::Csv,
+                &format!("g{count}.csv"),
+                false,
+            )
+            .unwrap();
+            assert_eq!(
+                std::fs::read_to_string(out).unwrap(),
+                all,
+                "{count} partitions of a glob"
+            );
+        }
+        std::fs::write(dir.join("many/part9.csv"), "a,c\n1,2\n").unwrap();
+        let err = partitioned_run(
+            &ws,
+            "globbad",
+            &pattern,
+            1,
+            DataFormat::Csv,
+            "gb.csv",
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("part9.csv") && err.contains("same columns"),
+            "{err}"
+        );
+        let err = partitioned_run(
+            &ws,
+            "none",
+            &dir.join("nothing/*.csv"),
+            1,
+            DataFormat::Csv,
+            "n.csv",
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no file matches"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -61,12 +61,12 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'));
     if ok {
         Ok(())
     } else {
         Err(EtlError::Spec(format!(
-            "{what} `{}` must be 1-128 characters of letters, digits, `_`, `-` or `.`",
+            "{what} `{}` must be 1-128 characters of letters, digits, `_`, `-`, `.` or `@`",
             name.escape_debug()
         )))
     }

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::csv::reader::Format;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, ExtractSpec, SourceLocation};
+use conveyor_schemas::{
+    ColumnSpec, ColumnType, DataFormat, ExtractSpec, Partition, SourceLocation,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{data_err, parquet_err, EtlError, Result};
 use crate::guard::{Framing, RecordGuard};
+use crate::partition::{self, Cut, RangeReader};
 use crate::store::{ArtifactStore, PendingFile};
 use crate::typing::{arrow_type, convert_text, infer_column};
 
@@ -138,6 +141,285 @@ pub fn open(spec: &ExtractSpec, file: &SourceFile, max_record: u64) -> Result<Ba
     }
 }
 
+/// Opens an extract's source: a downloaded URL, a local file or its
+/// partition, or the files a glob matches (or this partition's run of them).
+pub fn open_source(
+    spec: &ExtractSpec,
+    store: &ArtifactStore,
+    tag: &str,
+    max_record: u64,
+) -> Result<Batches> {
+    let pattern = match &spec.source {
+        SourceLocation::Path(p) if is_glob(p) => p,
+        other => {
+            let file = fetch(other, store, tag)?;
+            let batches = match spec.partition {
+                Some(part) if part.count > 1 || part.index > 0 => {
+                    open_partition(spec, &file, part, max_record)?
+                }
+                _ => open(spec, &file, max_record)?,
+            };
+            // A download's scratch file lives as long as its reader.
+            let iter = batches.iter;
+            let iter = std::iter::from_fn({
+                let mut iter = iter;
+                move || {
+                    let _keep = &file;
+                    iter.next()
+                }
+            });
+            return Ok(Batches {
+                schema: batches.schema,
+                iter: Box::new(iter),
+            });
+        }
+    };
+    open_glob(spec, pattern, max_record)
+}
+
+/// Whether a path is a glob pattern.
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+fn local(path: &Path) -> SourceFile {
+    SourceFile {
+        path: path.to_path_buf(),
+        display: path.to_path_buf(),
+        _download: None,
+    }
+}
+
+/// The files of a glob, sorted, are read one after another; partition `i` of
+/// `n` reads a contiguous run of them, so parts keep the files' order. The
+/// first file fixes the columns and their types; every other file must have
+/// the same columns, and its values must fit those types.
+fn open_glob(spec: &ExtractSpec, pattern: &str, max_record: u64) -> Result<Batches> {
+    let shown = Path::new(pattern);
+    let entries =
+        glob::glob(pattern).map_err(|e| EtlError::Spec(format!("bad glob `{pattern}`: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path =
+            entry.map_err(|e| EtlError::io(e.path(), std::io::Error::other(e.to_string())))?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(EtlError::data(shown, "no file matches this glob"));
+    }
+    let head = open(spec, &local(&files[0]), max_record)?.schema;
+    let (index, count) = spec
+        .partition
+        .map(|p| (p.index as usize, p.count.max(1) as usize))
+        .unwrap_or((0, 1));
+    let mine: Vec<PathBuf> =
+        files[index * files.len() / count..(index + 1) * files.len() / count].to_vec();
+    let spec = spec.clone();
+    let schema = head.clone();
+    let mut current: Option<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> = None;
+    let mut queue = mine.into_iter();
+    let iter = std::iter::from_fn(move || loop {
+        if let Some(it) = current.as_mut() {
+            if let Some(next) = it.next() {
+                return Some(next);
+            }
+        }
+        let path = queue.next()?;
+        match same_columns(&spec, &path, &schema, max_record)
+            .and_then(|()| open_fixed(&spec, &local(&path), &schema, max_record, None))
+        {
+            Ok(b) => current = Some(b.iter),
+            Err(e) => {
+                queue = Vec::new().into_iter();
+                return Some(Err(e));
+            }
+        }
+    });
+    Ok(Batches {
+        schema: head,
+        iter: Box::new(iter),
+    })
+}
+
+/// Checks that a file of a glob has the columns of the first one.
+fn same_columns(spec: &ExtractSpec, path: &Path, head: &SchemaRef, max_record: u64) -> Result<()> {
+    let own = open(spec, &local(path), max_record)?.schema;
+    let names = |s: &Schema| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
+    if names(&own) != names(head) {
+        return Err(EtlError::data(
+            path,
+            format!(
+                "has columns {} but the first file of the glob has {}; every file must have the same columns",
+                names(&own).join(", "),
+                names(head).join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens partition `part` of one file. Columns and types come from the
+/// start of the file, as they would for the whole file, so every partition
+/// agrees on them; a value that does not fit fails the partition, naming
+/// the byte where the partition starts.
+fn open_partition(
+    spec: &ExtractSpec,
+    file: &SourceFile,
+    part: Partition,
+    max_record: u64,
+) -> Result<Batches> {
+    let head = open(spec, file, max_record)?.schema;
+    open_fixed(spec, file, &head, max_record, Some(part))
+}
+
+/// Opens a whole file, or one partition of it, with the columns and types of
+/// `head`.
+fn open_fixed(
+    spec: &ExtractSpec,
+    file: &SourceFile,
+    head: &SchemaRef,
+    max_record: u64,
+    part: Option<Partition>,
+) -> Result<Batches> {
+    let display = file.display.clone();
+    let f = File::open(&file.path).map_err(|e| EtlError::io(&display, e))?;
+    let len = f.metadata().map_err(|e| EtlError::io(&display, e))?.len();
+    let (index, count) = part.map(|p| (p.index, p.count)).unwrap_or((0, 1));
+    let cut = match spec.format {
+        DataFormat::Csv => Cut::Csv { quote: b'"' },
+        DataFormat::Jsonl => Cut::Lines,
+        DataFormat::Parquet => return open_parquet_share(spec, f, head, index, count, &display),
+    };
+    let (start, end) =
+        partition::range(&f, len, index, count, cut).map_err(|e| EtlError::io(&display, e))?;
+    let framing = match cut {
+        Cut::Csv { quote } => Framing::Csv { quote },
+        Cut::Lines => Framing::Lines,
+    };
+    let bytes = BufReader::with_capacity(
+        1 << 20,
+        RecordGuard::new(RangeReader::new(f, start, end), framing, max_record),
+    );
+    let origin = if part.is_some() {
+        format!(" of partition {index} (from byte {start})")
+    } else {
+        String::new()
+    };
+    match spec.format {
+        DataFormat::Csv => {
+            // Only the share that starts the file holds its header.
+            let with_header = spec.header && start == 0;
+            let format = csv_format(spec)?.with_header(with_header);
+            let text_schema = Arc::new(Schema::new(
+                head.fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+            let reader = arrow::csv::ReaderBuilder::new(text_schema)
+                .with_format(format)
+                .with_batch_size(BATCH_ROWS)
+                .build(bytes)
+                .map_err(data_err(&display))?;
+            let mut typed = TypedCsv {
+                reader: Box::new(reader),
+                display: display.clone(),
+                types: Some(
+                    head.fields()
+                        .iter()
+                        .map(|f| column_type(f.data_type()))
+                        .collect(),
+                ),
+                strict: spec.schema.is_none(),
+                names: head.fields().iter().map(|f| f.name().clone()).collect(),
+                rows_seen: 0,
+                header: with_header,
+                origin,
+                schema: Some(head.clone()),
+            };
+            Ok(Batches {
+                schema: head.clone(),
+                iter: Box::new(std::iter::from_fn(move || typed.next_batch())),
+            })
+        }
+        _ => {
+            let json = arrow::json::ReaderBuilder::new(head.clone())
+                .with_batch_size(BATCH_ROWS)
+                .build(bytes)
+                .map_err(data_err(&display))?;
+            let iter = json.map(move |b| b.map_err(data_err(&display)));
+            Ok(Batches {
+                schema: head.clone(),
+                iter: Box::new(iter),
+            })
+        }
+    }
+}
+
+/// Partition `index` of `count` of a Parquet file: a run of its row groups.
+fn open_parquet_share(
+    spec: &ExtractSpec,
+    f: File,
+    head: &SchemaRef,
+    index: u32,
+    count: u32,
+    display: &Path,
+) -> Result<Batches> {
+    let display = display.to_path_buf();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(parquet_err(&display))?;
+    let groups = builder.metadata().num_row_groups();
+    let (index, count) = (index as usize, count.max(1) as usize);
+    let mine: Vec<usize> = (index * groups / count..(index + 1) * groups / count).collect();
+    let reader = builder
+        .with_row_groups(mine)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(parquet_err(&display))?;
+    let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+    if schema.fields() != head.fields() {
+        return Err(EtlError::data(
+            &display,
+            format!(
+                "columns differ from the first file of the glob: {} here, {} there",
+                field_list(&schema),
+                field_list(head)
+            ),
+        ));
+    }
+    let _ = spec;
+    let iter = reader.map(move |b| b.map_err(data_err(&display)));
+    Ok(Batches {
+        schema: head.clone(),
+        iter: Box::new(iter),
+    })
+}
+
+fn field_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column_type(t: &DataType) -> ColumnType {
+    match t {
+        DataType::Int64 => ColumnType::Int64,
+        DataType::Float64 => ColumnType::Float64,
+        DataType::Boolean => ColumnType::Boolean,
+        _ => ColumnType::String,
+    }
+}
+
 /// Keys of the first JSON object, in file order. Schema inference sorts
 /// columns by name; the file's own order is the one a user expects back.
 fn first_object_keys(reader: &mut BufReader<Guarded>, file: &Path) -> Result<Vec<String>> {
@@ -232,7 +514,7 @@ fn check_declared(declared: Option<&[ColumnSpec]>, actual: &Schema, file: &Path)
     Ok(())
 }
 
-fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batches> {
+fn csv_format(spec: &ExtractSpec) -> Result<Format> {
     let delimiter = match spec.delimiter.as_bytes() {
         [b] if b.is_ascii() => *b,
         _ => {
@@ -242,9 +524,13 @@ fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batche
             )))
         }
     };
-    let format = Format::default()
+    Ok(Format::default()
         .with_header(spec.header)
-        .with_delimiter(delimiter);
+        .with_delimiter(delimiter))
+}
+
+fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batches> {
+    let format = csv_format(spec)?;
     let (found, _) = format
         .infer_schema(&mut f, Some(1))
         .map_err(data_err(display))?;
@@ -285,7 +571,7 @@ fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batche
         .build(BufReader::with_capacity(1 << 20, f))
         .map_err(data_err(display))?;
     let mut typed = TypedCsv {
-        reader,
+        reader: Box::new(reader),
         display: display.to_path_buf(),
         types: spec
             .schema
@@ -295,6 +581,7 @@ fn open_csv(spec: &ExtractSpec, mut f: Guarded, display: &Path) -> Result<Batche
         names,
         rows_seen: 0,
         header: spec.header,
+        origin: String::new(),
         schema: None,
     };
     // The first batch fixes the inferred types, and so the schema.
@@ -330,8 +617,11 @@ fn text_schema_with_types(names: &[String], cols: &[ColumnSpec]) -> Schema {
     )
 }
 
+type TextBatches =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
 struct TypedCsv {
-    reader: arrow::csv::Reader<BufReader<Guarded>>,
+    reader: TextBatches,
     display: PathBuf,
     /// Column types: declared, or inferred from the first batch.
     types: Option<Vec<ColumnType>>,
@@ -340,6 +630,8 @@ struct TypedCsv {
     names: Vec<String>,
     rows_seen: usize,
     header: bool,
+    /// Where row numbers count from, for errors: empty for a whole file.
+    origin: String,
     schema: Option<SchemaRef>,
 }
 
@@ -387,8 +679,9 @@ impl TypedCsv {
                     EtlError::data(
                         &self.display,
                         format!(
-                            "data row {row}{}, column `{}`: value `{}` is not a valid {} ({how})",
-                            if self.header { " (after the header)" } else { "" },
+                            "data row {row}{}{}, column `{}`: value `{}` is not a valid {} ({how})",
+                            self.origin,
+                            if self.header && self.origin.is_empty() { " (after the header)" } else { "" },
                             self.names[i],
                             bad.value.escape_debug(),
                             types[i].as_str()

@@ -114,7 +114,7 @@ impl PendingFile {
 
 /// Removes the temporary files of other attempts at `final_path` (`.{name}.*.tmp`
 /// beside it), left by attempts that were killed while writing.
-fn sweep_leftovers(final_path: &Path) {
+pub(crate) fn sweep_leftovers(final_path: &Path) {
     let (Some(dir), Some(name)) = (
         final_path.parent(),
         final_path.file_name().and_then(|n| n.to_str()),
@@ -130,9 +130,15 @@ fn sweep_leftovers(final_path: &Path) {
         let Some(n) = file_name.to_str() else {
             continue;
         };
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if n.starts_with(&prefix)
             && n.ends_with(".tmp")
-            && std::fs::remove_file(entry.path()).is_ok()
+            && if is_dir {
+                // A directory of parts being gathered.
+                std::fs::remove_dir_all(entry.path()).is_ok()
+            } else {
+                std::fs::remove_file(entry.path()).is_ok()
+            }
         {
             tracing::info!(file = %entry.path().display(), "Removed a temporary file left by a killed attempt");
         }
@@ -146,7 +152,7 @@ impl Drop for PendingFile {
     }
 }
 
-fn sync_parent(path: &Path) -> Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -174,6 +180,17 @@ impl ArtifactStore {
     /// Relative store path of a task's artifact.
     pub fn artifact_rel(flow_run: &str, task: &str) -> String {
         format!("{flow_run}/{task}.arrow")
+    }
+
+    /// Relative store path of one part of a partitioned load, in its format.
+    pub fn part_rel(flow_run: &str, task: &str, ext: &str) -> String {
+        format!("{flow_run}/{task}.{ext}")
+    }
+
+    /// Absolute path of one part of a partitioned load, creating the run directory.
+    pub fn part_path(&self, flow_run: &str, task: &str, ext: &str) -> Result<PathBuf> {
+        check_name("task name", task)?;
+        Ok(self.run_dir(flow_run)?.join(format!("{task}.{ext}")))
     }
 
     /// Absolute path of a task's artifact, creating the run directory.

@@ -83,6 +83,8 @@ pub enum TaskSpec {
     Extract(ExtractSpec),
     Transform(TransformSpec),
     Load(LoadSpec),
+    /// Runs on load workers.
+    Gather(GatherSpec),
 }
 
 impl TaskSpec {
@@ -90,7 +92,7 @@ impl TaskSpec {
         match self {
             TaskSpec::Extract(_) => TaskKind::Extract,
             TaskSpec::Transform(_) => TaskKind::Transform,
-            TaskSpec::Load(_) => TaskKind::Load,
+            TaskSpec::Load(_) | TaskSpec::Gather(_) => TaskKind::Load,
         }
     }
 }
@@ -178,6 +180,19 @@ pub struct ExtractSpec {
     /// CSV only: the field delimiter, one ASCII character.
     #[serde(default = "default_delimiter")]
     pub delimiter: String,
+    /// Read only this share of the source: a byte range of a CSV or
+    /// JSON-lines file, cut at record boundaries; a run of row groups of a
+    /// Parquet file; or a run of the files a glob matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+}
+
+/// Partition `index` of `count` (from 0).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    pub index: u32,
+    pub count: u32,
 }
 
 fn default_true() -> bool {
@@ -292,6 +307,26 @@ pub struct LoadSpec {
     /// CSV only: write a header line.
     #[serde(default = "default_true")]
     pub header: bool,
+    /// Set for one partition of a partitioned load: write this part into the
+    /// artifact store, for the load's gather to put in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+}
+
+/// Puts the parts of a partitioned load in place: one file made of the parts
+/// in order, or a directory of part files.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatherSpec {
+    /// The parts, in partition order, each in the load's format.
+    pub inputs: Vec<ArtifactRef>,
+    pub format: DataFormat,
+    /// Relative path under the worker node's output root: the file, or with
+    /// `parts` the directory.
+    pub path: String,
+    /// A directory of `part-NNNNN.EXT` files instead of one file.
+    #[serde(default)]
+    pub parts: bool,
 }
 
 /// Worker → coordinator: progress and outcome of one attempt.
