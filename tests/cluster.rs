@@ -514,3 +514,119 @@ fn a_stalled_attempt_times_out_is_retried_elsewhere_and_its_late_result_is_ignor
     );
     assert_colors_promise(&amqp_url(), &ns, &storage);
 }
+
+/// A CSV whose quoted fields hold commas, doubled quotes and newlines, so
+/// that a byte-range cut in the wrong place would show.
+fn tricky_csv(rows: usize) -> String {
+    let mut csv = String::from("id,code,note,city\n");
+    for i in 0..rows {
+        let note = match i % 3 {
+            0 => format!("\"first line\nsecond, {i}\""),
+            1 => "\"she said \"\"hi\"\"\"".to_string(),
+            _ => format!("plain {i}"),
+        };
+        csv.push_str(&format!("{i},{:06},{note},Zürich\n", i * 13));
+    }
+    csv
+}
+
+#[test]
+fn a_partitioned_file_is_processed_by_every_worker_and_gathered_into_the_embedded_bytes() {
+    let dir = TestDir::new("cluster_partitions");
+    let ns = namespace("parts");
+    let storage = dir.join("shared");
+    let one_each = "[workers.concurrency]\nextract = 1\ntransform = 1\nload = 1\n";
+    let a = dir.write(
+        "a.toml",
+        &node_config(
+            "node-a",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            one_each,
+        ),
+    );
+    let b = dir.write(
+        "b.toml",
+        &node_config(
+            "node-b",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            one_each,
+        ),
+    );
+    let _a = NodeProcess::start(&a, &dir.join("a.log"), &[]);
+    let _b = NodeProcess::start(&b, &dir.join("b.log"), &[]);
+    let csv = tricky_csv(30_000);
+    let input = dir.write("in.csv", &csv);
+    let flow_text = |partitions: &str| {
+        format!(
+            "[flow]\nname = \"parts\"\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n{partitions}\n\
+             [tasks.drop]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"city\"] }}]\n\
+             [tasks.one]\nkind = \"load\"\ninput = \"drop\"\npath = \"one.csv\"\n\
+             [tasks.dir]\nkind = \"load\"\ninput = \"drop\"\npath = \"dir\"\nformat = \"jsonl\"\nparts = true\n",
+            input.display()
+        )
+    };
+    let flow = dir.write("parts.toml", &flow_text("partitions = 4"));
+    let client = client_config(&dir, &ns, "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    // Four partitions of each task, plus a gather per load.
+    assert_eq!(report.tasks.len(), 4 * 4 + 2, "{:?}", report.tasks);
+    let nodes: std::collections::BTreeSet<_> = report
+        .tasks
+        .iter()
+        .filter(|t| t.name.starts_with("extract@"))
+        .map(|t| t.node.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        nodes.into_iter().collect::<Vec<_>>(),
+        ["node-a", "node-b"],
+        "both workers took partitions"
+    );
+    let rows: u64 = report
+        .tasks
+        .iter()
+        .filter(|t| t.name.starts_with("extract@"))
+        .map(|t| t.rows_out.unwrap())
+        .sum();
+    assert_eq!(rows, 30_000);
+    let gathered = std::fs::read_to_string(storage.join("out/one.csv")).unwrap();
+    let parts: Vec<String> = (0..4)
+        .map(|i| {
+            std::fs::read_to_string(storage.join(format!("out/dir/part-{i:05}.jsonl"))).unwrap()
+        })
+        .collect();
+    assert_eq!(parts.concat().lines().count(), 30_000);
+
+    // The same flow without partitions, embedded, writes the same bytes.
+    let embedded = TestDir::new("cluster_partitions_embedded");
+    let flow = embedded.write(
+        "whole.toml",
+        &flow_text("")
+            .replace("parts = true\n", "")
+            .replace("\"dir\"", "\"dir.jsonl\""),
+    );
+    let (out, _) = run_flow(&embedded.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        gathered,
+        std::fs::read_to_string(embedded.join("out/one.csv")).unwrap()
+    );
+    assert_eq!(
+        parts.concat(),
+        std::fs::read_to_string(embedded.join("out/dir.jsonl")).unwrap()
+    );
+    assert!(
+        gathered.contains("\"first line\nsecond, 0\""),
+        "quoted newlines kept"
+    );
+    for kind in ["extract", "transform", "load"] {
+        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
+    }
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+}
