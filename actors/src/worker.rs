@@ -368,19 +368,14 @@ async fn run_one(env: WorkerEnv, msg: TaskMessage, delivery: Delivery) -> Outcom
 }
 
 async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: u32) -> Outcome {
-    match publish(env, msg, n, UpdateStatus::Started).await {
-        Ok(()) => {}
-        Err(TransportError::Unroutable(_)) => {
-            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropping the task");
-            settle_ack(delivery).await;
-            return Outcome::Settled;
-        }
-        Err(e) => {
-            warn!(error = %e, "Cannot report the task start; returning it to the queue");
-            let _ = delivery.requeue().await;
-            return Outcome::Settled;
-        }
-    }
+    // The start is reported while the work runs, not before it: its broker
+    // round trip is off the task's critical path. The coordinator takes a
+    // start that arrives after the result as stale, and counts the attempt
+    // from the result.
+    let started = tokio::spawn({
+        let (env, msg) = (env.clone(), msg.clone());
+        async move { publish(&env, &msg, n, UpdateStatus::Started).await }
+    });
     info!(delivery = n, "Task started");
 
     let work_env = env.clone();
@@ -413,6 +408,17 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             return Outcome::Crashed(delivery);
         }
     };
+    match started.await {
+        Ok(Ok(())) => {}
+        Ok(Err(TransportError::Unroutable(_))) => {
+            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropping the task");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+        // The result carries the attempt too; its publish decides.
+        Ok(Err(e)) => warn!(error = %e, "Could not report the task start"),
+        Err(e) => warn!(error = %e, "Could not report the task start"),
+    }
     let succeeded = matches!(status, UpdateStatus::Succeeded(_));
     match publish(env, msg, n, status).await {
         Ok(()) => {
