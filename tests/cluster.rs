@@ -625,6 +625,35 @@ fn a_partitioned_file_is_processed_by_every_worker_and_gathered_into_the_embedde
         gathered.contains("\"first line\nsecond, 0\""),
         "quoted newlines kept"
     );
+
+    // Fused: each partition reads, drops and writes its part in one task.
+    let fused = dir.write(
+        "fused.toml",
+        &format!(
+            "[flow]\nname = \"fused\"\nfuse = true\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\npartitions = 4\n\
+             [tasks.drop]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"city\"] }}]\n\
+             [tasks.one]\nkind = \"load\"\ninput = \"drop\"\npath = \"fused.csv\"\n",
+            input.display()
+        ),
+    );
+    let (out, report) = run_flow(&dir.path, &fused, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    let names: Vec<&str> = report.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["one@0", "one@1", "one@2", "one@3", "one"]);
+    let nodes: std::collections::BTreeSet<_> = report.tasks[..4]
+        .iter()
+        .map(|t| t.node.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "both workers took fused partitions: {nodes:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(storage.join("out/fused.csv")).unwrap(),
+        gathered
+    );
     for kind in ["extract", "transform", "load"] {
         assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
     }

@@ -30,6 +30,43 @@ fn colors_flow_succeeds_and_drops_hex() {
 }
 
 #[test]
+fn a_fused_flow_runs_as_one_task_and_writes_the_same_bytes() {
+    let dir = TestDir::new("embedded_fused");
+    let flow = colors_flow(&dir, "fused", "fuse = true");
+    let (out, report) = run_flow(&dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.expect("JSON report on stdout");
+    assert_eq!(report.state, FlowState::Succeeded);
+    // extract → transform → load read, transformed and wrote in one pass.
+    assert_eq!(report.tasks.len(), 1, "{:?}", report.tasks);
+    let t = &report.tasks[0];
+    assert_eq!(
+        (t.name.as_str(), t.kind),
+        ("load", conveyor_schemas::TaskKind::Extract)
+    );
+    assert_eq!((t.rows_in, t.rows_out), (Some(148), Some(148)));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/colors.csv")).unwrap(),
+        expected_colors_without_hex()
+    );
+    // No intermediate artifact was written.
+    // No intermediate artifact was written; the run's directory holds only
+    // the fused task's commit marker and lock.
+    let run_dir = dir.join(".conveyor/artifacts").join(&report.flow_run);
+    let mut names: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["load.done.json", "load.lock"], "{run_dir:?}");
+    assert!(
+        tmp_files(&dir.path).is_empty(),
+        "{:?}",
+        tmp_files(&dir.path)
+    );
+}
+
+#[test]
 fn the_shipped_example_flows_run_and_validate() {
     let dir = TestDir::new("embedded_examples");
     for flow in ["flows/colors.toml", "flows/colors_fanout.toml"] {

@@ -29,8 +29,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use conveyor_schemas::{
-    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, Literal,
-    Partition, SourceLocation, Step, TaskKind,
+    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, FusedLoad,
+    Literal, Partition, SourceLocation, Step, TaskKind,
 };
 use toml_edit::Value;
 
@@ -185,6 +185,7 @@ impl FlowSpec {
 
         let mut name = String::new();
         let mut worker_wait = None;
+        let mut fuse = false;
         let mut defaults = RetryPolicy::default();
         let mut default_timeout = DEFAULT_TIMEOUT;
         match root.table("flow") {
@@ -197,6 +198,7 @@ impl FlowSpec {
                     );
                 }
                 worker_wait = flow.duration("worker_wait");
+                fuse = flow.bool("fuse").unwrap_or(false);
                 read_retry(&mut flow, &mut defaults);
                 if let Some(t) = flow.duration("timeout") {
                     default_timeout = t;
@@ -239,7 +241,14 @@ impl FlowSpec {
         }
         root.finish();
         if diag.is_clean() {
-            match order_tasks(&mut tasks).and_then(|()| expand_partitions(tasks)) {
+            let ordered = order_tasks(&mut tasks).map(|()| {
+                if fuse {
+                    fuse_chains(std::mem::take(&mut tasks))
+                } else {
+                    std::mem::take(&mut tasks)
+                }
+            });
+            match ordered.and_then(expand_partitions) {
                 Ok(expanded) => tasks = expanded,
                 Err((task, message)) => {
                     diag.report(&format!("tasks.{task}"), None, message);
@@ -434,6 +443,8 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
         delimiter,
         // Expanded into one task per partition once the graph is known.
         partition: partitions.map(|count| Partition { index: 0, count }),
+        steps: Vec::new(),
+        load: None,
     })
 }
 
@@ -570,6 +581,76 @@ fn literal(found: &Found, diag: &Diag) -> Option<Literal> {
 }
 
 /// Sorts tasks so dependencies come first; reports unknown names and cycles.
+/// With `fuse = true`: an extract whose output only one transform or load
+/// reads, and that nothing else waits for, absorbs that reader, and so on
+/// down the chain: extract → transform → load becomes one task that reads,
+/// transforms and writes in one pass, with no intermediate artifact and one
+/// broker round trip instead of three. The fused task takes the name of the
+/// last task it absorbed (so `after` on it still works), runs on extract
+/// workers, keeps the extract's retry policy and the sum of the timeouts.
+fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
+    loop {
+        let pair = tasks.iter().enumerate().find_map(|(i, e)| {
+            let TaskBody::Extract(spec) = &e.body else {
+                return None;
+            };
+            if spec.load.is_some() {
+                return None;
+            }
+            let mut readers = tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.after.contains(&e.name));
+            let (j, reader) = readers.next()?;
+            let only = readers.next().is_none() && reader.input.as_ref() == Some(&e.name);
+            only.then_some((i, j))
+        });
+        let Some((i, j)) = pair else {
+            return tasks;
+        };
+        let reader = tasks.remove(j);
+        let extract = tasks.remove(i);
+        let TaskBody::Extract(mut spec) = extract.body else {
+            unreachable!("found above")
+        };
+        match reader.body {
+            TaskBody::Transform { steps } => spec.steps.extend(steps),
+            TaskBody::Load {
+                format,
+                path,
+                header,
+                parts,
+                ..
+            } => {
+                spec.load = Some(FusedLoad {
+                    format,
+                    path,
+                    header,
+                    part: None,
+                    parts,
+                })
+            }
+            TaskBody::Extract(_) | TaskBody::Gather { .. } => unreachable!("readers have inputs"),
+        }
+        let mut after = extract.after;
+        after.extend(reader.after.into_iter().filter(|a| a != &extract.name));
+        // The reader came after the extract and after all it waits for, so
+        // the fused task keeps the order where the reader was.
+        tasks.insert(
+            j - 1,
+            TaskDef {
+                name: reader.name,
+                kind: TaskKind::Extract,
+                input: None,
+                after,
+                retry: extract.retry,
+                timeout: extract.timeout.saturating_add(reader.timeout),
+                body: TaskBody::Extract(spec),
+            },
+        );
+    }
+}
+
 /// Splits every task downstream of a partitioned extract into one task per
 /// partition: extract `e` with `partitions = N` becomes `e@0` .. `e@N-1`, a
 /// transform of it becomes `t@0` .. `t@N-1` (partition `i` reads `e@i`), and
@@ -594,8 +675,10 @@ fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, Strin
             TaskBody::Extract(e) => e.partition.map(|p| p.count),
             _ => def.input.as_ref().and_then(|i| counts.get(i).copied()),
         };
+        let fused_parts =
+            matches!(&def.body, TaskBody::Extract(e) if e.load.as_ref().is_some_and(|l| l.parts));
         let Some(n) = n else {
-            if let TaskBody::Load { parts: true, .. } = def.body {
+            if fused_parts || matches!(def.body, TaskBody::Load { parts: true, .. }) {
                 return Err((
                     def.name,
                     "`parts = true` needs a partitioned input: an extract with `partitions`".into(),
@@ -620,6 +703,11 @@ fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, Strin
             let body = match &def.body {
                 TaskBody::Extract(e) => TaskBody::Extract(ExtractSpec {
                     partition: Some(Partition { index: i, count: n }),
+                    load: e.load.as_ref().map(|l| FusedLoad {
+                        header: l.header && (l.parts || i == 0),
+                        part: Some(i),
+                        ..l.clone()
+                    }),
                     ..e.clone()
                 }),
                 TaskBody::Transform { steps } => TaskBody::Transform {
@@ -674,6 +762,22 @@ fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, Strin
                     format,
                     path,
                     parts,
+                    inputs: part_names,
+                },
+            }),
+            TaskBody::Extract(ExtractSpec {
+                load: Some(load), ..
+            }) => out.push(TaskDef {
+                name: def.name,
+                kind: TaskKind::Load,
+                input: None,
+                after: part_names.clone(),
+                retry: def.retry,
+                timeout: def.timeout,
+                body: TaskBody::Gather {
+                    format: load.format,
+                    path: load.path,
+                    parts: load.parts,
                     inputs: part_names,
                 },
             }),
@@ -943,5 +1047,78 @@ after = ["one"]
             err.contains("partitions") && err.contains("1 to 1024"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fuse_folds_single_reader_chains_into_one_extract() {
+        let text = r#"
+[flow]
+name = "f"
+fuse = true
+[tasks.e]
+kind = "extract"
+path = "a.csv"
+timeout = "1m"
+[tasks.t]
+kind = "transform"
+input = "e"
+timeout = "2m"
+steps = [{ drop = ["x"] }]
+[tasks.l]
+kind = "load"
+input = "t"
+path = "o.parquet"
+[tasks.e2]
+kind = "extract"
+path = "b.csv"
+partitions = 2
+[tasks.t2]
+kind = "transform"
+input = "e2"
+steps = [{ drop = ["y"] }]
+[tasks.a]
+kind = "load"
+input = "t2"
+path = "a.csv"
+[tasks.b]
+kind = "load"
+input = "t2"
+path = "b.csv"
+after = ["l"]
+"#;
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        // e → t → l is one task named l; e2 → t2 is one (t2 has two readers),
+        // partitioned, and each load keeps its parts and gather.
+        assert_eq!(names.len(), 1 + 2 + 3 + 3, "{names:?}");
+        let l = flow.task("l").unwrap();
+        assert_eq!(l.kind, TaskKind::Extract);
+        assert_eq!(
+            l.timeout,
+            Duration::from_secs(60 + 120 + 3600),
+            "the sum of the timeouts"
+        );
+        match &l.body {
+            TaskBody::Extract(spec) => {
+                assert_eq!(spec.steps, vec![Step::Drop(vec!["x".into()])]);
+                let load = spec.load.as_ref().unwrap();
+                assert_eq!(
+                    (load.format, load.path.as_str(), load.part),
+                    (DataFormat::Parquet, "o.parquet", None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &flow.task("t2@1").unwrap().body {
+            TaskBody::Extract(spec) => {
+                assert_eq!(spec.partition, Some(Partition { index: 1, count: 2 }));
+                assert_eq!(spec.steps.len(), 1);
+                assert!(spec.load.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(flow.task("a@1").unwrap().input.as_deref(), Some("t2@1"));
+        assert_eq!(flow.task("b@0").unwrap().after, ["t2@0", "l"]);
+        assert!(flow.task("e").is_none() && flow.task("t").is_none());
     }
 }

@@ -75,52 +75,124 @@ impl Attempt<'_> {
     }
 }
 
-/// Reads a source into a committed Arrow IPC artifact.
+/// Reads a source into a committed Arrow IPC artifact; or, fused, through
+/// its transform steps straight into its load's output.
 pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
     let batches = source::open_source(spec, &ws.store, &at.tag(), ws.max_record_bytes)?;
-    let rows = commit_artifact(ws, at, batches.schema, at.counted(batches.iter))?;
-    Ok(artifact_output(at, rows, rows))
+    let rows_in = std::cell::Cell::new(0u64);
+    let (schema, iter) = with_steps(
+        batches.schema,
+        at.counted(batches.iter),
+        &spec.steps,
+        &rows_in,
+    )?;
+    let mut output = match &spec.load {
+        None => {
+            let rows_out = commit_artifact(ws, at, schema, iter)?;
+            artifact_output(at, 0, rows_out)
+        }
+        Some(load) => {
+            let target = LoadTarget {
+                format: load.format,
+                path: &load.path,
+                header: load.header,
+                part: load.part,
+            };
+            write_load(ws, at, &target, schema, iter)?
+        }
+    };
+    output.rows_in = rows_in.get();
+    Ok(output)
 }
 
 /// Applies the steps to an artifact, into a new committed artifact.
 pub fn run_transform(ws: &Workspace, at: &Attempt, spec: &TransformSpec) -> Result<TaskOutput> {
     let (schema, input) = read_artifact(ws, &spec.input)?;
-    let out_schema = transform::plan(&schema, &spec.steps)?;
-    let steps = spec.steps.clone();
-    let mut rows_in = 0u64;
+    let rows_in = std::cell::Cell::new(0u64);
+    let (schema, iter) = with_steps(schema, at.counted(input), &spec.steps, &rows_in)?;
+    let rows_out = commit_artifact(ws, at, schema, iter)?;
+    Ok(artifact_output(at, rows_in.get(), rows_out))
+}
+
+type Batch = Result<arrow::array::RecordBatch>;
+
+/// Maps `input` through the transform `steps` (none: unchanged), counting
+/// the rows that go in.
+fn with_steps<'a>(
+    schema: arrow::datatypes::SchemaRef,
+    input: impl Iterator<Item = Batch> + 'a,
+    steps: &'a [conveyor_schemas::Step],
+    rows_in: &'a std::cell::Cell<u64>,
+) -> Result<(
+    arrow::datatypes::SchemaRef,
+    impl Iterator<Item = Batch> + 'a,
+)> {
+    let out_schema = if steps.is_empty() {
+        schema
+    } else {
+        transform::plan(&schema, steps)?
+    };
     let mut row_base = 0usize;
-    let rows_in_ref = &mut rows_in;
-    let iter = at.counted(input).map(move |batch| {
+    let iter = input.map(move |batch| {
         let batch = batch?;
-        let out = transform::apply(&batch, &steps, row_base)?;
+        rows_in.set(rows_in.get() + batch.num_rows() as u64);
+        if steps.is_empty() {
+            return Ok(batch);
+        }
+        let out = transform::apply(&batch, steps, row_base)?;
         row_base += batch.num_rows();
-        *rows_in_ref += batch.num_rows() as u64;
         Ok(out)
     });
-    let rows_out = commit_artifact(ws, at, out_schema, iter)?;
-    Ok(artifact_output(at, rows_in, rows_out))
+    Ok((out_schema, iter))
 }
 
 /// Writes an artifact to its final format under the output root.
 pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
-    if spec.part.is_some() {
-        return run_load_part(ws, at, spec);
-    }
-    let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
     let (schema, input) = read_artifact(ws, &spec.input)?;
-    let mut pending = store::PendingFile::create(&target, &at.tag())?;
+    let target = LoadTarget {
+        format: spec.format,
+        path: &spec.path,
+        header: spec.header,
+        part: spec.part,
+    };
+    write_load(ws, at, &target, schema, at.counted(input))
+}
+
+/// Where a load writes: its format, path and header, and for one partition
+/// of a partitioned load, the part number.
+pub struct LoadTarget<'a> {
+    pub format: conveyor_schemas::DataFormat,
+    pub path: &'a str,
+    pub header: bool,
+    pub part: Option<u32>,
+}
+
+fn write_load(
+    ws: &Workspace,
+    at: &Attempt,
+    target: &LoadTarget,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = Batch>,
+) -> Result<TaskOutput> {
+    // A part checks the path too: fail before the gather would.
+    let final_target = paths::confine(&ws.output_root, "load path", target.path)?;
+    if target.part.is_some() {
+        return write_load_part(ws, at, target, schema, batches);
+    }
+    let mut pending = store::PendingFile::create(&final_target, &at.tag())?;
     let rows = sink::write(
-        spec,
+        target.format,
+        target.header,
         pending.file()?,
         pending.tmp_path(),
         schema,
-        at.counted(input),
+        batches,
     )?;
     let output = TaskOutput {
         rows_in: rows,
         rows_out: rows,
         artifact: None,
-        location: target.display().to_string(),
+        location: final_target.display().to_string(),
     };
     // The marker is the fence: a duplicate attempt that got here second must
     // not replace what the first one committed. Checking it, replacing the
@@ -135,7 +207,7 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
         );
         ws.store.sweep_committed(at.flow_run, at.task)?;
     } else {
-        pending.commit_replace(&target)?;
+        pending.commit_replace(&final_target)?;
         ws.store
             .mark_committed(at.flow_run, at.task, &at.tag(), &output)?;
     }
@@ -144,19 +216,23 @@ pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOut
 
 /// Writes one partition of a partitioned load, in the load's format, into
 /// the artifact store, for the gather. The first attempt to commit wins.
-fn run_load_part(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
-    // Fail early on a load path the gather could not write.
-    paths::confine(&ws.output_root, "load path", &spec.path)?;
-    let ext = spec.format.as_str();
+fn write_load_part(
+    ws: &Workspace,
+    at: &Attempt,
+    target: &LoadTarget,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = Batch>,
+) -> Result<TaskOutput> {
+    let ext = target.format.as_str();
     let final_path = ws.store.part_path(at.flow_run, at.task, ext)?;
-    let (schema, input) = read_artifact(ws, &spec.input)?;
     let mut pending = store::PendingFile::create(&final_path, &at.tag())?;
     let rows = sink::write(
-        spec,
+        target.format,
+        target.header,
         pending.file()?,
         pending.tmp_path(),
         schema,
-        at.counted(input),
+        batches,
     )?;
     pending.commit_no_replace(&final_path)?;
     let path = ArtifactStore::part_rel(at.flow_run, at.task, ext);
@@ -253,6 +329,8 @@ mod tests {
                 header: true,
                 delimiter: ",".into(),
                 partition: None,
+                steps: Vec::new(),
+                load: None,
             },
         )
         .unwrap();
@@ -312,6 +390,8 @@ mod tests {
             header: true,
             delimiter: ",".into(),
             partition: part.map(|(index, count)| conveyor_schemas::Partition { index, count }),
+            steps: Vec::new(),
+            load: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use conveyor_schemas::{DataFormat, LoadSpec};
+use conveyor_schemas::DataFormat;
 use parquet::arrow::ArrowWriter;
 
 use crate::error::{EtlError, Result};
@@ -41,7 +41,8 @@ pub fn write_ipc(
 
 /// Streams `batches` into the load's format. Returns the rows written.
 pub fn write(
-    spec: &LoadSpec,
+    format: DataFormat,
+    header: bool,
     file: File,
     path: &Path,
     schema: SchemaRef,
@@ -49,10 +50,10 @@ pub fn write(
 ) -> Result<u64> {
     let out = BufWriter::with_capacity(1 << 20, file);
     let mut rows = 0u64;
-    match spec.format {
+    match format {
         DataFormat::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(spec.header)
+                .with_header(header)
                 .build(out);
             let mut any = false;
             for batch in batches {
@@ -61,7 +62,7 @@ pub fn write(
                 writer.write(&batch).map_err(write_err(path))?;
                 any = true;
             }
-            if !any && spec.header {
+            if !any && header {
                 // Keep the header even when no rows survived.
                 writer
                     .write(&RecordBatch::new_empty(schema))

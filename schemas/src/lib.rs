@@ -185,6 +185,33 @@ pub struct ExtractSpec {
     /// Parquet file; or a run of the files a glob matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<Partition>,
+    /// Transform steps fused into this extract (`fuse = true` flows): applied
+    /// to each batch as it is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// A load fused into this extract: the batches are written straight to
+    /// the load's output (or part), with no intermediate artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<FusedLoad>,
+}
+
+/// The load end of a fused extract; the fields of [`LoadSpec`] but its input.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FusedLoad {
+    pub format: DataFormat,
+    pub path: String,
+    #[serde(default = "default_true")]
+    pub header: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+    /// The parts go to a directory (`parts = true`), not one file.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parts: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Partition `index` of `count` (from 0).
