@@ -18,18 +18,21 @@ Workloads (issue 4):
 
 Systems:
   conveyor  a coordinator node (SQLite) and one worker node (all kinds,
-            concurrency 2 each). The client speaks the wire contract
-            (schemas/json/flow_submission.schema.json) with pika: it publishes
-            FlowSubmissions and reads FlowEvents. Each tiny flow really runs:
-            extract a 3-row CSV, drop a column, load a CSV, each output
-            committed with fsyncs.
+            --concurrency of each, default 16). The client speaks the wire
+            contract (schemas/json/flow_submission.schema.json) with pika: it
+            publishes FlowSubmissions and reads FlowEvents. Each tiny flow
+            really runs: extract a 3-row CSV, drop a column, load a CSV, each
+            output committed with fsyncs.
+  conveyor-fused  the same flows with `fuse = true`: the three steps run as
+            one task in one pass (one task message and one result per flow).
+            CPU-ms per task still divides by three tasks per flow.
   celery    Celery 5 on the same broker: a chain of three near-empty tasks
             with acks_late, one prefork worker with concurrency 2, no result
             backend (the last task marks the flow done with a file, which the
             client watches).
 
-Not yet measured here: the raw lapin request/reply ceiling, and the
-pika+pandas reference design with its 2 s get-ack probe.
+The raw lapin ceiling (bench/ceiling.py), the pika+pandas reference design
+(bench/reference.py) and the full table are run by bench/all.py.
 """
 import argparse
 import json
@@ -83,6 +86,7 @@ def tree(pid):
 CLIENT = r'''
 import json, sys, time, uuid, pika
 mode, n, ns, base, csv, url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+fuse = "fuse = true\n" if len(sys.argv) > 7 and sys.argv[7] == "fuse" else ""
 conn = pika.BlockingConnection(pika.URLParameters(url))
 ch = conn.channel()
 queue = f"{ns}.replies.bench-client"
@@ -90,7 +94,7 @@ ch.queue_declare(queue, durable=True)
 ch.queue_bind(queue, f"{ns}.replies", routing_key=queue)
 ch.confirm_delivery()
 def submission(i):
-    text = (f'[flow]\nname = "tiny{i}"\n[tasks.e]\nkind = "extract"\npath = "{csv}"\n'
+    text = (f'[flow]\nname = "tiny{i}"\n{fuse}[tasks.e]\nkind = "extract"\npath = "{csv}"\n'
             f'[tasks.t]\nkind = "transform"\ninput = "e"\nsteps = [{{ drop = ["b"] }}]\n'
             f'[tasks.l]\nkind = "load"\ninput = "t"\npath = "tiny/{i}.csv"\n')
     return json.dumps({"schema_version": 1, "request_id": f"{mode}-{i}-{uuid.uuid4()}",
@@ -210,9 +214,11 @@ def summarize(name, w1, w1_n, w2, w2_n):
     }
 
 
-def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc):
-    ns = f"bench-flows-{os.getpid()}"
-    store = work / "conveyor"
+def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc, fuse=False):
+    """The tiny flow as written (three tasks), or with `fuse = true` (one task
+    doing the three steps in one pass; see the README's "Fusing")."""
+    ns = f"bench-flows-{os.getpid()}{'-fused' if fuse else ''}"
+    store = work / ("conveyor-fused" if fuse else "conveyor")
     common = f'[broker]\nurl = "{URL}"\nnamespace = "{ns}"\n[storage]\nartifacts = "{store}/artifacts"\noutput_root = "{store}/out"\n'
     (work / "coord.toml").write_text(f'[node]\nname = "bench-coord"\n{common}[coordinator]\ndb = "{store}/coordinator.db"\n')
     (work / "worker.toml").write_text(
@@ -229,10 +235,11 @@ def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc):
         client = work / "client.py"
         client.write_text(CLIENT)
         # Warm up (and check) with a few flows.
-        run_client(py, [str(client), "w1", "10", ns, str(work), str(csv), URL], pids)
-        w1 = run_client(py, [str(client), "w1", str(w1_n), ns, str(work), str(csv), URL], pids)
-        w2 = run_client(py, [str(client), "w2", str(w2_n), ns, str(work), str(csv), URL], pids)
-        return summarize("conveyor", w1, w1_n, w2, w2_n)
+        extra = ["fuse"] if fuse else []
+        run_client(py, [str(client), "w1", "10", ns, str(work), str(csv), URL, *extra], pids)
+        w1 = run_client(py, [str(client), "w1", str(w1_n), ns, str(work), str(csv), URL, *extra], pids)
+        w2 = run_client(py, [str(client), "w2", str(w2_n), ns, str(work), str(csv), URL, *extra], pids)
+        return summarize("conveyor-fused" if fuse else "conveyor", w1, w1_n, w2, w2_n)
     finally:
         for n in nodes:
             n.terminate()
@@ -278,6 +285,7 @@ def main():
     ap.add_argument("--celery-w1", type=int, default=1_000, help="flows submitted at once (Celery)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--conveyor-only", action="store_true", help="skip the Celery peer")
+    ap.add_argument("--no-fused", action="store_true", help="skip the fused (`fuse = true`) Conveyor run")
     ap.add_argument("--concurrency", type=int, default=16,
                     help="Conveyor worker tasks of each kind at once (tiny tasks wait on I/O, not CPU)")
     args = ap.parse_args()
@@ -291,6 +299,9 @@ def main():
     try:
         print("conveyor ...", file=sys.stderr)
         results = [bench_conveyor(py, conveyor, work, args.w1, args.w2, args.concurrency)]
+        if not args.no_fused:
+            print("conveyor, fused ...", file=sys.stderr)
+            results.append(bench_conveyor(py, conveyor, work, args.w1, args.w2, args.concurrency, fuse=True))
         if not args.conveyor_only:
             print("celery ...", file=sys.stderr)
             results.append(bench_celery(py, work, args.celery_w1, args.w2))
@@ -306,10 +317,10 @@ def main():
     (BENCH / "results").mkdir(exist_ok=True)
     path = BENCH / "results" / "flows.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'system':<10}{'W1 flows':>9}{'flows/s':>10}{'x celery':>10}{'CPU ms/task':>13}"
+    print(f"\n{'system':<16}{'W1 flows':>9}{'flows/s':>10}{'x celery':>10}{'CPU ms/task':>13}"
           f"{'W2 p50 ms':>11}{'W2 p99 ms':>11}")
     for r in results:
-        print(f"{r['system']:<10}{r['w1_flows']:>9}{r['w1_flows_per_s']:>10.0f}{r['w1_vs_celery']:>10.1f}"
+        print(f"{r['system']:<16}{r['w1_flows']:>9}{r['w1_flows_per_s']:>10.0f}{r['w1_vs_celery']:>10.1f}"
               f"{r['w1_cpu_ms_per_task']:>13.2f}{r['w2_p50_ms']:>11.1f}{r['w2_p99_ms']:>11.1f}")
     print(f"\nwrote {path.relative_to(ROOT)}")
 
