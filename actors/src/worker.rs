@@ -474,6 +474,7 @@ fn execute(
         flow_run: &msg.flow_run,
         task: &msg.task,
         attempt: msg.attempt,
+        delivery,
         progress,
     };
     env.failpoints.before_task(&msg.task);
@@ -489,6 +490,7 @@ fn execute(
         &msg.task,
         &format!("a{}", msg.attempt),
         &output,
+        at.may_have_leftovers(),
     )?;
     Ok(output)
 }

@@ -53,7 +53,8 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
         location: target.display().to_string(),
     };
     let commit: Box<dyn FnOnce() -> Result<()>> = if spec.parts {
-        let dir = PendingDir::create(target, &at.tag())?;
+        let mut dir = PendingDir::create(target, &at.tag())?;
+        dir.sweep = at.may_have_leftovers();
         for (i, part) in parts.iter().enumerate() {
             let name = format!("part-{i:05}.{}", spec.format.as_str());
             dir.add(part, &name)?;
@@ -62,7 +63,7 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
         let target = target.to_path_buf();
         Box::new(move || dir.commit_replace(&target))
     } else {
-        let mut pending = PendingFile::create(target, &at.tag())?;
+        let mut pending = PendingFile::create(target, &at.tag())?.sweeping(at.may_have_leftovers());
         let out = pending.file()?;
         match spec.format {
             DataFormat::Parquet => concat_parquet(&parts, out, pending.tmp_path())?,
@@ -91,8 +92,13 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
         return Ok(output);
     }
     commit()?;
-    ws.store
-        .mark_committed(at.flow_run, at.task, &at.tag(), &output)?;
+    ws.store.mark_committed(
+        at.flow_run,
+        at.task,
+        &at.tag(),
+        &output,
+        at.may_have_leftovers(),
+    )?;
     // The parts are in the output now; the store's copies are garbage.
     for part in &parts {
         let _ = std::fs::remove_file(part);
@@ -166,6 +172,7 @@ fn concat_parquet(parts: &[PathBuf], out: File, out_path: &Path) -> Result<()> {
 struct PendingDir {
     tmp: PathBuf,
     committed: bool,
+    sweep: bool,
 }
 
 impl PendingDir {
@@ -185,6 +192,7 @@ impl PendingDir {
         Ok(PendingDir {
             tmp,
             committed: false,
+            sweep: true,
         })
     }
 
@@ -221,7 +229,9 @@ impl PendingDir {
         }
         std::fs::rename(&self.tmp, target).map_err(|e| EtlError::io(target, e))?;
         self.committed = true;
-        sweep_leftovers(target);
+        if self.sweep {
+            sweep_leftovers(target);
+        }
         sync_parent(target)
     }
 }

@@ -52,6 +52,8 @@ pub struct Attempt<'a> {
     pub flow_run: &'a str,
     pub task: &'a str,
     pub attempt: u32,
+    /// The broker's delivery count of this attempt's message (1: first).
+    pub delivery: u32,
     /// Rows read so far, for progress reports while the task runs.
     pub progress: &'a AtomicU64,
 }
@@ -59,6 +61,13 @@ pub struct Attempt<'a> {
 impl Attempt<'_> {
     fn tag(&self) -> String {
         format!("a{}", self.attempt)
+    }
+
+    /// Whether an earlier attempt or delivery of this task run may have been
+    /// killed mid-write, leaving temporary files for this one to remove. The
+    /// first delivery of attempt 1 skips listing the output's directory.
+    pub fn may_have_leftovers(&self) -> bool {
+        self.attempt > 1 || self.delivery > 1
     }
 
     /// Counts the rows of `batches` into `progress` as they are read.
@@ -179,7 +188,8 @@ fn write_load(
     if target.part.is_some() {
         return write_load_part(ws, at, target, schema, batches);
     }
-    let mut pending = store::PendingFile::create(&final_target, &at.tag())?;
+    let mut pending =
+        store::PendingFile::create(&final_target, &at.tag())?.sweeping(at.may_have_leftovers());
     let rows = sink::write(
         target.format,
         target.header,
@@ -208,8 +218,13 @@ fn write_load(
         ws.store.sweep_committed(at.flow_run, at.task)?;
     } else {
         pending.commit_replace(&final_target)?;
-        ws.store
-            .mark_committed(at.flow_run, at.task, &at.tag(), &output)?;
+        ws.store.mark_committed(
+            at.flow_run,
+            at.task,
+            &at.tag(),
+            &output,
+            at.may_have_leftovers(),
+        )?;
     }
     Ok(output)
 }
@@ -225,7 +240,8 @@ fn write_load_part(
 ) -> Result<TaskOutput> {
     let ext = target.format.as_str();
     let final_path = ws.store.part_path(at.flow_run, at.task, ext)?;
-    let mut pending = store::PendingFile::create(&final_path, &at.tag())?;
+    let mut pending =
+        store::PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
     let rows = sink::write(
         target.format,
         target.header,
@@ -267,7 +283,8 @@ fn commit_artifact(
     batches: impl Iterator<Item = Result<arrow::array::RecordBatch>>,
 ) -> Result<u64> {
     let final_path = ws.store.artifact_path(at.flow_run, at.task)?;
-    let mut pending = store::PendingFile::create(&final_path, &at.tag())?;
+    let mut pending =
+        store::PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
     let rows = sink::write_ipc(pending.file()?, pending.tmp_path(), schema, batches)?;
     if !pending.commit_no_replace(&final_path)? {
         tracing::info!(
@@ -317,6 +334,7 @@ mod tests {
             flow_run: "run-1",
             task,
             attempt,
+            delivery: 1,
             progress: &progress,
         };
         let extracted = run_extract(
@@ -411,6 +429,7 @@ mod tests {
             flow_run: run,
             task,
             attempt: 1,
+            delivery: 1,
             progress: &progress,
         };
         let names_e = ["e@0", "e@1", "e@2", "e@3", "e@4", "e@5", "e@6"];

@@ -36,6 +36,8 @@ pub struct ArtifactStore {
 pub struct PendingFile {
     tmp: PathBuf,
     file: Option<File>,
+    /// Remove other attempts' leftovers beside the output on commit.
+    sweep: bool,
 }
 
 impl PendingFile {
@@ -58,7 +60,17 @@ impl PendingFile {
         Ok(PendingFile {
             tmp,
             file: Some(file),
+            sweep: true,
         })
+    }
+
+    /// Whether the commit removes what killed attempts left beside the
+    /// output. That lists the output's directory, which may hold many
+    /// files: callers skip it when no earlier attempt can have run (see
+    /// [`crate::Attempt::may_have_leftovers`]).
+    pub fn sweeping(mut self, sweep: bool) -> Self {
+        self.sweep = sweep;
+        self
     }
 
     pub fn file(&mut self) -> Result<File> {
@@ -94,7 +106,9 @@ impl PendingFile {
         let _ = std::fs::remove_file(&self.tmp);
         // Whoever committed, the output is in place: the temporary files of
         // killed attempts are garbage now.
-        sweep_leftovers(final_path);
+        if self.sweep {
+            sweep_leftovers(final_path);
+        }
         sync_parent(final_path)?;
         Ok(committed)
     }
@@ -103,7 +117,8 @@ impl PendingFile {
     pub fn commit_replace(mut self, final_path: &Path) -> Result<()> {
         self.sync()?;
         match std::fs::rename(&self.tmp, final_path) {
-            Ok(()) => sweep_leftovers(final_path),
+            Ok(()) if self.sweep => sweep_leftovers(final_path),
+            Ok(()) => {}
             // Swept by an attempt that committed first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => {}
             Err(e) => return Err(EtlError::io(final_path, e)),
@@ -247,16 +262,21 @@ impl ArtifactStore {
         Ok(file)
     }
 
-    /// Records the task run's output. The first marker wins.
+    /// Records the task run's output. The first marker wins. `sweep`: see
+    /// [`PendingFile::sweeping`].
     pub fn mark_committed(
         &self,
         flow_run: &str,
         task: &str,
         tag: &str,
         output: &TaskOutput,
+        sweep: bool,
     ) -> Result<()> {
         let path = self.marker_path(flow_run, task)?;
-        let mut pending = PendingFile::create(&path, tag)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let mut pending = PendingFile::create(&path, tag)?.sweeping(sweep);
         let mut file = pending.file()?;
         let text = serde_json::to_vec(output).map_err(|e| EtlError::Internal(e.to_string()))?;
         file.write_all(&text)
