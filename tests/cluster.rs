@@ -659,3 +659,32 @@ fn a_partitioned_file_is_processed_by_every_worker_and_gathered_into_the_embedde
     }
     assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
 }
+
+#[test]
+fn a_new_client_dispatches_at_once_to_workers_that_started_before_it() {
+    let dir = TestDir::new("cluster_warm_worker");
+    let ns = namespace("warm");
+    let storage = dir.join("shared");
+    // A worker that announces itself only every 10 s: a client that waited
+    // for its next heartbeat would sit idle for seconds.
+    let cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, "")
+            .replace("heartbeat = \"200ms\"", "heartbeat = \"10s\""),
+    );
+    let _w = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
+    // Let its first heartbeat pass unseen.
+    std::thread::sleep(Duration::from_millis(500));
+    let flow = colors_flow(&dir, "warm", "");
+    let client = client_config(&dir, &ns, "");
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    // The broker's consumer counts stood in for the heartbeat not yet sent.
+    assert!(
+        report.elapsed_ms < 5_000,
+        "the flow waited for the worker's heartbeat: {} ms",
+        report.elapsed_ms
+    );
+}

@@ -77,6 +77,10 @@ pub struct AmqpTransport {
 
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How long the consumers found on the task queues when a coordinator starts
+/// count as live workers, before their own heartbeats must take over.
+const CONSUMERS_LIVE_FOR: Duration = Duration::from_secs(6);
+
 /// How long a nacked publish is resent before it counts as failed. A quorum
 /// queue nacks while it has no leader, e.g. while it recovers after a broker
 /// restart; the documented answer to a nack is to publish again.
@@ -460,6 +464,14 @@ impl AmqpTransport {
         let (tx, rx) = mpsc::channel(64);
         let transport = self.clone();
         let mut consumer = transport.subscribe_heartbeats().await?;
+        // Workers that are already running announce themselves at their next
+        // heartbeat, up to an interval from now; until then a new
+        // coordinator would think their kinds have no live worker and hold
+        // its first tasks back. The broker knows now: a task queue with
+        // consumers has live workers.
+        if let Some(hb) = self.consumers_as_heartbeat().await {
+            let _ = tx.send(hb).await;
+        }
         tokio::spawn(async move {
             loop {
                 while let Some(next) = consumer.next().await {
@@ -492,6 +504,42 @@ impl AmqpTransport {
             }
         });
         Ok(rx)
+    }
+
+    /// The kinds whose task queues have consumers, as a heartbeat that
+    /// expires after [`CONSUMERS_LIVE_FOR`] (a worker's own heartbeats take
+    /// over by then). None when no queue has a consumer, or on any error.
+    async fn consumers_as_heartbeat(&self) -> Option<Heartbeat> {
+        let live = self.live().await.ok()?;
+        // A passive declare of a missing queue closes its channel: use a
+        // channel of its own.
+        let channel = live.conn.create_channel().await.ok()?;
+        let mut kinds = Vec::new();
+        for kind in TaskKind::ALL {
+            let queue = channel
+                .queue_declare(
+                    self.shared.names.task_queue(kind).as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match queue {
+                Ok(q) if q.consumer_count() > 0 => kinds.push(kind),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = channel.close(200, "done".into()).await;
+        (!kinds.is_empty()).then(|| Heartbeat {
+            schema_version: conveyor_schemas::SCHEMA_VERSION,
+            node: "(task queue consumers)".into(),
+            kinds,
+            in_flight: Vec::new(),
+            interval_ms: (CONSUMERS_LIVE_FOR / 3).as_millis() as u64,
+        })
     }
 
     async fn subscribe_heartbeats(&self) -> Result<lapin::Consumer> {
