@@ -50,7 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV = BENCH / ".venv"
 PEERS = ["pika==1.3.2", "celery==5.4.0"]
-URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+
+
+def celery_url(url):
+    """The same broker in Celery's spelling (vhost `/` is `//`, not `/%2f`)."""
+    return url[: -len("/%2f")] + "//" if url.endswith("/%2f") else url
 
 
 def ensure_venv():
@@ -256,7 +261,7 @@ def bench_celery(py, work, w1_n, w2_n):
     app_dir.mkdir()
     done = work / "celery-done"
     done.mkdir()
-    (app_dir / "tiny.py").write_text(CELERY_APP.replace("{url}", "amqp://guest:guest@127.0.0.1:5672//")
+    (app_dir / "tiny.py").write_text(CELERY_APP.replace("{url}", celery_url(URL))
                                      .replace("{queue}", queue).replace("{done}", str(done)))
     worker = subprocess.Popen([str(VENV / "bin" / "celery"), "-A", "tiny", "worker", "-Q", queue,
                                "--concurrency", "2", "--loglevel", "WARNING", "--without-gossip",
