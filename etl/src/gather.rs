@@ -81,24 +81,9 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
     };
     at.progress
         .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-    let _lock = ws.store.lock_task(at.flow_run, at.task)?;
-    if ws.store.committed(at.flow_run, at.task)?.is_some() {
-        tracing::info!(
-            flow_run = at.flow_run,
-            task = at.task,
-            "Gather already committed by another attempt; dropping this one"
-        );
-        ws.store.sweep_committed(at.flow_run, at.task)?;
+    if !crate::commit_fenced(ws, at, &output, commit)? {
         return Ok(output);
     }
-    commit()?;
-    ws.store.mark_committed(
-        at.flow_run,
-        at.task,
-        &at.tag(),
-        &output,
-        at.may_have_leftovers(),
-    )?;
     // The parts are in the output now; the store's copies are garbage.
     for part in &parts {
         let _ = std::fs::remove_file(part);

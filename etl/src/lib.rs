@@ -188,8 +188,27 @@ fn write_load(
     if target.part.is_some() {
         return write_load_part(ws, at, target, schema, batches);
     }
+    let (pending, rows) = write_pending(at, target, &final_target, schema, batches)?;
+    let output = TaskOutput {
+        rows_in: rows,
+        rows_out: rows,
+        artifact: None,
+        location: final_target.display().to_string(),
+    };
+    commit_fenced(ws, at, &output, || pending.commit_replace(&final_target))?;
+    Ok(output)
+}
+
+/// Streams `batches` in the target's format into a temporary file beside `path`.
+fn write_pending(
+    at: &Attempt,
+    target: &LoadTarget,
+    path: &std::path::Path,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = Batch>,
+) -> Result<(store::PendingFile, u64)> {
     let mut pending =
-        store::PendingFile::create(&final_target, &at.tag())?.sweeping(at.may_have_leftovers());
+        store::PendingFile::create(path, &at.tag())?.sweeping(at.may_have_leftovers());
     let rows = sink::write(
         target.format,
         target.header,
@@ -198,35 +217,39 @@ fn write_load(
         schema,
         batches,
     )?;
-    let output = TaskOutput {
-        rows_in: rows,
-        rows_out: rows,
-        artifact: None,
-        location: final_target.display().to_string(),
-    };
-    // The marker is the fence: a duplicate attempt that got here second must
-    // not replace what the first one committed. Checking it, replacing the
-    // file and writing it happen under the task run's lock, so two attempts
-    // racing to commit cannot both replace the file.
+    Ok((pending, rows))
+}
+
+/// Puts a final output in place with `commit` and records `output` in the
+/// task run's marker, unless another attempt already did. The marker is the
+/// fence: checking it, committing and writing it happen under the task run's
+/// lock, so two attempts racing to commit cannot both replace the output.
+/// Returns whether this attempt committed.
+pub(crate) fn commit_fenced(
+    ws: &Workspace,
+    at: &Attempt,
+    output: &TaskOutput,
+    commit: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
     let _lock = ws.store.lock_task(at.flow_run, at.task)?;
     if ws.store.committed(at.flow_run, at.task)?.is_some() {
         tracing::info!(
             flow_run = at.flow_run,
             task = at.task,
-            "Load already committed by another attempt; dropping this one"
+            "Output already committed by another attempt; dropping this one"
         );
         ws.store.sweep_committed(at.flow_run, at.task)?;
-    } else {
-        pending.commit_replace(&final_target)?;
-        ws.store.mark_committed(
-            at.flow_run,
-            at.task,
-            &at.tag(),
-            &output,
-            at.may_have_leftovers(),
-        )?;
+        return Ok(false);
     }
-    Ok(output)
+    commit()?;
+    ws.store.mark_committed(
+        at.flow_run,
+        at.task,
+        &at.tag(),
+        output,
+        at.may_have_leftovers(),
+    )?;
+    Ok(true)
 }
 
 /// Writes one partition of a partitioned load, in the load's format, into
@@ -240,16 +263,7 @@ fn write_load_part(
 ) -> Result<TaskOutput> {
     let ext = target.format.as_str();
     let final_path = ws.store.part_path(at.flow_run, at.task, ext)?;
-    let mut pending =
-        store::PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
-    let rows = sink::write(
-        target.format,
-        target.header,
-        pending.file()?,
-        pending.tmp_path(),
-        schema,
-        batches,
-    )?;
+    let (pending, rows) = write_pending(at, target, &final_path, schema, batches)?;
     pending.commit_no_replace(&final_path)?;
     let path = ArtifactStore::part_rel(at.flow_run, at.task, ext);
     Ok(TaskOutput {
