@@ -150,7 +150,8 @@ pub fn open_source(
     max_record: u64,
 ) -> Result<Batches> {
     let pattern = match &spec.source {
-        SourceLocation::Path(p) if is_glob(p) => p,
+        // A file whose name holds `[`, `*` or `?` is read as that file.
+        SourceLocation::Path(p) if is_glob(p) && !Path::new(p).exists() => p,
         other => {
             let file = fetch(other, store, tag)?;
             let batches = match spec.partition {
