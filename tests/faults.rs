@@ -56,10 +56,19 @@ fn colors_flow_under(test: &str, fault: Fault) -> (RunReport, String) {
             "",
         ),
     );
+    // The transform must still be running when the fault lands. A broker
+    // stop or restart goes through `rabbitmqctl`, whose Erlang VM alone can
+    // take seconds to start on a loaded two-core machine, so those faults get
+    // a longer transform than the proxy faults, which strike at once.
+    let transform_ms = match fault {
+        Fault::BrokerGracefulRestart | Fault::BrokerKillAndRestart => 10_000,
+        _ => 2_000,
+    };
+    let failpoints = format!("sleep={transform_ms}@transform");
     let worker = NodeProcess::start(
         &w,
         &dir.join("w.log"),
-        &[("CONVEYOR_FAILPOINTS", "sleep=2000@transform")],
+        &[("CONVEYOR_FAILPOINTS", failpoints.as_str())],
     );
     let client = dir.write(
         "client.toml",
