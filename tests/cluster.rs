@@ -310,6 +310,51 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     assert!(!storage.join("etc").exists() && !dir.path.join("etc").exists());
 }
 
+/// A task whose coordinator is gone (its reply queue no longer exists, so the
+/// broker cannot route the task's start) is dropped before its load replaces
+/// anything a user can see.
+#[test]
+fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
+    let dir = TestDir::new("cluster_vanished_coordinator");
+    let ns = namespace("vanished");
+    let storage = dir.join("shared");
+    let w = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
+    std::fs::create_dir_all(storage.join("out")).unwrap();
+    let kept = storage.join("out/kept.csv");
+    std::fs::write(&kept, "written by a later run\n").unwrap();
+    let csv = repo_root().join("examples/data/colors.csv");
+    let task = serde_json::json!({
+        "schema_version": 1, "flow": "f", "flow_run": "gone-1", "task": "load",
+        "task_run": "gone-1.load", "attempt": 1,
+        "reply_to": format!("{ns}.replies.nobody"),
+        "spec": {"kind": "extract", "source": {"path": csv.display().to_string()},
+                 "format": "csv", "steps": [{"drop": ["HEX"]}],
+                 "load": {"format": "csv", "path": "kept.csv"}}
+    });
+    publish_raw(
+        &format!("{ns}.tasks"),
+        "extract",
+        &[serde_json::to_vec(&task).unwrap()],
+    );
+    w.wait_for_log(
+        "reply queue is gone; dropping the task",
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "written by a later run\n",
+        "{}",
+        w.log_text()
+    );
+    assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
+    assert_eq!(queue_depth(&format!("{ns}.tasks.extract")), 0);
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+}
+
 /// Polls `probe` every 50 ms until it gives a value; panics after `within`.
 fn wait_until<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;

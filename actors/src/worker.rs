@@ -372,9 +372,15 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     // round trip is off the task's critical path. The coordinator takes a
     // start that arrives after the result as stale, and counts the attempt
     // from the result.
+    // A load waits for the verdict before it replaces its output.
+    let (routed_tx, routed_rx) = std::sync::mpsc::sync_channel::<bool>(1);
     let started = tokio::spawn({
         let (env, msg) = (env.clone(), msg.clone());
-        async move { publish(&env, &msg, n, UpdateStatus::Started).await }
+        async move {
+            let sent = publish(&env, &msg, n, UpdateStatus::Started).await;
+            let _ = routed_tx.send(!matches!(sent, Err(TransportError::Unroutable(_))));
+            sent
+        }
     });
     info!(delivery = n, "Task started");
 
@@ -388,7 +394,8 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         progress.clone(),
     ));
     let result =
-        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress)).await;
+        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress, routed_rx))
+            .await;
     reporter.abort();
     let status = match result {
         Ok(Ok(output)) => UpdateStatus::Succeeded(output),
@@ -460,6 +467,7 @@ fn execute(
     msg: &TaskMessage,
     delivery: u32,
     progress: &AtomicU64,
+    routed: std::sync::mpsc::Receiver<bool>,
 ) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
     let store = &env.workspace.store;
     if let Some(output) = store.committed(&msg.flow_run, &msg.task)? {
@@ -470,12 +478,28 @@ fn execute(
         store.sweep_committed(&msg.flow_run, &msg.task)?;
         return Ok(output);
     }
+    // Whether the task's start reached its coordinator; asked once, by the
+    // commit of a load. A lost connection counts as yes: the result's
+    // publish decides then.
+    let verdict = std::cell::OnceCell::new();
+    let coordinator_listens = || {
+        if *verdict.get_or_init(|| routed.recv().unwrap_or(true)) {
+            Ok(())
+        } else {
+            Err(conveyor_etl::EtlError::Internal(format!(
+                "the coordinator's reply queue {} is gone (the run was abandoned); \
+                 leaving the output as it was",
+                msg.reply_to
+            )))
+        }
+    };
     let at = Attempt {
         flow_run: &msg.flow_run,
         task: &msg.task,
         attempt: msg.attempt,
         delivery,
         progress,
+        before_commit: Some(&coordinator_listens),
     };
     env.failpoints.before_task(&msg.task);
     let output = match &msg.spec {

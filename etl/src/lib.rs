@@ -47,7 +47,7 @@ pub struct Workspace {
 }
 
 /// Identifies one attempt, for temporary file names and commit markers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Attempt<'a> {
     pub flow_run: &'a str,
     pub task: &'a str,
@@ -56,6 +56,11 @@ pub struct Attempt<'a> {
     pub delivery: u32,
     /// Rows read so far, for progress reports while the task runs.
     pub progress: &'a AtomicU64,
+    /// Called before a load or gather replaces its output under the output
+    /// root: an error keeps the output as it was. A worker waits here for
+    /// the broker to route the task's start to its coordinator, so a task
+    /// whose coordinator is gone never overwrites what a user can see.
+    pub before_commit: Option<&'a dyn Fn() -> Result<()>>,
 }
 
 impl Attempt<'_> {
@@ -231,6 +236,9 @@ pub(crate) fn commit_fenced(
     output: &TaskOutput,
     commit: impl FnOnce() -> Result<()>,
 ) -> Result<bool> {
+    if let Some(gate) = at.before_commit {
+        gate()?;
+    }
     let _lock = ws.store.lock_task(at.flow_run, at.task)?;
     if ws.store.committed(at.flow_run, at.task)?.is_some() {
         tracing::info!(
@@ -350,6 +358,7 @@ mod tests {
             attempt,
             delivery: 1,
             progress: &progress,
+            before_commit: None,
         };
         let extracted = run_extract(
             &ws,
@@ -445,6 +454,7 @@ mod tests {
             attempt: 1,
             delivery: 1,
             progress: &progress,
+            before_commit: None,
         };
         let names_e = ["e@0", "e@1", "e@2", "e@3", "e@4", "e@5", "e@6"];
         let names_l = ["l@0", "l@1", "l@2", "l@3", "l@4", "l@5", "l@6"];
