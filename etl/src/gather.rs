@@ -29,6 +29,9 @@ use crate::{paths, Attempt, Workspace};
 
 pub fn run_gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec) -> Result<TaskOutput> {
     let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
+    if !spec.parts {
+        paths::check_not_a_directory(&target, &spec.path)?;
+    }
     match gather(ws, at, spec, &target) {
         Ok(out) => Ok(out),
         // A slower attempt finds the parts gone: the first one committed.

@@ -193,6 +193,7 @@ fn write_load(
     if target.part.is_some() {
         return write_load_part(ws, at, target, schema, batches);
     }
+    paths::check_not_a_directory(&final_target, target.path)?;
     let (pending, rows) = write_pending(at, target, &final_target, schema, batches)?;
     let output = TaskOutput {
         rows_in: rows,
@@ -489,6 +490,114 @@ mod tests {
             },
         )?;
         Ok(std::path::PathBuf::from(out.location))
+    }
+
+    #[test]
+    fn a_file_load_over_a_parts_directory_is_a_spec_error_and_the_directory_stays() {
+        let (dir, ws) = workspace("file-over-dir");
+        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n3,z\n").unwrap();
+        let src = dir.join("in.csv");
+        // Parts into a directory, then the same path as one file: refused,
+        // not retried, and the parts stay.
+        let parts = partitioned_run(&ws, "p", &src, 2, DataFormat::Csv, "o.csv", true).unwrap();
+        assert!(parts.join("part-00001.csv").exists());
+        let err = partitioned_run(&ws, "f", &src, 2, DataFormat::Csv, "o.csv", false).unwrap_err();
+        assert!(matches!(err, EtlError::Spec(_)), "{err:?}");
+        assert!(!err.retryable());
+        assert!(err.to_string().contains("`o.csv` is a directory"), "{err}");
+        assert!(parts.join("part-00001.csv").exists());
+        // An unpartitioned load says the same.
+        let progress = AtomicU64::new(0);
+        let at = Attempt {
+            flow_run: "u",
+            task: "l",
+            attempt: 1,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+        };
+        let e = run_extract(
+            &ws,
+            &Attempt {
+                task: "e",
+                ..at.clone()
+            },
+            &extract_spec(&src, DataFormat::Csv, None),
+        )
+        .unwrap();
+        let load = LoadSpec {
+            input: e.artifact.unwrap(),
+            format: DataFormat::Csv,
+            path: "o.csv".into(),
+            header: true,
+            part: None,
+        };
+        let err = run_load(&ws, &at, &load).unwrap_err();
+        assert!(err.to_string().contains("`o.csv` is a directory"), "{err}");
+        // A directory of parts may replace a file, though.
+        std::fs::remove_dir_all(&parts).unwrap();
+        run_load(&ws, &at, &load).unwrap();
+        assert!(parts.is_file());
+        let again = partitioned_run(&ws, "p2", &src, 2, DataFormat::Csv, "o.csv", true).unwrap();
+        assert!(again.join("part-00000.csv").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_closed_commit_gate_keeps_the_output_as_it_was_and_leaves_no_temporary_file() {
+        let (dir, ws) = workspace("gate");
+        std::fs::write(dir.join("in.csv"), "a\n1\n").unwrap();
+        std::fs::write(dir.join("out/o.csv"), "before\n").unwrap();
+        let progress = AtomicU64::new(0);
+        let closed = || Err(EtlError::Internal("coordinator gone".into()));
+        let at = Attempt {
+            flow_run: "g",
+            task: "l",
+            attempt: 1,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+        };
+        let e = run_extract(
+            &ws,
+            &Attempt {
+                task: "e",
+                ..at.clone()
+            },
+            &extract_spec(&dir.join("in.csv"), DataFormat::Csv, None),
+        )
+        .unwrap();
+        let load = LoadSpec {
+            input: e.artifact.unwrap(),
+            format: DataFormat::Csv,
+            path: "o.csv".into(),
+            header: true,
+            part: None,
+        };
+        let gated = Attempt {
+            before_commit: Some(&closed),
+            ..at.clone()
+        };
+        let err = run_load(&ws, &gated, &load).unwrap_err();
+        assert!(err.to_string().contains("coordinator gone"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
+            "before\n"
+        );
+        assert!(ws.store.committed("g", "l").unwrap().is_none());
+        let names: Vec<_> = std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // The same load with the gate open replaces it.
+        run_load(&ws, &at, &load).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
+            "a\n1\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -72,6 +72,19 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// Fails when a single-file load would replace a directory: replacing it
+/// would delete whatever is in it, and rename(2) cannot anyway.
+pub fn check_not_a_directory(target: &Path, relative: &str) -> Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => Err(EtlError::Spec(format!(
+            "load path `{relative}` is a directory under the output root ({}); a load \
+             with `parts = true` may have written it. Remove it, or load to another path",
+            target.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves `relative` under `root`, creating parent directories, and proves
 /// that the parent directory really lies inside `root` after symlinks.
 pub fn confine(root: &Path, what: &str, relative: &str) -> Result<PathBuf> {

@@ -511,28 +511,33 @@ impl AmqpTransport {
     /// over by then). None when no queue has a consumer, or on any error.
     async fn consumers_as_heartbeat(&self) -> Option<Heartbeat> {
         let live = self.live().await.ok()?;
-        // A passive declare of a missing queue closes its channel: use a
-        // channel of its own.
-        let channel = live.conn.create_channel().await.ok()?;
-        let mut kinds = Vec::new();
-        for kind in TaskKind::ALL {
-            let queue = channel
-                .queue_declare(
-                    self.shared.names.task_queue(kind).as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            match queue {
-                Ok(q) if q.consumer_count() > 0 => kinds.push(kind),
-                Ok(_) => {}
-                Err(_) => break,
+        // A passive declare of a missing queue closes its channel: each kind
+        // gets a channel of its own, so one missing queue hides no other.
+        let probes = TaskKind::ALL.into_iter().map(|kind| {
+            let (conn, names) = (&live.conn, &self.shared.names);
+            async move {
+                let channel = conn.create_channel().await.ok()?;
+                let queue = channel
+                    .queue_declare(
+                        names.task_queue(kind).as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                if queue.is_ok() {
+                    let _ = channel.close(200, "done".into()).await;
+                }
+                queue.ok().filter(|q| q.consumer_count() > 0).map(|_| kind)
             }
-        }
-        let _ = channel.close(200, "done".into()).await;
+        });
+        let kinds: Vec<TaskKind> = futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         (!kinds.is_empty()).then(|| Heartbeat {
             schema_version: conveyor_schemas::SCHEMA_VERSION,
             node: "(task queue consumers)".into(),
