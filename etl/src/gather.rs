@@ -155,7 +155,7 @@ fn concat_parquet(parts: &[PathBuf], out: File, out_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A directory being filled for one attempt: `.{name}.{tag}-{pid}.tmp`
+/// A directory being filled for one attempt (named by [`crate::store::tmp_name`])
 /// beside the target, moved into place when complete, removed otherwise.
 struct PendingDir {
     tmp: PathBuf,
@@ -174,8 +174,7 @@ impl PendingDir {
             )));
         };
         std::fs::create_dir_all(dir).map_err(|e| EtlError::io(dir, e))?;
-        let tmp = dir.join(format!(".{name}.{tag}-{}.tmp", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let tmp = dir.join(crate::store::tmp_name(name, tag));
         std::fs::create_dir(&tmp).map_err(|e| EtlError::io(&tmp, e))?;
         Ok(PendingDir {
             tmp,

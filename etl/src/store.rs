@@ -41,7 +41,7 @@ pub struct PendingFile {
 }
 
 impl PendingFile {
-    /// Creates `.{file_name}.{tag}.tmp` beside `final_path`.
+    /// Creates a temporary file ([`tmp_name`]) beside `final_path`.
     pub fn create(final_path: &Path, tag: &str) -> Result<PendingFile> {
         let dir = final_path
             .parent()
@@ -50,7 +50,7 @@ impl PendingFile {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| EtlError::Internal(format!("{} has no name", final_path.display())))?;
-        let tmp = dir.join(format!(".{name}.{tag}-{}.tmp", std::process::id()));
+        let tmp = dir.join(tmp_name(name, tag));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -125,6 +125,15 @@ impl PendingFile {
         }
         sync_parent(final_path)
     }
+}
+
+/// `.{name}.{tag}-{pid}-{n}.tmp`: unique to one writer, even when the
+/// broker redelivers an attempt to the process still running it (after a
+/// reconnect), so two writers never share a temporary file.
+pub(crate) fn tmp_name(name: &str, tag: &str) -> String {
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{name}.{tag}-{}-{n}.tmp", std::process::id())
 }
 
 /// Removes the temporary files of other attempts at `final_path` (`.{name}.*.tmp`
@@ -321,6 +330,29 @@ mod tests {
 
         assert!(!duplicate.commit_no_replace(&final_path).unwrap());
         assert_eq!(std::fs::read(&final_path).unwrap(), b"rows");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_same_attempt_written_twice_in_one_process_uses_two_files() {
+        let dir = std::env::temp_dir().join(format!("conveyor-twice-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let final_path = dir.join("t.arrow");
+        // A redelivery to the process still running the attempt: the second
+        // writer's truncate must not reach the first writer's bytes.
+        let mut a = PendingFile::create(&final_path, "a1").unwrap();
+        a.file().unwrap().write_all(b"first writer, ").unwrap();
+        let mut b = PendingFile::create(&final_path, "a1").unwrap();
+        assert_ne!(a.tmp_path(), b.tmp_path());
+        b.file().unwrap().write_all(b"second").unwrap();
+        a.file().unwrap().write_all(b"all rows").unwrap();
+        assert!(a.commit_no_replace(&final_path).unwrap());
+        assert!(!b.commit_no_replace(&final_path).unwrap());
+        assert_eq!(
+            std::fs::read(&final_path).unwrap(),
+            b"first writer, all rows"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
