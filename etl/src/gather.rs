@@ -79,6 +79,7 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
                 }
             }
         }
+        pending.sync()?;
         let target = target.to_path_buf();
         Box::new(move || pending.commit_replace(&target))
     };

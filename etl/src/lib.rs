@@ -223,6 +223,9 @@ fn write_pending(
         schema,
         batches,
     )?;
+    // Durable before the commit gate, so the fsync overlaps the worker's
+    // wait for its start to be routed.
+    pending.sync()?;
     Ok((pending, rows))
 }
 

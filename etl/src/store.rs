@@ -85,7 +85,8 @@ impl PendingFile {
         &self.tmp
     }
 
-    fn sync(&mut self) -> Result<()> {
+    /// Makes the written bytes durable (once; a commit then skips it).
+    pub(crate) fn sync(&mut self) -> Result<()> {
         if let Some(file) = self.file.take() {
             file.sync_all().map_err(|e| EtlError::io(&self.tmp, e))?;
         }
