@@ -476,6 +476,9 @@ fn execute(
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
         store.sweep_committed(&msg.flow_run, &msg.task)?;
+        if let TaskSpec::Gather(spec) = &msg.spec {
+            conveyor_etl::remove_parts(&env.workspace, spec);
+        }
         return Ok(output);
     }
     // Whether the task's start reached its coordinator; asked once, by the

@@ -85,14 +85,21 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
     };
     at.progress
         .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-    if !crate::commit_fenced(ws, at, &output, commit)? {
-        return Ok(output);
-    }
-    // The parts are in the output now; the store's copies are garbage.
-    for part in &parts {
-        let _ = std::fs::remove_file(part);
-    }
+    // Whichever attempt committed, the parts are in the output now.
+    crate::commit_fenced(ws, at, &output, commit)?;
+    remove_parts(ws, spec);
     Ok(output)
+}
+
+/// Removes the store's copies of a committed gather's parts: they are in
+/// the output. Also called for a redelivered gather that finds its marker,
+/// in case the attempt that committed died before removing them.
+pub fn remove_parts(ws: &Workspace, spec: &GatherSpec) {
+    for part in &spec.inputs {
+        if let Ok(path) = ws.store.resolve(&part.path) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Joins Parquet files with the same schema by copying their row groups.

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use conveyor_schemas::{ArtifactRef, ExtractSpec, LoadSpec, TaskOutput, TransformSpec};
 
 pub use error::{EtlError, Result};
-pub use gather::run_gather;
+pub use gather::{remove_parts, run_gather};
 pub use store::ArtifactStore;
 
 /// Where a worker reads and writes.
@@ -543,6 +543,57 @@ mod tests {
         assert!(parts.is_file());
         let again = partitioned_run(&ws, "p2", &src, 2, DataFormat::Csv, "o.csv", true).unwrap();
         assert!(again.join("part-00000.csv").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_gather_that_loses_the_fence_still_removes_the_parts() {
+        let (dir, ws) = workspace("lost-fence");
+        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n3,z\n").unwrap();
+        let src = dir.join("in.csv");
+        let out =
+            partitioned_run(&ws, "lost", &src, 2, DataFormat::Csv, "lost.csv", false).unwrap();
+        let before = std::fs::read(&out).unwrap();
+        let rels: Vec<String> = ["l@0", "l@1"]
+            .iter()
+            .map(|t| ArtifactStore::part_rel("lost", t, "csv"))
+            .collect();
+        let parts: Vec<_> = rels.iter().map(|r| ws.store.resolve(r).unwrap()).collect();
+        assert!(
+            parts.iter().all(|p| !p.exists()),
+            "the winner removes its parts"
+        );
+        // As if the winner had died after its commit, before removing them.
+        for p in &parts {
+            std::fs::write(p, "stale\n").unwrap();
+        }
+        let progress = AtomicU64::new(0);
+        let late = Attempt {
+            flow_run: "lost",
+            task: "l",
+            attempt: 2,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+        };
+        let spec = conveyor_schemas::GatherSpec {
+            inputs: rels
+                .iter()
+                .map(|r| ArtifactRef {
+                    path: r.clone(),
+                    rows: 1,
+                })
+                .collect(),
+            format: DataFormat::Csv,
+            path: "lost.csv".into(),
+            parts: false,
+        };
+        run_gather(&ws, &late, &spec).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), before, "the fence held");
+        assert!(
+            parts.iter().all(|p| !p.exists()),
+            "the loser removed the parts"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
