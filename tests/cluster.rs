@@ -322,7 +322,7 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
         "w.toml",
         &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
     );
-    let w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
+    let mut w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
     std::fs::create_dir_all(storage.join("out")).unwrap();
     let kept = storage.join("out/kept.csv");
     std::fs::write(&kept, "written by a later run\n").unwrap();
@@ -344,15 +344,21 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
         "reply queue is gone; dropping the task",
         Duration::from_secs(20),
     );
+    // The commit gate, not a later step, stopped the load.
+    let log = w.log_text();
+    assert!(log.contains("leaving the output as it was"), "{log}");
     assert_eq!(
         std::fs::read_to_string(&kept).unwrap(),
         "written by a later run\n",
-        "{}",
-        w.log_text()
+        "{log}"
     );
     assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
-    assert_eq!(queue_depth(&format!("{ns}.tasks.extract")), 0);
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    // The task was acked, not left unacked: with the worker gone, an unacked
+    // task would be back in the ready count.
+    w.sigkill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(queue_depth(&format!("{ns}.tasks.extract")), 0, "{log}");
+    assert_eq!(queue_depth(&format!("{ns}.dead")), 0, "{log}");
 }
 
 /// Polls `probe` every 50 ms until it gives a value; panics after `within`.

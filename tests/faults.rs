@@ -61,7 +61,9 @@ fn colors_flow_under(test: &str, fault: Fault) -> (RunReport, String) {
     // take seconds to start on a loaded two-core machine, so those faults get
     // a longer transform than the proxy faults, which strike at once.
     let transform_ms = match fault {
-        Fault::BrokerGracefulRestart | Fault::BrokerKillAndRestart => 10_000,
+        Fault::BrokerGracefulRestart
+        | Fault::BrokerKillAndRestart
+        | Fault::BrokerClosesAllConnections => 10_000,
         _ => 2_000,
     };
     let failpoints = format!("sleep={transform_ms}@transform");

@@ -369,10 +369,11 @@ async fn run_one(env: WorkerEnv, msg: TaskMessage, delivery: Delivery) -> Outcom
 
 async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: u32) -> Outcome {
     // The start is reported while the work runs, not before it: its broker
-    // round trip is off the task's critical path. The coordinator takes a
-    // start that arrives after the result as stale, and counts the attempt
-    // from the result.
-    // A load waits for the verdict before it replaces its output.
+    // round trip overlaps the work. The coordinator takes a start that
+    // arrives after the result as stale, and counts the attempt from the
+    // result. A task that commits an output (a load or a gather) waits for
+    // the start's verdict before it replaces that output, so for those the
+    // round trip overlaps the work but not the commit.
     let (routed_tx, routed_rx) = std::sync::mpsc::sync_channel::<bool>(1);
     let started = tokio::spawn({
         let (env, msg) = (env.clone(), msg.clone());
@@ -444,7 +445,6 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     Outcome::Settled
 }
 
-/// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
 /// How often a running task reports the rows it has read.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -462,6 +462,11 @@ async fn report_progress(env: WorkerEnv, msg: TaskMessage, delivery: u32, rows: 
     }
 }
 
+/// How long a commit waits to learn whether the task's start was routed to
+/// its coordinator.
+const START_VERDICT_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
 fn execute(
     env: &WorkerEnv,
     msg: &TaskMessage,
@@ -482,11 +487,14 @@ fn execute(
         return Ok(output);
     }
     // Whether the task's start reached its coordinator; asked once, by the
-    // commit of a load. A lost connection counts as yes: the result's
-    // publish decides then.
+    // commit of a load or gather. Only a broker's "unroutable" answer says
+    // no. The start's publish retries through reconnects, so a broker that
+    // stays away could hold the commit for long: after START_VERDICT_WAIT
+    // the commit goes ahead, as it does when the start's task is gone, and
+    // the result's publish decides.
     let verdict = std::cell::OnceCell::new();
     let coordinator_listens = || {
-        if *verdict.get_or_init(|| routed.recv().unwrap_or(true)) {
+        if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())
         } else {
             Err(conveyor_etl::EtlError::Internal(format!(

@@ -36,7 +36,11 @@ pub fn run_gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec) -> Result<Tas
         Ok(out) => Ok(out),
         // A slower attempt finds the parts gone: the first one committed.
         Err(e) => match ws.store.committed(at.flow_run, at.task)? {
-            Some(out) => Ok(out),
+            Some(out) => {
+                // The attempt that committed may have died before this.
+                remove_parts(ws, spec);
+                Ok(out)
+            }
             None => Err(e),
         },
     }

@@ -7,8 +7,8 @@ Layout under the store root:
   [`TaskOutput`]. Its presence fences every later attempt of the same task run:
   a duplicate delivery answers with the recorded output and writes nothing.
 
-Every file is first written under a temporary name unique to the attempt
-(`.{name}.{attempt}-{pid}.tmp`), fsynced, then moved to its final name, and the
+Every file is first written under a temporary name unique to the writer
+(`.{name}.{attempt}-{pid}{salt}-{n}.tmp`, a random salt per process), fsynced, then moved to its final name, and the
 directory is fsynced. An artifact is moved with a hard link, which never
 replaces an existing file, so a late attempt cannot overwrite a committed one.
 
@@ -53,8 +53,7 @@ impl PendingFile {
         let tmp = dir.join(tmp_name(name, tag));
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)
             .map_err(|e| EtlError::io(&tmp, e))?;
         Ok(PendingFile {
@@ -128,13 +127,25 @@ impl PendingFile {
     }
 }
 
-/// `.{name}.{tag}-{pid}-{n}.tmp`: unique to one writer, even when the
+/// `.{name}.{tag}-{pid}{salt}-{n}.tmp`: unique to one writer, even when the
 /// broker redelivers an attempt to the process still running it (after a
-/// reconnect), so two writers never share a temporary file.
+/// reconnect), so two writers never share a temporary file. The salt is
+/// random per process, because a pid is unique only on one host: workers in
+/// containers (often all pid 1) may share a store on a network file system.
+/// Callers create the file exclusively, so a clash would be an error, never
+/// a shared file.
 pub(crate) fn tmp_name(name: &str, tag: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
     static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static SALT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // RandomState is seeded from the OS's random source, per process.
+    let salt = *SALT.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32
+    });
     let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(".{name}.{tag}-{}-{n}.tmp", std::process::id())
+    format!(".{name}.{tag}-{}{salt:08x}-{n}.tmp", std::process::id())
 }
 
 /// Removes the temporary files of other attempts at `final_path` (`.{name}.*.tmp`

@@ -508,7 +508,8 @@ impl AmqpTransport {
 
     /// The kinds whose task queues have consumers, as a heartbeat that
     /// expires after [`CONSUMERS_LIVE_FOR`] (a worker's own heartbeats take
-    /// over by then). None when no queue has a consumer, or on any error.
+    /// over by then). None when no queue has a consumer or the broker is out
+    /// of reach; a kind whose queue cannot be probed counts as having none.
     async fn consumers_as_heartbeat(&self) -> Option<Heartbeat> {
         let live = self.live().await.ok()?;
         // A passive declare of a missing queue closes its channel: each kind
