@@ -261,13 +261,15 @@ fn finished_once(
 
 /// Scenario (k): 1,000 small flows submitted at once to a coordinator node,
 /// across two worker nodes, while a random worker node is SIGKILLed (and
-/// started again, as a service manager would) every 2 to 4 seconds. Every
-/// flow must succeed with exactly its rows, and every queue must drain.
+/// started again, as a service manager would) every 2 to 4 seconds, and
+/// also each time another tenth of the flows has finished, so that a fast
+/// run is still killed into several times. Every flow must succeed with
+/// exactly its rows, and every queue must drain.
 #[test]
 fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
     use futures_util::StreamExt;
     use rand::Rng;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
     const FLOWS: usize = 1000;
@@ -296,8 +298,10 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
 
     // The client: publishes every submission, then collects the final reports.
     let done = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
     let client = {
         let (url, ns, done) = (amqp_url(), ns.to_string(), done.clone());
+        let progress = progress.clone();
         let base = dir.path.to_string_lossy().into_owned();
         std::thread::spawn(move || {
             block_on(async move {
@@ -379,6 +383,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                     match ev.event {
                         conveyor_schemas::FlowEventKind::Finished { report } => {
                             finished.insert(ev.request_id, report);
+                            progress.store(finished.len(), Ordering::SeqCst);
                         }
                         conveyor_schemas::FlowEventKind::Rejected { error } => {
                             panic!("{} rejected: {error}", ev.request_id)
@@ -396,17 +401,28 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
         })
     };
 
-    // The killer: a random worker node every 2 to 4 s, started again at once.
+    // The killer: a random worker node every 2 to 4 s, or as soon as another
+    // tenth of the flows has finished, whichever comes first; the node is
+    // started again at once. The tenths make the number of kills independent
+    // of how fast this machine runs the flows.
     let mut rng = rand::rng();
     let mut kills = 0;
+    let mut next_tenth = FLOWS / 10;
     while !done.load(Ordering::SeqCst) && !client.is_finished() {
         let wait = Duration::from_millis(rng.random_range(2000..4000));
         let until = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < until && !done.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
+        while std::time::Instant::now() < until
+            && !done.load(Ordering::SeqCst)
+            && progress.load(Ordering::SeqCst) < next_tenth
+        {
+            std::thread::sleep(Duration::from_millis(10));
         }
         if done.load(Ordering::SeqCst) {
             break;
+        }
+        let finished_now = progress.load(Ordering::SeqCst);
+        while next_tenth <= finished_now {
+            next_tenth += FLOWS / 10;
         }
         let victim = rng.random_range(0..workers.len());
         workers[victim].sigkill();
@@ -420,7 +436,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
     let finished = client.join().expect("client thread");
     assert_eq!(finished.len(), FLOWS, "flows without a final report");
     assert!(
-        kills >= 2,
+        kills >= 3,
         "only {kills} kills: the scenario did not exercise faults"
     );
     let expected = expected_colors_without_hex();
