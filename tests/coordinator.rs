@@ -263,7 +263,7 @@ fn finished_once(
 /// across two worker nodes, while a random worker node is SIGKILLed (and
 /// started again, as a service manager would) every 2 to 4 seconds, and
 /// also each time another tenth of the flows has finished, so that a fast
-/// run is still killed into several times. Every flow must succeed with
+/// run still sees several kills. Every flow must succeed with
 /// exactly its rows, and every queue must drain.
 #[test]
 fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
