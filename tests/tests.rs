@@ -6,6 +6,7 @@ mod cluster;
 mod coordinator;
 mod embedded;
 mod faults;
+mod layers;
 mod schemas;
 mod security;
 mod util;

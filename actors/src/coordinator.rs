@@ -27,8 +27,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::failpoint::{Failpoints, PublishPoint};
-use crate::flow::FlowSpec;
-use crate::runstore::{FlowSource, RunStore};
+use conveyor_flow::{FlowSource, FlowSpec};
+
+use crate::runstore::RunStore;
 use crate::state::{Applied, Clock, FlowRun};
 use crate::transport::Transport;
 

@@ -17,14 +17,14 @@ use conveyor_schemas::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::config::NodeConfig;
 use crate::coordinator::{
     Coordinator, CoordinatorSetup, DeadLettered, HeartbeatSeen, Submit, SubmitRemote, Submitted,
     UpdateFromWorker,
 };
+use conveyor_flow::{FlowSource, FlowSpec, NodeConfig};
+
 use crate::failpoint::Failpoints;
-use crate::flow::FlowSpec;
-use crate::runstore::{FlowSource, RunStore, StoreError};
+use crate::runstore::{RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::inproc::InProcBus;
@@ -122,7 +122,7 @@ impl Node {
                     AmqpTransport::connect_tls(&url, &ns, limit, &node, handle, tls_ca).await
                 })
                 .await??;
-                info!(broker = %crate::config::redact_url(&b.url), namespace = %b.namespace, "Connected to the broker");
+                info!(broker = %conveyor_flow::config::redact_url(&b.url), namespace = %b.namespace, "Connected to the broker");
                 (
                     Transport::Amqp(t),
                     Names {

@@ -22,21 +22,14 @@ use std::path::{Path, PathBuf};
 use conveyor_schemas::FlowState;
 use rusqlite::{params, Connection};
 
+use conveyor_flow::FlowSource;
+
 use crate::state::FlowSnapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("coordinator database {}: {message}", path.display())]
     Db { path: PathBuf, message: String },
-}
-
-/// The flow a run was started from, kept so that it can be parsed again.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FlowSource {
-    pub file: String,
-    pub text: String,
-    /// Directory that relative paths of the flow resolve against.
-    pub base: String,
 }
 
 /// One unfinished run, as loaded after a restart.

@@ -30,7 +30,7 @@ use conveyor_schemas::{
     SCHEMA_VERSION,
 };
 
-use crate::flow::{FlowSpec, RetryPolicy, TaskBody};
+use conveyor_flow::{FlowSpec, RetryPolicy, TaskBody};
 
 /// What became of one update.
 #[derive(Debug, PartialEq, Eq)]
@@ -685,7 +685,7 @@ pub struct TaskSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::FlowSpec;
+    use conveyor_flow::FlowSpec;
     use conveyor_schemas::ArtifactRef;
     use std::path::Path;
 

@@ -312,8 +312,8 @@ fn check_message(msg: &TaskMessage, kind: TaskKind) -> Result<(), String> {
             msg.spec.kind()
         ));
     }
-    conveyor_etl::paths::check_name("flow_run", &msg.flow_run).map_err(|e| e.to_string())?;
-    conveyor_etl::paths::check_name("task", &msg.task).map_err(|e| e.to_string())?;
+    conveyor_etl::paths::check_run_id("flow_run", &msg.flow_run).map_err(|e| e.to_string())?;
+    conveyor_etl::paths::check_task_name("task", &msg.task).map_err(|e| e.to_string())?;
     if msg.attempt == 0 || msg.reply_to.is_empty() {
         return Err("attempt must be at least 1 and reply_to must be set".into());
     }

@@ -12,9 +12,6 @@ worker reports it as a non-retryable data error naming the file.
 
 use std::io::{Read, Seek, SeekFrom};
 
-/// Default limit on one record: far above any sane row, far below a worker's memory.
-pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
-
 #[derive(Clone, Copy, Debug)]
 pub enum Framing {
     /// RFC 4180: a newline inside double quotes does not end the record.

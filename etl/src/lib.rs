@@ -352,7 +352,7 @@ mod tests {
         let ws = Workspace {
             store: ArtifactStore::new(dir.join("artifacts")),
             output_root: dir.join("out"),
-            max_record_bytes: crate::guard::DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: 64 << 20,
         };
         std::fs::create_dir_all(&ws.output_root).unwrap();
         let progress = AtomicU64::new(0);
@@ -418,7 +418,7 @@ mod tests {
         let ws = Workspace {
             store: ArtifactStore::new(dir.join("artifacts")),
             output_root: dir.join("out"),
-            max_record_bytes: crate::guard::DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: 64 << 20,
         };
         (dir, ws)
     }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use conveyor_schemas::TaskOutput;
 
 use crate::error::{EtlError, Result};
-use crate::paths::check_name;
+use crate::paths::{check_run_id, check_task_name};
 
 #[derive(Clone, Debug)]
 pub struct ArtifactStore {
@@ -207,7 +207,7 @@ impl ArtifactStore {
     }
 
     fn run_dir(&self, flow_run: &str) -> Result<PathBuf> {
-        check_name("flow run id", flow_run)?;
+        check_run_id("flow run id", flow_run)?;
         let dir = self.root.join(flow_run);
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io(&dir, e))?;
         Ok(dir)
@@ -225,13 +225,13 @@ impl ArtifactStore {
 
     /// Absolute path of one part of a partitioned load, creating the run directory.
     pub fn part_path(&self, flow_run: &str, task: &str, ext: &str) -> Result<PathBuf> {
-        check_name("task name", task)?;
+        check_task_name("task name", task)?;
         Ok(self.run_dir(flow_run)?.join(format!("{task}.{ext}")))
     }
 
     /// Absolute path of a task's artifact, creating the run directory.
     pub fn artifact_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
-        check_name("task name", task)?;
+        check_task_name("task name", task)?;
         Ok(self.run_dir(flow_run)?.join(format!("{task}.arrow")))
     }
 
@@ -251,7 +251,7 @@ impl ArtifactStore {
     }
 
     fn marker_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
-        check_name("task name", task)?;
+        check_task_name("task name", task)?;
         Ok(self.run_dir(flow_run)?.join(format!("{task}.done.json")))
     }
 
@@ -271,7 +271,7 @@ impl ArtifactStore {
     /// is an OS file lock (`flock`): a process killed while holding it
     /// releases it.
     pub fn lock_task(&self, flow_run: &str, task: &str) -> Result<File> {
-        check_name("task name", task)?;
+        check_task_name("task name", task)?;
         let path = self.run_dir(flow_run)?.join(format!("{task}.lock"));
         let file = OpenOptions::new()
             .create(true)

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_actors::config::NodeConfig;
+use conveyor_flow::NodeConfig;
 use conveyor_schemas::{RunReport, TaskState};
 use tokio::sync::watch;
 
@@ -167,7 +167,7 @@ pub fn roles(cfg: &NodeConfig) -> String {
     let broker = match &cfg.broker {
         Some(b) => format!(
             "broker {} namespace {}",
-            conveyor_actors::config::redact_url(&b.url),
+            conveyor_flow::config::redact_url(&b.url),
             b.namespace
         ),
         None => "embedded, no broker".into(),

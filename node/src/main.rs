@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use conveyor_actors::config::NodeConfig;
-use conveyor_actors::flow::FlowSpec;
 use conveyor_actors::node::{CoordinatorMode, Node, NodeError};
+use conveyor_flow::{FlowSpec, NodeConfig};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::EnvFilter;
 

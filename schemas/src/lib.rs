@@ -11,9 +11,12 @@ are generated from these types and a test fails when they drift.
 - [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
+- [`names`]: the rules for names and relative paths that messages carry.
 
 Every message carries `schema_version`; receivers reject versions they do not know.
 */
+
+pub mod names;
 
 use std::collections::BTreeMap;
 

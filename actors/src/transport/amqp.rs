@@ -165,7 +165,7 @@ impl AmqpTransport {
             .map_err(|e| {
                 TransportError::Broker(format!(
                     "cannot connect to {}: {e}",
-                    crate::config::redact_url(&sh.url)
+                    conveyor_flow::config::redact_url(&sh.url)
                 ))
             })?;
         let publisher = conn.create_channel().await?;
@@ -206,7 +206,7 @@ impl AmqpTransport {
             }
             match self.open().await {
                 Ok(live) => {
-                    tracing::info!(broker = %crate::config::redact_url(&self.shared.url), failures, "Reconnected to the broker; topology declared again");
+                    tracing::info!(broker = %conveyor_flow::config::redact_url(&self.shared.url), failures, "Reconnected to the broker; topology declared again");
                     *self.shared.live.write().await = Some(live.clone());
                     return Ok(live);
                 }

@@ -1,7 +1,7 @@
 /*!
 The node config file: which roles a node plays and where it keeps its data.
 
-Phase one reads the TOML with every problem collected ([`crate::toml_reader`]);
+Phase one reads the TOML with every problem collected ([`crate::diag`]);
 phase two fills defaults, applies `CONVEYOR_BROKER_URL`, and resolves relative
 paths against the config file's directory. See `config.toml` at the repository
 root for the documented example.
@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use conveyor_schemas::names::check_name;
 use conveyor_schemas::TaskKind;
 
-use crate::toml_reader::{parse_document, read_file, Diag, Problems, Tbl};
+use crate::diag::{parse_document, read_file, Diag, Problems, Tbl};
 
 /// Environment variable that overrides `[broker] url`.
 pub const BROKER_URL_ENV: &str = "CONVEYOR_BROKER_URL";
@@ -51,6 +52,10 @@ pub struct BrokerConfig {
     /// public web PKI roots (a private CA).
     pub tls_ca: Option<PathBuf>,
 }
+
+/// Default longest CSV record or JSON line (`[workers] max_record`): far
+/// above any sane row, far below a worker's memory.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Default AMQP connection heartbeat (RabbitMQ's own default is 60s).
 pub const DEFAULT_AMQP_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -161,7 +166,7 @@ impl NodeConfig {
             artifacts: base.join(".conveyor/artifacts"),
             output_root: base.join("out"),
             heartbeat: Duration::from_secs(1),
-            max_record_bytes: conveyor_etl::guard::DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 
@@ -188,13 +193,9 @@ impl NodeConfig {
 
         if let Some(mut node) = root.table("node") {
             if let Some(name) = node.str("name") {
-                if crate::valid_name(&name) {
-                    cfg.node_name = name;
-                } else {
-                    node.error(
-                        "name",
-                        "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
-                    );
+                match check_name("node name", &name) {
+                    Ok(()) => cfg.node_name = name,
+                    Err(e) => node.error("name", e.to_string()),
                 }
             }
             if let Some(d) = node.duration("heartbeat") {
@@ -216,11 +217,8 @@ impl NodeConfig {
                 broker_url = url;
             }
             let namespace = broker.str("namespace").unwrap_or_else(|| "conveyor".into());
-            if !crate::valid_name(&namespace) {
-                broker.error(
-                    "namespace",
-                    "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
-                );
+            if let Err(e) = check_name("namespace", &namespace) {
+                broker.error("namespace", e.to_string());
             }
             let prefetch = broker.uint("prefetch", 1, 10_000).map(|p| p as u16);
             let delivery_limit = broker.uint("delivery_limit", 1, 1000).unwrap_or(5) as u32;

@@ -2,7 +2,8 @@
 Phase one of config and flow parsing: a typed walk over a span-carrying TOML
 document that collects **every** problem (wrong type, missing key, unknown
 key) with its dotted key and line, instead of stopping at the first.
-Phase two (in `config` and `flow`) checks meaning and derives values.
+Phase two (in [`crate::config`] and [`crate::parse`]) checks meaning and
+derives values.
 */
 
 use std::cell::RefCell;
@@ -177,6 +178,12 @@ impl<'a, 't> Tbl<'a, 't> {
         self.span.clone()
     }
 
+    /// Where `key` is written in this table, if it is.
+    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        let (k, item) = self.table.get_key_value(key)?;
+        k.span().or_else(|| item.span())
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.table.iter().map(|(k, _)| k.to_string()).collect()
     }
@@ -186,11 +193,7 @@ impl<'a, 't> Tbl<'a, 't> {
     }
 
     pub fn error(&self, key: &str, message: impl Into<String>) {
-        let span = self
-            .table
-            .get_key_value(key)
-            .and_then(|(k, item)| k.span().or_else(|| item.span()))
-            .or_else(|| self.span.clone());
+        let span = self.key_span(key).or_else(|| self.span.clone());
         self.diag.report(&self.key_path(key), span, message);
     }
 

@@ -20,98 +20,26 @@ input = "transform"
 path = "colors.csv"                    # under the worker node's output root
 ```
 
-Phase one collects every problem with its key and line; phase two checks the
-graph (unknown inputs, cycles) and the paths.
+Phase one collects every problem with its key and line. The graph checks
+([`crate::graph`]) run in the same pass, over every task that parsed, so one
+`conveyor validate` shows every problem. A clean flow is then ordered, fused
+([`crate::fuse`]) and split into partitions ([`crate::partition`]).
 */
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use conveyor_schemas::names::{check_name, check_relative_path};
 use conveyor_schemas::{
-    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, FusedLoad,
-    Literal, Partition, SourceLocation, Step, TaskKind,
+    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, Literal,
+    Partition, SourceLocation, Step, TaskKind,
 };
 use toml_edit::Value;
 
-use crate::runstore::FlowSource;
-use crate::toml_reader::{parse_document, read_file, Diag, Found, Problems, Tbl};
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct FlowSpec {
-    pub name: String,
-    /// Tasks in a topological order: every task comes after its dependencies.
-    pub tasks: Vec<TaskDef>,
-    /// Overrides the coordinator's wait for a live worker.
-    pub worker_wait: Option<Duration>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    /// Delay before attempt 2; doubles each attempt, with jitter, up to `max_backoff`.
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TaskDef {
-    pub name: String,
-    pub kind: TaskKind,
-    /// The task whose output this one reads (transform and load).
-    pub input: Option<String>,
-    /// Tasks that must succeed first; includes `input`.
-    pub after: Vec<String>,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
-    pub body: TaskBody,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum TaskBody {
-    Extract(ExtractSpec),
-    Transform {
-        steps: Vec<Step>,
-    },
-    Load {
-        format: DataFormat,
-        path: String,
-        header: bool,
-        /// Write a directory of part files (partitioned input only).
-        parts: bool,
-        /// Set on one partition of a partitioned load: writes part `N` into
-        /// the artifact store for the gather.
-        part: Option<u32>,
-    },
-    /// Puts the parts of a partitioned load in place. Made by the flow
-    /// parser, never written by users; it keeps the load's name.
-    Gather {
-        format: DataFormat,
-        path: String,
-        parts: bool,
-        /// The part tasks, in partition order.
-        inputs: Vec<String>,
-    },
-}
-
-/// Most partitions one task may be split into.
-pub const MAX_PARTITIONS: u32 = 1024;
-
-/// The name of partition `i` of task `name`. `@` is not allowed in the names
-/// users write, so it cannot clash with another task.
-pub fn partition_name(name: &str, i: u32) -> String {
-    format!("{name}@{i}")
-}
+use crate::diag::{parse_document, read_file, Diag, Found, Problems, Tbl};
+use crate::graph::{self, RefSpans};
+use crate::model::{FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, MAX_PARTITIONS};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -191,11 +119,10 @@ impl FlowSpec {
         match root.table("flow") {
             Some(mut flow) => {
                 name = flow.req_str("name").unwrap_or_default();
-                if !name.is_empty() && !crate::valid_name(&name) {
-                    flow.error(
-                        "name",
-                        "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
-                    );
+                if !name.is_empty() {
+                    if let Err(e) = check_name("flow name", &name) {
+                        flow.error("name", e.to_string());
+                    }
                 }
                 worker_wait = flow.duration("worker_wait");
                 fuse = flow.bool("fuse").unwrap_or(false);
@@ -212,6 +139,8 @@ impl FlowSpec {
         }
 
         let mut tasks = Vec::new();
+        let mut declared = HashSet::new();
+        let mut spans = HashMap::new();
         match root.table("tasks") {
             Some(mut table) => {
                 let names = table.keys();
@@ -219,12 +148,21 @@ impl FlowSpec {
                     table.error("tasks", "a flow needs at least one task");
                 }
                 for task_name in names {
+                    declared.insert(task_name.clone());
                     let Some(mut t) = table.table(&task_name) else {
                         continue;
                     };
-                    if !crate::valid_name(&task_name) {
-                        diag.report(&t.path.clone(), t.span(), "task names must be 1-64 characters of letters, digits, `_`, `-` or `.`");
+                    if let Err(e) = check_name("task name", &task_name) {
+                        diag.report(&t.path.clone(), t.span(), e.to_string());
                     }
+                    spans.insert(
+                        task_name.clone(),
+                        RefSpans {
+                            table: t.span(),
+                            input: t.key_span("input"),
+                            after: t.key_span("after"),
+                        },
+                    );
                     if let Some(def) =
                         read_task(&mut t, &task_name, base, &defaults, default_timeout)
                     {
@@ -240,19 +178,19 @@ impl FlowSpec {
             None => {}
         }
         root.finish();
+        graph::check(&tasks, &declared, &spans, &diag);
         if diag.is_clean() {
-            let ordered = order_tasks(&mut tasks).map(|()| {
-                if fuse {
-                    fuse_chains(std::mem::take(&mut tasks))
-                } else {
-                    std::mem::take(&mut tasks)
-                }
-            });
-            match ordered.and_then(expand_partitions) {
+            let ordered = graph::order(std::mem::take(&mut tasks));
+            let fused = if fuse {
+                crate::fuse::fuse_chains(ordered)
+            } else {
+                ordered
+            };
+            match crate::partition::expand_partitions(fused) {
                 Ok(expanded) => tasks = expanded,
                 Err((task, message)) => {
-                    diag.report(&format!("tasks.{task}"), None, message);
-                    tasks = Vec::new();
+                    let span = spans.get(&task).and_then(|s| s.table.clone());
+                    diag.report(&format!("tasks.{task}"), span, message);
                 }
             }
         }
@@ -262,10 +200,6 @@ impl FlowSpec {
             tasks,
             worker_wait,
         })
-    }
-
-    pub fn task(&self, name: &str) -> Option<&TaskDef> {
-        self.tasks.iter().find(|t| t.name == name)
     }
 }
 
@@ -338,7 +272,7 @@ fn read_task(
             } else {
                 let path = t.req_str("path");
                 if let Some(p) = &path {
-                    if let Err(e) = conveyor_etl::paths::check_relative_path("load path", p) {
+                    if let Err(e) = check_relative_path("load path", p) {
                         t.error("path", e.to_string());
                     }
                 }
@@ -580,271 +514,6 @@ fn literal(found: &Found, diag: &Diag) -> Option<Literal> {
     }
 }
 
-/// Sorts tasks so dependencies come first; reports unknown names and cycles.
-/// With `fuse = true`: an extract whose output only one transform or load
-/// reads, and that nothing else waits for, absorbs that reader, and so on
-/// down the chain: extract → transform → load becomes one task that reads,
-/// transforms and writes in one pass, with no intermediate artifact and one
-/// broker round trip instead of three. The fused task takes the name of the
-/// last task it absorbed (so `after` on it still works), runs on extract
-/// workers, keeps the extract's retry policy and the sum of the timeouts.
-fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
-    loop {
-        let pair = tasks.iter().enumerate().find_map(|(i, e)| {
-            let TaskBody::Extract(spec) = &e.body else {
-                return None;
-            };
-            if spec.load.is_some() {
-                return None;
-            }
-            let mut readers = tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.after.contains(&e.name));
-            let (j, reader) = readers.next()?;
-            let only = readers.next().is_none() && reader.input.as_ref() == Some(&e.name);
-            only.then_some((i, j))
-        });
-        let Some((i, j)) = pair else {
-            return tasks;
-        };
-        let reader = tasks.remove(j);
-        let extract = tasks.remove(i);
-        let TaskBody::Extract(mut spec) = extract.body else {
-            unreachable!("found above")
-        };
-        match reader.body {
-            TaskBody::Transform { steps } => spec.steps.extend(steps),
-            TaskBody::Load {
-                format,
-                path,
-                header,
-                parts,
-                ..
-            } => {
-                spec.load = Some(FusedLoad {
-                    format,
-                    path,
-                    header,
-                    part: None,
-                    parts,
-                })
-            }
-            TaskBody::Extract(_) | TaskBody::Gather { .. } => unreachable!("readers have inputs"),
-        }
-        let mut after = extract.after;
-        after.extend(reader.after.into_iter().filter(|a| a != &extract.name));
-        // The reader came after the extract and after all it waits for, so
-        // the fused task keeps the order where the reader was.
-        tasks.insert(
-            j - 1,
-            TaskDef {
-                name: reader.name,
-                kind: TaskKind::Extract,
-                input: None,
-                after,
-                retry: extract.retry,
-                timeout: extract.timeout.saturating_add(reader.timeout),
-                body: TaskBody::Extract(spec),
-            },
-        );
-    }
-}
-
-/// Splits every task downstream of a partitioned extract into one task per
-/// partition: extract `e` with `partitions = N` becomes `e@0` .. `e@N-1`, a
-/// transform of it becomes `t@0` .. `t@N-1` (partition `i` reads `e@i`), and
-/// a load becomes its parts `l@i` plus a gather `l` that puts them in place.
-/// `tasks` is in dependency order, and so is the result.
-fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, String)> {
-    // Partitioned task → its partition count.
-    let mut counts: HashMap<String, u32> = HashMap::new();
-    let mut out = Vec::with_capacity(tasks.len());
-    for def in tasks {
-        // `after = ["e"]` on a partitioned `e` waits for all of its partitions.
-        let expand = |names: &[String]| -> Vec<String> {
-            names
-                .iter()
-                .flat_map(|a| match counts.get(a) {
-                    Some(&n) => (0..n).map(|i| partition_name(a, i)).collect(),
-                    None => vec![a.clone()],
-                })
-                .collect()
-        };
-        let n = match &def.body {
-            TaskBody::Extract(e) => e.partition.map(|p| p.count),
-            _ => def.input.as_ref().and_then(|i| counts.get(i).copied()),
-        };
-        let fused_parts =
-            matches!(&def.body, TaskBody::Extract(e) if e.load.as_ref().is_some_and(|l| l.parts));
-        let Some(n) = n else {
-            if fused_parts || matches!(def.body, TaskBody::Load { parts: true, .. }) {
-                return Err((
-                    def.name,
-                    "`parts = true` needs a partitioned input: an extract with `partitions`".into(),
-                ));
-            }
-            out.push(TaskDef {
-                after: expand(&def.after),
-                ..def
-            });
-            continue;
-        };
-        let others: Vec<String> = expand(
-            &def.after
-                .iter()
-                .filter(|a| Some(*a) != def.input.as_ref())
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        let mut part_names = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let input = def.input.as_ref().map(|x| partition_name(x, i));
-            let body = match &def.body {
-                TaskBody::Extract(e) => TaskBody::Extract(ExtractSpec {
-                    partition: Some(Partition { index: i, count: n }),
-                    load: e.load.as_ref().map(|l| FusedLoad {
-                        header: l.header && (l.parts || i == 0),
-                        part: Some(i),
-                        ..l.clone()
-                    }),
-                    ..e.clone()
-                }),
-                TaskBody::Transform { steps } => TaskBody::Transform {
-                    steps: steps.clone(),
-                },
-                TaskBody::Load {
-                    format,
-                    path,
-                    header,
-                    parts,
-                    ..
-                } => TaskBody::Load {
-                    format: *format,
-                    path: path.clone(),
-                    // One file: only the first part carries the CSV header.
-                    header: *header && (*parts || i == 0),
-                    parts: *parts,
-                    part: Some(i),
-                },
-                TaskBody::Gather { .. } => unreachable!("gathers are made here"),
-            };
-            let name = partition_name(&def.name, i);
-            part_names.push(name.clone());
-            out.push(TaskDef {
-                name,
-                kind: def.kind,
-                after: input
-                    .iter()
-                    .cloned()
-                    .chain(others.iter().cloned())
-                    .collect(),
-                input,
-                retry: def.retry.clone(),
-                timeout: def.timeout,
-                body,
-            });
-        }
-        match def.body {
-            TaskBody::Load {
-                format,
-                path,
-                parts,
-                ..
-            } => out.push(TaskDef {
-                name: def.name,
-                kind: TaskKind::Load,
-                input: None,
-                after: part_names.clone(),
-                retry: def.retry,
-                timeout: def.timeout,
-                body: TaskBody::Gather {
-                    format,
-                    path,
-                    parts,
-                    inputs: part_names,
-                },
-            }),
-            TaskBody::Extract(ExtractSpec {
-                load: Some(load), ..
-            }) => out.push(TaskDef {
-                name: def.name,
-                kind: TaskKind::Load,
-                input: None,
-                after: part_names.clone(),
-                retry: def.retry,
-                timeout: def.timeout,
-                body: TaskBody::Gather {
-                    format: load.format,
-                    path: load.path,
-                    parts: load.parts,
-                    inputs: part_names,
-                },
-            }),
-            _ => {
-                counts.insert(def.name, n);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn order_tasks(tasks: &mut Vec<TaskDef>) -> Result<(), (String, String)> {
-    let index: HashMap<&str, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
-    for t in tasks.iter() {
-        for dep in &t.after {
-            if !index.contains_key(dep.as_str()) {
-                return Err((
-                    t.name.clone(),
-                    format!("depends on `{dep}`, which is not a task of this flow"),
-                ));
-            }
-            if dep == &t.name {
-                return Err((t.name.clone(), "depends on itself".into()));
-            }
-        }
-        if let Some(input) = &t.input {
-            let source = &tasks[index[input.as_str()]];
-            if source.kind == TaskKind::Load {
-                return Err((
-                    t.name.clone(),
-                    format!("reads `{input}`, but a load has no output to read"),
-                ));
-            }
-        }
-    }
-    let mut remaining: Vec<usize> = (0..tasks.len()).collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut order = Vec::new();
-    while !remaining.is_empty() {
-        let before = remaining.len();
-        remaining.retain(|&i| {
-            let ready = tasks[i].after.iter().all(|d| done.contains(d));
-            if ready {
-                order.push(i);
-            }
-            !ready
-        });
-        for &i in &order[order.len() - (before - remaining.len())..] {
-            done.push(tasks[i].name.clone());
-        }
-        if remaining.len() == before {
-            let names: Vec<&str> = remaining.iter().map(|&i| tasks[i].name.as_str()).collect();
-            return Err((
-                names[0].to_string(),
-                format!("the tasks {} form a cycle", names.join(", ")),
-            ));
-        }
-    }
-    let mut sorted: Vec<Option<TaskDef>> = std::mem::take(tasks).into_iter().map(Some).collect();
-    *tasks = order.into_iter().filter_map(|i| sorted[i].take()).collect();
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,6 +616,69 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
         let unknown = "[flow]\nname = \"f\"\n[tasks.a]\nkind = \"load\"\ninput = \"nope\"\npath = \"x.csv\"\n";
         let err = FlowSpec::parse("f.toml", unknown, Path::new("/")).unwrap_err();
         assert!(err.to_string().contains("`nope`"), "{err}");
+    }
+
+    #[test]
+    fn every_graph_problem_is_reported_in_one_pass_with_its_line() {
+        // Two unknown references, a cycle of a and b, a load that waits for
+        // the cycle without being in it, and a key error: all at once.
+        let text = r#"[flow]
+name = "f"
+[tasks.e]
+kind = "extract"
+path = "x.csv"
+bogus = 1
+[tasks.a]
+kind = "transform"
+input = "b"
+steps = []
+[tasks.b]
+kind = "transform"
+input = "a"
+after = ["nowhere"]
+steps = []
+[tasks.load]
+kind = "load"
+input = "a"
+path = "o.csv"
+[tasks.t]
+kind = "transform"
+input = "missing"
+steps = []
+"#;
+        let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tasks.e.bogus", Some(6)),
+                ("tasks.a", Some(9)),
+                ("tasks.b.after", Some(14)),
+                ("tasks.t.input", Some(22)),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("`nowhere` is not a task"), "{text}");
+        assert!(text.contains("`missing` is not a task"), "{text}");
+        let cycle = &err.problems[1].message;
+        assert!(cycle.contains("`a`, `b` form a cycle"), "{cycle}");
+        assert!(
+            !cycle.contains("load"),
+            "only the tasks in the cycle: {cycle}"
+        );
+    }
+
+    #[test]
+    fn a_reference_to_a_task_that_did_not_parse_is_not_called_unknown() {
+        let text = "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extrac\"\npath = \"x.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"o.csv\"\n";
+        let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["tasks.e.kind"], "{err}");
     }
 
     #[test]

@@ -1,0 +1,77 @@
+/*!
+Fusing (`fuse = true`): single-reader chains folded into one task.
+*/
+
+use conveyor_schemas::{FusedLoad, TaskKind};
+
+use crate::model::{TaskBody, TaskDef};
+
+/// With `fuse = true`: an extract whose output only one transform or load
+/// reads, and that nothing else waits for, absorbs that reader, and so on
+/// down the chain: extract → transform → load becomes one task that reads,
+/// transforms and writes in one pass, with no intermediate artifact and one
+/// broker round trip instead of three. The fused task takes the name of the
+/// last task it absorbed (so `after` on it still works), runs on extract
+/// workers, keeps the extract's retry policy and the sum of the timeouts.
+pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
+    loop {
+        let pair = tasks.iter().enumerate().find_map(|(i, e)| {
+            let TaskBody::Extract(spec) = &e.body else {
+                return None;
+            };
+            if spec.load.is_some() {
+                return None;
+            }
+            let mut readers = tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.after.contains(&e.name));
+            let (j, reader) = readers.next()?;
+            let only = readers.next().is_none() && reader.input.as_ref() == Some(&e.name);
+            only.then_some((i, j))
+        });
+        let Some((i, j)) = pair else {
+            return tasks;
+        };
+        let reader = tasks.remove(j);
+        let extract = tasks.remove(i);
+        let TaskBody::Extract(mut spec) = extract.body else {
+            unreachable!("found above")
+        };
+        match reader.body {
+            TaskBody::Transform { steps } => spec.steps.extend(steps),
+            TaskBody::Load {
+                format,
+                path,
+                header,
+                parts,
+                ..
+            } => {
+                spec.load = Some(FusedLoad {
+                    format,
+                    path,
+                    header,
+                    part: None,
+                    parts,
+                })
+            }
+            TaskBody::Extract(_) | TaskBody::Gather { .. } => unreachable!("readers have inputs"),
+        }
+        let mut after = extract.after;
+        after.extend(reader.after.into_iter().filter(|a| a != &extract.name));
+        // The reader came after the extract and after all it waits for, so
+        // the fused task keeps the order where the reader was.
+        tasks.insert(
+            j - 1,
+            TaskDef {
+                name: reader.name,
+                kind: TaskKind::Extract,
+                input: None,
+                after,
+                retry: extract.retry,
+                timeout: extract.timeout.saturating_add(reader.timeout),
+                body: TaskBody::Extract(spec),
+            },
+        );
+    }
+}

@@ -1,0 +1,35 @@
+/*!
+Conveyor flows and node configs, parsed and checked without running anything.
+
+This crate is pure: no arrow, lapin, actix or SQLite, so `conveyor validate`,
+the HTTP API and the dashboard can parse flows cheaply
+(`cargo tree -p conveyor-flow` shows it).
+
+# Layout
+- [`model`]: what a parsed flow is: [`FlowSpec`], [`TaskDef`], [`TaskBody`],
+  [`RetryPolicy`], and the [`FlowSource`] a run keeps to parse it again.
+- [`parse`]: flow files: every problem with its key and line, in one pass.
+- [`graph`]: graph checks (unknown references, cycles) and task ordering.
+- [`fuse`]: `fuse = true`: single-reader chains folded into one task.
+- [`partition`]: `partitions = N`: one task per partition, and gathers.
+- [`config`]: the node config file ([`NodeConfig`]).
+- [`diag`]: the TOML walk that collects problems ([`Problems`]).
+- [`names`]: the rules for names and relative paths (from the wire contract,
+  so that workers apply the same ones).
+*/
+
+pub mod config;
+pub mod diag;
+pub(crate) mod fuse;
+pub(crate) mod graph;
+pub mod model;
+pub mod parse;
+pub(crate) mod partition;
+
+pub use conveyor_schemas::names;
+
+pub use config::NodeConfig;
+pub use diag::{Problem, Problems};
+pub use model::{
+    partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, MAX_PARTITIONS,
+};
