@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
-use crate::runstore::RunStore;
+use crate::runstore::{RunStore, RunUpdate};
 use crate::state::{Applied, Clock, FlowRun};
 use crate::transport::Transport;
 
@@ -229,22 +229,14 @@ impl Coordinator {
                 .poll(now, &|k| live.is_live(k, now), &mut jitter);
             let generation = run.machine.generation();
             if run.saved != Some(generation) {
+                let report = run.machine.report(now);
                 if self.store.is_durable() {
-                    let snap = run.machine.snapshot(&clock);
-                    let saved = serde_json::to_string(&snap)
-                        .map_err(|e| e.to_string())
-                        .and_then(|text| {
-                            self.store
-                                .update(id, &text, snap.state, clock.wall_ms)
-                                .map_err(|e| e.to_string())
-                        });
-                    if let Err(e) = saved {
+                    if let Err(e) = save(&self.store, id, &run.machine, &report, &clock) {
                         failure = Some(format!("flow run {id}: {e}"));
                         break;
                     }
                 }
                 run.saved = Some(generation);
-                let report = run.machine.report(now);
                 run.progress.send_replace(report.clone());
                 if let Some(client) = &mut run.client {
                     let due = client
@@ -318,6 +310,7 @@ impl Coordinator {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let now = Instant::now();
+        let flow_name = flow.name.clone();
         let machine = FlowRun::new(
             id.clone(),
             flow,
@@ -331,6 +324,7 @@ impl Coordinator {
             .map(|c| (c.request_id.as_str(), c.queue.as_str()));
         if let Err(e) = self.store.insert(
             &id,
+            &flow_name,
             request,
             source,
             &machine.snapshot(&clock),
@@ -396,8 +390,30 @@ impl Coordinator {
                     let mut snap = s.snapshot.clone();
                     snap.state = conveyor_schemas::FlowState::Failed;
                     snap.error = Some(reason.clone());
+                    snap.finished_ms = Some(clock.wall_ms);
                     let text = serde_json::to_string(&snap).unwrap_or_default();
-                    if let Err(e) = self.store.update(&s.id, &text, snap.state, clock.wall_ms) {
+                    let report = RunReport {
+                        flow: s
+                            .id
+                            .rsplit_once('-')
+                            .map(|(f, _)| f)
+                            .unwrap_or_default()
+                            .to_string(),
+                        flow_run: s.id.clone(),
+                        state: snap.state,
+                        elapsed_ms: clock.wall_ms.saturating_sub(snap.started_ms),
+                        error: Some(reason.clone()),
+                        tasks: Vec::new(),
+                    };
+                    let report = serde_json::to_string(&report).unwrap_or_default();
+                    let update = RunUpdate {
+                        snapshot: &text,
+                        state: snap.state,
+                        report: &report,
+                        ended_ms: snap.finished_ms,
+                        now_ms: clock.wall_ms,
+                    };
+                    if let Err(e) = self.store.update(&s.id, &update) {
                         self.give_up(e.to_string());
                         return;
                     }
@@ -431,6 +447,31 @@ impl Coordinator {
             self.publish(msg, ctx);
         }
     }
+}
+
+/// Saves a run's snapshot and its report, in one row update.
+fn save(
+    store: &RunStore,
+    id: &str,
+    machine: &FlowRun,
+    report: &RunReport,
+    clock: &Clock,
+) -> Result<(), String> {
+    let snap = machine.snapshot(clock);
+    let text = serde_json::to_string(&snap).map_err(|e| e.to_string())?;
+    let report_text = serde_json::to_string(report).map_err(|e| e.to_string())?;
+    store
+        .update(
+            id,
+            &RunUpdate {
+                snapshot: &text,
+                state: snap.state,
+                report: &report_text,
+                ended_ms: snap.finished_ms,
+                now_ms: clock.wall_ms,
+            },
+        )
+        .map_err(|e| e.to_string())
 }
 
 impl Actor for Coordinator {
@@ -469,6 +510,34 @@ impl Handler<Submit> for Coordinator {
             progress,
             done,
         })
+    }
+}
+
+/// The current report of a run the coordinator holds in flight.
+#[derive(Message)]
+#[rtype(result = "Option<RunReport>")]
+pub struct LiveReport(pub String);
+
+impl Handler<LiveReport> for Coordinator {
+    type Result = Option<RunReport>;
+
+    fn handle(&mut self, LiveReport(id): LiveReport, _ctx: &mut Context<Self>) -> Self::Result {
+        self.runs
+            .get(&id)
+            .map(|run| run.machine.report(Instant::now()))
+    }
+}
+
+/// The reports of a run in flight, as they change.
+#[derive(Message)]
+#[rtype(result = "Option<watch::Receiver<RunReport>>")]
+pub struct WatchRun(pub String);
+
+impl Handler<WatchRun> for Coordinator {
+    type Result = Option<watch::Receiver<RunReport>>;
+
+    fn handle(&mut self, WatchRun(id): WatchRun, _ctx: &mut Context<Self>) -> Self::Result {
+        self.runs.get(&id).map(|run| run.progress.subscribe())
     }
 }
 

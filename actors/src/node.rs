@@ -18,12 +18,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::coordinator::{
-    Coordinator, CoordinatorSetup, DeadLettered, HeartbeatSeen, Submit, SubmitRemote, Submitted,
+    Coordinator, CoordinatorSetup, DeadLettered, HeartbeatSeen, SubmitRemote, Submitted,
     UpdateFromWorker,
 };
 use conveyor_flow::{FlowSource, FlowSpec, NodeConfig};
 
 use crate::failpoint::Failpoints;
+use crate::handle::CoordinatorHandle;
 use crate::runstore::{RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
 use crate::transport::amqp::AmqpTransport;
@@ -69,7 +70,10 @@ pub struct Node {
     pub name: String,
     pub transport: Transport,
     pub supervisor: Option<Addr<Supervisor>>,
-    pub coordinator: Option<Addr<Coordinator>>,
+    /// How the rest of the node talks to its coordinator, if it plays one.
+    pub coordinator: Option<CoordinatorHandle>,
+    /// The actor behind `coordinator`, to stop it.
+    coordinator_addr: Option<Addr<Coordinator>>,
     /// Receives a reason when the node must exit (a worker kind keeps crashing).
     pub fatal: mpsc::UnboundedReceiver<String>,
     /// Kept so that `fatal` only yields on a real reason, even with no workers.
@@ -171,6 +175,7 @@ impl Node {
             )
         };
 
+        let mut db = None;
         let coordinator = match (mode, &cfg.coordinator) {
             (CoordinatorMode::Off, _) => None,
             (mode, coord_cfg) => {
@@ -186,6 +191,7 @@ impl Node {
                     }
                     _ => RunStore::Memory,
                 };
+                db = store.path().map(std::path::Path::to_path_buf);
                 let queue = match mode {
                     CoordinatorMode::Client => {
                         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -234,11 +240,16 @@ impl Node {
                 Some(addr)
             }
         };
+        let handle = match &coordinator {
+            Some(addr) => Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?),
+            None => None,
+        };
         Ok(Node {
             name: cfg.node_name.clone(),
             transport,
             supervisor,
-            coordinator,
+            coordinator: handle,
+            coordinator_addr: coordinator,
             fatal,
             _fatal_tx: fatal_tx,
             io,
@@ -257,10 +268,9 @@ impl Node {
             .as_ref()
             .ok_or_else(|| NodeError::Internal("this node has no coordinator".into()))?;
         coordinator
-            .send(Submit { flow, source })
+            .submit(flow, source)
             .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
-            .map_err(|e| NodeError::Internal(e.0))
+            .map_err(|e| NodeError::Internal(e.to_string()))
     }
 
     /// Hands a flow to the cluster's coordinator nodes over the broker
@@ -364,7 +374,7 @@ impl Node {
         if let Some(s) = &self.supervisor {
             let _ = s.send(Shutdown { grace }).await;
         }
-        if let Some(c) = &self.coordinator {
+        if let Some(c) = &self.coordinator_addr {
             c.do_send(StopCoordinator);
         }
         let t = self.transport.clone();

@@ -8,21 +8,28 @@ unfinished run, and publishes again each attempt that was recorded but never
 confirmed by the broker. Results that arrived meanwhile wait in its durable
 reply queue.
 
+Each row also keeps the run's latest [`RunReport`] and its timestamps, so a
+finished run is read without parsing its flow again, and runs are listed by
+time, flow and state through indexes ([`RunReader::list`], keyset-paginated
+on `(created_ms, id)`: a page costs the same at 1k and 100k runs).
+
 The database runs in WAL mode with `synchronous = NORMAL`: a commit survives
 the process being killed at any point; a power loss may lose the last few
-commits, which then replay as redeliveries that the fences absorb. The file is
-opened with an exclusive lock, so two coordinators cannot share it.
+commits, which then replay as redeliveries that the fences absorb. The
+coordinator holds an exclusive lock on `<db>.lock` beside it, so two
+coordinators cannot share a database, while readers ([`RunReader`], the
+`sqlite3` shell) can read it as it runs.
 
 `conveyor run` without a coordinator node keeps its runs in memory
 ([`RunStore::Memory`]): the run lives and dies with that process.
 */
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use conveyor_schemas::FlowState;
-use rusqlite::{params, Connection};
-
 use conveyor_flow::FlowSource;
+use conveyor_schemas::{FlowState, RunReport};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::state::FlowSnapshot;
 
@@ -44,7 +51,12 @@ pub struct StoredRun {
 
 pub enum RunStore {
     Memory,
-    Sqlite { conn: Connection, path: PathBuf },
+    Sqlite {
+        conn: Connection,
+        path: PathBuf,
+        /// Holds the exclusive lock on `<db>.lock` while the store is open.
+        _lock: File,
+    },
 }
 
 const SCHEMA: &str = "
@@ -64,6 +76,26 @@ CREATE INDEX IF NOT EXISTS flow_runs_unfinished ON flow_runs(state)
     WHERE state NOT IN ('Succeeded', 'Failed');
 ";
 
+/// Columns added after the first release, with how to fill them in for
+/// rows written before. `ALTER TABLE` runs once, when a column is missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // A run id is `FLOW-` and 12 hex digits.
+    (
+        "flow",
+        "TEXT",
+        "UPDATE flow_runs SET flow = substr(id, 1, length(id) - 13) WHERE flow IS NULL",
+    ),
+    ("report", "TEXT", ""),
+    ("started_ms", "INTEGER", ""),
+    ("ended_ms", "INTEGER", ""),
+];
+
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS flow_runs_by_time ON flow_runs(created_ms, id);
+CREATE INDEX IF NOT EXISTS flow_runs_by_flow ON flow_runs(flow, created_ms, id);
+CREATE INDEX IF NOT EXISTS flow_runs_by_state ON flow_runs(state, created_ms, id);
+";
+
 fn state_text(s: FlowState) -> &'static str {
     match s {
         FlowState::Running => "Running",
@@ -73,39 +105,76 @@ fn state_text(s: FlowState) -> &'static str {
     }
 }
 
+fn parse_state(s: &str) -> Option<FlowState> {
+    [
+        FlowState::Running,
+        FlowState::WaitingForWorker,
+        FlowState::Succeeded,
+        FlowState::Failed,
+    ]
+    .into_iter()
+    .find(|x| state_text(*x) == s)
+}
+
+fn db_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
+    move |message| StoreError::Db {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// What one save of a run records besides its snapshot.
+pub struct RunUpdate<'a> {
+    pub snapshot: &'a str,
+    pub state: FlowState,
+    /// The run's report as of this save, as JSON.
+    pub report: &'a str,
+    pub ended_ms: Option<u64>,
+    pub now_ms: u64,
+}
+
 impl RunStore {
     /// Opens (creating if needed) the database at `path`, and locks it.
     pub fn open(path: &Path) -> Result<RunStore, StoreError> {
-        let err = |message: String| StoreError::Db {
-            path: path.to_path_buf(),
-            message,
-        };
+        let err = db_error(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| err(format!("cannot create its directory: {e}")))?;
         }
-        let locked = |e: rusqlite::Error| {
-            let text = e.to_string();
-            if text.contains("locked") || text.contains("busy") {
-                err("it is in use by another coordinator process (each coordinator node needs a database of its own)".into())
-            } else {
-                err(text)
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err("it is in use by another coordinator process (each coordinator node needs a database of its own)".into()));
             }
-        };
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(err(format!("cannot lock {}: {e}", lock_path.display())));
+            }
+        }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_millis(0))
+        // Readers never hold the writer up for long in WAL mode; wait a
+        // little rather than fail on a checkpoint.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err(e.to_string()))?;
-        let setup = conn.execute_batch(
-            "PRAGMA locking_mode = EXCLUSIVE;
-             PRAGMA journal_mode = WAL;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;",
-        );
-        setup.map_err(locked)?;
-        // The exclusive lock is taken by the first write.
-        conn.execute_batch(SCHEMA).map_err(locked)?;
+        )
+        .map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        migrate(&conn).map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(INDEXES)
+            .map_err(|e| err(e.to_string()))?;
         Ok(RunStore::Sqlite {
             conn,
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -124,10 +193,19 @@ impl RunStore {
         matches!(self, RunStore::Sqlite { .. })
     }
 
+    /// The database file, for readers; none in memory.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            RunStore::Sqlite { path, .. } => Some(path),
+            RunStore::Memory => None,
+        }
+    }
+
     /// Records a new run. `request` is the submission's (request id, client queue).
     pub fn insert(
         &self,
         id: &str,
+        flow: &str,
         request: Option<(&str, &str)>,
         source: &FlowSource,
         snapshot: &FlowSnapshot,
@@ -138,10 +216,11 @@ impl RunStore {
         };
         let snap = serde_json::to_string(snapshot).map_err(|e| self.fail(e))?;
         conn.execute(
-            "INSERT INTO flow_runs (id, request_id, client_queue, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            "INSERT INTO flow_runs (id, flow, request_id, client_queue, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms, started_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
             params![
                 id,
+                flow,
                 request.map(|r| r.0),
                 request.map(|r| r.1),
                 source.file,
@@ -149,31 +228,33 @@ impl RunStore {
                 source.base,
                 state_text(snapshot.state),
                 snap,
-                now_ms as i64
+                now_ms as i64,
+                snapshot.started_ms as i64,
             ],
         )
         .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
-    /// Saves a run's new snapshot.
-    pub fn update(
-        &self,
-        id: &str,
-        snapshot: &str,
-        state: FlowState,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    /// Saves a run's new snapshot and report.
+    pub fn update(&self, id: &str, u: &RunUpdate) -> Result<(), StoreError> {
         let RunStore::Sqlite { conn, .. } = self else {
             return Ok(());
         };
         let mut stmt = conn
             .prepare_cached(
-                "UPDATE flow_runs SET snapshot = ?2, state = ?3, updated_ms = ?4 WHERE id = ?1",
+                "UPDATE flow_runs SET snapshot = ?2, state = ?3, report = ?4, ended_ms = ?5, updated_ms = ?6 WHERE id = ?1",
             )
             .map_err(|e| self.fail(e))?;
-        stmt.execute(params![id, snapshot, state_text(state), now_ms as i64])
-            .map_err(|e| self.fail(e))?;
+        stmt.execute(params![
+            id,
+            u.snapshot,
+            state_text(u.state),
+            u.report,
+            u.ended_ms.map(|m| m as i64),
+            u.now_ms as i64
+        ])
+        .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -232,6 +313,222 @@ impl RunStore {
         self.select("WHERE state NOT IN ('Succeeded', 'Failed')", [])
     }
 }
+
+/// Adds the columns a database written by an older version lacks.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut have = Vec::new();
+    {
+        let mut stmt = conn.prepare("PRAGMA table_info(flow_runs)")?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+        for name in names {
+            have.push(name?);
+        }
+    }
+    for (column, ty, backfill) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == column) {
+            conn.execute_batch(&format!("ALTER TABLE flow_runs ADD COLUMN {column} {ty}"))?;
+            if !backfill.is_empty() {
+                conn.execute_batch(backfill)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run as the history shows it: without its flow text or snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub id: String,
+    pub flow: String,
+    pub state: FlowState,
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    /// The latest report saved; none before the run's first save.
+    pub report: Option<RunReport>,
+}
+
+/// Where a page of runs starts: after this run, in newest-first order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_ms: u64,
+    pub id: String,
+}
+
+impl Cursor {
+    /// `CREATED_MS.ID`, as an API passes it around.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_ms, self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let (ms, id) = text.split_once('.')?;
+        Some(Cursor {
+            created_ms: ms.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// Which runs to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    pub flow: Option<String>,
+    pub state: Option<FlowState>,
+    /// Created at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Created before this time.
+    pub until_ms: Option<u64>,
+    /// At most this many, capped at [`MAX_PAGE`]; 0 means [`DEFAULT_PAGE`].
+    pub limit: usize,
+    pub after: Option<Cursor>,
+}
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+/// One page of runs, and where the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    pub next: Option<Cursor>,
+}
+
+/// A read-only connection to a coordinator's database, for the API and the
+/// dashboard: its queries never block the coordinator's writes (WAL).
+pub struct RunReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl RunReader {
+    pub fn open(path: &Path) -> Result<RunReader, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| db_error(path)(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| db_error(path)(e.to_string()))?;
+        Ok(RunReader {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        db_error(&self.path)(e.to_string())
+    }
+
+    const COLUMNS: &'static str = "id, flow, state, created_ms, started_ms, ended_ms, report";
+
+    fn summary(&self, r: &rusqlite::Row) -> rusqlite::Result<(RunSummary, Option<String>)> {
+        let id: String = r.get(0)?;
+        let state: String = r.get(2)?;
+        Ok((
+            RunSummary {
+                flow: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                state: parse_state(&state).unwrap_or(FlowState::Failed),
+                created_ms: r.get::<_, i64>(3)? as u64,
+                started_ms: r.get::<_, Option<i64>>(4)?.map(|m| m as u64),
+                ended_ms: r.get::<_, Option<i64>>(5)?.map(|m| m as u64),
+                report: None,
+                id,
+            },
+            r.get(6)?,
+        ))
+    }
+
+    fn with_report(
+        &self,
+        (mut run, report): (RunSummary, Option<String>),
+    ) -> Result<RunSummary, StoreError> {
+        run.report = match report {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| self.fail(format!("run {}: saved report: {e}", run.id)))?,
+            ),
+            None => None,
+        };
+        Ok(run)
+    }
+
+    /// One run, finished or not, as last saved.
+    pub fn get(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let sql = format!("SELECT {} FROM flow_runs WHERE id = ?1", Self::COLUMNS);
+        let row = self
+            .conn
+            .query_row(&sql, params![id], |r| self.summary(r))
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        row.map(|r| self.with_report(r)).transpose()
+    }
+
+    /// A page of runs, newest first. Every filter is served by an index on
+    /// `(filter, created_ms, id)`, and the page starts after the cursor by
+    /// key, never by offset.
+    pub fn list(&self, q: &RunQuery) -> Result<RunPage, StoreError> {
+        let limit = match q.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut filters = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |v: rusqlite::types::Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        if let Some(flow) = &q.flow {
+            filters.push(format!("flow = {}", arg(flow.clone().into())));
+        }
+        if let Some(state) = q.state {
+            filters.push(format!(
+                "state = {}",
+                arg(state_text(state).to_string().into())
+            ));
+        }
+        if let Some(since) = q.since_ms {
+            filters.push(format!("created_ms >= {}", arg((since as i64).into())));
+        }
+        if let Some(until) = q.until_ms {
+            filters.push(format!("created_ms < {}", arg((until as i64).into())));
+        }
+        if let Some(after) = &q.after {
+            let ms = arg((after.created_ms as i64).into());
+            let id = arg(after.id.clone().into());
+            filters.push(format!("(created_ms, id) < ({ms}, {id})"));
+        }
+        let limit_arg = arg(((limit + 1) as i64).into());
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filters.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {} FROM flow_runs {filter} ORDER BY created_ms DESC, id DESC LIMIT {limit_arg}",
+            Self::COLUMNS
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| self.summary(r))
+            .map_err(|e| self.fail(e))?;
+        let mut runs = Vec::with_capacity(limit + 1);
+        for row in rows {
+            runs.push(self.with_report(row.map_err(|e| self.fail(e))?)?);
+        }
+        let next = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last().map(|r| Cursor {
+                created_ms: r.created_ms,
+                id: r.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,11 +545,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn runs_survive_reopening_and_a_second_opener_is_refused() {
-        let dir = std::env::temp_dir().join(format!("conveyor-runstore-{}", std::process::id()));
+    fn update(store: &RunStore, id: &str, state: FlowState, ended: Option<u64>, now: u64) {
+        let text = serde_json::to_string(&snap(state)).unwrap();
+        let report = RunReport {
+            flow: "f".into(),
+            flow_run: id.into(),
+            state,
+            elapsed_ms: 3,
+            error: None,
+            tasks: vec![],
+        };
+        let report = serde_json::to_string(&report).unwrap();
+        store
+            .update(
+                id,
+                &RunUpdate {
+                    snapshot: &text,
+                    state,
+                    report: &report,
+                    ended_ms: ended,
+                    now_ms: now,
+                },
+            )
+            .unwrap();
+    }
+
+    fn temp_db(name: &str) -> (PathBuf, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("conveyor-runstore-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("c.db");
+        (dir, path)
+    }
+
+    #[test]
+    fn runs_survive_reopening_and_a_second_opener_is_refused() {
+        let (dir, path) = temp_db("reopen");
         let source = FlowSource {
             file: "f.toml".into(),
             text: "[flow]".into(),
@@ -263,6 +591,7 @@ mod tests {
             store
                 .insert(
                     "a",
+                    "f",
                     Some(("req-1", "client-q")),
                     &source,
                     &snap(FlowState::Running),
@@ -270,14 +599,21 @@ mod tests {
                 )
                 .unwrap();
             store
-                .insert("b", None, &source, &snap(FlowState::Running), 6)
+                .insert("b", "f", None, &source, &snap(FlowState::Running), 6)
                 .unwrap();
-            let done = serde_json::to_string(&snap(FlowState::Succeeded)).unwrap();
-            store.update("b", &done, FlowState::Succeeded, 7).unwrap();
+            update(&store, "b", FlowState::Succeeded, Some(7), 7);
+            let second = RunStore::open(&path)
+                .err()
+                .expect("a second coordinator must not open a locked database");
             assert!(
-                RunStore::open(&path).is_err(),
-                "a second coordinator must not open a locked database"
+                second.to_string().contains("another coordinator"),
+                "{second}"
             );
+            // Readers are welcome while the coordinator runs.
+            let reader = RunReader::open(&path).unwrap();
+            let b = reader.get("b").unwrap().unwrap();
+            assert_eq!((b.state, b.ended_ms), (FlowState::Succeeded, Some(7)));
+            assert_eq!(b.report.unwrap().flow_run, "b");
         }
         let store = RunStore::open(&path).unwrap();
         let runs = store.unfinished().unwrap();
@@ -287,6 +623,127 @@ mod tests {
         assert_eq!(runs[0].client, Some(("req-1".into(), "client-q".into())));
         assert_eq!(store.find_request("req-1").unwrap().unwrap().id, "a");
         assert!(store.find_request("req-2").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn runs_list_newest_first_by_keyset_pages_and_filters() {
+        let (dir, path) = temp_db("list");
+        let store = RunStore::open(&path).unwrap();
+        let source = FlowSource {
+            file: "f.toml".into(),
+            text: String::new(),
+            base: "/".into(),
+        };
+        // 7 runs of two flows; two share a creation time, so the id breaks the tie.
+        for (i, (flow, ms)) in [
+            ("a", 10),
+            ("b", 11),
+            ("a", 12),
+            ("a", 12),
+            ("b", 13),
+            ("a", 14),
+            ("a", 15),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("{flow}-{i:012}");
+            store
+                .insert(&id, flow, None, &source, &snap(FlowState::Running), ms)
+                .unwrap();
+            if i % 2 == 0 {
+                update(&store, &id, FlowState::Succeeded, Some(ms + 1), ms + 1);
+            }
+        }
+        let reader = RunReader::open(&path).unwrap();
+        let mut q = RunQuery {
+            limit: 3,
+            ..RunQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = reader.list(&q).unwrap();
+            assert!(page.runs.len() <= 3);
+            seen.extend(page.runs.iter().map(|r| r.id.clone()));
+            match page.next {
+                Some(next) => q.after = Some(Cursor::decode(&next.encode()).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "a-000000000006",
+                "a-000000000005",
+                "b-000000000004",
+                "a-000000000003",
+                "a-000000000002",
+                "b-000000000001",
+                "a-000000000000",
+            ]
+        );
+        let only = |q: RunQuery| -> Vec<String> {
+            reader
+                .list(&q)
+                .unwrap()
+                .runs
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(
+            only(RunQuery {
+                flow: Some("b".into()),
+                ..RunQuery::default()
+            }),
+            ["b-000000000004", "b-000000000001"]
+        );
+        assert_eq!(
+            only(RunQuery {
+                state: Some(FlowState::Succeeded),
+                since_ms: Some(11),
+                until_ms: Some(15),
+                ..RunQuery::default()
+            }),
+            ["b-000000000004", "a-000000000002"]
+        );
+        let plan: String = reader
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM flow_runs WHERE flow = 'a' AND (created_ms, id) < (12, 'x') ORDER BY created_ms DESC, id DESC LIMIT 5",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("flow_runs_by_flow"), "{plan}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_database_of_the_previous_version_gains_the_new_columns() {
+        let (dir, path) = temp_db("migrate");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            old.execute(
+                "INSERT INTO flow_runs (id, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms)
+                 VALUES ('colors-0123456789ab', 'f.toml', '', '/', 'Succeeded', '{}', 1, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = RunStore::open(&path).unwrap();
+        let reader = RunReader::open(&path).unwrap();
+        let run = reader.get("colors-0123456789ab").unwrap().unwrap();
+        assert_eq!(
+            (run.flow.as_str(), run.state),
+            ("colors", FlowState::Succeeded)
+        );
+        assert!(run.report.is_none());
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

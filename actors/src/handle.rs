@@ -1,0 +1,241 @@
+/*!
+[`CoordinatorHandle`]: the one way the rest of a node (the CLI's embedded run,
+the HTTP API, the dashboard) talks to its coordinator.
+
+Live questions (a running run's report, a stream of its reports) go to the
+coordinator actor, which holds the runs in flight. History questions (a
+finished run, a page of runs) go to a read-only connection on the
+coordinator's database, on tokio's blocking pool, so that a slow query on a
+large history never holds up the actor's thread.
+*/
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use conveyor_flow::{FlowSource, FlowSpec};
+use conveyor_schemas::RunReport;
+use tokio::sync::watch;
+
+use crate::coordinator::{Coordinator, LiveReport, Submit, Submitted, WatchRun};
+use crate::runstore::{RunPage, RunQuery, RunReader, RunSummary, StoreError};
+
+/// Why the coordinator could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The coordinator refused the flow (its database failed, say).
+    #[error("the coordinator did not take the flow: {0}")]
+    NotTaken(String),
+    /// The actor has stopped: the node is shutting down.
+    #[error("the coordinator has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An in-memory coordinator (`conveyor run`) keeps no history.
+    #[error(
+        "this coordinator keeps no run history (it is not a coordinator node with a database)"
+    )]
+    NoHistory,
+    /// A feature that this version does not have yet.
+    #[error("{0} is not supported by this coordinator yet")]
+    NotSupported(&'static str),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A run as [`CoordinatorHandle::get`] sees it: live if the coordinator
+/// holds it, else as last saved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    /// The latest report: fresh from the coordinator for a live run.
+    pub report: RunReport,
+    /// The saved row (timestamps, flow); none for an in-memory coordinator.
+    pub saved: Option<RunSummary>,
+    /// Whether the coordinator holds the run in flight.
+    pub live: bool,
+}
+
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    addr: Addr<Coordinator>,
+    /// A read-only connection on the database; none in memory. One
+    /// connection is enough for a control plane; the mutex keeps it to one
+    /// query at a time.
+    reader: Option<Arc<Mutex<RunReader>>>,
+}
+
+impl CoordinatorHandle {
+    /// A handle on `addr`, reading history from the database at `db`, if any.
+    pub fn new(addr: Addr<Coordinator>, db: Option<&Path>) -> Result<Self, StoreError> {
+        let reader = db
+            .map(RunReader::open)
+            .transpose()?
+            .map(|r| Arc::new(Mutex::new(r)));
+        Ok(CoordinatorHandle { addr, reader })
+    }
+
+    /// Starts a run of `flow`; the coordinator saves it before it answers.
+    pub async fn submit(
+        &self,
+        flow: Arc<FlowSpec>,
+        source: FlowSource,
+    ) -> Result<Submitted, CoordinatorError> {
+        self.addr
+            .send(Submit { flow, source })
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
+            .map_err(|e| CoordinatorError::NotTaken(e.0))
+    }
+
+    /// One run: live from the coordinator, else from the history.
+    pub async fn get(&self, id: &str) -> Result<Option<RunView>, CoordinatorError> {
+        let live = self
+            .addr
+            .send(LiveReport(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?;
+        let saved = match &self.reader {
+            Some(_) => {
+                let id = id.to_string();
+                self.read(move |r| r.get(&id)).await?
+            }
+            None => None,
+        };
+        Ok(match (live, saved) {
+            (Some(report), saved) => Some(RunView {
+                report,
+                saved,
+                live: true,
+            }),
+            (None, Some(saved)) => saved.report.clone().map(|report| RunView {
+                report,
+                saved: Some(saved),
+                live: false,
+            }),
+            (None, None) => None,
+        })
+    }
+
+    /// A page of the run history, newest first.
+    pub async fn list(&self, query: RunQuery) -> Result<RunPage, CoordinatorError> {
+        self.read(move |r| r.list(&query)).await
+    }
+
+    /// The reports of a run in flight as they change; `None` when the
+    /// coordinator does not hold it (it finished: use [`Self::get`]).
+    pub async fn watch(
+        &self,
+        id: &str,
+    ) -> Result<Option<watch::Receiver<RunReport>>, CoordinatorError> {
+        self.addr
+            .send(WatchRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)
+    }
+
+    /// Cancels a run. Not in this version.
+    pub async fn cancel(&self, _id: &str) -> Result<(), CoordinatorError> {
+        Err(CoordinatorError::NotSupported("cancelling a run"))
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&RunReader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CoordinatorError> {
+        let reader = self.reader.clone().ok_or(CoordinatorError::NoHistory)?;
+        tokio::task::spawn_blocking(move || {
+            let reader = reader
+                .lock()
+                .map_err(|_| CoordinatorError::Internal("run reader poisoned".into()))?;
+            query(&reader).map_err(CoordinatorError::from)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use conveyor_flow::NodeConfig;
+    use conveyor_schemas::FlowState;
+
+    use super::*;
+    use crate::node::{CoordinatorMode, Node};
+    use crate::runstore::RunQuery;
+
+    /// A coordinator node with a database, all roles in this process: the
+    /// handle answers live questions from the actor and history from SQLite.
+    #[test]
+    fn the_handle_submits_watches_gets_and_lists_runs() {
+        let dir = std::env::temp_dir().join(format!("conveyor-handle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
+        let flow_text = "[flow]\nname = \"h\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.csv\"\n";
+        let flow = Arc::new(FlowSpec::parse("h.toml", flow_text, &dir).unwrap());
+        let source = FlowSource {
+            file: "h.toml".into(),
+            text: flow_text.into(),
+            base: dir.display().to_string(),
+        };
+        let mut cfg = NodeConfig::embedded(&dir);
+        if let Some(c) = cfg.coordinator.as_mut() {
+            c.db = Some(dir.join("c.db"));
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let system = actix::System::new();
+        system.block_on(async {
+            let node = Node::start(&cfg, io.handle().clone(), CoordinatorMode::Service)
+                .await
+                .unwrap();
+            let handle = node.coordinator.clone().unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let run = handle.submit(flow.clone(), source.clone()).await.unwrap();
+                let watch = handle.watch(&run.flow_run).await.unwrap().expect("live");
+                let done = run.done.await.unwrap();
+                assert_eq!(done.state, FlowState::Succeeded, "{done:?}");
+                // The watch saw the run through to its end.
+                assert_eq!(watch.borrow().state, FlowState::Succeeded);
+                ids.push(run.flow_run);
+                // Distinct creation times, so the newest-first order is known.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Finished: served from the database, with its report and times.
+            let seen = loop {
+                let view = handle.get(&ids[0]).await.unwrap().unwrap();
+                if !view.live {
+                    break view;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(seen.report.state, FlowState::Succeeded);
+            let saved = seen.saved.unwrap();
+            assert_eq!(saved.flow, "h");
+            assert!(saved.ended_ms.unwrap() >= saved.created_ms);
+            assert!(handle.get("h-nosuchrun000").await.unwrap().is_none());
+            let page = handle
+                .list(RunQuery {
+                    limit: 2,
+                    ..RunQuery::default()
+                })
+                .await
+                .unwrap();
+            let listed: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+            assert!(page.next.is_some());
+            assert!(matches!(
+                handle.cancel(&ids[0]).await,
+                Err(CoordinatorError::NotSupported(_))
+            ));
+            node.shutdown(Duration::from_secs(1)).await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
