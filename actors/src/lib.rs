@@ -1,5 +1,7 @@
+pub mod backoff;
 pub mod coordinator;
 pub mod failpoint;
+pub mod handle;
 pub mod node;
 pub mod runstore;
 pub mod state;

@@ -105,10 +105,8 @@ pub struct FlowRun {
 /// Delay before attempt `attempt + 1`: exponential from `backoff`, capped, times
 /// `jitter` in [0.5, 1] so that many failing tasks do not retry in lockstep.
 pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
-    let exp = policy
-        .backoff
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    exp.min(policy.max_backoff).mul_f64(jitter.clamp(0.5, 1.0))
+    crate::backoff::exponential(policy.backoff, policy.max_backoff, attempt)
+        .mul_f64(jitter.clamp(0.5, 1.0))
 }
 
 impl FlowRun {

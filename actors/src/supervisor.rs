@@ -136,9 +136,7 @@ impl Handler<WorkerExited> for Supervisor {
             let _ = self.fatal.send(why);
             return;
         }
-        let delay = FIRST_BACKOFF
-            .saturating_mul(1 << (n - 1).min(16))
-            .min(MAX_BACKOFF);
+        let delay = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, n as u32);
         warn!(kind = %msg.kind, crashed = msg.crashed, restart_in_ms = delay.as_millis() as u64, restarts = n, "Worker stopped; restarting");
         let kind = msg.kind;
         ctx.run_later(delay, move |act, ctx| {

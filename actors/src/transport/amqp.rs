@@ -33,6 +33,8 @@ use lapin::{
 };
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
+
 use super::{Acker, Closer, Delivery, Names, Result, Subscription, TransportError};
 
 /// A live connection and its confirm-mode publisher channel.
@@ -198,25 +200,23 @@ impl AmqpTransport {
         if let Some(live) = self.live_now().await {
             return Ok(live);
         }
-        let mut delay = RECONNECT_FIRST;
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX).with_jitter();
         loop {
             if self.is_closed() {
                 return Err(TransportError::Broker("the connection was closed".into()));
             }
             match self.open().await {
                 Ok(live) => {
-                    tracing::info!(broker = %conveyor_flow::config::redact_url(&self.shared.url), failures, "Reconnected to the broker; topology declared again");
+                    tracing::info!(broker = %conveyor_flow::config::redact_url(&self.shared.url), failures = backoff.failures(), "Reconnected to the broker; topology declared again");
                     *self.shared.live.write().await = Some(live.clone());
                     return Ok(live);
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "Broker unreachable; retrying");
+                    let delay = backoff.failed();
+                    if backoff.worth_logging() {
+                        tracing::warn!(error = %e, failures = backoff.failures(), retry_in_ms = delay.as_millis() as u64, "Broker unreachable; retrying");
                     }
-                    tokio::time::sleep(delay.mul_f64(rand::random_range(0.5..=1.0))).await;
-                    delay = (delay * 2).min(RECONNECT_MAX);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -264,7 +264,7 @@ impl AmqpTransport {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<()> {
-        let mut delay = RECONNECT_FIRST;
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let started = tokio::time::Instant::now();
         loop {
             let live = self.live().await?;
@@ -293,21 +293,20 @@ impl AmqpTransport {
                     if started.elapsed() >= NACK_PATIENCE {
                         return Err(TransportError::Nacked(routing_key.to_string()));
                     }
+                    let delay = backoff.failed();
                     tracing::warn!(
                         routing_key,
                         retry_in_ms = delay.as_millis() as u64,
                         "Broker nacked a publish (queue unavailable?); publishing again"
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECONNECT_MAX);
                 }
                 Ok(Confirmation::NotRequested) => {
                     return Err(TransportError::Broker("publisher confirms are off".into()))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, routing_key, "Publish not confirmed; sending it again once connected");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECONNECT_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -488,6 +487,7 @@ impl AmqpTransport {
                 if tx.is_closed() || transport.is_closed() {
                     return;
                 }
+                let mut backoff = Backoff::new(RECONNECT_MAX, RECONNECT_MAX);
                 loop {
                     match transport.subscribe_heartbeats().await {
                         Ok(c) => {
@@ -497,7 +497,7 @@ impl AmqpTransport {
                         Err(_) if transport.is_closed() => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "Cannot resubscribe to heartbeats; retrying");
-                            tokio::time::sleep(RECONNECT_MAX).await;
+                            backoff.wait().await;
                         }
                     }
                 }
