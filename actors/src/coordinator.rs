@@ -79,7 +79,7 @@ struct Run {
 pub struct Coordinator {
     node: String,
     transport: Transport,
-    io: tokio::runtime::Handle,
+    io: crate::tasks::IoTasks,
     reply_queue: String,
     worker_wait: Duration,
     runs: HashMap<String, Run>,
@@ -98,7 +98,7 @@ pub struct NotTaken(pub String);
 pub struct CoordinatorSetup {
     pub node: String,
     pub transport: Transport,
-    pub io: tokio::runtime::Handle,
+    pub io: crate::tasks::IoTasks,
     pub reply_queue: String,
     pub worker_wait: Duration,
     pub store: RunStore,

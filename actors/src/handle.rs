@@ -158,11 +158,11 @@ impl CoordinatorHandle {
 mod tests {
     use std::time::Duration;
 
-    use conveyor_flow::NodeConfig;
+    use conveyor_flow::{CoordinatorMode, Launch, NodeConfig};
     use conveyor_schemas::FlowState;
 
     use super::*;
-    use crate::node::{CoordinatorMode, Node};
+    use crate::node::Node;
     use crate::runstore::RunQuery;
 
     /// A coordinator node with a database, all roles in this process: the
@@ -191,7 +191,9 @@ mod tests {
             .unwrap();
         let system = actix::System::new();
         system.block_on(async {
-            let node = Node::start(&cfg, io.handle().clone(), CoordinatorMode::Service)
+            let roles = cfg.roles(Launch::Node).unwrap();
+            assert_eq!(roles.coordinator, CoordinatorMode::Service);
+            let node = Node::start(&cfg, &roles, io.handle().clone())
                 .await
                 .unwrap();
             let handle = node.coordinator.clone().unwrap();

@@ -6,5 +6,6 @@ pub mod node;
 pub mod runstore;
 pub mod state;
 pub mod supervisor;
+pub mod tasks;
 pub mod transport;
 pub mod worker;

@@ -21,27 +21,22 @@ use crate::coordinator::{
     Coordinator, CoordinatorSetup, DeadLettered, HeartbeatSeen, SubmitRemote, Submitted,
     UpdateFromWorker,
 };
-use conveyor_flow::{FlowSource, FlowSpec, NodeConfig};
+pub use conveyor_flow::CoordinatorMode;
+use conveyor_flow::{FlowSource, FlowSpec, NodeConfig, Roles};
 
 use crate::failpoint::Failpoints;
 use crate::handle::CoordinatorHandle;
 use crate::runstore::{RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
+use crate::tasks::{AllDone, IoTasks};
 use crate::transport::amqp::AmqpTransport;
 use crate::transport::inproc::InProcBus;
 use crate::transport::{Names, Transport, TransportError};
 use crate::worker::WorkerEnv;
 
-/// How this process plays the coordinator role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoordinatorMode {
-    Off,
-    /// A long-lived coordinator node: a stable, durable reply queue.
-    Service,
-    /// `conveyor run`: a reply queue of its own that the broker deletes
-    /// some time after the client went away.
-    Client,
-}
+/// How long a stopping node waits for its broker pumps and publishes to end
+/// once the connection is closed.
+const TASKS_STOP_WITHIN: Duration = Duration::from_secs(3);
 
 /// How long the broker keeps a client's reply queue after it disconnects.
 const CLIENT_REPLY_QUEUE_EXPIRY: Duration = Duration::from_secs(600);
@@ -78,12 +73,15 @@ pub struct Node {
     pub fatal: mpsc::UnboundedReceiver<String>,
     /// Kept so that `fatal` only yields on a real reason, even with no workers.
     _fatal_tx: mpsc::UnboundedSender<String>,
-    io: tokio::runtime::Handle,
+    /// Every task the node spawns runs here, tracked.
+    io: IoTasks,
+    /// Resolves when every tracked task has ended; awaited on shutdown.
+    all_done: AllDone,
     names: Names,
 }
 
 async fn on_io<T: Send + 'static>(
-    io: &tokio::runtime::Handle,
+    io: &IoTasks,
     fut: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, NodeError> {
     io.spawn(fut)
@@ -92,11 +90,14 @@ async fn on_io<T: Send + 'static>(
 }
 
 impl Node {
+    /// Starts the `roles` (from [`NodeConfig::roles`]) of the node `cfg` describes.
     pub async fn start(
         cfg: &NodeConfig,
+        roles: &Roles,
         io: tokio::runtime::Handle,
-        mode: CoordinatorMode,
     ) -> Result<Node, NodeError> {
+        let mode = roles.coordinator;
+        let (io, all_done) = IoTasks::new(io);
         let (transport, names) = match &cfg.broker {
             None => {
                 let bus = InProcBus::new(5);
@@ -121,7 +122,7 @@ impl Node {
                         })?),
                         None => None,
                     };
-                let handle = io.clone();
+                let handle = io.handle().clone();
                 let t = on_io(&io, async move {
                     AmqpTransport::connect_tls(&url, &ns, limit, &node, handle, tls_ca).await
                 })
@@ -137,7 +138,7 @@ impl Node {
         };
 
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
-        let supervisor = if cfg.workers.is_empty() {
+        let supervisor = if roles.workers.is_empty() {
             None
         } else {
             for (what, path) in [
@@ -165,7 +166,7 @@ impl Node {
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
                 Supervisor::new(
-                    cfg.workers.clone(),
+                    roles.workers.clone(),
                     prefetch,
                     env,
                     cfg.heartbeat,
@@ -176,10 +177,10 @@ impl Node {
         };
 
         let mut db = None;
-        let coordinator = match (mode, &cfg.coordinator) {
-            (CoordinatorMode::Off, _) => None,
-            (mode, coord_cfg) => {
-                let coord_cfg = coord_cfg.clone().unwrap_or_default();
+        let coordinator = match mode {
+            CoordinatorMode::Off => None,
+            mode => {
+                let coord_cfg = &roles.coordinator_config;
                 let worker_wait = coord_cfg.worker_wait;
                 // Only a coordinator node is durable: `conveyor run` holds one
                 // run that lives and dies with the process.
@@ -253,6 +254,7 @@ impl Node {
             fatal,
             _fatal_tx: fatal_tx,
             io,
+            all_done,
             names,
         })
     }
@@ -379,7 +381,18 @@ impl Node {
         }
         let t = self.transport.clone();
         let _ = on_io(&self.io, async move { t.close().await }).await;
-        info!(node = %self.name, "Node stopped");
+        let Node {
+            name,
+            io,
+            mut all_done,
+            ..
+        } = self;
+        drop(io);
+        let stragglers = all_done.wait(TASKS_STOP_WITHIN).await;
+        if stragglers > 0 {
+            warn!(node = %name, tasks = stragglers, "Tasks still running at exit");
+        }
+        info!(node = %name, "Node stopped");
     }
 }
 

@@ -49,7 +49,7 @@ pub struct WorkerExited {
 pub struct WorkerEnv {
     pub node: String,
     pub transport: Transport,
-    pub io: tokio::runtime::Handle,
+    pub io: crate::tasks::IoTasks,
     pub workspace: Workspace,
     /// Task runs this node holds right now, for heartbeats.
     pub in_flight: Arc<Mutex<HashSet<String>>>,

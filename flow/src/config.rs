@@ -109,6 +109,104 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// How a process plays the coordinator role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinatorMode {
+    Off,
+    /// A long-lived coordinator node: a stable, durable reply queue, its
+    /// database, and flows submitted over the broker.
+    Service,
+    /// `conveyor run`: this process coordinates its one run, in memory, with
+    /// a reply queue of its own that the broker deletes some time after the
+    /// client went away.
+    Client,
+}
+
+/// What a `conveyor` command asks of the node config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `conveyor node`: the roles the config lists.
+    Node,
+    /// `conveyor run`: this process coordinates the run; the config adds
+    /// its broker and any workers.
+    Run,
+    /// `conveyor run --submit`: a coordinator node takes the run; this
+    /// process only follows it (and runs any workers the config lists).
+    Submit,
+}
+
+/// The roles one process plays, decided once from the config and the
+/// command, and then only read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Roles {
+    pub coordinator: CoordinatorMode,
+    /// The coordinator's settings, when it plays one.
+    pub coordinator_config: CoordinatorConfig,
+    /// Worker kinds run in this process, with their concurrency.
+    pub workers: BTreeMap<TaskKind, usize>,
+}
+
+/// A config that cannot serve the command asked of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolesError(pub String);
+
+impl std::fmt::Display for RolesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RolesError {}
+
+impl NodeConfig {
+    /// The roles this config plays for `launch`.
+    pub fn roles(&self, launch: Launch) -> Result<Roles, RolesError> {
+        let coordinator = match launch {
+            Launch::Node if self.coordinator.is_some() => CoordinatorMode::Service,
+            Launch::Node => CoordinatorMode::Off,
+            Launch::Run => {
+                if self.broker.is_none() && self.workers.is_empty() {
+                    return Err(RolesError(
+                        "a config without a broker must list [workers] to run a flow".into(),
+                    ));
+                }
+                CoordinatorMode::Client
+            }
+            Launch::Submit => {
+                if self.broker.is_none() {
+                    return Err(RolesError(
+                        "--submit needs a [broker] to reach the coordinator node".into(),
+                    ));
+                }
+                CoordinatorMode::Off
+            }
+        };
+        Ok(Roles {
+            coordinator,
+            coordinator_config: self.coordinator.clone().unwrap_or_default(),
+            workers: self.workers.clone(),
+        })
+    }
+}
+
+impl Roles {
+    /// `coordinator, extract×2, load×1`, for logs and `validate`.
+    pub fn describe(&self) -> String {
+        let mut roles = Vec::new();
+        if self.coordinator != CoordinatorMode::Off {
+            roles.push("coordinator".to_string());
+        }
+        for (kind, n) in &self.workers {
+            roles.push(format!("{kind}×{n}"));
+        }
+        if roles.is_empty() {
+            "none".into()
+        } else {
+            roles.join(", ")
+        }
+    }
+}
+
 /// Hides the password of an AMQP URL, for logs and reports.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -487,5 +585,40 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+    }
+
+    #[test]
+    fn roles_follow_the_command() {
+        let worker = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"load\"]\n",
+            None,
+        )
+        .unwrap();
+        let node = worker.roles(Launch::Node).unwrap();
+        assert_eq!(node.coordinator, CoordinatorMode::Off);
+        assert_eq!(node.describe(), format!("load×{}", default_concurrency()));
+        assert_eq!(
+            worker.roles(Launch::Run).unwrap().coordinator,
+            CoordinatorMode::Client
+        );
+        assert_eq!(
+            worker.roles(Launch::Submit).unwrap().coordinator,
+            CoordinatorMode::Off
+        );
+        let coord = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\nworker_wait = \"5s\"\n",
+            None,
+        )
+        .unwrap();
+        let roles = coord.roles(Launch::Node).unwrap();
+        assert_eq!(roles.coordinator, CoordinatorMode::Service);
+        assert_eq!(roles.coordinator_config.worker_wait, Duration::from_secs(5));
+        assert_eq!(roles.describe(), "coordinator");
+        let embedded = NodeConfig::embedded(Path::new("/tmp"));
+        let err = embedded.roles(Launch::Submit).unwrap_err();
+        assert!(
+            err.to_string().contains("--submit needs a [broker]"),
+            "{err}"
+        );
     }
 }

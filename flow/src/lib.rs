@@ -28,7 +28,7 @@ pub(crate) mod partition;
 
 pub use conveyor_schemas::names;
 
-pub use config::NodeConfig;
+pub use config::{CoordinatorMode, Launch, NodeConfig, Roles};
 pub use diag::{Problem, Problems};
 pub use model::{
     partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, MAX_PARTITIONS,

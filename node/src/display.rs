@@ -157,13 +157,10 @@ pub fn summary(r: &RunReport) -> String {
 }
 
 pub fn roles(cfg: &NodeConfig) -> String {
-    let mut roles = Vec::new();
-    if cfg.coordinator.is_some() {
-        roles.push("coordinator".to_string());
-    }
-    for (kind, n) in &cfg.workers {
-        roles.push(format!("{kind}×{n}"));
-    }
+    let roles = match cfg.roles(conveyor_flow::Launch::Node) {
+        Ok(r) => r.describe(),
+        Err(e) => e.to_string(),
+    };
     let broker = match &cfg.broker {
         Some(b) => format!(
             "broker {} namespace {}",
@@ -172,12 +169,5 @@ pub fn roles(cfg: &NodeConfig) -> String {
         ),
         None => "embedded, no broker".into(),
     };
-    format!(
-        "roles: {}; {broker}",
-        if roles.is_empty() {
-            "none".into()
-        } else {
-            roles.join(", ")
-        }
-    )
+    format!("roles: {roles}; {broker}")
 }

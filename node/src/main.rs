@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use conveyor_actors::node::{CoordinatorMode, Node, NodeError};
-use conveyor_flow::{FlowSpec, NodeConfig};
+use conveyor_actors::node::{Node, NodeError};
+use conveyor_flow::{FlowSpec, Launch, NodeConfig};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::EnvFilter;
 
@@ -203,36 +203,28 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 
         }
     };
     let cfg = match config {
-        Some(path) => {
-            match NodeConfig::load(path) {
-                Ok(mut c) => {
-                    if c.broker.is_none() && c.workers.is_empty() {
-                        eprintln!("error: {}: a config without a broker must list [workers] to run a flow", path.display());
-                        return EXIT_BAD_INPUT;
-                    }
-                    match how {
-                        How::Here => {
-                            c.coordinator.get_or_insert_with(Default::default);
-                        }
-                        How::Submit { .. } => {
-                            if c.broker.is_none() {
-                                eprintln!("error: {}: --submit needs a [broker] to reach the coordinator node", path.display());
-                                return EXIT_BAD_INPUT;
-                            }
-                            c.coordinator = None;
-                        }
-                    }
-                    c
-                }
-                Err(problems) => {
-                    eprint!("error: invalid node config\n{problems}");
-                    return EXIT_BAD_INPUT;
-                }
+        Some(path) => match NodeConfig::load(path) {
+            Ok(c) => c,
+            Err(problems) => {
+                eprint!("error: invalid node config\n{problems}");
+                return EXIT_BAD_INPUT;
             }
-        }
+        },
         None => {
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             NodeConfig::embedded(&cwd)
+        }
+    };
+    let launch = match how {
+        How::Here => Launch::Run,
+        How::Submit { .. } => Launch::Submit,
+    };
+    let roles = match cfg.roles(launch) {
+        Ok(r) => r,
+        Err(e) => {
+            let file = config.map(|p| p.display().to_string()).unwrap_or_default();
+            eprintln!("error: {file}: {e}");
+            return EXIT_BAD_INPUT;
         }
     };
     let io = match io_runtime() {
@@ -243,13 +235,9 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 
         }
     };
     let live = std::io::stderr().is_terminal() && !json;
-    let mode = match how {
-        How::Here => CoordinatorMode::Client,
-        How::Submit { .. } => CoordinatorMode::Off,
-    };
     let system = actix::System::new();
     let outcome: Result<Outcome, NodeError> = system.block_on(async {
-        let mut node = Node::start(&cfg, io.handle().clone(), mode).await?;
+        let mut node = Node::start(&cfg, &roles, io.handle().clone()).await?;
         let (submitted, remote) = match how {
             How::Here => (node.submit(Arc::new(flow), source).await?, None),
             How::Submit {
@@ -351,21 +339,23 @@ fn cmd_node(config: &Path, grace: Duration) -> u8 {
             return EXIT_NODE_FAILED;
         }
     };
-    let mode = if cfg.coordinator.is_some() {
-        CoordinatorMode::Service
-    } else {
-        CoordinatorMode::Off
+    let roles = match cfg.roles(Launch::Node) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.display());
+            return EXIT_BAD_INPUT;
+        }
     };
     let system = actix::System::new();
     let code = system.block_on(async {
-        let mut node = match Node::start(&cfg, io.handle().clone(), mode).await {
+        let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "Node failed to start");
                 return EXIT_NODE_FAILED;
             }
         };
-        tracing::info!(node = %cfg.node_name, workers = ?cfg.workers, coordinator = cfg.coordinator.is_some(), "Node running; stop with SIGINT or SIGTERM");
+        tracing::info!(node = %cfg.node_name, roles = %roles.describe(), "Node running; stop with SIGINT or SIGTERM");
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {

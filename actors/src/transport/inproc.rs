@@ -81,6 +81,9 @@ struct Inner {
     delivery_limit: u32,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     heartbeats: broadcast::Sender<Vec<u8>>,
+    /// Set by [`InProcBus::close`]: every consumer and heartbeat stream ends,
+    /// as they do when a broker connection closes.
+    closed: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -98,12 +101,18 @@ impl InProcBus {
                 delivery_limit,
                 queues: Mutex::new(HashMap::new()),
                 heartbeats: broadcast::channel(64).0,
+                closed: watch::channel(false).0,
             }),
         }
     }
 
     pub fn names(&self) -> &Names {
         &self.inner.names
+    }
+
+    /// Ends every consumer and heartbeat stream; messages stay queued.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
     }
 
     fn queue(&self, name: &str) -> Arc<Queue> {
@@ -136,10 +145,15 @@ impl InProcBus {
 
     pub fn heartbeats(&self) -> mpsc::Receiver<Heartbeat> {
         let mut rx = self.inner.heartbeats.subscribe();
+        let mut closed = self.inner.closed.subscribe();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    _ = closed.wait_for(|c| *c) => break,
+                };
+                match next {
                     Ok(body) => {
                         if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&body) {
                             if tx.send(hb).await.is_err() {
@@ -162,14 +176,16 @@ impl InProcBus {
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
         let (tx, rx) = mpsc::channel(prefetch.max(1) as usize);
         let (cancel_tx, mut cancel_rx) = watch::channel(false);
+        let mut closed = self.inner.closed.subscribe();
         tokio::spawn(async move {
             loop {
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                     _ = cancel_rx.changed() => break,
+                    _ = closed.wait_for(|c| *c) => break,
                 };
                 let mut item = loop {
-                    if *cancel_rx.borrow() {
+                    if *cancel_rx.borrow() || *closed.borrow() {
                         return;
                     }
                     if let Some(item) = queue.pop() {
@@ -178,6 +194,7 @@ impl InProcBus {
                     tokio::select! {
                         _ = queue.notify.notified() => {}
                         _ = cancel_rx.changed() => {}
+                        _ = closed.changed() => {}
                     }
                 };
                 if item.deliveries >= limit {

@@ -301,8 +301,9 @@ impl Transport {
     }
 
     pub async fn close(&self) {
-        if let Transport::Amqp(t) = self {
-            t.close().await;
+        match self {
+            Transport::Amqp(t) => t.close().await,
+            Transport::InProc(bus) => bus.close(),
         }
     }
 }
