@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use conveyor_schemas::{ErrorKind, FlowState, TaskState};
 
-use crate::util::*;
+use crate::harness::{broker::*, colors::*, configs::*, processes::*, workdir::*};
 
 fn client_config(dir: &TestDir, ns: &str, extra: &str) -> std::path::PathBuf {
     dir.write(

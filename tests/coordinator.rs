@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use conveyor_schemas::{FlowState, TaskState};
 
-use crate::util::*;
+use crate::harness::{broker::*, colors::*, configs::*, processes::*, workdir::*};
 
 struct Cluster {
     dir: TestDir,
