@@ -310,7 +310,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                     .await
                     .unwrap();
                 let ch = conn.create_channel().await.unwrap();
-                let queue = format!("{ns}.replies.k-client");
+                let queue = names_of(&ns).reply_queue("k-client");
                 ch.queue_declare(
                     queue.as_str().into(),
                     QueueDeclareOptions {
@@ -323,7 +323,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                 .unwrap();
                 ch.queue_bind(
                     queue.as_str().into(),
-                    format!("{ns}.replies").into(),
+                    names_of(&ns).replies_exchange().into(),
                     queue.as_str().into(),
                     Default::default(),
                     Default::default(),
@@ -349,7 +349,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                     let body = serde_json::to_vec(&sub).unwrap();
                     confirms.push(
                         ch.basic_publish(
-                            format!("{ns}.submissions").into(),
+                            names_of(&ns).submissions().into(),
                             "submit".into(),
                             BasicPublishOptions::default(),
                             &body,
@@ -459,14 +459,8 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
     let outputs = std::fs::read_dir(storage.join("out/k")).unwrap().count();
     assert_eq!(outputs, FLOWS, "unexpected files in the output directory");
     assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
-    for q in [
-        "tasks.extract",
-        "tasks.transform",
-        "tasks.load",
-        "submissions",
-        "dead",
-    ] {
-        assert_eq!(queue_depth(&format!("{ns}.{q}")), 0, "{q} not drained");
+    for q in names_of(&ns).fixed_queues() {
+        assert_eq!(queue_depth(&q), 0, "{q} not drained");
     }
     println!(
         "fault {test}: result=ok flows_checked={FLOWS} worker_kills={kills} duplicates=0 losses=0"
@@ -489,12 +483,12 @@ fn a_submission_delivered_twice_runs_once() {
             csv.display()
         ),
         flow_base: c.dir.path.to_string_lossy().into_owned(),
-        reply_to: format!("{}.replies.nobody", &*c.ns),
+        reply_to: names_of(&c.ns).reply_queue("nobody"),
         client: "test".into(),
     };
     let body = serde_json::to_vec(&sub).unwrap();
     publish_raw(
-        &format!("{}.submissions", &*c.ns),
+        &names_of(&c.ns).submissions(),
         "submit",
         &[body.clone(), body],
     );
@@ -510,5 +504,5 @@ fn a_submission_delivered_twice_runs_once() {
         "{log}"
     );
     assert_colors_promise(&amqp_url(), &c.ns, &c.storage);
-    assert_eq!(queue_depth(&format!("{}.submissions", &*c.ns)), 0);
+    assert_eq!(queue_depth(&names_of(&c.ns).submissions()), 0);
 }

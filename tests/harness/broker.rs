@@ -1,9 +1,18 @@
 //! Admin of the shared RabbitMQ: a namespace per test (deleted when it
 //! drops), queue depths, raw publishes, and `block_on` for the async client.
 
+use conveyor_actors::transport::Names;
+
 pub fn amqp_url() -> String {
     std::env::var("CONVEYOR_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// The queue and exchange names of a test's namespace, as the nodes build them.
+pub fn names_of(ns: &str) -> Names {
+    Names {
+        namespace: ns.to_string(),
+    }
 }
 
 /// A unique namespace so tests can share one broker; its queues and
@@ -76,20 +85,12 @@ pub fn delete_namespace(ns: &str) {
         let Ok(ch) = conn.create_channel().await else {
             return;
         };
-        for kind in ["extract", "transform", "load"] {
-            let _ = ch
-                .queue_delete(format!("{ns}.tasks.{kind}").into(), Default::default())
-                .await;
+        let n = names_of(ns);
+        for q in n.fixed_queues().into_iter().chain([n.reply_queue("coord")]) {
+            let _ = ch.queue_delete(q.into(), Default::default()).await;
         }
-        for q in ["dead", "submissions", "replies.coord"] {
-            let _ = ch
-                .queue_delete(format!("{ns}.{q}").into(), Default::default())
-                .await;
-        }
-        for ex in ["tasks", "events", "dlx", "replies", "submissions"] {
-            let _ = ch
-                .exchange_delete(format!("{ns}.{ex}").into(), Default::default())
-                .await;
+        for ex in n.exchanges() {
+            let _ = ch.exchange_delete(ex.into(), Default::default()).await;
         }
         let _ = conn.close(200, "bye".into()).await;
     });

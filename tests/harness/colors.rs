@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::broker::queue_depth_at;
+use conveyor_schemas::TaskKind;
+
+use super::broker::{names_of, queue_depth_at};
 use super::workdir::{repo_root, tmp_files, TestDir};
 
 /// The colors CSV with its HEX column removed, as the load must write it.
@@ -32,15 +34,15 @@ pub fn assert_colors_promise(url: &str, ns: &str, storage: &Path) {
         "rows lost or duplicated"
     );
     assert!(tmp_files(storage).is_empty(), "{:?}", tmp_files(storage));
-    for kind in ["extract", "transform", "load"] {
+    for kind in TaskKind::ALL {
         assert_eq!(
-            queue_depth_at(url, &format!("{ns}.tasks.{kind}")),
+            queue_depth_at(url, &names_of(ns).task_queue(kind)),
             0,
             "{kind} queue not drained"
         );
     }
     assert_eq!(
-        queue_depth_at(url, &format!("{ns}.dead")),
+        queue_depth_at(url, &names_of(ns).dead_letter_queue()),
         0,
         "unexpected dead letters"
     );
