@@ -202,6 +202,22 @@ fn a_node_stops_gracefully_on_sigterm() {
     );
 }
 
+/// Under systemd (`Type=notify`) the manager learns from the node itself that
+/// it is ready (`NodeProcess::start` waits for that) and that it is stopping.
+#[test]
+fn a_node_notifies_its_service_manager_that_it_stops() {
+    let dir = TestDir::new("cluster_notify_stopping");
+    let ns = namespace("notify");
+    let cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "load"], &dir.join("s"), ""),
+    );
+    let mut w = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
+    w.sigterm_and_wait(Duration::from_secs(20))
+        .expect("node did not exit after SIGTERM");
+    w.wait_for_notify("STOPPING=1", Duration::from_secs(5));
+}
+
 #[test]
 fn a_poison_task_is_dead_lettered_without_hurting_other_flows() {
     let dir = TestDir::new("cluster_poison");

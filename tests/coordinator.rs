@@ -70,7 +70,7 @@ fn coordinator_config(dir: &TestDir, ns: &str, storage: &Path, db: &Path) -> Pat
 #[test]
 fn a_flow_submitted_to_a_coordinator_node_runs_there() {
     let c = cluster("submit_basic");
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     let flow = colors_flow(&c.dir, "colors", "");
     let client = c.client_cfg.to_str().unwrap();
     let (out, report) = run_flow(&c.dir.path, &flow, &["--config", client, "--submit"]);
@@ -120,7 +120,7 @@ fn a_submission_no_coordinator_takes_fails_with_a_clear_error() {
         "{err}"
     );
     // The expired submission must not run when a coordinator starts later.
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !coord.log_text().contains("Flow submitted"),
@@ -133,7 +133,7 @@ fn a_submission_no_coordinator_takes_fails_with_a_clear_error() {
 #[test]
 fn a_second_coordinator_on_the_same_database_is_refused() {
     let c = cluster("coord_db_lock");
-    let _first = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("c1.log"), &[]);
+    let _first = NodeProcess::start(&c.coord_cfg, &c.dir.join("c1.log"), &[]);
     let mut cmd = std::process::Command::new(conveyor_bin());
     cmd.args(["node", "--config", c.coord_cfg.to_str().unwrap()])
         .env("CONVEYOR_LOG", "error");
@@ -153,7 +153,7 @@ fn a_second_coordinator_on_the_same_database_is_refused() {
 fn coordinator_killed_after_saving_a_dispatch_before_publishing_it() {
     let test = "coord_kill_before_publish";
     let c = cluster(test);
-    let mut coord = NodeProcess::start_coordinator(
+    let mut coord = NodeProcess::start(
         &c.coord_cfg,
         &c.dir.join("coord-1.log"),
         &[(
@@ -169,7 +169,7 @@ fn coordinator_killed_after_saving_a_dispatch_before_publishing_it() {
         Duration::from_secs(60),
     );
     coord.sigkill();
-    let restarted = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
+    let restarted = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
     let report = finished_once(&c, run);
     let log = restarted.log_text();
     assert!(
@@ -203,7 +203,7 @@ fn coordinator_killed_after_publishing_before_saving_that_it_did() {
     .replace("heartbeat = \"200ms\"", "heartbeat = \"2s\"");
     let t_cfg = c.dir.write("wt.toml", &t_cfg);
     let transform_worker = NodeProcess::start(&t_cfg, &c.dir.join("wt.log"), &[]);
-    let mut coord = NodeProcess::start_coordinator(
+    let mut coord = NodeProcess::start(
         &c.coord_cfg,
         &c.dir.join("coord-1.log"),
         &[("CONVEYOR_FAILPOINTS", "pause-after-publish=60000@transform")],
@@ -222,7 +222,7 @@ fn coordinator_killed_after_publishing_before_saving_that_it_did() {
         Duration::from_secs(60),
     );
     coord.sigkill();
-    let restarted = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
+    let restarted = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
     restarted.wait_for_log(
         "Publishing again an attempt saved as dispatched",
         Duration::from_secs(30),
@@ -293,7 +293,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
         .map(|(i, cfg)| NodeProcess::start(cfg, &dir.join(&format!("w{i}-0.log")), &[]))
         .collect();
     let coord_cfg = coordinator_config(&dir, &ns, &storage, &dir.join("coordinator.db"));
-    let _coord = NodeProcess::start_coordinator(&coord_cfg, &dir.join("coord.log"), &[]);
+    let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
     let csv = repo_root().join("examples/data/colors.csv");
 
     // The client: publishes every submission, then collects the final reports.
@@ -472,7 +472,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
 #[test]
 fn a_submission_delivered_twice_runs_once() {
     let c = cluster("submit_twice");
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     let csv = repo_root().join("examples/data/colors.csv");
     let sub = conveyor_schemas::FlowSubmission {
         schema_version: conveyor_schemas::SCHEMA_VERSION,

@@ -1,6 +1,8 @@
-//! `conveyor` child processes: a node that is killed when dropped, and
-//! `conveyor run` with a deadline so that a hanging flow fails its test.
+//! `conveyor` child processes: a node that tells when it is ready through
+//! the systemd notify protocol and is killed when dropped, and `conveyor run`
+//! with a deadline so that a hanging flow fails its test.
 
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -24,31 +26,29 @@ pub fn conveyor_bin() -> PathBuf {
 pub struct NodeProcess {
     pub child: Child,
     pub log: PathBuf,
+    /// The socket the node notifies (`NOTIFY_SOCKET`, as under systemd):
+    /// `READY=1` once every role has started, `STOPPING=1` on a graceful stop.
+    notify: UnixDatagram,
+    notify_path: PathBuf,
 }
 
+/// How long a node may take to tell it is ready.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
 impl NodeProcess {
-    /// Starts a worker node and waits until it consumes.
+    /// Starts a node and waits until it notifies `READY=1`: its workers
+    /// consume and its coordinator, if any, runs.
     pub fn start(config: &Path, log: &Path, envs: &[(&str, &str)]) -> NodeProcess {
-        NodeProcess::start_until(config, log, envs, "Worker consuming")
-    }
-
-    /// Starts a coordinator node and waits until it runs.
-    pub fn start_coordinator(config: &Path, log: &Path, envs: &[(&str, &str)]) -> NodeProcess {
-        NodeProcess::start_until(config, log, envs, "Node running")
-    }
-
-    /// Starts a node and waits until its log shows `ready`.
-    pub fn start_until(
-        config: &Path,
-        log: &Path,
-        envs: &[(&str, &str)],
-        ready: &str,
-    ) -> NodeProcess {
         let log_file = std::fs::File::create(log).unwrap();
+        let notify_path = log.with_extension("notify");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path)
+            .unwrap_or_else(|e| panic!("bind {}: {e}", notify_path.display()));
         let mut cmd = Command::new(conveyor_bin());
         cmd.args(["node", "--config"])
             .arg(config)
             .env("CONVEYOR_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("CONVEYOR_BROKER_URL")
             .stdout(Stdio::null())
             .stderr(log_file);
@@ -56,12 +56,56 @@ impl NodeProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn conveyor node");
-        let node = NodeProcess {
+        let mut node = NodeProcess {
             child,
             log: log.to_path_buf(),
+            notify,
+            notify_path,
         };
-        node.wait_for_log(ready, Duration::from_secs(20));
+        node.wait_for_notify("READY=1", READY_DEADLINE);
         node
+    }
+
+    /// Waits until the node notifies `state` (e.g. `STOPPING=1`); panics with
+    /// the node's log if it exits first or the deadline passes.
+    pub fn wait_for_notify(&mut self, state: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "node never notified {state:?} within {within:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            self.notify
+                .set_read_timeout(Some(left.min(Duration::from_millis(100))))
+                .unwrap();
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    // One datagram may carry several newline-separated states.
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == state)
+                    {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("notify socket {}: {e}", self.notify_path.display()),
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "node exited ({status}) before it notified {state:?}:\n{}",
+                    self.log_text()
+                );
+            }
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -123,6 +167,7 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.notify_path);
     }
 }
 
