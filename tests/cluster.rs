@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use conveyor_schemas::{ErrorKind, FlowState, TaskState};
+use conveyor_schemas::{ErrorKind, FlowState, TaskKind, TaskState};
 
-use crate::util::*;
+use crate::harness::{broker::*, colors::*, configs::*, processes::*, workdir::*};
 
 fn client_config(dir: &TestDir, ns: &str, extra: &str) -> std::path::PathBuf {
     dir.write(
@@ -46,10 +46,10 @@ fn one_worker_node_runs_all_kinds_with_output_identical_to_embedded() {
         String::from_utf8(clustered).unwrap(),
         expected_colors_without_hex()
     );
-    for kind in ["extract", "transform", "load"] {
-        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
+    for kind in TaskKind::ALL {
+        assert_eq!(queue_depth(&names_of(&ns).task_queue(kind)), 0);
     }
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    assert_eq!(queue_depth(&names_of(&ns).dead_letter_queue()), 0);
 }
 
 #[test]
@@ -115,7 +115,10 @@ fn a_missing_transform_worker_fails_the_flow_within_the_wait_naming_transform() 
     // Bounded by the wait, not hanging: generous slack for a loaded machine.
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // Nothing was published for the missing kind, so nothing is left to run later.
-    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
+    assert_eq!(
+        queue_depth(&names_of(&ns).task_queue(TaskKind::Transform)),
+        0
+    );
 }
 
 /// Two all-kinds worker nodes share storage. node-a runs with `failpoint`
@@ -199,6 +202,22 @@ fn a_node_stops_gracefully_on_sigterm() {
     );
 }
 
+/// Under systemd (`Type=notify`) the manager learns from the node itself that
+/// it is ready (`NodeProcess::start` waits for that) and that it is stopping.
+#[test]
+fn a_node_notifies_its_service_manager_that_it_stops() {
+    let dir = TestDir::new("cluster_notify_stopping");
+    let ns = namespace("notify");
+    let cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "load"], &dir.join("s"), ""),
+    );
+    let mut w = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
+    w.sigterm_and_wait(Duration::from_secs(20))
+        .expect("node did not exit after SIGTERM");
+    w.wait_for_notify("STOPPING=1", Duration::from_secs(5));
+}
+
 #[test]
 fn a_poison_task_is_dead_lettered_without_hurting_other_flows() {
     let dir = TestDir::new("cluster_poison");
@@ -241,8 +260,11 @@ fn a_poison_task_is_dead_lettered_without_hurting_other_flows() {
         .unwrap()
         .contains("dead-lettered by the broker (delivery_limit)"));
     // Exactly the poison message sits in the dead-letter queue.
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 1);
-    assert_eq!(queue_depth(&format!("{ns}.tasks.transform")), 0);
+    assert_eq!(queue_depth(&names_of(&ns).dead_letter_queue()), 1);
+    assert_eq!(
+        queue_depth(&names_of(&ns).task_queue(TaskKind::Transform)),
+        0
+    );
     // The supervisor restarted the worker with backoff and the node lives on.
     assert!(w.child.try_wait().unwrap().is_none(), "{}", w.log_text());
     let restarts = w.log_text().matches("Worker stopped; restarting").count();
@@ -265,7 +287,7 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
     let valid: serde_json::Value = serde_json::json!({
         "schema_version": 1, "flow": "f", "flow_run": "fr", "task": "e", "task_run": "fr.e",
-        "attempt": 1, "reply_to": format!("{ns}.replies.nobody"),
+        "attempt": 1, "reply_to": names_of(&ns).reply_queue("nobody"),
         "spec": {"kind": "extract", "source": {"path": "/nonexistent.csv"}, "format": "csv"}
     });
     let mut missing_field = valid.clone();
@@ -284,13 +306,15 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
         serde_json::to_vec(&hostile_name).unwrap(),
         vec![b' '; 2 << 20],
     ];
-    publish_raw(&format!("{ns}.tasks"), "extract", &bodies);
+    publish_raw(&names_of(&ns).tasks_exchange(), "extract", &bodies);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while queue_depth(&format!("{ns}.dead")) < bodies.len() as u32 && Instant::now() < deadline {
+    while queue_depth(&names_of(&ns).dead_letter_queue()) < bodies.len() as u32
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        queue_depth(&format!("{ns}.dead")),
+        queue_depth(&names_of(&ns).dead_letter_queue()),
         bodies.len() as u32,
         "{}",
         w.log_text()
@@ -330,13 +354,13 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
     let task = serde_json::json!({
         "schema_version": 1, "flow": "f", "flow_run": "gone-1", "task": "load",
         "task_run": "gone-1.load", "attempt": 1,
-        "reply_to": format!("{ns}.replies.nobody"),
+        "reply_to": names_of(&ns).reply_queue("nobody"),
         "spec": {"kind": "extract", "source": {"path": csv.display().to_string()},
                  "format": "csv", "steps": [{"drop": ["HEX"]}],
                  "load": {"format": "csv", "path": "kept.csv"}}
     });
     publish_raw(
-        &format!("{ns}.tasks"),
+        &names_of(&ns).tasks_exchange(),
         "extract",
         &[serde_json::to_vec(&task).unwrap()],
     );
@@ -357,8 +381,12 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
     // task would be back in the ready count.
     w.sigkill();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(queue_depth(&format!("{ns}.tasks.extract")), 0, "{log}");
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0, "{log}");
+    assert_eq!(
+        queue_depth(&names_of(&ns).task_queue(TaskKind::Extract)),
+        0,
+        "{log}"
+    );
+    assert_eq!(queue_depth(&names_of(&ns).dead_letter_queue()), 0, "{log}");
 }
 
 /// Polls `probe` every 50 ms until it gives a value; panics after `within`.
@@ -447,7 +475,6 @@ fn a_worker_stopped_with_sigstop_then_continued_finishes_its_task_once() {
 #[test]
 fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
     use conveyor_actors::transport::amqp::AmqpTransport;
-    use conveyor_schemas::TaskKind;
     let ns = namespace("unroutable");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -468,9 +495,12 @@ fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_delete(format!("{ns}.tasks.load").into(), Default::default())
-            .await
-            .unwrap();
+        ch.queue_delete(
+            names_of(&ns).task_queue(TaskKind::Load).into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let published = transport
             .publish_task(TaskKind::Load, "fr.t", "nobody", b"{}".to_vec())
             .await;
@@ -705,10 +735,10 @@ fn a_partitioned_file_is_processed_by_every_worker_and_gathered_into_the_embedde
         std::fs::read_to_string(storage.join("out/fused.csv")).unwrap(),
         gathered
     );
-    for kind in ["extract", "transform", "load"] {
-        assert_eq!(queue_depth(&format!("{ns}.tasks.{kind}")), 0);
+    for kind in TaskKind::ALL {
+        assert_eq!(queue_depth(&names_of(&ns).task_queue(kind)), 0);
     }
-    assert_eq!(queue_depth(&format!("{ns}.dead")), 0);
+    assert_eq!(queue_depth(&names_of(&ns).dead_letter_queue()), 0);
 }
 
 #[test]

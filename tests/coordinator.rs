@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use conveyor_schemas::{FlowState, TaskState};
 
-use crate::util::*;
+use crate::harness::{broker::*, colors::*, configs::*, processes::*, workdir::*};
 
 struct Cluster {
     dir: TestDir,
@@ -70,7 +70,7 @@ fn coordinator_config(dir: &TestDir, ns: &str, storage: &Path, db: &Path) -> Pat
 #[test]
 fn a_flow_submitted_to_a_coordinator_node_runs_there() {
     let c = cluster("submit_basic");
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     let flow = colors_flow(&c.dir, "colors", "");
     let client = c.client_cfg.to_str().unwrap();
     let (out, report) = run_flow(&c.dir.path, &flow, &["--config", client, "--submit"]);
@@ -120,7 +120,7 @@ fn a_submission_no_coordinator_takes_fails_with_a_clear_error() {
         "{err}"
     );
     // The expired submission must not run when a coordinator starts later.
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !coord.log_text().contains("Flow submitted"),
@@ -133,7 +133,7 @@ fn a_submission_no_coordinator_takes_fails_with_a_clear_error() {
 #[test]
 fn a_second_coordinator_on_the_same_database_is_refused() {
     let c = cluster("coord_db_lock");
-    let _first = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("c1.log"), &[]);
+    let _first = NodeProcess::start(&c.coord_cfg, &c.dir.join("c1.log"), &[]);
     let mut cmd = std::process::Command::new(conveyor_bin());
     cmd.args(["node", "--config", c.coord_cfg.to_str().unwrap()])
         .env("CONVEYOR_LOG", "error");
@@ -153,7 +153,7 @@ fn a_second_coordinator_on_the_same_database_is_refused() {
 fn coordinator_killed_after_saving_a_dispatch_before_publishing_it() {
     let test = "coord_kill_before_publish";
     let c = cluster(test);
-    let mut coord = NodeProcess::start_coordinator(
+    let mut coord = NodeProcess::start(
         &c.coord_cfg,
         &c.dir.join("coord-1.log"),
         &[(
@@ -169,7 +169,7 @@ fn coordinator_killed_after_saving_a_dispatch_before_publishing_it() {
         Duration::from_secs(60),
     );
     coord.sigkill();
-    let restarted = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
+    let restarted = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
     let report = finished_once(&c, run);
     let log = restarted.log_text();
     assert!(
@@ -203,7 +203,7 @@ fn coordinator_killed_after_publishing_before_saving_that_it_did() {
     .replace("heartbeat = \"200ms\"", "heartbeat = \"2s\"");
     let t_cfg = c.dir.write("wt.toml", &t_cfg);
     let transform_worker = NodeProcess::start(&t_cfg, &c.dir.join("wt.log"), &[]);
-    let mut coord = NodeProcess::start_coordinator(
+    let mut coord = NodeProcess::start(
         &c.coord_cfg,
         &c.dir.join("coord-1.log"),
         &[("CONVEYOR_FAILPOINTS", "pause-after-publish=60000@transform")],
@@ -222,7 +222,7 @@ fn coordinator_killed_after_publishing_before_saving_that_it_did() {
         Duration::from_secs(60),
     );
     coord.sigkill();
-    let restarted = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
+    let restarted = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord-2.log"), &[]);
     restarted.wait_for_log(
         "Publishing again an attempt saved as dispatched",
         Duration::from_secs(30),
@@ -293,7 +293,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
         .map(|(i, cfg)| NodeProcess::start(cfg, &dir.join(&format!("w{i}-0.log")), &[]))
         .collect();
     let coord_cfg = coordinator_config(&dir, &ns, &storage, &dir.join("coordinator.db"));
-    let _coord = NodeProcess::start_coordinator(&coord_cfg, &dir.join("coord.log"), &[]);
+    let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
     let csv = repo_root().join("examples/data/colors.csv");
 
     // The client: publishes every submission, then collects the final reports.
@@ -310,7 +310,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                     .await
                     .unwrap();
                 let ch = conn.create_channel().await.unwrap();
-                let queue = format!("{ns}.replies.k-client");
+                let queue = names_of(&ns).reply_queue("k-client");
                 ch.queue_declare(
                     queue.as_str().into(),
                     QueueDeclareOptions {
@@ -323,7 +323,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                 .unwrap();
                 ch.queue_bind(
                     queue.as_str().into(),
-                    format!("{ns}.replies").into(),
+                    names_of(&ns).replies_exchange().into(),
                     queue.as_str().into(),
                     Default::default(),
                     Default::default(),
@@ -349,7 +349,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                     let body = serde_json::to_vec(&sub).unwrap();
                     confirms.push(
                         ch.basic_publish(
-                            format!("{ns}.submissions").into(),
+                            names_of(&ns).submissions().into(),
                             "submit".into(),
                             BasicPublishOptions::default(),
                             &body,
@@ -459,14 +459,8 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
     let outputs = std::fs::read_dir(storage.join("out/k")).unwrap().count();
     assert_eq!(outputs, FLOWS, "unexpected files in the output directory");
     assert!(tmp_files(&storage).is_empty(), "{:?}", tmp_files(&storage));
-    for q in [
-        "tasks.extract",
-        "tasks.transform",
-        "tasks.load",
-        "submissions",
-        "dead",
-    ] {
-        assert_eq!(queue_depth(&format!("{ns}.{q}")), 0, "{q} not drained");
+    for q in names_of(&ns).fixed_queues() {
+        assert_eq!(queue_depth(&q), 0, "{q} not drained");
     }
     println!(
         "fault {test}: result=ok flows_checked={FLOWS} worker_kills={kills} duplicates=0 losses=0"
@@ -478,7 +472,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
 #[test]
 fn a_submission_delivered_twice_runs_once() {
     let c = cluster("submit_twice");
-    let coord = NodeProcess::start_coordinator(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&c.coord_cfg, &c.dir.join("coord.log"), &[]);
     let csv = repo_root().join("examples/data/colors.csv");
     let sub = conveyor_schemas::FlowSubmission {
         schema_version: conveyor_schemas::SCHEMA_VERSION,
@@ -489,12 +483,12 @@ fn a_submission_delivered_twice_runs_once() {
             csv.display()
         ),
         flow_base: c.dir.path.to_string_lossy().into_owned(),
-        reply_to: format!("{}.replies.nobody", &*c.ns),
+        reply_to: names_of(&c.ns).reply_queue("nobody"),
         client: "test".into(),
     };
     let body = serde_json::to_vec(&sub).unwrap();
     publish_raw(
-        &format!("{}.submissions", &*c.ns),
+        &names_of(&c.ns).submissions(),
         "submit",
         &[body.clone(), body],
     );
@@ -510,5 +504,5 @@ fn a_submission_delivered_twice_runs_once() {
         "{log}"
     );
     assert_colors_promise(&amqp_url(), &c.ns, &c.storage);
-    assert_eq!(queue_depth(&format!("{}.submissions", &*c.ns)), 0);
+    assert_eq!(queue_depth(&names_of(&c.ns).submissions()), 0);
 }

@@ -2,7 +2,7 @@
 
 use conveyor_schemas::{ErrorKind, FlowState, TaskState};
 
-use crate::util::*;
+use crate::harness::{colors::*, processes::*, workdir::*};
 
 #[test]
 fn colors_flow_succeeds_and_drops_hex() {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use conveyor_schemas::{FlowState, RunReport, TaskState};
 
-use crate::util::*;
+use crate::harness::{
+    colors::*, configs::*, fault_proxy::*, private_broker::*, processes::*, workdir::*,
+};
 
 pub(crate) static ONE_BROKER_AT_A_TIME: Mutex<()> = Mutex::new(());
 

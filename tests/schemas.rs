@@ -2,7 +2,7 @@
 //! After changing a type, regenerate them with
 //! `cargo run -p conveyor-node -- schemas --out schemas/json`.
 
-use crate::util::repo_root;
+use crate::harness::workdir::repo_root;
 
 #[test]
 fn json_schemas_match_the_rust_types() {

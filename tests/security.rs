@@ -6,7 +6,9 @@ use std::process::Command;
 
 use conveyor_schemas::FlowState;
 
-use crate::util::*;
+use crate::harness::{
+    broker::*, colors::*, configs::*, private_broker::*, processes::*, workdir::*,
+};
 
 /// A vhost and users on the local broker, removed on drop.
 struct Deployment {

@@ -6,7 +6,7 @@ mod cluster;
 mod coordinator;
 mod embedded;
 mod faults;
+mod harness;
 mod layers;
 mod schemas;
 mod security;
-mod util;

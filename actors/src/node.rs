@@ -6,13 +6,14 @@ Call [`Node::start`] inside an actix `System`. `io` is a multi-thread tokio
 runtime owned by the caller; lapin and every broker future run there.
 */
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::{ArtifactStore, Workspace};
 use conveyor_schemas::{
-    FlowEvent, FlowEventKind, FlowSubmission, TaskMessage, TaskUpdate, SCHEMA_VERSION,
+    FlowEvent, FlowEventKind, FlowSubmission, TaskKind, TaskMessage, TaskUpdate, SCHEMA_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -78,6 +79,9 @@ pub struct Node {
     /// Resolves when every tracked task has ended; awaited on shutdown.
     all_done: AllDone,
     names: Names,
+    /// The worker kinds this node runs, and those consuming right now.
+    kinds: BTreeSet<TaskKind>,
+    consuming: watch::Receiver<BTreeSet<TaskKind>>,
 }
 
 async fn on_io<T: Send + 'static>(
@@ -138,6 +142,7 @@ impl Node {
         };
 
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let (consuming_tx, consuming) = watch::channel(BTreeSet::new());
         let supervisor = if roles.workers.is_empty() {
             None
         } else {
@@ -162,6 +167,7 @@ impl Node {
                 },
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
+                consuming: Arc::new(consuming_tx),
             };
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
@@ -256,7 +262,17 @@ impl Node {
             io,
             all_done,
             names,
+            kinds: roles.workers.keys().copied().collect(),
+            consuming,
         })
+    }
+
+    /// Resolves to true once every role of the node has started: each
+    /// worker kind consumes its queue (the coordinator already runs when
+    /// [`Node::start`] returns). False if the workers stopped for good first.
+    pub fn roles_started(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let (mut consuming, kinds) = (self.consuming.clone(), self.kinds.clone());
+        async move { consuming.wait_for(|now| kinds.is_subset(now)).await.is_ok() }
     }
 
     /// Submits a flow to this node's coordinator.

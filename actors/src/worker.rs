@@ -22,7 +22,7 @@ Graceful stop ([`Drain`]): cancel the consumer, let in-flight tasks finish
 within the grace period, then close the channel so the broker requeues the rest.
 */
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +54,9 @@ pub struct WorkerEnv {
     /// Task runs this node holds right now, for heartbeats.
     pub in_flight: Arc<Mutex<HashSet<String>>>,
     pub failpoints: Failpoints,
+    /// The kinds whose worker consumes its queue right now, so that the node
+    /// can tell when every role has started.
+    pub consuming: Arc<watch::Sender<BTreeSet<TaskKind>>>,
 }
 
 pub struct Worker {
@@ -167,6 +170,9 @@ impl Actor for Worker {
                             addr.do_send(ConsumerEnded);
                         });
                         info!(kind = %kind, concurrency, prefetch, "Worker consuming");
+                        act.env.consuming.send_modify(|kinds| {
+                            kinds.insert(kind);
+                        });
                     }
                     Ok(Err(e)) => {
                         error!(kind = %kind, error = %e, "Worker cannot consume its queue");
@@ -183,6 +189,9 @@ impl Actor for Worker {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.env.consuming.send_modify(|kinds| {
+            kinds.remove(&self.kind);
+        });
         if let Some(sub) = self.subscription.take() {
             self.env.io.spawn(async move {
                 if let Ok(sub) = Arc::try_unwrap(sub) {

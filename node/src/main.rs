@@ -5,6 +5,7 @@ roles it plays.
 */
 
 mod display;
+mod notify;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -356,6 +357,7 @@ fn cmd_node(config: &Path, grace: Duration) -> u8 {
             }
         };
         tracing::info!(node = %cfg.node_name, roles = %roles.describe(), "Node running; stop with SIGINT or SIGTERM");
+        actix::spawn(notify::ready_when(node.roles_started()));
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
@@ -371,6 +373,7 @@ fn cmd_node(config: &Path, grace: Duration) -> u8 {
                 EXIT_NODE_FAILED
             }
         };
+        notify::stopping();
         node.shutdown(grace).await;
         code
     });

@@ -73,6 +73,29 @@ impl Names {
     pub fn reply_queue(&self, coordinator: &str) -> String {
         format!("{}.replies.{coordinator}", self.namespace)
     }
+    /// Every queue whose name is known in advance: the task queues, the
+    /// dead-letter queue and the submissions queue. Reply queues are named
+    /// after their coordinator or client, so only [`Names::owns`] finds them.
+    pub fn fixed_queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = TaskKind::ALL.map(|k| self.task_queue(k)).into();
+        queues.extend([self.dead_letter_queue(), self.submissions()]);
+        queues
+    }
+    /// Every exchange of the namespace.
+    pub fn exchanges(&self) -> Vec<String> {
+        vec![
+            self.tasks_exchange(),
+            self.events_exchange(),
+            self.replies_exchange(),
+            self.dead_letter_exchange(),
+            self.submissions(),
+        ]
+    }
+    /// Whether a queue or exchange `name` lies under this namespace.
+    pub fn owns(&self, name: &str) -> bool {
+        name.strip_prefix(self.namespace.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
 }
 
 /// One message taken from a queue; it must be settled (ack, requeue or dead-letter).
@@ -305,5 +328,24 @@ impl Transport {
             Transport::Amqp(t) => t.close().await,
             Transport::InProc(bus) => bus.close(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_lies_under_the_namespace_and_no_other() {
+        let n = Names {
+            namespace: "ns".into(),
+        };
+        let all = n.fixed_queues().into_iter().chain(n.exchanges());
+        let all: Vec<String> = all.chain([n.reply_queue("c.1234")]).collect();
+        assert!(all.iter().all(|name| n.owns(name)), "{all:?}");
+        assert!(!n.owns("ns2.tasks"));
+        assert!(!n.owns("ns"));
+        assert!(!n.owns("other.ns.tasks"));
+        assert_eq!(n.fixed_queues().len(), TaskKind::ALL.len() + 2);
     }
 }
