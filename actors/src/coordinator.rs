@@ -29,8 +29,9 @@ use tracing::{error, info, warn};
 use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
-use crate::runstore::{RunStore, RunUpdate};
-use crate::state::{Applied, Clock, FlowRun};
+use crate::fatal::Fatal;
+use crate::runstore::{RunStore, RunUpdate, StoreError};
+use crate::state::{Applied, Clock, FlowRun, FlowSnapshot, RestoreError};
 use crate::transport::Transport;
 
 /// Least time between two events to a submitting client: a flow shorter
@@ -86,14 +87,15 @@ pub struct Coordinator {
     live: Liveness,
     store: RunStore,
     failpoints: Failpoints,
-    fatal: mpsc::UnboundedSender<String>,
+    fatal: mpsc::UnboundedSender<Fatal>,
     /// Set when the database failed: nothing more is acked, the node exits.
-    broken: Option<String>,
+    broken: Option<StoreError>,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
-#[derive(Debug)]
-pub struct NotTaken(pub String);
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotTaken(pub StoreError);
 
 pub struct CoordinatorSetup {
     pub node: String,
@@ -103,7 +105,7 @@ pub struct CoordinatorSetup {
     pub worker_wait: Duration,
     pub store: RunStore,
     pub failpoints: Failpoints,
-    pub fatal: mpsc::UnboundedSender<String>,
+    pub fatal: mpsc::UnboundedSender<Fatal>,
 }
 
 impl Coordinator {
@@ -132,10 +134,10 @@ impl Coordinator {
 
     /// The database failed: stop taking messages and make the node exit. What
     /// is not acked is redelivered to the next coordinator process.
-    fn give_up(&mut self, reason: String) {
+    fn give_up(&mut self, reason: StoreError) {
         if self.broken.is_none() {
             error!(reason = %reason, "Coordinator cannot save its state; stopping");
-            let _ = self.fatal.send(reason.clone());
+            let _ = self.fatal.send(Fatal::Store(reason.clone()));
             self.broken = Some(reason);
         }
     }
@@ -232,7 +234,7 @@ impl Coordinator {
                 let report = run.machine.report(now);
                 if self.store.is_durable() {
                     if let Err(e) = save(&self.store, id, &run.machine, &report, &clock) {
-                        failure = Some(format!("flow run {id}: {e}"));
+                        failure = Some(e);
                         break;
                     }
                 }
@@ -330,8 +332,8 @@ impl Coordinator {
             &machine.snapshot(&clock),
             clock.wall_ms,
         ) {
-            self.give_up(e.to_string());
-            return Err(NotTaken(e.to_string()));
+            self.give_up(e.clone());
+            return Err(NotTaken(e));
         }
         let (progress, progress_rx) = watch::channel(machine.report(now));
         let (done, done_rx) = oneshot::channel();
@@ -365,7 +367,7 @@ impl Coordinator {
         let stored = match self.store.unfinished() {
             Ok(s) => s,
             Err(e) => {
-                self.give_up(e.to_string());
+                self.give_up(e);
                 return;
             }
         };
@@ -375,14 +377,7 @@ impl Coordinator {
         let clock = Clock::now();
         let mut republish = Vec::new();
         for s in stored {
-            let parsed = FlowSpec::parse(
-                &s.source.file,
-                &s.source.text,
-                std::path::Path::new(&s.source.base),
-            )
-            .map_err(|p| p.to_string())
-            .and_then(|flow| FlowRun::restore(s.id.clone(), Arc::new(flow), &s.snapshot, &clock));
-            let machine = match parsed {
+            let machine = match restore(&s.id, &s.source, &s.snapshot, &clock) {
                 Ok(m) => m,
                 Err(e) => {
                     let reason = format!("cannot resume after a restart: {e}");
@@ -414,7 +409,7 @@ impl Coordinator {
                         now_ms: clock.wall_ms,
                     };
                     if let Err(e) = self.store.update(&s.id, &update) {
-                        self.give_up(e.to_string());
+                        self.give_up(e);
                         return;
                     }
                     if let Some((request, queue)) = &s.client {
@@ -456,22 +451,42 @@ fn save(
     machine: &FlowRun,
     report: &RunReport,
     clock: &Clock,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
+    let encode = |what: &'static str| {
+        move |e: serde_json::Error| StoreError::Encode {
+            run: id.to_string(),
+            what,
+            message: e.to_string(),
+        }
+    };
     let snap = machine.snapshot(clock);
-    let text = serde_json::to_string(&snap).map_err(|e| e.to_string())?;
-    let report_text = serde_json::to_string(report).map_err(|e| e.to_string())?;
-    store
-        .update(
-            id,
-            &RunUpdate {
-                snapshot: &text,
-                state: snap.state,
-                report: &report_text,
-                ended_ms: snap.finished_ms,
-                now_ms: clock.wall_ms,
-            },
-        )
-        .map_err(|e| e.to_string())
+    let text = serde_json::to_string(&snap).map_err(encode("snapshot"))?;
+    let report_text = serde_json::to_string(report).map_err(encode("report"))?;
+    store.update(
+        id,
+        &RunUpdate {
+            snapshot: &text,
+            state: snap.state,
+            report: &report_text,
+            ended_ms: snap.finished_ms,
+            now_ms: clock.wall_ms,
+        },
+    )
+}
+
+/// Rebuilds a saved run from its flow's text and its snapshot.
+fn restore(
+    id: &str,
+    source: &FlowSource,
+    snapshot: &FlowSnapshot,
+    clock: &Clock,
+) -> Result<FlowRun, RestoreError> {
+    let flow = FlowSpec::parse(
+        &source.file,
+        &source.text,
+        std::path::Path::new(&source.base),
+    )?;
+    FlowRun::restore(id.to_string(), Arc::new(flow), snapshot, clock)
 }
 
 impl Actor for Coordinator {
@@ -585,35 +600,22 @@ impl Handler<SubmitRemote> for Coordinator {
                     return Ok(());
                 }
                 info!(request_id = %sub.request_id, flow_run = %seen.id, "Submission seen before; its run already finished");
-                let report = FlowSpec::parse(
-                    &seen.source.file,
-                    &seen.source.text,
-                    std::path::Path::new(&seen.source.base),
-                )
-                .map_err(|p| p.to_string())
-                .and_then(|flow| {
-                    FlowRun::restore(
-                        seen.id.clone(),
-                        Arc::new(flow),
-                        &seen.snapshot,
-                        &Clock::now(),
-                    )
-                })
-                .map(|m| m.report(Instant::now()));
+                let report = restore(&seen.id, &seen.source, &seen.snapshot, &Clock::now())
+                    .map(|m| m.report(Instant::now()));
                 match report {
                     Ok(report) => self.send_event(
                         &sub.reply_to,
                         &sub.request_id,
                         FlowEventKind::Finished { report },
                     ),
-                    Err(e) => reject(self, e),
+                    Err(e) => reject(self, e.to_string()),
                 }
                 return Ok(());
             }
             Ok(None) => {}
             Err(e) => {
-                self.give_up(e.to_string());
-                return Err(NotTaken(e.to_string()));
+                self.give_up(e.clone());
+                return Err(NotTaken(e));
             }
         }
         let base = std::path::Path::new(&sub.flow_base);

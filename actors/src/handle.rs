@@ -23,9 +23,9 @@ use crate::runstore::{RunPage, RunQuery, RunReader, RunSummary, StoreError};
 /// Why the coordinator could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
-    /// The coordinator refused the flow (its database failed, say).
+    /// The coordinator refused the flow: its database failed.
     #[error("the coordinator did not take the flow: {0}")]
-    NotTaken(String),
+    NotTaken(StoreError),
     /// The actor has stopped: the node is shutting down.
     #[error("the coordinator has stopped")]
     Stopped,

@@ -1,6 +1,7 @@
 pub mod backoff;
 pub mod coordinator;
 pub mod failpoint;
+pub mod fatal;
 pub mod handle;
 pub mod node;
 pub mod runstore;

@@ -26,6 +26,7 @@ pub use conveyor_flow::CoordinatorMode;
 use conveyor_flow::{FlowSource, FlowSpec, NodeConfig, Roles};
 
 use crate::failpoint::Failpoints;
+use crate::fatal::Fatal;
 use crate::handle::CoordinatorHandle;
 use crate::runstore::{RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
@@ -58,6 +59,8 @@ pub enum NodeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -71,9 +74,9 @@ pub struct Node {
     /// The actor behind `coordinator`, to stop it.
     coordinator_addr: Option<Addr<Coordinator>>,
     /// Receives a reason when the node must exit (a worker kind keeps crashing).
-    pub fatal: mpsc::UnboundedReceiver<String>,
+    pub fatal: mpsc::UnboundedReceiver<Fatal>,
     /// Kept so that `fatal` only yields on a real reason, even with no workers.
-    _fatal_tx: mpsc::UnboundedSender<String>,
+    _fatal_tx: mpsc::UnboundedSender<Fatal>,
     /// Every task the node spawns runs here, tracked.
     io: IoTasks,
     /// Resolves when every tracked task has ended; awaited on shutdown.

@@ -33,10 +33,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::state::FlowSnapshot;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("coordinator database {}: {message}", path.display())]
     Db { path: PathBuf, message: String },
+    /// A run's state could not be encoded for saving (a bug).
+    #[error("flow run {run}: cannot encode its {what}: {message}")]
+    Encode {
+        run: String,
+        what: &'static str,
+        message: String,
+    },
 }
 
 /// One unfinished run, as loaded after a restart.

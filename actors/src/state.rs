@@ -102,6 +102,16 @@ pub struct FlowRun {
     generation: u64,
 }
 
+/// Why a saved run cannot be rebuilt after a restart.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Its flow text no longer parses (the rules changed in an upgrade).
+    #[error("its flow no longer parses\n{0}")]
+    Flow(#[from] conveyor_flow::Problems),
+    #[error("the saved run has tasks [{saved}] but its flow now has [{now}]")]
+    TasksChanged { saved: String, now: String },
+}
+
 /// Delay before attempt `attempt + 1`: exponential from `backoff`, capped, times
 /// `jitter` in [0.5, 1] so that many failing tasks do not retry in lockstep.
 pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
@@ -537,13 +547,14 @@ impl FlowRun {
         flow: Arc<FlowSpec>,
         snap: &FlowSnapshot,
         clock: &Clock,
-    ) -> Result<FlowRun, String> {
+    ) -> Result<FlowRun, RestoreError> {
         let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
         let saved: Vec<&str> = snap.tasks.iter().map(|t| t.name.as_str()).collect();
         if names != saved {
-            return Err(format!(
-                "the saved run has tasks {saved:?} but its flow now has {names:?}"
-            ));
+            return Err(RestoreError::TasksChanged {
+                saved: saved.join(", "),
+                now: names.join(", "),
+            });
         }
         let tasks = snap
             .tasks

@@ -15,6 +15,7 @@ use conveyor_schemas::{Heartbeat, TaskKind, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::fatal::Fatal;
 use crate::worker::{Drain, Worker, WorkerEnv, WorkerExited};
 
 /// Restarts allowed per kind within [`RESTART_WINDOW`] before the node exits.
@@ -34,7 +35,7 @@ pub struct Supervisor {
     restarts: HashMap<TaskKind, VecDeque<Instant>>,
     shutting_down: bool,
     /// Told when the node must exit because a kind keeps crashing.
-    fatal: mpsc::UnboundedSender<String>,
+    fatal: mpsc::UnboundedSender<Fatal>,
 }
 
 impl Supervisor {
@@ -43,7 +44,7 @@ impl Supervisor {
         prefetch: Option<u16>,
         env: WorkerEnv,
         heartbeat: Duration,
-        fatal: mpsc::UnboundedSender<String>,
+        fatal: mpsc::UnboundedSender<Fatal>,
     ) -> Self {
         Supervisor {
             workers_wanted: workers,
@@ -127,13 +128,12 @@ impl Handler<WorkerExited> for Supervisor {
         history.push_back(now);
         let n = history.len();
         if n > MAX_RESTARTS {
-            let why = format!(
-                "the {} worker stopped {n} times within {}s; giving up",
-                msg.kind,
-                RESTART_WINDOW.as_secs()
-            );
             error!(kind = %msg.kind, restarts = n, "Worker restart limit reached; exiting the node");
-            let _ = self.fatal.send(why);
+            let _ = self.fatal.send(Fatal::WorkerRestarts {
+                kind: msg.kind,
+                restarts: n,
+                within_s: RESTART_WINDOW.as_secs(),
+            });
             return;
         }
         let delay = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, n as u32);

@@ -265,7 +265,7 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 
         let progress = live.then(|| display::spawn_progress(submitted.progress.clone()));
         let result = tokio::select! {
             report = submitted.done => report.map(Outcome::Finished).map_err(|_| NodeError::Internal("the coordinator stopped before the flow finished".into())),
-            reason = node.fatal.recv() => Err(NodeError::Internal(reason.unwrap_or_else(|| "the node failed".into()))),
+            reason = node.fatal.recv() => Err(reason.map(NodeError::from).unwrap_or_else(|| NodeError::Internal("the node failed".into()))),
             _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted { remote }),
         };
         if let Some(p) = progress {
@@ -369,7 +369,8 @@ fn cmd_node(config: &Path, grace: Duration) -> u8 {
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received; stopping gracefully"); 0 }
             _ = term.recv() => { tracing::info!("SIGTERM received; stopping gracefully"); 0 }
             reason = node.fatal.recv() => {
-                tracing::error!(reason = reason.as_deref().unwrap_or("unknown"), "Node giving up");
+                let reason = reason.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into());
+                tracing::error!(reason = %reason, "Node giving up");
                 EXIT_NODE_FAILED
             }
         };
