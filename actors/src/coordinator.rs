@@ -743,9 +743,6 @@ impl Handler<HeartbeatSeen> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, HeartbeatSeen(hb): HeartbeatSeen, _ctx: &mut Context<Self>) {
-        if hb.schema_version != SCHEMA_VERSION {
-            return;
-        }
         self.live.saw(&hb, Instant::now());
     }
 }

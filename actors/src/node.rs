@@ -135,12 +135,8 @@ impl Node {
                 })
                 .await??;
                 info!(broker = %conveyor_flow::config::redact_url(&b.url), namespace = %b.namespace, "Connected to the broker");
-                (
-                    Transport::Amqp(t),
-                    Names {
-                        namespace: b.namespace.clone(),
-                    },
-                )
+                let names = t.names().clone();
+                (Transport::Amqp(t), names)
             }
         };
 

@@ -12,9 +12,7 @@ pub fn amqp_url() -> String {
 
 /// The queue and exchange names of a test's namespace, as the nodes build them.
 pub fn names_of(ns: &str) -> Names {
-    Names {
-        namespace: ns.to_string(),
-    }
+    Names::new(ns)
 }
 
 /// A unique namespace so tests can share one broker; its queues and

@@ -136,9 +136,7 @@ impl AmqpTransport {
             shared: Arc::new(Shared {
                 tls_ca,
                 url: url.to_string(),
-                names: Names {
-                    namespace: namespace.to_string(),
-                },
+                names: Names::new(namespace),
                 delivery_limit,
                 node: node.to_string(),
                 io,
@@ -475,13 +473,13 @@ impl AmqpTransport {
             loop {
                 while let Some(next) = consumer.next().await {
                     let Ok(d) = next else { break };
-                    match serde_json::from_slice::<Heartbeat>(&d.data) {
+                    match super::decode_heartbeat(&d.data) {
                         Ok(hb) => {
                             if tx.send(hb).await.is_err() {
                                 return;
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "Ignoring an undecodable heartbeat"),
+                        Err(e) => tracing::warn!(error = %e, "Ignoring a heartbeat"),
                     }
                 }
                 if tx.is_closed() || transport.is_closed() {

@@ -95,9 +95,7 @@ impl InProcBus {
     pub fn new(delivery_limit: u32) -> Self {
         InProcBus {
             inner: Arc::new(Inner {
-                names: Names {
-                    namespace: "local".into(),
-                },
+                names: Names::new("local"),
                 delivery_limit,
                 queues: Mutex::new(HashMap::new()),
                 heartbeats: broadcast::channel(64).0,
@@ -155,7 +153,7 @@ impl InProcBus {
                 };
                 match next {
                     Ok(body) => {
-                        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&body) {
+                        if let Ok(hb) = super::decode_heartbeat(&body) {
                             if tx.send(hb).await.is_err() {
                                 break;
                             }

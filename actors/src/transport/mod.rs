@@ -44,6 +44,12 @@ pub struct Names {
 }
 
 impl Names {
+    pub fn new(namespace: impl Into<String>) -> Names {
+        Names {
+            namespace: namespace.into(),
+        }
+    }
+
     pub fn tasks_exchange(&self) -> String {
         format!("{}.tasks", self.namespace)
     }
@@ -193,6 +199,21 @@ pub enum Transport {
     Amqp(amqp::AmqpTransport),
 }
 
+/// Decodes a heartbeat from either transport. One of another schema version
+/// is refused: its kinds and fields may not mean what this node thinks.
+pub(crate) fn decode_heartbeat(body: &[u8]) -> std::result::Result<Heartbeat, String> {
+    let hb: Heartbeat = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if hb.schema_version != conveyor_schemas::SCHEMA_VERSION {
+        return Err(format!(
+            "node `{}` speaks schema version {}, this node {}",
+            hb.node,
+            hb.schema_version,
+            conveyor_schemas::SCHEMA_VERSION
+        ));
+    }
+    Ok(hb)
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| TransportError::Encode(e.to_string()))
 }
@@ -337,9 +358,7 @@ mod tests {
 
     #[test]
     fn every_name_lies_under_the_namespace_and_no_other() {
-        let n = Names {
-            namespace: "ns".into(),
-        };
+        let n = Names::new("ns");
         let all = n.fixed_queues().into_iter().chain(n.exchanges());
         let all: Vec<String> = all.chain([n.reply_queue("c.1234")]).collect();
         assert!(all.iter().all(|name| n.owns(name)), "{all:?}");
