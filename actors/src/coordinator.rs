@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use conveyor_schemas::{
-    ErrorKind, FlowEvent, FlowEventKind, FlowSubmission, Heartbeat, RunReport, TaskError, TaskKind,
-    TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
+    FlowEvent, FlowEventKind, FlowSubmission, Heartbeat, RunReport, TaskKind, TaskMessage,
+    TaskUpdate, SCHEMA_VERSION,
 };
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -168,22 +168,12 @@ impl Coordinator {
                 }
                 Err(e) => {
                     warn!(task_run = %msg.task_run, attempt = msg.attempt, error = %e, "Task publish failed");
-                    addr.do_send(UpdateFromWorker(TaskUpdate {
-                        schema_version: SCHEMA_VERSION,
+                    addr.do_send(PublishFailed {
                         flow_run: msg.flow_run,
                         task: msg.task,
-                        task_run: msg.task_run,
                         attempt: msg.attempt,
-                        node: "coordinator".into(),
-                        delivery: 0,
-                        status: UpdateStatus::Failed {
-                            error: TaskError {
-                                kind: ErrorKind::Io,
-                                message: format!("could not publish the task: {e}"),
-                                retryable: true,
-                            },
-                        },
-                    }));
+                        reason: e.to_string(),
+                    });
                 }
             }
         });
@@ -667,6 +657,35 @@ impl Handler<Published> for Coordinator {
             if run.machine.mark_published(&msg.task, msg.attempt) {
                 self.advance(Some(&msg.flow_run), ctx);
             }
+        }
+    }
+}
+
+/// The transport gave up publishing a task message.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PublishFailed {
+    flow_run: String,
+    task: String,
+    attempt: u32,
+    reason: String,
+}
+
+impl Handler<PublishFailed> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishFailed, ctx: &mut Context<Self>) {
+        if let Some(run) = self.runs.get_mut(&msg.flow_run) {
+            let mut rng = rand::rng();
+            let mut jitter = || rng.random_range(0.5..=1.0);
+            run.machine.publish_failed(
+                &msg.task,
+                msg.attempt,
+                &msg.reason,
+                Instant::now(),
+                &mut jitter,
+            );
+            self.advance(Some(&msg.flow_run), ctx);
         }
     }
 }

@@ -16,9 +16,15 @@ any non-terminal ──flow failed──▶ Skipped
 
 Every dispatch bumps the task's `attempt`; an update whose attempt is not the
 current one is stale and ignored. That is the fence against late results.
+
+Each task's phase is a `Phase` that carries the data only that phase has (a
+deadline only while dispatched, a retry time only while waiting to retry);
+`TaskRun`'s methods are the transitions. Dependency indices are computed once
+per run. A publish the transport gave up on is [`FlowRun::publish_failed`], a
+retryable failure of an attempt that never reached a worker.
 */
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +51,58 @@ pub enum Applied {
     Unknown,
 }
 
+/// Where one task is, with the data only that phase has: a deadline only
+/// while dispatched, a retry time only while waiting to retry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Pending,
+    /// Ready, but no live worker of its kind has been seen since `since`.
+    WaitingForWorker {
+        since: Instant,
+    },
+    /// Dispatched; `published` once the broker confirmed the message (a
+    /// Queued task not published at a restart is published again).
+    Queued {
+        deadline: Instant,
+        published: bool,
+        /// Since when no live worker of the kind was seen.
+        unserved_since: Option<Instant>,
+    },
+    /// A worker reported the start.
+    Running {
+        deadline: Instant,
+        unserved_since: Option<Instant>,
+    },
+    RetryWaiting {
+        at: Instant,
+    },
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl Phase {
+    fn state(self) -> TaskState {
+        match self {
+            Phase::Pending => TaskState::Pending,
+            Phase::WaitingForWorker { .. } => TaskState::WaitingForWorker,
+            Phase::Queued { .. } => TaskState::Queued,
+            Phase::Running { .. } => TaskState::Running,
+            Phase::RetryWaiting { .. } => TaskState::RetryWaiting,
+            Phase::Succeeded => TaskState::Succeeded,
+            Phase::Failed => TaskState::Failed,
+            Phase::Skipped => TaskState::Skipped,
+        }
+    }
+
+    fn is_terminal(self) -> bool {
+        self.state().is_terminal()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct TaskRun {
-    state: TaskState,
+    phase: Phase,
     /// Current attempt number; 0 before the first dispatch.
     attempt: u32,
     /// Attempts started, counting broker redeliveries.
@@ -55,24 +110,16 @@ struct TaskRun {
     seen_starts: HashSet<(u32, u32)>,
     node: Option<String>,
     output: Option<TaskOutput>,
+    /// The last attempt's error (kept while waiting to retry, for the report).
     error: Option<TaskError>,
     /// Rows the current attempt has read so far, from its progress updates.
     rows_so_far: Option<u64>,
-    /// When the current attempt times out.
-    deadline: Option<Instant>,
-    /// When a RetryWaiting task may go again.
-    retry_at: Option<Instant>,
-    /// Since when this task has had no live worker of its kind.
-    unserved_since: Option<Instant>,
-    /// The broker confirmed the current attempt's message. A Queued task
-    /// that is not published when the coordinator restarts is published again.
-    published: bool,
 }
 
 impl TaskRun {
     fn new() -> Self {
         TaskRun {
-            state: TaskState::Pending,
+            phase: Phase::Pending,
             attempt: 0,
             starts: 0,
             seen_starts: HashSet::new(),
@@ -80,17 +127,125 @@ impl TaskRun {
             output: None,
             error: None,
             rows_so_far: None,
-            deadline: None,
-            retry_at: None,
-            unserved_since: None,
-            published: false,
         }
+    }
+
+    fn state(&self) -> TaskState {
+        self.phase.state()
+    }
+
+    /// Its dependencies succeeded, or its backoff ended: it waits for a worker.
+    fn ready(&mut self, now: Instant) {
+        self.phase = Phase::WaitingForWorker { since: now };
+    }
+
+    /// A new attempt goes out; its deadline starts now.
+    fn dispatch(&mut self, now: Instant, timeout: Duration) {
+        self.attempt += 1;
+        self.phase = Phase::Queued {
+            deadline: now + timeout,
+            published: false,
+            unserved_since: None,
+        };
+        self.error = None;
+        self.rows_so_far = None;
+    }
+
+    fn started(&mut self, node: &str) {
+        self.starts += 1;
+        self.node = Some(node.to_string());
+        if let Phase::Queued {
+            deadline,
+            unserved_since,
+            ..
+        } = self.phase
+        {
+            self.phase = Phase::Running {
+                deadline,
+                unserved_since,
+            };
+        }
+    }
+
+    fn succeeded(&mut self, node: &str, output: TaskOutput) {
+        self.node = Some(node.to_string());
+        self.starts = self.starts.max(1);
+        self.output = Some(output);
+        self.phase = Phase::Succeeded;
+    }
+
+    fn retry_later(&mut self, at: Instant, error: TaskError) {
+        self.phase = Phase::RetryWaiting { at };
+        self.error = Some(error);
+    }
+
+    fn fail(&mut self, error: TaskError) {
+        self.phase = Phase::Failed;
+        self.error = Some(error);
+    }
+
+    /// The deadline of the attempt in flight, if one is.
+    fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Queued { deadline, .. } | Phase::Running { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// While dispatched: since when no live worker of the kind was seen.
+    fn unserved_since(&mut self) -> Option<&mut Option<Instant>> {
+        match &mut self.phase {
+            Phase::Queued { unserved_since, .. } | Phase::Running { unserved_since, .. } => {
+                Some(unserved_since)
+            }
+            _ => None,
+        }
+    }
+
+    fn is_published(&self) -> bool {
+        !matches!(
+            self.phase,
+            Phase::Queued {
+                published: false,
+                ..
+            }
+        )
+    }
+}
+
+/// Where each task's dependencies are, computed once per run.
+struct Graph {
+    index: HashMap<String, usize>,
+    /// Indices of the tasks each task waits for.
+    after: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    fn of(flow: &FlowSpec) -> Graph {
+        let index: HashMap<String, usize> = flow
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let after = flow
+            .tasks
+            .iter()
+            .map(|t| {
+                t.after
+                    .iter()
+                    .filter_map(|d| index.get(d).copied())
+                    .collect()
+            })
+            .collect();
+        Graph { index, after }
     }
 }
 
 pub struct FlowRun {
     pub id: String,
     pub flow: Arc<FlowSpec>,
+    graph: Graph,
     reply_to: String,
     worker_wait: Duration,
     tasks: Vec<TaskRun>,
@@ -131,6 +286,7 @@ impl FlowRun {
         FlowRun {
             id,
             worker_wait: flow.worker_wait.unwrap_or(worker_wait),
+            graph: Graph::of(&flow),
             flow,
             reply_to,
             tasks,
@@ -153,7 +309,7 @@ impl FlowRun {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.state.hash(&mut h);
         for t in &self.tasks {
-            (t.state, t.attempt, t.published).hash(&mut h);
+            (t.state(), t.attempt, t.is_published()).hash(&mut h);
         }
         h.finish()
     }
@@ -167,7 +323,7 @@ impl FlowRun {
     }
 
     fn index_of(&self, task: &str) -> Option<usize> {
-        self.flow.tasks.iter().position(|t| t.name == task)
+        self.graph.index.get(task).copied()
     }
 
     /// Advances timers and readiness. Returns the messages to publish now.
@@ -187,24 +343,16 @@ impl FlowRun {
             let def = &flow.tasks[i];
             let kind = def.kind;
             let alive = live(kind);
-            let deps_done = def.after.iter().all(|d| {
-                flow.tasks
-                    .iter()
-                    .position(|t| &t.name == d)
-                    .is_some_and(|j| self.tasks[j].state == TaskState::Succeeded)
-            });
+            let deps_done = self.graph.after[i]
+                .iter()
+                .all(|&j| self.tasks[j].state() == TaskState::Succeeded);
+            let worker_wait = self.worker_wait;
             let run = &mut self.tasks[i];
-            match run.state {
-                TaskState::Pending if deps_done => {
-                    run.state = TaskState::WaitingForWorker;
-                    run.unserved_since = Some(now);
-                }
-                TaskState::RetryWaiting if run.retry_at.is_some_and(|t| now >= t) => {
-                    run.state = TaskState::WaitingForWorker;
-                    run.unserved_since = Some(now);
-                }
-                TaskState::Queued | TaskState::Running => {
-                    if run.deadline.is_some_and(|d| now >= d) {
+            match run.phase {
+                Phase::Pending if deps_done => run.ready(now),
+                Phase::RetryWaiting { at } if now >= at => run.ready(now),
+                Phase::Queued { deadline, .. } | Phase::Running { deadline, .. } => {
+                    if now >= deadline {
                         let error = TaskError {
                             kind: ErrorKind::Timeout,
                             message: format!(
@@ -215,14 +363,13 @@ impl FlowRun {
                             retryable: true,
                         };
                         self.fail_attempt(i, error, now, jitter);
-                    } else if !alive {
-                        let since = *run.unserved_since.get_or_insert(now);
-                        if now.duration_since(since) >= self.worker_wait {
+                    } else if let Some(unserved) = run.unserved_since() {
+                        if alive {
+                            *unserved = None;
+                        } else if now.duration_since(*unserved.get_or_insert(now)) >= worker_wait {
                             let error = self.no_worker_error(kind);
                             self.fail_task(i, error);
                         }
-                    } else {
-                        run.unserved_since = None;
                     }
                 }
                 _ => {}
@@ -230,13 +377,10 @@ impl FlowRun {
             if self.state.is_terminal() {
                 break;
             }
-            if self.tasks[i].state == TaskState::WaitingForWorker {
+            if let Phase::WaitingForWorker { since } = self.tasks[i].phase {
                 if alive {
                     out.push(self.dispatch(i, now));
-                } else if self.tasks[i]
-                    .unserved_since
-                    .is_some_and(|since| now.duration_since(since) >= self.worker_wait)
-                {
+                } else if now.duration_since(since) >= self.worker_wait {
                     let error = self.no_worker_error(kind);
                     self.fail_task(i, error);
                     break;
@@ -262,16 +406,7 @@ impl FlowRun {
     }
 
     fn dispatch(&mut self, i: usize, now: Instant) -> TaskMessage {
-        let timeout = self.flow.tasks[i].timeout;
-        let run = &mut self.tasks[i];
-        run.attempt += 1;
-        run.state = TaskState::Queued;
-        run.deadline = Some(now + timeout);
-        run.retry_at = None;
-        run.unserved_since = None;
-        run.error = None;
-        run.rows_so_far = None;
-        run.published = false;
+        self.tasks[i].dispatch(now, self.flow.tasks[i].timeout);
         self.message(i)
     }
 
@@ -354,7 +489,7 @@ impl FlowRun {
             return Applied::Unknown;
         };
         let run = &mut self.tasks[i];
-        if self.state.is_terminal() || run.state.is_terminal() || update.attempt != run.attempt {
+        if self.state.is_terminal() || run.phase.is_terminal() || update.attempt != run.attempt {
             return Applied::Stale;
         }
         match &update.status {
@@ -362,26 +497,48 @@ impl FlowRun {
                 if !run.seen_starts.insert((update.attempt, update.delivery)) {
                     return Applied::Duplicate;
                 }
-                run.starts += 1;
-                run.node = Some(update.node.clone());
-                run.state = TaskState::Running;
+                run.started(&update.node);
             }
             UpdateStatus::Progress { rows } => {
                 run.rows_so_far = Some(*rows);
             }
-            UpdateStatus::Succeeded(output) => {
-                run.node = Some(update.node.clone());
-                run.starts = run.starts.max(1);
-                run.output = Some(output.clone());
-                run.state = TaskState::Succeeded;
-                run.deadline = None;
-            }
+            UpdateStatus::Succeeded(output) => run.succeeded(&update.node, output.clone()),
             UpdateStatus::Failed { error } => {
                 run.node = Some(update.node.clone());
                 run.starts = run.starts.max(1);
                 self.fail_attempt(i, error.clone(), now, jitter);
             }
         }
+        self.settle(now);
+        self.generation += 1;
+        Applied::Changed
+    }
+
+    /// The broker would not take attempt `attempt` of `task` (the transport
+    /// gave up publishing it): a retryable failure of that attempt, which
+    /// never reached a worker.
+    pub fn publish_failed(
+        &mut self,
+        task: &str,
+        attempt: u32,
+        reason: &str,
+        now: Instant,
+        jitter: &mut dyn FnMut() -> f64,
+    ) -> Applied {
+        let Some(i) = self.index_of(task) else {
+            return Applied::Unknown;
+        };
+        let run = &self.tasks[i];
+        // Only a dispatched attempt has a message in flight to lose.
+        if !matches!(run.phase, Phase::Queued { .. }) || attempt != run.attempt {
+            return Applied::Stale;
+        }
+        let error = TaskError {
+            kind: ErrorKind::Io,
+            message: format!("could not publish the task: {reason}"),
+            retryable: true,
+        };
+        self.fail_attempt(i, error, now, jitter);
         self.settle(now);
         self.generation += 1;
         Applied::Changed
@@ -394,7 +551,7 @@ impl FlowRun {
             return Applied::Unknown;
         };
         let run = &self.tasks[i];
-        if self.state.is_terminal() || run.state.is_terminal() || attempt != run.attempt {
+        if self.state.is_terminal() || run.phase.is_terminal() || attempt != run.attempt {
             return Applied::Stale;
         }
         let deliveries = run.starts;
@@ -426,10 +583,8 @@ impl FlowRun {
         let policy = &self.flow.tasks[i].retry;
         let run = &mut self.tasks[i];
         if error.retryable && run.attempt < policy.max_attempts {
-            run.retry_at = Some(now + backoff_delay(policy, run.attempt, jitter()));
-            run.state = TaskState::RetryWaiting;
-            run.deadline = None;
-            run.error = Some(error);
+            let at = now + backoff_delay(policy, run.attempt, jitter());
+            run.retry_later(at, error);
         } else {
             self.fail_task(i, error);
         }
@@ -446,25 +601,23 @@ impl FlowRun {
             if attempts == 1 { "" } else { "s" },
             error.message
         ));
-        run.state = TaskState::Failed;
-        run.deadline = None;
-        run.error = Some(error);
+        run.fail(error);
         self.state = FlowState::Failed;
         for other in &mut self.tasks {
-            if !other.state.is_terminal() {
-                other.state = TaskState::Skipped;
+            if !other.phase.is_terminal() {
+                other.phase = Phase::Skipped;
             }
         }
     }
 
     fn settle(&mut self, now: Instant) {
         if !self.state.is_terminal() {
-            if self.tasks.iter().all(|t| t.state == TaskState::Succeeded) {
+            if self.tasks.iter().all(|t| t.phase == Phase::Succeeded) {
                 self.state = FlowState::Succeeded;
             } else if self
                 .tasks
                 .iter()
-                .any(|t| t.state == TaskState::WaitingForWorker)
+                .any(|t| matches!(t.phase, Phase::WaitingForWorker { .. }))
             {
                 self.state = FlowState::WaitingForWorker;
             } else {
@@ -482,12 +635,14 @@ impl FlowRun {
             return false;
         };
         let run = &mut self.tasks[i];
-        if run.attempt != attempt || run.published {
-            return false;
+        match &mut run.phase {
+            Phase::Queued { published, .. } if run.attempt == attempt && !*published => {
+                *published = true;
+                self.generation += 1;
+                true
+            }
+            _ => false,
         }
-        run.published = true;
-        self.generation += 1;
-        true
     }
 
     /// Messages of attempts recorded as dispatched but never confirmed by the
@@ -498,7 +653,7 @@ impl FlowRun {
             return Vec::new();
         }
         (0..self.tasks.len())
-            .filter(|&i| self.tasks[i].state == TaskState::Queued && !self.tasks[i].published)
+            .filter(|&i| !self.tasks[i].is_published())
             .map(|i| self.message(i))
             .collect()
     }
@@ -519,7 +674,7 @@ impl FlowRun {
                 .zip(&self.tasks)
                 .map(|(def, run)| TaskSnapshot {
                     name: def.name.clone(),
-                    state: run.state,
+                    state: run.state(),
                     attempt: run.attempt,
                     starts: run.starts,
                     seen_starts: {
@@ -531,10 +686,20 @@ impl FlowRun {
                     output: run.output.clone(),
                     error: run.error.clone(),
                     rows_so_far: run.rows_so_far,
-                    published: run.published,
-                    deadline_ms: run.deadline.map(|t| clock.wall(t)),
-                    retry_at_ms: run.retry_at.map(|t| clock.wall(t)),
-                    unserved_since_ms: run.unserved_since.map(|t| clock.wall(t)),
+                    published: run.is_published(),
+                    deadline_ms: run.deadline().map(|t| clock.wall(t)),
+                    retry_at_ms: match run.phase {
+                        Phase::RetryWaiting { at } => Some(clock.wall(at)),
+                        _ => None,
+                    },
+                    unserved_since_ms: match run.phase {
+                        Phase::WaitingForWorker { since } => Some(clock.wall(since)),
+                        Phase::Queued { unserved_since, .. }
+                        | Phase::Running { unserved_since, .. } => {
+                            unserved_since.map(|t| clock.wall(t))
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
         }
@@ -560,7 +725,7 @@ impl FlowRun {
             .tasks
             .iter()
             .map(|t| TaskRun {
-                state: t.state,
+                phase: t.phase(clock),
                 attempt: t.attempt,
                 starts: t.starts,
                 seen_starts: t.seen_starts.iter().copied().collect(),
@@ -568,14 +733,11 @@ impl FlowRun {
                 output: t.output.clone(),
                 error: t.error.clone(),
                 rows_so_far: t.rows_so_far,
-                deadline: t.deadline_ms.map(|ms| clock.instant(ms)),
-                retry_at: t.retry_at_ms.map(|ms| clock.instant(ms)),
-                unserved_since: t.unserved_since_ms.map(|ms| clock.instant(ms)),
-                published: t.published,
             })
             .collect();
         Ok(FlowRun {
             id,
+            graph: Graph::of(&flow),
             flow,
             reply_to: snap.reply_to.clone(),
             worker_wait: Duration::from_millis(snap.worker_wait_ms),
@@ -604,8 +766,8 @@ impl FlowRun {
                 .map(|(def, run)| TaskReport {
                     name: def.name.clone(),
                     kind: def.kind,
-                    state: run.state,
-                    attempts: run.starts.max(if run.state == TaskState::Failed {
+                    state: run.state(),
+                    attempts: run.starts.max(if run.phase == Phase::Failed {
                         run.attempt
                     } else {
                         0
@@ -613,7 +775,9 @@ impl FlowRun {
                     node: run.node.clone(),
                     rows_in: run.output.as_ref().map(|o| o.rows_in),
                     rows_out: run.output.as_ref().map(|o| o.rows_out),
-                    rows_so_far: run.rows_so_far.filter(|_| run.state == TaskState::Running),
+                    rows_so_far: run
+                        .rows_so_far
+                        .filter(|_| matches!(run.phase, Phase::Running { .. })),
                     output: run.output.as_ref().map(|o| o.location.clone()),
                     error: run.error.clone(),
                 })
@@ -689,6 +853,37 @@ pub struct TaskSnapshot {
     pub deadline_ms: Option<u64>,
     pub retry_at_ms: Option<u64>,
     pub unserved_since_ms: Option<u64>,
+}
+
+impl TaskSnapshot {
+    /// The phase this snapshot records, its times on `clock`. A saved
+    /// dispatched task without a deadline (not possible when it was saved
+    /// by this version) times out at once and is retried.
+    fn phase(&self, clock: &Clock) -> Phase {
+        let at = |ms: Option<u64>| ms.map(|ms| clock.instant(ms));
+        let deadline = at(self.deadline_ms).unwrap_or(clock.now);
+        match self.state {
+            TaskState::Pending => Phase::Pending,
+            TaskState::WaitingForWorker => Phase::WaitingForWorker {
+                since: at(self.unserved_since_ms).unwrap_or(clock.now),
+            },
+            TaskState::Queued => Phase::Queued {
+                deadline,
+                published: self.published,
+                unserved_since: at(self.unserved_since_ms),
+            },
+            TaskState::Running => Phase::Running {
+                deadline,
+                unserved_since: at(self.unserved_since_ms),
+            },
+            TaskState::RetryWaiting => Phase::RetryWaiting {
+                at: at(self.retry_at_ms).unwrap_or(clock.now),
+            },
+            TaskState::Succeeded => Phase::Succeeded,
+            TaskState::Failed => Phase::Failed,
+            TaskState::Skipped => Phase::Skipped,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1034,6 +1229,63 @@ path = "b.parquet"
             report.tasks[0].error.as_ref().unwrap().kind,
             ErrorKind::WorkerLost
         );
+    }
+
+    #[test]
+    fn a_failed_publish_retries_the_attempt_without_a_worker_update() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let first = fr.poll(t0, &all_live, &mut one);
+        let e = first.iter().find(|m| m.task == "e").unwrap();
+        assert_eq!(
+            fr.publish_failed("e", e.attempt, "broker gone", t0, &mut one),
+            Applied::Changed
+        );
+        let report = fr.report(t0);
+        assert_eq!(report.tasks[0].state, TaskState::RetryWaiting);
+        let error = report.tasks[0].error.clone().unwrap();
+        assert_eq!(error.kind, ErrorKind::Io);
+        assert!(error.message.contains("broker gone") && error.retryable);
+        // Nobody ran it: no node, no start counted.
+        assert_eq!(
+            (report.tasks[0].node.clone(), report.tasks[0].attempts),
+            (None, 0)
+        );
+        // A late failure of the same attempt is stale; the retry goes out.
+        assert_eq!(
+            fr.publish_failed("e", e.attempt, "again", t0, &mut one),
+            Applied::Stale
+        );
+        let later = t0 + Duration::from_secs(5);
+        let retry = fr.poll(later, &all_live, &mut one);
+        assert_eq!(
+            retry.iter().find(|m| m.task == "e").map(|m| m.attempt),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn only_a_dispatched_attempt_has_a_deadline_and_only_a_waiting_one_a_retry_time() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let clock = Clock {
+            now: t0,
+            wall_ms: 1_000_000,
+        };
+        let snap = fr.snapshot(&clock);
+        assert!(snap
+            .tasks
+            .iter()
+            .all(|t| t.deadline_ms.is_none() && t.retry_at_ms.is_none()));
+        let msgs = fr.poll(t0, &all_live, &mut one);
+        let snap = fr.snapshot(&clock);
+        let e = snap.tasks.iter().find(|t| t.name == "e").unwrap();
+        assert!(e.deadline_ms.is_some() && e.retry_at_ms.is_none());
+        let m = msgs.iter().find(|m| m.task == "e").unwrap();
+        fr.apply(&failure(m, true), t0, &mut one);
+        let snap = fr.snapshot(&clock);
+        let e = snap.tasks.iter().find(|t| t.name == "e").unwrap();
+        assert!(e.deadline_ms.is_none() && e.retry_at_ms.is_some());
     }
 
     #[test]
