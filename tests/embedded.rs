@@ -436,3 +436,24 @@ fn a_record_past_max_record_fails_but_a_file_past_it_streams() {
         tmp_files(&dir.path)
     );
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_exits_2_naming_it() {
+    let colors = repo_root().join("flows/colors.toml");
+    for (args, env) in [(vec!["--log", "foo=bar=baz"], None), (vec![], Some("["))] {
+        let mut cmd = std::process::Command::new(conveyor_bin());
+        cmd.args(&args).arg("validate").arg(&colors);
+        match env {
+            Some(filter) => cmd.env("CONVEYOR_LOG", filter),
+            None => cmd.env_remove("CONVEYOR_LOG"),
+        };
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        let filter = env.unwrap_or("foo=bar=baz");
+        assert!(
+            err.contains(&format!("`{filter}` is not a log filter")),
+            "{err}"
+        );
+    }
+}

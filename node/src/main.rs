@@ -116,9 +116,15 @@ enum Command {
     },
 }
 
-fn init_tracing(filter: Option<&str>, default: &str, json: bool) {
-    let filter =
-        EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
+/// Sets up logging to stderr. A `--log` (or `CONVEYOR_LOG`) filter that does
+/// not parse is an error, not a silent fallback.
+fn init_tracing(filter: Option<&str>, default: &str, json: bool) -> Result<(), String> {
+    let filter = match filter {
+        Some(text) => EnvFilter::builder()
+            .parse(text)
+            .map_err(|e| format!("--log (or CONVEYOR_LOG) `{text}` is not a log filter: {e}; e.g. `info` or `conveyor_actors=debug,info`"))?,
+        None => EnvFilter::new(default),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -128,6 +134,7 @@ fn init_tracing(filter: Option<&str>, default: &str, json: bool) {
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -136,7 +143,10 @@ fn main() -> ExitCode {
         Command::Node { .. } => "info",
         _ => "error",
     };
-    init_tracing(cli.log.as_deref(), default_log, cli.log_json);
+    if let Err(e) = init_tracing(cli.log.as_deref(), default_log, cli.log_json) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let code = match cli.command {
         Command::Node { config, grace } => cmd_node(&config, grace),
         Command::Run {
