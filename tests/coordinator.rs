@@ -506,3 +506,124 @@ fn a_submission_delivered_twice_runs_once() {
     assert_colors_promise(&amqp_url(), &c.ns, &c.storage);
     assert_eq!(queue_depth(&names_of(&c.ns).submissions()), 0);
 }
+
+/// A `--submit` client sees every state within about one event window (1 s):
+/// a change the coordinator held back inside a window is sent at its end,
+/// not dropped (issue 10, item 1).
+#[test]
+fn a_submitting_client_sees_held_back_progress_within_a_window() {
+    use futures_util::StreamExt;
+    use lapin::options::*;
+
+    let dir = TestDir::new("submit_progress");
+    let ns = namespace("submit_progress");
+    let storage = dir.join("shared");
+    let w_cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let _worker = NodeProcess::start(
+        &w_cfg,
+        &dir.join("w.log"),
+        &[("CONVEYOR_FAILPOINTS", "sleep=4000@extract")],
+    );
+    let coord_cfg = coordinator_config(&dir, &ns, &storage, &dir.join("coordinator.db"));
+    let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
+    let csv = repo_root().join("examples/data/colors.csv");
+    let names = names_of(&ns);
+    let queue = names.reply_queue("progress-client");
+    let sub = conveyor_schemas::FlowSubmission {
+        schema_version: conveyor_schemas::SCHEMA_VERSION,
+        request_id: "progress-1".into(),
+        flow_file: "p.toml".into(),
+        flow_text: format!(
+            "[flow]\nname = \"p\"\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n[tasks.load]\nkind = \"load\"\ninput = \"extract\"\npath = \"p.csv\"\n",
+            csv.display()
+        ),
+        flow_base: dir.path.to_string_lossy().into_owned(),
+        reply_to: queue.clone(),
+        client: "test".into(),
+    };
+    // (seconds since the submission, event) until the run finished.
+    let events: Vec<(f64, conveyor_schemas::FlowEventKind)> = block_on(async {
+        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            queue.as_str().into(),
+            names.replies_exchange().into(),
+            queue.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "progress-client".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        ch.basic_publish(
+            names.submissions().into(),
+            "submit".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&sub).unwrap(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+        let mut events = Vec::new();
+        while let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_secs(60), consumer.next()).await
+        {
+            let ev: conveyor_schemas::FlowEvent = serde_json::from_slice(&d.data).unwrap();
+            let done = matches!(ev.event, conveyor_schemas::FlowEventKind::Finished { .. });
+            events.push((t0.elapsed().as_secs_f64(), ev.event));
+            if done {
+                break;
+            }
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        events
+    });
+    let finished_at = match events.last() {
+        Some((at, conveyor_schemas::FlowEventKind::Finished { report })) => {
+            assert_eq!(report.state, FlowState::Succeeded, "{report:?}");
+            *at
+        }
+        other => panic!("no finished event: {other:?}"),
+    };
+    // The extract runs 4 s. Its start arrives within the accepted event's
+    // window, so it is held back; it must reach the client at the window's
+    // end, while the extract still runs.
+    let running = events.iter().find(|(_, ev)| match ev {
+        conveyor_schemas::FlowEventKind::Progress { report } => report
+            .tasks
+            .iter()
+            .any(|t| t.name == "extract" && t.state == TaskState::Running),
+        _ => false,
+    });
+    let Some((at, _)) = running else {
+        panic!("the client never saw the extract running: {events:?}");
+    };
+    assert!(
+        *at < finished_at - 1.5,
+        "extract Running shown at {at:.2}s, finished at {finished_at:.2}s: {events:?}"
+    );
+}

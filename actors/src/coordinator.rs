@@ -66,6 +66,8 @@ struct Client {
     request_id: String,
     queue: String,
     last_event: Option<Instant>,
+    /// The run changed since the last event: send it when the window ends.
+    held_back: bool,
 }
 
 struct Run {
@@ -229,19 +231,29 @@ impl Coordinator {
                     }
                 }
                 run.saved = Some(generation);
-                run.progress.send_replace(report.clone());
+                run.progress.send_replace(report);
                 if let Some(client) = &mut run.client {
-                    let due = client
-                        .last_event
-                        .is_none_or(|t| now.duration_since(t) >= CLIENT_PROGRESS_EVERY);
-                    if due && !report.state.is_terminal() {
-                        client.last_event = Some(now);
-                        events.push((
-                            client.queue.clone(),
-                            client.request_id.clone(),
-                            FlowEventKind::Progress { report },
-                        ));
-                    }
+                    client.held_back = true;
+                }
+            }
+            // A change inside the client's window is held back, and the
+            // latest state goes out when the window ends: the client always
+            // sees the current state within about one window.
+            if let Some(client) = &mut run.client {
+                let due = client
+                    .last_event
+                    .is_none_or(|t| now.duration_since(t) >= CLIENT_PROGRESS_EVERY);
+                let terminal = run.machine.state().is_terminal();
+                if client.held_back && due && !terminal {
+                    client.last_event = Some(now);
+                    client.held_back = false;
+                    events.push((
+                        client.queue.clone(),
+                        client.request_id.clone(),
+                        FlowEventKind::Progress {
+                            report: run.progress.borrow().clone(),
+                        },
+                    ));
                 }
             }
             to_publish.extend(msgs);
@@ -422,6 +434,7 @@ impl Coordinator {
                         request_id,
                         queue,
                         last_event: None,
+                        held_back: false,
                     }),
                     saved: Some(0),
                 },
@@ -634,6 +647,7 @@ impl Handler<SubmitRemote> for Coordinator {
             queue: sub.reply_to.clone(),
             // The accepted event is the first.
             last_event: Some(Instant::now()),
+            held_back: false,
         };
         self.start_run(Arc::new(flow), &source, Some(client), ctx)
             .map(|_| ())
