@@ -769,3 +769,100 @@ fn a_new_client_dispatches_at_once_to_workers_that_started_before_it() {
         report.elapsed_ms
     );
 }
+
+/// The shared test broker's host port, from its URL.
+fn shared_broker_port() -> u16 {
+    let url = amqp_url();
+    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(5672)
+}
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node started while its broker is down keeps trying with backoff, and
+/// comes up when the broker does (issue 10, item 9).
+#[test]
+fn a_node_started_before_its_broker_comes_up_when_the_broker_does() {
+    use crate::harness::fault_proxy::FaultProxy;
+
+    let dir = TestDir::new("cluster_broker_late");
+    let ns = namespace("broker_late");
+    let storage = dir.join("shared");
+    // Nothing listens on this port until the "broker" (a proxy to the
+    // shared broker) starts there.
+    let port = spare_port();
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let cfg = dir.write(
+        "late.toml",
+        &node_config_at(
+            &url,
+            "late",
+            &ns,
+            &["extract", "transform", "load"],
+            &storage,
+            "",
+        ),
+    );
+    let log = dir.join("late.log");
+    let node = std::thread::spawn(move || NodeProcess::start(&cfg, &log, &[]));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!node.is_finished(), "the node did not wait for its broker");
+    let _broker = FaultProxy::start_on(port, shared_broker_port());
+    let node = node
+        .join()
+        .expect("the node became ready once the broker was up");
+    let text = node.log_text();
+    assert!(
+        text.contains("Broker unreachable at start; retrying"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("guest:guest@"),
+        "password in the log: {text}"
+    );
+    let flow = colors_flow(&dir, "colors", "");
+    let client = client_config(&dir, &ns, "");
+    let (out, _) = run_flow(&dir.path, &flow, &["--config", client.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_colors_promise(&amqp_url(), &ns, &storage);
+}
+
+/// `--connect-timeout` bounds that wait: exit 70 naming the broker.
+#[test]
+fn connect_timeout_bounds_the_wait_for_a_broker_that_never_comes() {
+    let dir = TestDir::new("cluster_broker_never");
+    let port = spare_port();
+    let url = format!("amqp://guest:s3cret@127.0.0.1:{port}/%2f");
+    let cfg = dir.write(
+        "never.toml",
+        &node_config_at(&url, "never", "never", &["load"], &dir.join("s"), ""),
+    );
+    let started = Instant::now();
+    let mut cmd = std::process::Command::new(conveyor_bin());
+    cmd.args(["node", "--connect-timeout", "2s", "--config"])
+        .arg(&cfg)
+        .env_remove("CONVEYOR_BROKER_URL");
+    let out = output_within(cmd, Duration::from_secs(30));
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{}", describe(&out));
+    assert!(
+        err.contains("gave up after 2s") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "gave up after {took:?}"
+    );
+}

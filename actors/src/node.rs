@@ -130,8 +130,18 @@ impl Node {
                         None => None,
                     };
                 let handle = io.handle().clone();
+                let connect_timeout = roles.connect_timeout;
                 let t = on_io(&io, async move {
-                    AmqpTransport::connect_tls(&url, &ns, limit, &node, handle, tls_ca).await
+                    AmqpTransport::connect_tls(
+                        &url,
+                        &ns,
+                        limit,
+                        &node,
+                        handle,
+                        tls_ca,
+                        connect_timeout,
+                    )
+                    .await
                 })
                 .await??;
                 info!(broker = %conveyor_flow::config::redact_url(&b.url), namespace = %b.namespace, "Connected to the broker");

@@ -144,7 +144,14 @@ pub struct Roles {
     pub coordinator_config: CoordinatorConfig,
     /// Worker kinds run in this process, with their concurrency.
     pub workers: BTreeMap<TaskKind, usize>,
+    /// How long to keep trying a broker that is down at start
+    /// (`--connect-timeout`); none: as long as it takes.
+    pub connect_timeout: Option<Duration>,
 }
+
+/// How long `conveyor run` waits for a broker that is down at start, unless
+/// `--connect-timeout` says otherwise. A node keeps trying.
+pub const RUN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A config that cannot serve the command asked of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +192,10 @@ impl NodeConfig {
             coordinator,
             coordinator_config: self.coordinator.clone().unwrap_or_default(),
             workers: self.workers.clone(),
+            connect_timeout: match launch {
+                Launch::Node => None,
+                Launch::Run | Launch::Submit => Some(RUN_CONNECT_TIMEOUT),
+            },
         })
     }
 }

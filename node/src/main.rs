@@ -53,6 +53,21 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+
+    /// How long to keep trying a broker that is down at start, e.g. `2m`.
+    /// Default: `node` keeps trying (so a node started before its broker,
+    /// or during a broker restart, comes up when the broker does); `run`
+    /// gives up after 30s. Bad credentials and TLS failures exit at once.
+    #[arg(long, global = true, value_parser = parse_connect_timeout)]
+    connect_timeout: Option<Duration>,
+}
+
+fn parse_connect_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -148,7 +163,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let code = match cli.command {
-        Command::Node { config, grace } => cmd_node(&config, grace),
+        Command::Node { config, grace } => cmd_node(&config, grace, cli.connect_timeout),
         Command::Run {
             flow,
             config,
@@ -168,7 +183,7 @@ fn main() -> ExitCode {
                     detach: true,
                 },
             };
-            cmd_run(&flow, config.as_deref(), json, how)
+            cmd_run(&flow, config.as_deref(), json, how, cli.connect_timeout)
         }
         Command::Validate { file } => cmd_validate(&file),
         Command::Schemas { out } => cmd_schemas(out.as_deref()),
@@ -205,7 +220,13 @@ enum Outcome {
     Interrupted { remote: Option<(String, String)> },
 }
 
-fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 {
+fn cmd_run(
+    flow_path: &Path,
+    config: Option<&Path>,
+    json: bool,
+    how: How,
+    connect_timeout: Option<Duration>,
+) -> u8 {
     let (flow, source) = match FlowSpec::load_with_source(flow_path) {
         Ok(f) => f,
         Err(problems) => {
@@ -230,7 +251,7 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 
         How::Here => Launch::Run,
         How::Submit { .. } => Launch::Submit,
     };
-    let roles = match cfg.roles(launch) {
+    let mut roles = match cfg.roles(launch) {
         Ok(r) => r,
         Err(e) => {
             let file = config.map(|p| p.display().to_string()).unwrap_or_default();
@@ -238,6 +259,9 @@ fn cmd_run(flow_path: &Path, config: Option<&Path>, json: bool, how: How) -> u8 
             return EXIT_BAD_INPUT;
         }
     };
+    if connect_timeout.is_some() {
+        roles.connect_timeout = connect_timeout;
+    }
     let io = match io_runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -335,7 +359,7 @@ fn print_json(report: &RunReport) {
     }
 }
 
-fn cmd_node(config: &Path, grace: Duration) -> u8 {
+fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -> u8 {
     let cfg = match NodeConfig::load(config) {
         Ok(c) => c,
         Err(problems) => {
@@ -350,13 +374,16 @@ fn cmd_node(config: &Path, grace: Duration) -> u8 {
             return EXIT_NODE_FAILED;
         }
     };
-    let roles = match cfg.roles(Launch::Node) {
+    let mut roles = match cfg.roles(Launch::Node) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}: {e}", config.display());
             return EXIT_BAD_INPUT;
         }
     };
+    if connect_timeout.is_some() {
+        roles.connect_timeout = connect_timeout;
+    }
     let system = actix::System::new();
     let code = system.block_on(async {
         let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {

@@ -23,8 +23,13 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream_port: u16) -> FaultProxy {
+        FaultProxy::start_on(0, upstream_port)
+    }
+
+    /// A proxy listening on `port` (0: any spare one).
+    pub fn start_on(port: u16, upstream_port: u16) -> FaultProxy {
         use std::sync::{Arc, Mutex};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(Mutex::new(Link::Pass));
         let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));

@@ -119,7 +119,16 @@ impl AmqpTransport {
         node: &str,
         io: tokio::runtime::Handle,
     ) -> Result<Self> {
-        AmqpTransport::connect_tls(url, namespace, delivery_limit, node, io, None).await
+        AmqpTransport::connect_tls(
+            url,
+            namespace,
+            delivery_limit,
+            node,
+            io,
+            None,
+            Some(Duration::ZERO),
+        )
+        .await
     }
 
     /// Like [`AmqpTransport::connect`]; `tls_ca` is a PEM bundle of CA
@@ -131,6 +140,7 @@ impl AmqpTransport {
         node: &str,
         io: tokio::runtime::Handle,
         tls_ca: Option<String>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Self> {
         let transport = AmqpTransport {
             shared: Arc::new(Shared {
@@ -146,7 +156,7 @@ impl AmqpTransport {
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        let live = transport.open().await?;
+        let live = transport.open_at_start(connect_timeout).await?;
         *transport.shared.live.write().await = Some(live);
         Ok(transport)
     }
@@ -163,10 +173,15 @@ impl AmqpTransport {
         let conn = Connection::connect_with_config(&sh.url, props, tls, runtime)
             .await
             .map_err(|e| {
-                TransportError::Broker(format!(
+                let what = format!(
                     "cannot connect to {}: {e}",
                     conveyor_flow::config::redact_url(&sh.url)
-                ))
+                );
+                if refused_for_good(&e) {
+                    TransportError::Refused(what)
+                } else {
+                    TransportError::Broker(what)
+                }
             })?;
         let publisher = conn.create_channel().await?;
         publisher
@@ -186,6 +201,46 @@ impl AmqpTransport {
             declare_reply_queue(&live.publisher, &sh.names, &queue, expires).await?;
         }
         Ok(live)
+    }
+
+    /// The first connection: a broker that is down (not started yet, or
+    /// restarting) is tried again with backoff, for up to `timeout` (none:
+    /// as long as it takes); a broker that refuses this node fails at once.
+    async fn open_at_start(&self, timeout: Option<Duration>) -> Result<Live> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX).with_jitter();
+        loop {
+            match self.open().await {
+                Ok(live) => {
+                    if backoff.failures() > 0 {
+                        tracing::info!(
+                            failures = backoff.failures(),
+                            "Connected to the broker after it was unreachable"
+                        );
+                    }
+                    return Ok(live);
+                }
+                Err(TransportError::Broker(what)) => {
+                    let waited = started.elapsed();
+                    let mut delay = backoff.failed();
+                    if let Some(limit) = timeout {
+                        if waited >= limit {
+                            return Err(TransportError::Unreachable {
+                                what,
+                                waited: limit,
+                            });
+                        }
+                        // The last try comes at the limit, not past it.
+                        delay = delay.min(limit - waited);
+                    }
+                    if backoff.worth_logging() {
+                        tracing::warn!(error = %what, failures = backoff.failures(), retry_in_ms = delay.as_millis() as u64, "Broker unreachable at start; retrying");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The live connection, reconnecting (with backoff, as long as it takes)
@@ -589,6 +644,32 @@ impl AmqpTransport {
         if let Some(live) = self.shared.live.write().await.take() {
             let _ = live.conn.close(200, "node shutting down".into()).await;
         }
+    }
+}
+
+/// Whether a connection error means the broker refused this node (bad
+/// credentials, no access to the vhost, a TLS certificate it cannot trust):
+/// then retrying cannot help. A refused or reset TCP connection, a timeout or
+/// a name that does not resolve yet may pass.
+fn refused_for_good(e: &lapin::Error) -> bool {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(_)
+        | lapin::ErrorKind::AuthProviderError(_)
+        | lapin::ErrorKind::InvalidProtocolVersion(_) => true,
+        lapin::ErrorKind::IOError(io) => {
+            let text = io.to_string().to_ascii_lowercase();
+            io.kind() == std::io::ErrorKind::InvalidData
+                || [
+                    "certificate",
+                    "tls",
+                    "handshake",
+                    "access_refused",
+                    "access-refused",
+                ]
+                .iter()
+                .any(|w| text.contains(w))
+        }
+        _ => false,
     }
 }
 

@@ -21,6 +21,16 @@ use tokio::sync::mpsc;
 pub enum TransportError {
     #[error("broker: {0}")]
     Broker(String),
+    /// The broker refused this node (credentials, vhost permissions, TLS):
+    /// trying again cannot help.
+    #[error("broker: {0}")]
+    Refused(String),
+    /// No broker answered within `--connect-timeout`.
+    #[error("broker: {what}; gave up after {}", humantime::format_duration(*.waited))]
+    Unreachable {
+        what: String,
+        waited: std::time::Duration,
+    },
     #[error("the broker could not route the message to `{0}`: no queue is bound for it")]
     Unroutable(String),
     #[error("the broker refused the message (nack) for `{0}`")]
