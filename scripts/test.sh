@@ -38,6 +38,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the real `conveyor` binary. `cargo test` builds
 # test harnesses, not the binaries of other packages, so build it first.
-cargo build -p conveyor-node --quiet
+# The fault tests need failpoints, which release builds do not have.
+cargo build -p conveyor-node --features failpoints --quiet
 # --show-output prints the one-line report of each fault scenario.
 cargo test --workspace "$@" -- --show-output

@@ -10,7 +10,9 @@ ACTION is one of:
   `pause-after-publish=MS` (the broker confirmed the message; that it did is
   not yet saved). Fault tests SIGKILL the coordinator during the pause.
 
-Unset in production, where every check is a no-op.
+They exist only in builds with the cargo feature `failpoints`, which the
+test script turns on (`cargo build -p conveyor-node --features failpoints`).
+A release binary has none: it logs a warning and ignores the variable.
 
 Example: `CONVEYOR_FAILPOINTS="sleep=3000@transform,panic@load"`.
 */
@@ -19,9 +21,11 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Default)]
 pub struct Failpoints {
+    #[cfg(any(test, feature = "failpoints"))]
     points: Vec<(Action, String)>,
 }
 
+#[cfg(any(test, feature = "failpoints"))]
 #[derive(Clone, Debug, PartialEq)]
 enum Action {
     Panic,
@@ -43,12 +47,42 @@ pub const ENV: &str = "CONVEYOR_FAILPOINTS";
 
 impl Failpoints {
     pub fn from_env() -> Failpoints {
-        std::env::var(ENV)
-            .map(|v| Failpoints::parse(&v))
-            .unwrap_or_default()
+        match std::env::var(ENV) {
+            Ok(spec) if !spec.trim().is_empty() => Failpoints::from_spec(&spec),
+            _ => Failpoints::default(),
+        }
     }
 
-    pub fn parse(spec: &str) -> Failpoints {
+    /// The failpoints `spec` arms, in a build that has them; none otherwise.
+    pub fn from_spec(spec: &str) -> Failpoints {
+        #[cfg(feature = "failpoints")]
+        {
+            Failpoints::parse(spec)
+        }
+        #[cfg(not(feature = "failpoints"))]
+        {
+            tracing::warn!(
+                failpoints = spec,
+                "{ENV} is set, but this binary was built without failpoints (cargo feature `failpoints`); ignoring it"
+            );
+            Failpoints::default()
+        }
+    }
+
+    /// Whether any failpoint is armed.
+    pub fn is_armed(&self) -> bool {
+        #[cfg(any(test, feature = "failpoints"))]
+        {
+            !self.points.is_empty()
+        }
+        #[cfg(not(any(test, feature = "failpoints")))]
+        {
+            false
+        }
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    fn parse(spec: &str) -> Failpoints {
         let mut points = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((action, task)) = item.split_once('@') else {
@@ -79,6 +113,7 @@ impl Failpoints {
         Failpoints { points }
     }
 
+    #[cfg(feature = "failpoints")]
     fn fire(&self, task: &str, after_commit: bool) {
         for (action, t) in &self.points {
             if t != task {
@@ -95,8 +130,14 @@ impl Failpoints {
         }
     }
 
+    #[cfg(not(feature = "failpoints"))]
+    pub fn publish_pause(&self, _point: PublishPoint, _task: &str) -> Option<Duration> {
+        None
+    }
+
     /// How long a coordinator should pause at `point` when publishing `task`.
     /// Logs the pause, so that a test can kill the process during it.
+    #[cfg(feature = "failpoints")]
     pub fn publish_pause(&self, point: PublishPoint, task: &str) -> Option<Duration> {
         let d = self
             .points
@@ -119,18 +160,32 @@ impl Failpoints {
         Some(d)
     }
 
-    pub fn before_task(&self, task: &str) {
-        self.fire(task, false);
+    pub fn before_task(&self, _task: &str) {
+        #[cfg(feature = "failpoints")]
+        self.fire(_task, false);
     }
 
-    pub fn after_commit(&self, task: &str) {
-        self.fire(task, true);
+    pub fn after_commit(&self, _task: &str) {
+        #[cfg(feature = "failpoints")]
+        self.fire(_task, true);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build without the feature (a release binary) arms nothing, whatever
+    /// the environment says.
+    #[cfg(not(feature = "failpoints"))]
+    #[test]
+    fn a_build_without_the_feature_arms_no_failpoint() {
+        let f = Failpoints::from_spec("panic@t,abort@e,sleep=10@l");
+        assert!(!f.is_armed());
+        assert_eq!(f.publish_pause(PublishPoint::Before, "t"), None);
+        f.before_task("t");
+        f.after_commit("t");
+    }
 
     #[test]
     fn parses_actions_and_ignores_junk() {
