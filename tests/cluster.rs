@@ -186,9 +186,16 @@ fn a_worker_killed_mid_task_is_replaced_and_the_flow_completes_once() {
 fn a_node_stops_gracefully_on_sigterm() {
     let dir = TestDir::new("cluster_sigterm");
     let ns = namespace("term");
+    // Every role: a graceful stop of each is quiet (issue 10, item 13).
     let cfg = dir.write(
         "w.toml",
-        &node_config("w", &ns, &["extract"], &dir.join("s"), ""),
+        &node_config(
+            "w",
+            &ns,
+            &["extract"],
+            &dir.join("s"),
+            &format!("[coordinator]\ndb = \"{}\"\n", dir.join("c.db").display()),
+        ),
     );
     let mut w = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
     let status = w
@@ -199,6 +206,10 @@ fn a_node_stops_gracefully_on_sigterm() {
     assert!(
         log.contains("SIGTERM received") && log.contains("Node stopped"),
         "{log}"
+    );
+    assert!(
+        !log.contains("connection lost") && !log.contains("still running"),
+        "a graceful stop is not a lost connection:\n{log}"
     );
 }
 

@@ -494,7 +494,7 @@ async fn pump_submissions(
                 }
             }
         }
-        if !coordinator.connected() {
+        if !coordinator.connected() || transport.is_closed() {
             return;
         }
         warn!("Submission consumer ended (connection lost?); subscribing again");
@@ -550,7 +550,7 @@ async fn pump_replies(
                 }
             }
         }
-        if !coordinator.connected() {
+        if !coordinator.connected() || transport.is_closed() {
             return;
         }
         warn!(queue = %queue, "Reply consumer ended (connection lost?); subscribing again");

@@ -275,7 +275,7 @@ impl AmqpTransport {
         }
     }
 
-    fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.shared
             .closed
             .load(std::sync::atomic::Ordering::Relaxed)

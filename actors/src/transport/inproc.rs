@@ -113,6 +113,10 @@ impl InProcBus {
         self.inner.closed.send_replace(true);
     }
 
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
     fn queue(&self, name: &str) -> Arc<Queue> {
         let mut queues = match self.inner.queues.lock() {
             Ok(q) => q,

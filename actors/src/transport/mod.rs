@@ -360,6 +360,15 @@ impl Transport {
             Transport::InProc(bus) => bus.close(),
         }
     }
+
+    /// Whether [`Transport::close`] was called: consumers that end then
+    /// ended because the node is stopping, not because a link was lost.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Transport::Amqp(t) => t.is_closed(),
+            Transport::InProc(bus) => bus.is_closed(),
+        }
+    }
 }
 
 #[cfg(test)]
