@@ -457,3 +457,92 @@ fn a_log_filter_that_does_not_parse_exits_2_naming_it() {
         );
     }
 }
+
+/// Live progress under a real pseudo-terminal of 80 columns (`script`),
+/// read back through a terminal emulator: one line per task or partitioned
+/// task, each cut to the width, with rows and rows/s; never a wrapped line
+/// (issue 10, item 8). Without a terminal, nothing is drawn.
+#[test]
+fn live_progress_fits_an_80_column_terminal_one_line_per_task() {
+    let dir = TestDir::new("embedded_pty_progress");
+    let csv = repo_root().join("examples/data/colors.csv");
+    let flow = dir.write(
+        "wide.toml",
+        &format!(
+            "[flow]\nname = \"a_flow_with_a_rather_long_name_for_the_progress_line\"\n[tasks.extract_with_a_long_name]\nkind = \"extract\"\npath = \"{}\"\npartitions = 4\n[tasks.transform]\nkind = \"transform\"\ninput = \"extract_with_a_long_name\"\nsteps = [{{ drop = [\"HEX\"] }}]\n[tasks.load]\nkind = \"load\"\ninput = \"transform\"\npath = \"wide.csv\"\n",
+            csv.display()
+        ),
+    );
+    let command = format!(
+        "stty cols 80 rows 30; exec {} run {}",
+        conveyor_bin().display(),
+        flow.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &command, "/dev/null"])
+        .current_dir(&dir.path)
+        // Each transform partition takes a while, so progress is drawn.
+        .env(
+            "CONVEYOR_FAILPOINTS",
+            "sleep=1200@transform@0,sleep=1200@transform@2",
+        )
+        .env_remove("CONVEYOR_LOG");
+    let out = output_within(cmd, std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let size = |n| std::num::NonZeroU16::new(n).unwrap();
+    let mut term = vt100::Parser::new(size(30), size(80), 0);
+    let mut screens_with_progress = 0;
+    let mut saw_rates = false;
+    // Look at the screen between redraws: each redraw starts by moving the
+    // cursor up (ESC [ n A) to the first progress line.
+    let bytes = &out.stdout;
+    let mut redraws = vec![0];
+    for i in 0..bytes.len().saturating_sub(3) {
+        if bytes[i] == 0x1b && bytes[i + 1] == b'[' {
+            let digits = bytes[i + 2..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits > 0 && bytes.get(i + 2 + digits) == Some(&b'A') {
+                redraws.push(i);
+            }
+        }
+    }
+    redraws.push(bytes.len());
+    let summary = b"Flow a_flow";
+    for chunk in redraws.windows(2).map(|w| &bytes[w[0]..w[1]]) {
+        if chunk.windows(summary.len()).any(|w| w == summary) {
+            break; // the progress is done; the summary table follows
+        }
+        term.process(chunk);
+        let rows: Vec<String> = term.screen().rows(0, 80).collect();
+        let drawn: Vec<&String> = rows.iter().filter(|r| !r.trim().is_empty()).collect();
+        if drawn.is_empty() {
+            continue;
+        }
+        screens_with_progress += 1;
+        for row in &drawn {
+            let mut chars = row.chars();
+            let spinner = chars.next().unwrap_or(' ');
+            let rest: String = chars.collect();
+            let name = rest.split_whitespace().next().unwrap_or("");
+            assert!(
+                ('\u{2800}'..='\u{28ff}').contains(&spinner)
+                    && ["extract_with_a_long_name", "transform", "load"].contains(&name),
+                "a row that is not one task's line (a wrapped line?): {row:?}\n{rows:#?}"
+            );
+        }
+        saw_rates |= drawn
+            .iter()
+            .any(|r| r.contains("rows ·") && r.contains("/s") && r.contains("parts"));
+    }
+    assert!(screens_with_progress > 5, "no live progress was drawn");
+    assert!(saw_rates, "no line showed rows, rows/s and parts");
+
+    // Not a terminal: no progress at all.
+    let (out, _) = run_flow(&dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\u{1b}') && !err.contains("rows ·"), "{err}");
+}

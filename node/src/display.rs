@@ -1,12 +1,12 @@
-/*! Human output: the live progress line and the final summary table. */
+/*! Human output: the live progress lines and the final summary table. */
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_flow::NodeConfig;
-use conveyor_schemas::{RunReport, TaskState};
+use conveyor_schemas::{RunReport, TaskReport, TaskState};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 pub struct Progress {
@@ -23,25 +23,39 @@ impl Progress {
     }
 }
 
-/// Redraws one status line on stderr every 100 ms until finished: the tasks
-/// done, each active task (with rows read so far while it runs), elapsed time.
+/// One line per task, or per partitioned task (its partitions and its
+/// gather together): state, rows, rows/s, elapsed, and for partitions done
+/// so far an ETA. Lines are cut to the terminal's width, and nothing is drawn
+/// when stderr is not a terminal. Redrawn ten times a second until finished.
 pub fn spawn_progress(rx: watch::Receiver<RunReport>) -> Progress {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::spawn(move || {
-        let start = Instant::now();
-        let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-        let mut i = 0;
-        let mut err = std::io::stderr();
+        let lines = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let style = ProgressStyle::with_template("{spinner} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let mut bars: Vec<(String, ProgressBar)> = Vec::new();
+        let mut clocks = GroupClocks::default();
         while !flag.load(Ordering::Relaxed) {
-            let line = status_line(&rx.borrow(), start.elapsed());
-            let _ = write!(err, "\r\x1b[2K{} {line}", frames[i % frames.len()]);
-            let _ = err.flush();
-            i += 1;
+            let report = rx.borrow().clone();
+            for group in groups(&report, &mut clocks, Instant::now()) {
+                let bar = match bars.iter().find(|(name, _)| *name == group.name) {
+                    Some((_, bar)) => bar.clone(),
+                    None => {
+                        let bar = lines.add(ProgressBar::new_spinner().with_style(style.clone()));
+                        bars.push((group.name.clone(), bar.clone()));
+                        bar
+                    }
+                };
+                bar.set_message(group.line);
+                bar.tick();
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = write!(err, "\r\x1b[2K");
-        let _ = err.flush();
+        for (_, bar) in &bars {
+            bar.finish_and_clear();
+        }
+        let _ = lines.clear();
     });
     Progress {
         stop,
@@ -49,47 +63,111 @@ pub fn spawn_progress(rx: watch::Receiver<RunReport>) -> Progress {
     }
 }
 
-fn status_line(r: &RunReport, elapsed: Duration) -> String {
-    let done = r
-        .tasks
-        .iter()
-        .filter(|t| t.state == TaskState::Succeeded)
-        .count();
-    let active: Vec<String> = r
-        .tasks
-        .iter()
-        .filter(|t| {
-            matches!(
-                t.state,
-                TaskState::Running
-                    | TaskState::Queued
-                    | TaskState::WaitingForWorker
-                    | TaskState::RetryWaiting
-            )
-        })
-        .map(|t| match (&t.state, &t.node) {
-            (TaskState::Running, Some(n)) => match t.rows_so_far {
-                Some(rows) => format!("{} running on {n} ({rows} rows read)", t.name),
-                None => format!("{} running on {n}", t.name),
-            },
-            (TaskState::WaitingForWorker, _) => {
-                format!("{} waiting for a live `{}` worker", t.name, t.kind)
+/// A task, or a partitioned task's partitions and gather, as one line.
+struct Group {
+    name: String,
+    line: String,
+}
+
+/// When each group was first seen running, for its elapsed time and rate.
+#[derive(Default)]
+struct GroupClocks(std::collections::HashMap<String, (Instant, Option<Instant>)>);
+
+/// The name a task's line goes under: `load@3` and the gather `load` under `load`.
+fn group_name(task: &str) -> &str {
+    task.rsplit_once('@').map_or(task, |(base, _)| base)
+}
+
+fn groups(r: &RunReport, clocks: &mut GroupClocks, now: Instant) -> Vec<Group> {
+    let mut names: Vec<&str> = Vec::new();
+    for t in &r.tasks {
+        let g = group_name(&t.name);
+        if !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let tasks: Vec<&TaskReport> = r
+                .tasks
+                .iter()
+                .filter(|t| group_name(&t.name) == name)
+                .collect();
+            let line = group_line(name, &tasks, clocks, now);
+            Group {
+                name: name.to_string(),
+                line,
             }
-            (TaskState::RetryWaiting, _) => format!("{} retrying", t.name),
-            (s, _) => format!("{} {s:?}", t.name).to_lowercase(),
         })
-        .collect();
-    format!(
-        "{} [{done}/{} tasks] {} · {:.1}s",
-        r.flow,
-        r.tasks.len(),
-        if active.is_empty() {
-            "starting".to_string()
-        } else {
-            active.join(", ")
-        },
-        elapsed.as_secs_f64()
-    )
+        .collect()
+}
+
+fn group_line(name: &str, tasks: &[&TaskReport], clocks: &mut GroupClocks, now: Instant) -> String {
+    let parts: Vec<&&TaskReport> = tasks.iter().filter(|t| t.name.contains('@')).collect();
+    let all = |s: TaskState| tasks.iter().all(|t| t.state == s);
+    let any = |s: TaskState| tasks.iter().any(|t| t.state == s);
+    let state = if all(TaskState::Succeeded) {
+        "done".to_string()
+    } else if any(TaskState::Failed) {
+        "failed".into()
+    } else if all(TaskState::Skipped) {
+        "skipped".into()
+    } else if any(TaskState::Running) {
+        "running".into()
+    } else if any(TaskState::RetryWaiting) {
+        "retrying".into()
+    } else if any(TaskState::WaitingForWorker) {
+        format!("waiting for a `{}` worker", tasks[0].kind)
+    } else if any(TaskState::Queued) {
+        "queued".into()
+    } else {
+        "pending".into()
+    };
+    let started = matches!(state.as_str(), "running" | "retrying" | "done" | "failed");
+    let rows: u64 = tasks
+        .iter()
+        .filter(|t| parts.is_empty() || t.name.contains('@'))
+        .map(|t| t.rows_out.or(t.rows_so_far).unwrap_or(0))
+        .sum();
+    let mut line = format!("{name:<16} {state}");
+    let finished = matches!(state.as_str(), "done" | "failed" | "skipped");
+    if started {
+        let clock = clocks.0.entry(name.to_string()).or_insert((now, None));
+        if finished && clock.1.is_none() {
+            clock.1 = Some(now);
+        }
+        let elapsed = clock.1.unwrap_or(now).duration_since(clock.0);
+        let secs = elapsed.as_secs_f64().max(0.001);
+        line.push_str(&format!(
+            " · {} rows · {}/s · {:.1}s",
+            human(rows as f64),
+            human(rows as f64 / secs),
+            elapsed.as_secs_f64()
+        ));
+        if !parts.is_empty() {
+            let done = parts
+                .iter()
+                .filter(|t| t.state == TaskState::Succeeded)
+                .count();
+            line.push_str(&format!(" · {done}/{} parts", parts.len()));
+            if done > 0 && done < parts.len() && !finished {
+                let eta = secs * (parts.len() - done) as f64 / done as f64;
+                line.push_str(&format!(" · ETA {eta:.0}s"));
+            }
+        }
+    }
+    line
+}
+
+/// 1234567 → "1.2M".
+fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.1}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.1}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.0}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
