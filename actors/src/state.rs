@@ -25,12 +25,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
-    ErrorKind, FlowState, GatherSpec, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage,
-    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, TransformSpec, UpdateStatus,
-    SCHEMA_VERSION,
+    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TaskError, TaskKind, TaskMessage,
+    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
 };
 
-use conveyor_flow::{FlowSpec, RetryPolicy, TaskBody};
+use conveyor_flow::{FlowSpec, RetryPolicy, TaskInput};
 
 /// What became of one update.
 #[derive(Debug, PartialEq, Eq)]
@@ -267,61 +266,42 @@ impl FlowRun {
         self.message(i)
     }
 
-    /// The message of task `i`'s current attempt.
+    /// The artifact a succeeded task left for its readers.
+    fn artifact_of(&self, name: &str) -> Option<ArtifactRef> {
+        self.index_of(name)
+            .and_then(|j| self.tasks[j].output.as_ref())
+            .and_then(|o| o.artifact.clone())
+    }
+
+    /// The message of task `i`'s current attempt: the task's body, with the
+    /// outputs of the tasks it reads filled in.
     fn message(&self, i: usize) -> TaskMessage {
         let def = &self.flow.tasks[i];
-        let input = def
-            .input
-            .as_deref()
-            .and_then(|name| self.index_of(name))
-            .and_then(|j| self.tasks[j].output.as_ref())
-            .and_then(|o| o.artifact.clone());
-        let spec = match (&def.body, input) {
-            (TaskBody::Extract(e), _) => TaskSpec::Extract(e.clone()),
-            (TaskBody::Transform { steps }, Some(input)) => TaskSpec::Transform(TransformSpec {
-                input,
-                steps: steps.clone(),
-            }),
-            (
-                TaskBody::Load {
-                    format,
-                    path,
-                    header,
-                    part,
-                    ..
-                },
-                Some(input),
-            ) => TaskSpec::Load(LoadSpec {
-                input,
+        // Readiness guarantees the inputs succeeded with an artifact.
+        let source = match &def.body.input {
+            TaskInput::Source(source) => source.clone(),
+            TaskInput::Upstream => SourceSpec::Artifact(
+                def.input
+                    .as_deref()
+                    .and_then(|name| self.artifact_of(name))
+                    .expect("a task is dispatched after its input succeeded"),
+            ),
+            TaskInput::Parts { format, tasks } => SourceSpec::Parts {
                 format: *format,
-                path: path.clone(),
-                header: *header,
-                part: *part,
-            }),
-            (
-                TaskBody::Gather {
-                    format,
-                    path,
-                    parts,
-                    inputs,
-                },
-                _,
-            ) => TaskSpec::Gather(GatherSpec {
-                inputs: inputs
+                parts: tasks
                     .iter()
                     .map(|name| {
-                        self.index_of(name)
-                            .and_then(|j| self.tasks[j].output.as_ref())
-                            .and_then(|o| o.artifact.clone())
+                        self.artifact_of(name)
                             .expect("a gather is dispatched after all its parts succeeded")
                     })
                     .collect(),
-                format: *format,
-                path: path.clone(),
-                parts: *parts,
-            }),
-            // Readiness guarantees the input succeeded with an artifact.
-            (_, None) => unreachable!("task dispatched before its input succeeded"),
+            },
+        };
+        let spec = TaskSpec {
+            kind: def.kind,
+            source,
+            steps: def.body.steps.clone(),
+            sink: def.body.sink.clone(),
         };
         TaskMessage {
             schema_version: SCHEMA_VERSION,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::{Attempt, Workspace};
-use conveyor_schemas::{TaskKind, TaskMessage, TaskSpec, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
+use conveyor_schemas::{TaskKind, TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
 use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
 
@@ -481,9 +481,7 @@ fn execute(
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
         store.sweep_committed(&msg.flow_run, &msg.task)?;
-        if let TaskSpec::Gather(spec) = &msg.spec {
-            conveyor_etl::remove_parts(&env.workspace, spec);
-        }
+        conveyor_etl::remove_parts(&env.workspace, &msg.spec);
         return Ok(output);
     }
     // Whether the task's start reached its coordinator; asked once, by the
@@ -513,12 +511,7 @@ fn execute(
         before_commit: Some(&coordinator_listens),
     };
     env.failpoints.before_task(&msg.task);
-    let output = match &msg.spec {
-        TaskSpec::Extract(spec) => conveyor_etl::run_extract(&env.workspace, &at, spec),
-        TaskSpec::Transform(spec) => conveyor_etl::run_transform(&env.workspace, &at, spec),
-        TaskSpec::Load(spec) => conveyor_etl::run_load(&env.workspace, &at, spec),
-        TaskSpec::Gather(spec) => conveyor_etl::run_gather(&env.workspace, &at, spec),
-    }?;
+    let output = conveyor_etl::run_task(&env.workspace, &at, &msg.spec)?;
     env.failpoints.after_commit(&msg.task);
     store.mark_committed(
         &msg.flow_run,

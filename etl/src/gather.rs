@@ -9,6 +9,10 @@ artifact store. The gather then puts them in place under the output root:
 - a directory (`parts = true`): the parts become `part-00000.EXT`, ... (hard
   links where the store shares a file system with the output).
 
+The gather is a task like any other on the wire: a [`SourceSpec::Parts`]
+source and a [`SinkSpec::File`] or [`SinkSpec::Dir`] sink. It is not run as
+source → steps → sink because it decodes nothing.
+
 Either way the output appears at once, by rename, when it is complete, and it
 is fenced by the task run's commit marker like any load.
 */
@@ -17,7 +21,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use conveyor_schemas::{DataFormat, GatherSpec, TaskOutput};
+use conveyor_schemas::{ArtifactRef, DataFormat, SinkSpec, SourceSpec, TaskOutput, TaskSpec};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::WriterProperties;
@@ -27,18 +31,52 @@ use crate::error::{EtlError, Result};
 use crate::store::{sweep_leftovers, sync_parent, PendingFile};
 use crate::{paths, Attempt, Workspace};
 
-pub fn run_gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec) -> Result<TaskOutput> {
-    let target = paths::confine(&ws.output_root, "load path", &spec.path)?;
-    if !spec.parts {
-        paths::check_not_a_directory(&target, &spec.path)?;
+/// The parts of a partitioned load, and where the gather puts them.
+struct Gather<'a> {
+    format: DataFormat,
+    parts: &'a [ArtifactRef],
+    /// Relative path under the output root: the file, or with `dir` the
+    /// directory.
+    path: &'a str,
+    /// A directory of `part-NNNNN.EXT` files instead of one file.
+    dir: bool,
+}
+
+/// Puts `parts` (each a file of `format` in the store) in place as `sink`:
+/// a file ([`SinkSpec::File`]) or a directory of parts ([`SinkSpec::Dir`]).
+pub fn run_gather(
+    ws: &Workspace,
+    at: &Attempt,
+    format: DataFormat,
+    parts: &[ArtifactRef],
+    sink: &SinkSpec,
+) -> Result<TaskOutput> {
+    let (target, dir) = match sink {
+        SinkSpec::File(t) => (t, false),
+        SinkSpec::Dir(t) => (t, true),
+        SinkSpec::Artifact | SinkSpec::Part { .. } => {
+            return Err(EtlError::Spec(
+                "a gather writes a file or a directory of parts under the output root".into(),
+            ))
+        }
+    };
+    let spec = Gather {
+        format,
+        parts,
+        path: &target.path,
+        dir,
+    };
+    let target = paths::confine(&ws.output_root, "load path", spec.path)?;
+    if !spec.dir {
+        paths::check_not_a_directory(&target, spec.path)?;
     }
-    match gather(ws, at, spec, &target) {
+    match gather(ws, at, &spec, &target) {
         Ok(out) => Ok(out),
         // A slower attempt finds the parts gone: the first one committed.
         Err(e) => match ws.store.committed(at.flow_run, at.task)? {
             Some(out) => {
                 // The attempt that committed may have died before this.
-                remove_parts(ws, spec);
+                remove(ws, spec.parts);
                 Ok(out)
             }
             None => Err(e),
@@ -46,20 +84,20 @@ pub fn run_gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec) -> Result<Tas
     }
 }
 
-fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Result<TaskOutput> {
+fn gather(ws: &Workspace, at: &Attempt, spec: &Gather, target: &Path) -> Result<TaskOutput> {
     let parts: Vec<PathBuf> = spec
-        .inputs
+        .parts
         .iter()
         .map(|p| ws.store.resolve(&p.path))
         .collect::<Result<_>>()?;
-    let rows: u64 = spec.inputs.iter().map(|p| p.rows).sum();
+    let rows: u64 = spec.parts.iter().map(|p| p.rows).sum();
     let output = TaskOutput {
         rows_in: rows,
         rows_out: rows,
         artifact: None,
         location: target.display().to_string(),
     };
-    let commit: Box<dyn FnOnce() -> Result<()>> = if spec.parts {
+    let commit: Box<dyn FnOnce() -> Result<()>> = if spec.dir {
         let mut dir = PendingDir::create(target, &at.tag())?;
         dir.sweep = at.may_have_leftovers();
         for (i, part) in parts.iter().enumerate() {
@@ -91,15 +129,22 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &GatherSpec, target: &Path) -> Res
         .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
     // Whichever attempt committed, the parts are in the output now.
     crate::commit_fenced(ws, at, &output, commit)?;
-    remove_parts(ws, spec);
+    remove(ws, spec.parts);
     Ok(output)
 }
 
 /// Removes the store's copies of a committed gather's parts: they are in
-/// the output. Also called for a redelivered gather that finds its marker,
-/// in case the attempt that committed died before removing them.
-pub fn remove_parts(ws: &Workspace, spec: &GatherSpec) {
-    for part in &spec.inputs {
+/// the output. Called for a redelivered gather that finds its marker, in
+/// case the attempt that committed died before removing them; does nothing
+/// for any other task.
+pub fn remove_parts(ws: &Workspace, spec: &TaskSpec) {
+    if let SourceSpec::Parts { parts, .. } = &spec.source {
+        remove(ws, parts);
+    }
+}
+
+fn remove(ws: &Workspace, parts: &[ArtifactRef]) {
+    for part in parts {
         if let Ok(path) = ws.store.resolve(&part.path) {
             let _ = std::fs::remove_file(path);
         }

@@ -1,0 +1,163 @@
+/*!
+Files in the load formats: a file under the output root, replaced at
+commit under the task run's fence; or one part of a partitioned load, put
+into the store for the gather (the first attempt to commit it wins).
+*/
+
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use conveyor_schemas::{ArtifactRef, FileTarget, TaskOutput};
+
+use super::{encode, BatchIter, PendingOutput, Sink};
+use crate::error::Result;
+use crate::store::{ArtifactStore, PendingFile};
+use crate::{paths, Attempt, Workspace};
+
+/// A file under the output root.
+pub struct FileSink<'a> {
+    ws: &'a Workspace,
+    at: &'a Attempt<'a>,
+    target: &'a FileTarget,
+    final_path: PathBuf,
+    pending: PendingFile,
+}
+
+impl<'a> FileSink<'a> {
+    pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>, target: &'a FileTarget) -> Result<Self> {
+        let final_path = paths::confine(&ws.output_root, "load path", &target.path)?;
+        paths::check_not_a_directory(&final_path, &target.path)?;
+        let pending =
+            PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        Ok(FileSink {
+            ws,
+            at,
+            target,
+            final_path,
+            pending,
+        })
+    }
+}
+
+impl<'a> Sink<'a> for FileSink<'a> {
+    fn write(
+        mut self: Box<Self>,
+        schema: SchemaRef,
+        batches: BatchIter,
+    ) -> Result<Box<dyn PendingOutput + 'a>> {
+        let rows = write_pending(&mut self.pending, self.target, schema, batches)?;
+        Ok(Box::new(PendingLoad { sink: *self, rows }))
+    }
+}
+
+struct PendingLoad<'a> {
+    sink: FileSink<'a>,
+    rows: u64,
+}
+
+impl PendingOutput for PendingLoad<'_> {
+    fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
+        let FileSink {
+            ws,
+            at,
+            final_path,
+            pending,
+            ..
+        } = self.sink;
+        let output = TaskOutput {
+            rows_in,
+            rows_out: self.rows,
+            artifact: None,
+            location: final_path.display().to_string(),
+        };
+        crate::commit_fenced(ws, at, &output, || pending.commit_replace(&final_path))?;
+        Ok(output)
+    }
+}
+
+/// One partition of a partitioned load, in the load's format, into the
+/// artifact store for the gather.
+pub struct PartSink<'a> {
+    at: &'a Attempt<'a>,
+    target: &'a FileTarget,
+    final_path: PathBuf,
+    pending: PendingFile,
+}
+
+impl<'a> PartSink<'a> {
+    pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>, target: &'a FileTarget) -> Result<Self> {
+        // The part checks the load's path too: fail before the gather would.
+        paths::confine(&ws.output_root, "load path", &target.path)?;
+        let final_path = ws
+            .store
+            .part_path(at.flow_run, at.task, target.format.as_str())?;
+        let pending =
+            PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        Ok(PartSink {
+            at,
+            target,
+            final_path,
+            pending,
+        })
+    }
+}
+
+impl<'a> Sink<'a> for PartSink<'a> {
+    fn write(
+        mut self: Box<Self>,
+        schema: SchemaRef,
+        batches: BatchIter,
+    ) -> Result<Box<dyn PendingOutput + 'a>> {
+        let rows = write_pending(&mut self.pending, self.target, schema, batches)?;
+        Ok(Box::new(PendingPart { sink: *self, rows }))
+    }
+}
+
+struct PendingPart<'a> {
+    sink: PartSink<'a>,
+    rows: u64,
+}
+
+impl PendingOutput for PendingPart<'_> {
+    fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
+        let PartSink {
+            at,
+            target,
+            final_path,
+            pending,
+        } = self.sink;
+        pending.commit_no_replace(&final_path)?;
+        let path = ArtifactStore::part_rel(at.flow_run, at.task, target.format.as_str());
+        Ok(TaskOutput {
+            rows_in,
+            rows_out: self.rows,
+            artifact: Some(ArtifactRef {
+                path: path.clone(),
+                rows: self.rows,
+            }),
+            location: path,
+        })
+    }
+}
+
+/// Streams `batches` in the target's format into `pending` and makes them
+/// durable.
+fn write_pending(
+    pending: &mut PendingFile,
+    target: &FileTarget,
+    schema: SchemaRef,
+    batches: BatchIter,
+) -> Result<u64> {
+    let rows = encode(
+        target.format,
+        target.header,
+        pending.file()?,
+        pending.tmp_path(),
+        schema,
+        batches,
+    )?;
+    // Durable before the commit gate, so the fsync overlaps the worker's
+    // wait for its start to be routed.
+    pending.sync()?;
+    Ok(rows)
+}
