@@ -9,7 +9,9 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`transform`]: the transform steps; [`typing`]: lossless inference and
   conversion of text columns.
 - [`gather`]: putting the parts of a partitioned load in place.
-- [`store`]: the artifact store and the atomic commit of outputs.
+- [`commit`]: the commit protocol: pending outputs, put-if-absent and
+  fenced commits, commit markers, sweeps of killed attempts' leftovers.
+- [`store`]: the artifact store's layout, markers and task-run locks.
 - [`partition`], [`guard`]: byte-range partitions of text files, and the
   record-size guard under their parsers.
 - [`paths`]: confinement of hostile paths.
@@ -20,6 +22,7 @@ a gather) to a committed output. It is blocking: callers run it off their
 event loop.
 */
 
+pub mod commit;
 pub mod error;
 pub mod gather;
 pub mod guard;
@@ -37,7 +40,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use conveyor_schemas::{SourceSpec, TaskOutput, TaskSpec};
 
 pub use error::{EtlError, Result};
-pub use gather::remove_parts;
 pub use store::ArtifactStore;
 
 /// Where a worker reads and writes.
@@ -154,41 +156,6 @@ fn with_steps<'a>(
         Ok(out)
     });
     Ok((out_schema, iter))
-}
-
-/// Puts a final output in place with `commit` and records `output` in the
-/// task run's marker, unless another attempt already did. The marker is the
-/// fence: checking it, committing and writing it happen under the task run's
-/// lock, so two attempts racing to commit cannot both replace the output.
-/// Returns whether this attempt committed.
-pub(crate) fn commit_fenced(
-    ws: &Workspace,
-    at: &Attempt,
-    output: &TaskOutput,
-    commit: impl FnOnce() -> Result<()>,
-) -> Result<bool> {
-    if let Some(gate) = at.before_commit {
-        gate()?;
-    }
-    let _lock = ws.store.lock_task(at.flow_run, at.task)?;
-    if ws.store.committed(at.flow_run, at.task)?.is_some() {
-        tracing::info!(
-            flow_run = at.flow_run,
-            task = at.task,
-            "Output already committed by another attempt; dropping this one"
-        );
-        ws.store.sweep_committed(at.flow_run, at.task)?;
-        return Ok(false);
-    }
-    commit()?;
-    ws.store.mark_committed(
-        at.flow_run,
-        at.task,
-        &at.tag(),
-        output,
-        at.may_have_leftovers(),
-    )?;
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 /*!
 Arrow IPC artifacts in the store (`{flow_run}/{task}.arrow`): what a task
 leaves for the tasks downstream. The first attempt to commit one wins; a
-later one keeps the first (see [`crate::store`]).
+later one keeps the first (see [`crate::commit`]).
 */
 
 use std::fs::File;
@@ -12,21 +12,21 @@ use arrow::datatypes::SchemaRef;
 use conveyor_schemas::{ArtifactRef, TaskOutput};
 
 use super::{write_err, BatchIter, PendingOutput, Sink};
+use crate::commit::{self, Pending};
 use crate::error::{EtlError, Result};
-use crate::store::{ArtifactStore, PendingFile};
+use crate::store::ArtifactStore;
 use crate::{Attempt, Workspace};
 
 pub struct ArtifactSink<'a> {
     at: &'a Attempt<'a>,
     final_path: PathBuf,
-    pending: PendingFile,
+    pending: Pending,
 }
 
 impl<'a> ArtifactSink<'a> {
     pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>) -> Result<Self> {
         let final_path = ws.store.artifact_path(at.flow_run, at.task)?;
-        let pending =
-            PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        let pending = Pending::file(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
         Ok(ArtifactSink {
             at,
             final_path,
@@ -42,7 +42,7 @@ impl<'a> Sink<'a> for ArtifactSink<'a> {
         batches: BatchIter,
     ) -> Result<Box<dyn PendingOutput + 'a>> {
         let rows = write_ipc(
-            self.pending.file()?,
+            self.pending.writer()?,
             self.pending.tmp_path(),
             schema,
             batches,
@@ -64,7 +64,7 @@ impl PendingOutput for PendingArtifact<'_> {
             final_path,
             pending,
         } = self.sink;
-        if !pending.commit_no_replace(&final_path)? {
+        if !commit::first_wins(pending, &final_path)? {
             tracing::info!(
                 flow_run = at.flow_run,
                 task = at.task,

@@ -10,8 +10,9 @@ use arrow::datatypes::SchemaRef;
 use conveyor_schemas::{ArtifactRef, FileTarget, TaskOutput};
 
 use super::{encode, BatchIter, PendingOutput, Sink};
+use crate::commit::{self, Pending};
 use crate::error::Result;
-use crate::store::{ArtifactStore, PendingFile};
+use crate::store::ArtifactStore;
 use crate::{paths, Attempt, Workspace};
 
 /// A file under the output root.
@@ -20,15 +21,14 @@ pub struct FileSink<'a> {
     at: &'a Attempt<'a>,
     target: &'a FileTarget,
     final_path: PathBuf,
-    pending: PendingFile,
+    pending: Pending,
 }
 
 impl<'a> FileSink<'a> {
     pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>, target: &'a FileTarget) -> Result<Self> {
         let final_path = paths::confine(&ws.output_root, "load path", &target.path)?;
         paths::check_not_a_directory(&final_path, &target.path)?;
-        let pending =
-            PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        let pending = Pending::file(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
         Ok(FileSink {
             ws,
             at,
@@ -70,7 +70,7 @@ impl PendingOutput for PendingLoad<'_> {
             artifact: None,
             location: final_path.display().to_string(),
         };
-        crate::commit_fenced(ws, at, &output, || pending.commit_replace(&final_path))?;
+        commit::commit_fenced(ws, at, &output, || pending.commit_replace(&final_path))?;
         Ok(output)
     }
 }
@@ -81,7 +81,7 @@ pub struct PartSink<'a> {
     at: &'a Attempt<'a>,
     target: &'a FileTarget,
     final_path: PathBuf,
-    pending: PendingFile,
+    pending: Pending,
 }
 
 impl<'a> PartSink<'a> {
@@ -91,8 +91,7 @@ impl<'a> PartSink<'a> {
         let final_path = ws
             .store
             .part_path(at.flow_run, at.task, target.format.as_str())?;
-        let pending =
-            PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        let pending = Pending::file(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
         Ok(PartSink {
             at,
             target,
@@ -126,7 +125,7 @@ impl PendingOutput for PendingPart<'_> {
             final_path,
             pending,
         } = self.sink;
-        pending.commit_no_replace(&final_path)?;
+        commit::first_wins(pending, &final_path)?;
         let path = ArtifactStore::part_rel(at.flow_run, at.task, target.format.as_str());
         Ok(TaskOutput {
             rows_in,
@@ -143,7 +142,7 @@ impl PendingOutput for PendingPart<'_> {
 /// Streams `batches` in the target's format into `pending` and makes them
 /// durable.
 fn write_pending(
-    pending: &mut PendingFile,
+    pending: &mut Pending,
     target: &FileTarget,
     schema: SchemaRef,
     batches: BatchIter,
@@ -151,7 +150,7 @@ fn write_pending(
     let rows = encode(
         target.format,
         target.header,
-        pending.file()?,
+        pending.writer()?,
         pending.tmp_path(),
         schema,
         batches,

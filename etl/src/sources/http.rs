@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use conveyor_schemas::ReadOptions;
 
 use super::{open_file, Batches, ReadContext, Source, SourceFile};
+use crate::commit::Pending;
 use crate::error::{EtlError, Result};
-use crate::store::{ArtifactStore, PendingFile};
+use crate::store::ArtifactStore;
 
 pub struct UrlSource {
     pub url: String,
@@ -39,8 +40,8 @@ fn download(url: &str, store: &ArtifactStore, tag: &str) -> Result<SourceFile> {
         other => fetch_err(other.to_string(), true),
     })?;
     let scratch = store.scratch_dir()?.join("download");
-    let mut pending = PendingFile::create(&scratch, tag)?;
-    let mut file = pending.file()?;
+    let mut pending = Pending::file(&scratch, tag)?;
+    let mut file = pending.writer()?;
     std::io::copy(&mut response.into_body().into_reader(), &mut file)
         .map_err(|e| fetch_err(format!("download failed: {e}"), true))?;
     Ok(SourceFile {

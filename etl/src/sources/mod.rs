@@ -33,10 +33,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, Partition, ReadOptions, SourceSpec};
 
+use crate::commit::Pending;
 use crate::error::{EtlError, Result};
 use crate::guard::{Framing, RecordGuard};
 use crate::partition::{self, Cut, RangeReader};
-use crate::store::{ArtifactStore, PendingFile};
+use crate::store::ArtifactStore;
 use crate::typing::arrow_type;
 
 /// Rows per record batch.
@@ -112,7 +113,7 @@ pub struct SourceFile {
     /// Shown in errors: the path, or the URL for downloads.
     pub display: PathBuf,
     /// Removed once the reader is done with it.
-    pub(crate) _download: Option<PendingFile>,
+    pub(crate) _download: Option<Pending>,
 }
 
 impl SourceFile {
