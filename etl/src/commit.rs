@@ -7,16 +7,18 @@ once, whatever attempts race, die or come late.
   process) beside its final name, as a [`Pending`] file or directory,
   fsynced, then moved to its final name, and the directory is fsynced. A
   pending output that is not committed is removed when dropped.
-- Artifacts and parts in the store are put if absent ([`first_wins`]): a
-  hard link, which never replaces an existing file, so a late attempt
+- Artifacts and parts in the store are put if absent ([`first_wins`],
+  [`crate::store::PendingObject::put_if_absent`]; on the directory store a
+  hard link, which never replaces an existing file), so a late attempt
   cannot overwrite a committed one.
 - Outputs under the output root (a load's file, a gather's file or
   directory) replace what is there, fenced ([`commit_fenced`]): behind the
   commit gate ([`crate::Attempt::before_commit`]), under the task run's lock,
   only if the task run has no commit marker yet, and the marker is written
   before the lock is released.
-- The marker (`{flow_run}/{task}.done.json` in the store, holding the task's
-  [`TaskOutput`]) fences every later attempt: a duplicate delivery answers
+- The marker (in the store, holding the task's [`TaskOutput`]; put if
+  absent, read, and locked per task run through
+  [`crate::store::ArtifactStore`]) fences every later attempt: a duplicate delivery answers
   with the recorded output and writes nothing ([`committed_output`]).
 - An attempt killed mid-write (SIGKILL, power loss) cannot remove its
   temporary file. The attempt that commits an output removes every leftover
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use conveyor_schemas::{ArtifactRef, SourceSpec, TaskOutput, TaskSpec};
 
 use crate::error::{EtlError, Result};
+use crate::store::PendingObject;
 use crate::{Attempt, Workspace};
 
 /// A file or directory being written for one attempt under a temporary
@@ -225,8 +228,8 @@ fn parent_and_name(path: &Path) -> Result<(&Path, &str)> {
 /// Puts a store file (an artifact or a part) in place unless another
 /// attempt already did: the first to commit wins. Returns whether this
 /// attempt committed.
-pub fn first_wins(pending: Pending, final_path: &Path) -> Result<bool> {
-    pending.commit_no_replace(final_path)
+pub fn first_wins(pending: Box<dyn PendingObject>) -> Result<bool> {
+    pending.put_if_absent()
 }
 
 /// Puts a final output in place with `commit` and records `output` in the
@@ -244,7 +247,7 @@ pub fn commit_fenced(
         gate()?;
     }
     let _lock = ws.store.lock_task(at.flow_run, at.task)?;
-    if ws.store.committed(at.flow_run, at.task)?.is_some() {
+    if ws.store.marker(at.flow_run, at.task)?.is_some() {
         tracing::info!(
             flow_run = at.flow_run,
             task = at.task,
@@ -261,7 +264,7 @@ pub fn commit_fenced(
 /// Records `output` as the task run's output in its marker, unless one is
 /// there already (the first marker wins).
 pub fn record(ws: &Workspace, at: &Attempt, output: &TaskOutput) -> Result<()> {
-    ws.store.mark_committed(
+    ws.store.put_marker_if_absent(
         at.flow_run,
         at.task,
         &at.tag(),
@@ -280,7 +283,7 @@ pub fn committed_output(
     task: &str,
     spec: &TaskSpec,
 ) -> Result<Option<TaskOutput>> {
-    let Some(output) = ws.store.committed(flow_run, task)? else {
+    let Some(output) = ws.store.marker(flow_run, task)? else {
         return Ok(None);
     };
     ws.store.sweep_committed(flow_run, task)?;
@@ -302,7 +305,7 @@ pub(crate) fn gather_fenced(
 ) -> Result<TaskOutput> {
     match work() {
         Ok(out) => Ok(out),
-        Err(e) => match ws.store.committed(at.flow_run, at.task)? {
+        Err(e) => match ws.store.marker(at.flow_run, at.task)? {
             Some(out) => {
                 remove_parts(ws, parts);
                 Ok(out)
@@ -316,9 +319,7 @@ pub(crate) fn gather_fenced(
 /// the output.
 pub(crate) fn remove_parts(ws: &Workspace, parts: &[ArtifactRef]) {
     for part in parts {
-        if let Ok(path) = ws.store.resolve(&part.path) {
-            let _ = std::fs::remove_file(path);
-        }
+        let _ = ws.store.delete(&part.path);
     }
 }
 

@@ -79,7 +79,7 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &Gather, target: &Path) -> Result<
     let parts: Vec<PathBuf> = spec
         .parts
         .iter()
-        .map(|p| ws.store.resolve(&p.path))
+        .map(|p| ws.store.open(&p.path))
         .collect::<Result<_>>()?;
     let rows: u64 = spec.parts.iter().map(|p| p.rows).sum();
     let output = TaskOutput {

@@ -11,7 +11,8 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`gather`]: putting the parts of a partitioned load in place.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
-- [`store`]: the artifact store's layout, markers and task-run locks.
+- [`store`]: the [`ArtifactStore`] trait (objects put if absent, commit
+  markers, task-run locks) and [`FsStore`], the store as a directory.
 - [`partition`], [`guard`]: byte-range partitions of text files, and the
   record-size guard under their parsers.
 - [`paths`]: confinement of hostile paths.
@@ -40,12 +41,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use conveyor_schemas::{SourceSpec, TaskOutput, TaskSpec};
 
 pub use error::{EtlError, Result};
-pub use store::ArtifactStore;
+pub use store::{ArtifactStore, FsStore};
 
 /// Where a worker reads and writes.
 #[derive(Clone, Debug)]
 pub struct Workspace {
-    pub store: ArtifactStore,
+    /// Where artifacts, parts and commit markers live.
+    pub store: std::sync::Arc<dyn ArtifactStore>,
     /// Loads write under this directory and nowhere else.
     pub output_root: PathBuf,
     /// Longest CSV record or JSON line a source may hold, in bytes.
@@ -109,7 +111,7 @@ pub fn run_task(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOut
     }
     let tag = at.tag();
     let cx = sources::ReadContext {
-        store: &ws.store,
+        store: ws.store.as_ref(),
         tag: &tag,
         max_record: ws.max_record_bytes,
     };
@@ -245,7 +247,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
         let ws = Workspace {
-            store: ArtifactStore::new(dir.join("artifacts")),
+            store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
         };
@@ -285,7 +287,7 @@ mod tests {
             std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
             "a,b\n1,x\n2,y\n"
         );
-        assert!(ws.store.committed("run-1", "l").unwrap().is_some());
+        assert!(ws.store.marker("run-1", "l").unwrap().is_some());
         assert!(
             !leftover.exists(),
             "the killed attempt's marker was not swept"
@@ -298,7 +300,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("out")).unwrap();
         let ws = Workspace {
-            store: ArtifactStore::new(dir.join("artifacts")),
+            store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
         };
@@ -410,9 +412,9 @@ mod tests {
         let before = std::fs::read(&out).unwrap();
         let rels: Vec<String> = ["l@0", "l@1"]
             .iter()
-            .map(|t| ArtifactStore::part_rel("lost", t, "csv"))
+            .map(|t| store::part_key("lost", t, "csv").unwrap())
             .collect();
-        let parts: Vec<_> = rels.iter().map(|r| ws.store.resolve(r).unwrap()).collect();
+        let parts: Vec<_> = rels.iter().map(|r| ws.store.open(r).unwrap()).collect();
         assert!(
             parts.iter().all(|p| !p.exists()),
             "the winner removes its parts"
@@ -485,7 +487,7 @@ mod tests {
             std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
             "before\n"
         );
-        assert!(ws.store.committed("g", "l").unwrap().is_none());
+        assert!(ws.store.marker("g", "l").unwrap().is_none());
         let names: Vec<_> = std::fs::read_dir(dir.join("out"))
             .unwrap()
             .flatten()

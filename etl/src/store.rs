@@ -1,9 +1,12 @@
 /*!
 The artifact store: where artifacts, parts and commit markers live, and the
-lock that serialises the commits of one task run. How outputs are committed
-is in [`crate::commit`].
+lock that serialises the commits of one task run, behind the
+[`ArtifactStore`] trait. The commit protocol ([`crate::commit`]), the sinks
+and the worker use only the trait, so an object store can take the place of
+the directory without changing them. How outputs are committed is in
+[`crate::commit`].
 
-Layout under the store root:
+[`FsStore`] is the directory (local, or shared between servers). Its layout:
 - `{flow_run}/{task}.arrow`: the committed Arrow IPC artifact of a task;
 - `{flow_run}/{task}.done.json`: the commit marker, holding the task's
   [`TaskOutput`]. Its presence fences every later attempt of the same task run:
@@ -21,16 +24,90 @@ use conveyor_schemas::TaskOutput;
 
 use crate::commit::{sweep_leftovers, Pending};
 use crate::error::{EtlError, Result};
-use crate::paths::{check_run_id, check_task_name};
+use crate::paths::{check_relative_path, check_run_id, check_task_name};
 
+/// Where artifacts, parts and commit markers live. Objects are named by
+/// keys, relative paths such as `{flow_run}/{task}.arrow` ([`artifact_key`],
+/// [`part_key`]); a key from a message is confined to the store.
+pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
+    /// Starts writing object `key` for one attempt (`tag`): nothing is
+    /// visible until [`PendingObject::put_if_absent`]. `sweep`: whether
+    /// putting it removes what killed attempts left (see [`Pending::sweeping`]).
+    fn create(&self, key: &str, tag: &str, sweep: bool) -> Result<Box<dyn PendingObject>>;
+
+    /// A local file holding the committed object `key`, to read (or, on a
+    /// directory store, to link).
+    fn open(&self, key: &str) -> Result<PathBuf>;
+
+    /// Removes object `key`; one already gone is no error.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// The commit marker of a task run: the output it recorded, if any.
+    fn marker(&self, flow_run: &str, task: &str) -> Result<Option<TaskOutput>>;
+
+    /// Records `output` in the task run's commit marker unless one is there
+    /// already: the first marker wins.
+    fn put_marker_if_absent(
+        &self,
+        flow_run: &str,
+        task: &str,
+        tag: &str,
+        output: &TaskOutput,
+        sweep: bool,
+    ) -> Result<()>;
+
+    /// Removes what killed attempts of a committed task run left in the
+    /// store: temporary artifacts and markers.
+    fn sweep_committed(&self, flow_run: &str, task: &str) -> Result<()>;
+
+    /// An exclusive lock on one task run (the fence of its commits), held
+    /// until the returned guard is dropped. A process killed while holding
+    /// it must release it.
+    fn lock_task(&self, flow_run: &str, task: &str) -> Result<TaskLock>;
+
+    /// Scratch directory for downloads.
+    fn scratch_dir(&self) -> Result<PathBuf>;
+}
+
+/// A task run's lock, held until dropped.
+pub type TaskLock = Box<dyn std::any::Any + Send>;
+
+/// An object being written for one attempt.
+pub trait PendingObject: Send {
+    /// A handle to write the object's bytes to.
+    fn writer(&mut self) -> Result<File>;
+    /// Where the bytes are being written, for errors.
+    fn tmp_path(&self) -> &Path;
+    /// Makes the written bytes durable.
+    fn sync(&mut self) -> Result<()>;
+    /// Puts the object in place unless one is there already. Returns false
+    /// when another attempt put it first.
+    fn put_if_absent(self: Box<Self>) -> Result<bool>;
+}
+
+/// The key of a task's Arrow IPC artifact.
+pub fn artifact_key(flow_run: &str, task: &str) -> Result<String> {
+    check_task_name("task name", task)?;
+    check_run_id("flow run id", flow_run)?;
+    Ok(format!("{flow_run}/{task}.arrow"))
+}
+
+/// The key of one part of a partitioned load, in its format.
+pub fn part_key(flow_run: &str, task: &str, ext: &str) -> Result<String> {
+    check_task_name("task name", task)?;
+    check_run_id("flow run id", flow_run)?;
+    Ok(format!("{flow_run}/{task}.{ext}"))
+}
+
+/// The artifact store as a directory.
 #[derive(Clone, Debug)]
-pub struct ArtifactStore {
+pub struct FsStore {
     root: PathBuf,
 }
 
-impl ArtifactStore {
-    pub fn new(root: impl Into<PathBuf>) -> ArtifactStore {
-        ArtifactStore { root: root.into() }
+impl FsStore {
+    pub fn new(root: impl Into<PathBuf>) -> FsStore {
+        FsStore { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -44,50 +121,82 @@ impl ArtifactStore {
         Ok(dir)
     }
 
-    /// Relative store path of a task's artifact.
-    pub fn artifact_rel(flow_run: &str, task: &str) -> String {
-        format!("{flow_run}/{task}.arrow")
-    }
-
-    /// Relative store path of one part of a partitioned load, in its format.
-    pub fn part_rel(flow_run: &str, task: &str, ext: &str) -> String {
-        format!("{flow_run}/{task}.{ext}")
-    }
-
-    /// Absolute path of one part of a partitioned load, creating the run directory.
-    pub fn part_path(&self, flow_run: &str, task: &str, ext: &str) -> Result<PathBuf> {
-        check_task_name("task name", task)?;
-        Ok(self.run_dir(flow_run)?.join(format!("{task}.{ext}")))
-    }
-
-    /// Absolute path of a task's artifact, creating the run directory.
-    pub fn artifact_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
-        check_task_name("task name", task)?;
-        Ok(self.run_dir(flow_run)?.join(format!("{task}.arrow")))
-    }
-
-    /// Resolves an artifact reference from a message, confined to the store.
-    pub fn resolve(&self, rel: &str) -> Result<PathBuf> {
-        let clean = crate::paths::check_relative_path("artifact path", rel)?;
+    /// Resolves a key, confined to the store.
+    fn resolve(&self, key: &str) -> Result<PathBuf> {
+        let clean = check_relative_path("artifact path", key)?;
         Ok(self.root.join(clean))
     }
 
-    /// Removes what killed attempts of a committed task run left in the
-    /// store: temporary artifacts and markers (an attempt killed after its
-    /// rename, before removing its temporary name, leaves one behind).
-    pub fn sweep_committed(&self, flow_run: &str, task: &str) -> Result<()> {
-        sweep_leftovers(&self.marker_path(flow_run, task)?);
-        sweep_leftovers(&self.artifact_path(flow_run, task)?);
-        Ok(())
+    fn artifact_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
+        check_task_name("task name", task)?;
+        Ok(self.run_dir(flow_run)?.join(format!("{task}.arrow")))
     }
 
     fn marker_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
         check_task_name("task name", task)?;
         Ok(self.run_dir(flow_run)?.join(format!("{task}.done.json")))
     }
+}
 
-    /// The recorded output of a task run that already committed, if any.
-    pub fn committed(&self, flow_run: &str, task: &str) -> Result<Option<TaskOutput>> {
+/// A file of a [`FsStore`] being written: a [`Pending`] file beside its
+/// final path, put in place with a hard link, which never replaces.
+struct FsPending {
+    pending: Pending,
+    final_path: PathBuf,
+}
+
+impl PendingObject for FsPending {
+    fn writer(&mut self) -> Result<File> {
+        self.pending.writer()
+    }
+
+    fn tmp_path(&self) -> &Path {
+        self.pending.tmp_path()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.pending.sync()
+    }
+
+    fn put_if_absent(self: Box<Self>) -> Result<bool> {
+        self.pending.commit_no_replace(&self.final_path)
+    }
+}
+
+impl ArtifactStore for FsStore {
+    fn create(&self, key: &str, tag: &str, sweep: bool) -> Result<Box<dyn PendingObject>> {
+        let final_path = self.resolve(key)?;
+        if let Some(dir) = final_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| EtlError::io(dir, e))?;
+        }
+        let pending = Pending::file(&final_path, tag)?.sweeping(sweep);
+        Ok(Box::new(FsPending {
+            pending,
+            final_path,
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<PathBuf> {
+        self.resolve(key)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.resolve(key)?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EtlError::io(&path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// An attempt killed after its rename, before removing its temporary
+    /// name, leaves one behind.
+    fn sweep_committed(&self, flow_run: &str, task: &str) -> Result<()> {
+        sweep_leftovers(&self.marker_path(flow_run, task)?);
+        sweep_leftovers(&self.artifact_path(flow_run, task)?);
+        Ok(())
+    }
+
+    fn marker(&self, flow_run: &str, task: &str) -> Result<Option<TaskOutput>> {
         let path = self.marker_path(flow_run, task)?;
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -98,10 +207,9 @@ impl ArtifactStore {
         }
     }
 
-    /// An exclusive lock on one task run, held until the file is dropped. It
-    /// is an OS file lock (`flock`): a process killed while holding it
-    /// releases it.
-    pub fn lock_task(&self, flow_run: &str, task: &str) -> Result<File> {
+    /// An OS file lock (`flock`) on `{flow_run}/{task}.lock`: a process
+    /// killed while holding it releases it.
+    fn lock_task(&self, flow_run: &str, task: &str) -> Result<TaskLock> {
         check_task_name("task name", task)?;
         let path = self.run_dir(flow_run)?.join(format!("{task}.lock"));
         let file = OpenOptions::new()
@@ -111,12 +219,10 @@ impl ArtifactStore {
             .open(&path)
             .map_err(|e| EtlError::io(&path, e))?;
         file.lock().map_err(|e| EtlError::io(&path, e))?;
-        Ok(file)
+        Ok(Box::new(file))
     }
 
-    /// Records the task run's output. The first marker wins. `sweep`: see
-    /// [`Pending::sweeping`].
-    pub fn mark_committed(
+    fn put_marker_if_absent(
         &self,
         flow_run: &str,
         task: &str,
@@ -138,8 +244,8 @@ impl ArtifactStore {
         Ok(())
     }
 
-    /// Scratch directory for downloads, inside the store so renames stay on one disk.
-    pub fn scratch_dir(&self) -> Result<PathBuf> {
+    /// Inside the store, so renames stay on one disk.
+    fn scratch_dir(&self) -> Result<PathBuf> {
         let dir = self.root.join(".scratch");
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io(&dir, e))?;
         Ok(dir)

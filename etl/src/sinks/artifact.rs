@@ -6,32 +6,28 @@ later one keeps the first (see [`crate::commit`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::datatypes::SchemaRef;
 use conveyor_schemas::{ArtifactRef, TaskOutput};
 
 use super::{write_err, BatchIter, PendingOutput, Sink};
-use crate::commit::{self, Pending};
+use crate::commit;
 use crate::error::{EtlError, Result};
-use crate::store::ArtifactStore;
+use crate::store::{artifact_key, PendingObject};
 use crate::{Attempt, Workspace};
 
 pub struct ArtifactSink<'a> {
     at: &'a Attempt<'a>,
-    final_path: PathBuf,
-    pending: Pending,
+    key: String,
+    pending: Box<dyn PendingObject>,
 }
 
 impl<'a> ArtifactSink<'a> {
     pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>) -> Result<Self> {
-        let final_path = ws.store.artifact_path(at.flow_run, at.task)?;
-        let pending = Pending::file(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
-        Ok(ArtifactSink {
-            at,
-            final_path,
-            pending,
-        })
+        let key = artifact_key(at.flow_run, at.task)?;
+        let pending = ws.store.create(&key, &at.tag(), at.may_have_leftovers())?;
+        Ok(ArtifactSink { at, key, pending })
     }
 }
 
@@ -59,27 +55,22 @@ struct PendingArtifact<'a> {
 
 impl PendingOutput for PendingArtifact<'_> {
     fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
-        let ArtifactSink {
-            at,
-            final_path,
-            pending,
-        } = self.sink;
-        if !commit::first_wins(pending, &final_path)? {
+        let ArtifactSink { at, key, pending } = self.sink;
+        if !commit::first_wins(pending)? {
             tracing::info!(
                 flow_run = at.flow_run,
                 task = at.task,
                 "Artifact already committed by another attempt; keeping the first"
             );
         }
-        let path = ArtifactStore::artifact_rel(at.flow_run, at.task);
         Ok(TaskOutput {
             rows_in,
             rows_out: self.rows,
             artifact: Some(ArtifactRef {
-                path: path.clone(),
+                path: key.clone(),
                 rows: self.rows,
             }),
-            location: path,
+            location: key,
         })
     }
 }

@@ -12,7 +12,7 @@ use conveyor_schemas::{ArtifactRef, FileTarget, TaskOutput};
 use super::{encode, BatchIter, PendingOutput, Sink};
 use crate::commit::{self, Pending};
 use crate::error::Result;
-use crate::store::ArtifactStore;
+use crate::store::{part_key, PendingObject};
 use crate::{paths, Attempt, Workspace};
 
 /// A file under the output root.
@@ -45,7 +45,16 @@ impl<'a> Sink<'a> for FileSink<'a> {
         schema: SchemaRef,
         batches: BatchIter,
     ) -> Result<Box<dyn PendingOutput + 'a>> {
-        let rows = write_pending(&mut self.pending, self.target, schema, batches)?;
+        let rows = encode_target(
+            self.target,
+            self.pending.writer()?,
+            self.pending.tmp_path(),
+            schema,
+            batches,
+        )?;
+        // Durable before the commit gate, so the fsync overlaps the worker's
+        // wait for its start to be routed.
+        self.pending.sync()?;
         Ok(Box::new(PendingLoad { sink: *self, rows }))
     }
 }
@@ -78,24 +87,20 @@ impl PendingOutput for PendingLoad<'_> {
 /// One partition of a partitioned load, in the load's format, into the
 /// artifact store for the gather.
 pub struct PartSink<'a> {
-    at: &'a Attempt<'a>,
     target: &'a FileTarget,
-    final_path: PathBuf,
-    pending: Pending,
+    key: String,
+    pending: Box<dyn PendingObject>,
 }
 
 impl<'a> PartSink<'a> {
     pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>, target: &'a FileTarget) -> Result<Self> {
         // The part checks the load's path too: fail before the gather would.
         paths::confine(&ws.output_root, "load path", &target.path)?;
-        let final_path = ws
-            .store
-            .part_path(at.flow_run, at.task, target.format.as_str())?;
-        let pending = Pending::file(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
+        let key = part_key(at.flow_run, at.task, target.format.as_str())?;
+        let pending = ws.store.create(&key, &at.tag(), at.may_have_leftovers())?;
         Ok(PartSink {
-            at,
             target,
-            final_path,
+            key,
             pending,
         })
     }
@@ -107,7 +112,14 @@ impl<'a> Sink<'a> for PartSink<'a> {
         schema: SchemaRef,
         batches: BatchIter,
     ) -> Result<Box<dyn PendingOutput + 'a>> {
-        let rows = write_pending(&mut self.pending, self.target, schema, batches)?;
+        let rows = encode_target(
+            self.target,
+            self.pending.writer()?,
+            self.pending.tmp_path(),
+            schema,
+            batches,
+        )?;
+        self.pending.sync()?;
         Ok(Box::new(PendingPart { sink: *self, rows }))
     }
 }
@@ -119,44 +131,28 @@ struct PendingPart<'a> {
 
 impl PendingOutput for PendingPart<'_> {
     fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
-        let PartSink {
-            at,
-            target,
-            final_path,
-            pending,
-        } = self.sink;
-        commit::first_wins(pending, &final_path)?;
-        let path = ArtifactStore::part_rel(at.flow_run, at.task, target.format.as_str());
+        let PartSink { key, pending, .. } = self.sink;
+        commit::first_wins(pending)?;
         Ok(TaskOutput {
             rows_in,
             rows_out: self.rows,
             artifact: Some(ArtifactRef {
-                path: path.clone(),
+                path: key.clone(),
                 rows: self.rows,
             }),
-            location: path,
+            location: key,
         })
     }
 }
 
-/// Streams `batches` in the target's format into `pending` and makes them
-/// durable.
-fn write_pending(
-    pending: &mut Pending,
+/// Streams `batches` in the target's format into `file`, a pending
+/// output's temporary file at `tmp`.
+fn encode_target(
     target: &FileTarget,
+    file: std::fs::File,
+    tmp: &std::path::Path,
     schema: SchemaRef,
     batches: BatchIter,
 ) -> Result<u64> {
-    let rows = encode(
-        target.format,
-        target.header,
-        pending.writer()?,
-        pending.tmp_path(),
-        schema,
-        batches,
-    )?;
-    // Durable before the commit gate, so the fsync overlaps the worker's
-    // wait for its start to be routed.
-    pending.sync()?;
-    Ok(rows)
+    encode(target.format, target.header, file, tmp, schema, batches)
 }

@@ -13,7 +13,7 @@ pub struct ArtifactSource(pub ArtifactRef);
 
 impl Source for ArtifactSource {
     fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
-        let path = cx.store.resolve(&self.0.path)?;
+        let path = cx.store.open(&self.0.path)?;
         let file = File::open(&path).map_err(|e| EtlError::io(&path, e))?;
         let reader = arrow::ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
             .map_err(error::data_err(&path))?;

@@ -25,7 +25,7 @@ impl Source for UrlSource {
 }
 
 /// Downloads `url` into a scratch file of the store.
-fn download(url: &str, store: &ArtifactStore, tag: &str) -> Result<SourceFile> {
+fn download(url: &str, store: &dyn ArtifactStore, tag: &str) -> Result<SourceFile> {
     let fetch_err = |message: String, retryable: bool| EtlError::Fetch {
         url: url.to_string(),
         message,

@@ -51,7 +51,7 @@ pub struct Batches {
 
 /// What a source may use while it opens.
 pub struct ReadContext<'a> {
-    pub store: &'a ArtifactStore,
+    pub store: &'a dyn ArtifactStore,
     /// The attempt's tag, for scratch file names.
     pub tag: &'a str,
     /// Longest CSV record or JSON line a source may hold, in bytes, so that a
