@@ -3,7 +3,7 @@ The commit protocol: how an attempt's output becomes the task run's output,
 once, whatever attempts race, die or come late.
 
 - Every output is first written under a temporary name unique to the writer
-  ([`tmp_name`]: `.{name}.{attempt}-{pid}{salt}-{n}.tmp`, a random salt per
+  (`tmp_name`: `.{name}.{attempt}-{pid}{salt}-{n}.tmp`, a random salt per
   process) beside its final name, as a [`Pending`] file or directory,
   fsynced, then moved to its final name, and the directory is fsynced. A
   pending output that is not committed is removed when dropped.
@@ -22,10 +22,10 @@ once, whatever attempts race, die or come late.
   with the recorded output and writes nothing ([`committed_output`]).
 - An attempt killed mid-write (SIGKILL, power loss) cannot remove its
   temporary file. The attempt that commits an output removes every leftover
-  temporary file of the same name ([`sweep_leftovers`]); a duplicate attempt
+  temporary file of the same name (`sweep_leftovers`); a duplicate attempt
   still writing one then finds it gone at commit time, sees the committed
   output, and steps aside. A gather whose parts are gone finds the winner's
-  marker the same way ([`gather_fenced`]).
+  marker the same way (`gather_fenced`).
 */
 
 use std::fs::{File, OpenOptions};
@@ -52,7 +52,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Creates a temporary file ([`tmp_name`]) beside `final_path`.
+    /// Creates a temporary file (`tmp_name`) beside `final_path`.
     pub fn file(final_path: &Path, tag: &str) -> Result<Pending> {
         let (dir, name) = parent_and_name(final_path)?;
         let tmp = dir.join(tmp_name(name, tag));
@@ -71,7 +71,7 @@ impl Pending {
         })
     }
 
-    /// Creates a temporary directory ([`tmp_name`]) beside `final_path`, and
+    /// Creates a temporary directory (`tmp_name`) beside `final_path`, and
     /// the directories above it.
     pub fn dir(final_path: &Path, tag: &str) -> Result<Pending> {
         let (dir, name) = parent_and_name(final_path)?;

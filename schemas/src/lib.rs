@@ -7,7 +7,8 @@ cluster by speaking these documents; the JSON Schema files in `schemas/json/`
 are generated from these types and a test fails when they drift.
 
 # Layout
-- [`TaskMessage`]: coordinator → worker, one attempt of one task.
+- [`TaskMessage`]: coordinator → worker, one attempt of one task: a
+  [`TaskSpec`], which is a [`SourceSpec`], [`Step`]s and a [`SinkSpec`].
 - [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).

@@ -11,7 +11,7 @@ that of all the attempts of one task run exactly one output wins.
   per [`SinkSpec`] variant), and [`encode`], the file formats by name;
 - [`csv`], [`jsonl`], [`parquet`]: the file formats' writers;
 - [`artifact`]: Arrow IPC artifacts in the store, for downstream tasks;
-- [`file`]: a file under the output root, and one part of a partitioned
+- [`file`](mod@file): a file under the output root, and one part of a partitioned
   load (into the store, for the gather).
 
 A new connector (a database, say) is one file here implementing [`Sink`]
