@@ -793,6 +793,53 @@ path = "b.parquet"
         assert_eq!(fr.state(), FlowState::Running);
     }
 
+    #[test]
+    fn messages_carry_the_upstream_artifact_and_a_gather_lists_its_parts() {
+        let text = "[flow]\nname = \"p\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\npartitions = 2\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.csv\"\n";
+        let flow = Arc::new(FlowSpec::parse("p.toml", text, Path::new("/")).unwrap());
+        let t0 = Instant::now();
+        let mut fr = FlowRun::new(
+            "fr1".into(),
+            flow,
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            for m in fr.poll(t0, &all_live, &mut one) {
+                fr.apply(&success(&m, 3), t0, &mut one);
+                seen.push(m);
+            }
+        }
+        let spec = |task: &str| &seen.iter().find(|m| m.task == task).unwrap().spec;
+        assert_eq!(spec("e@1").kind, TaskKind::Extract);
+        assert_eq!(spec("e@1").sink, conveyor_schemas::SinkSpec::Artifact);
+        // A part of the load reads its extract's artifact, filled in at dispatch.
+        assert_eq!(
+            spec("l@1").source,
+            SourceSpec::Artifact(ArtifactRef {
+                path: "fr1/e@1.arrow".into(),
+                rows: 3
+            })
+        );
+        assert!(matches!(
+            spec("l@1").sink,
+            conveyor_schemas::SinkSpec::Part { index: 1, .. }
+        ));
+        // The gather lists the parts' outputs in partition order.
+        let gather = spec("l");
+        assert_eq!(gather.kind, TaskKind::Load);
+        match &gather.source {
+            SourceSpec::Parts { parts, .. } => assert_eq!(
+                parts.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+                ["fr1/l@0.arrow", "fr1/l@1.arrow"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fr.state(), FlowState::Succeeded);
+    }
+
     fn drive_to_success(fr: &mut FlowRun, now: Instant) {
         for _ in 0..10 {
             for m in fr.poll(now, &all_live, &mut one) {
