@@ -102,7 +102,7 @@ def submission(i):
     text = (f'[flow]\nname = "tiny{i}"\n{fuse}[tasks.e]\nkind = "extract"\npath = "{csv}"\n'
             f'[tasks.t]\nkind = "transform"\ninput = "e"\nsteps = [{{ drop = ["b"] }}]\n'
             f'[tasks.l]\nkind = "load"\ninput = "t"\npath = "tiny/{i}.csv"\n')
-    return json.dumps({"schema_version": 1, "request_id": f"{mode}-{i}-{uuid.uuid4()}",
+    return json.dumps({"schema_version": 2, "request_id": f"{mode}-{i}-{uuid.uuid4()}",
                        "flow_file": f"tiny{i}.toml", "flow_text": text, "flow_base": base,
                        "reply_to": queue, "client": "bench"}).encode()
 props = pika.BasicProperties(delivery_mode=2)

@@ -297,9 +297,11 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     );
     let w = NodeProcess::start(&w, &dir.join("w.log"), &[]);
     let valid: serde_json::Value = serde_json::json!({
-        "schema_version": 1, "flow": "f", "flow_run": "fr", "task": "e", "task_run": "fr.e",
+        "schema_version": 2, "flow": "f", "flow_run": "fr", "task": "e", "task_run": "fr.e",
         "attempt": 1, "reply_to": names_of(&ns).reply_queue("nobody"),
-        "spec": {"kind": "extract", "source": {"path": "/nonexistent.csv"}, "format": "csv"}
+        "spec": {"kind": "extract",
+                 "source": {"type": "file", "path": "/nonexistent.csv", "format": "csv"},
+                 "sink": {"type": "artifact"}}
     });
     let mut missing_field = valid.clone();
     missing_field.as_object_mut().unwrap().remove("task_run");
@@ -307,6 +309,8 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
     bad_version["schema_version"] = 99.into();
     let mut unknown_kind = valid.clone();
     unknown_kind["spec"]["kind"] = "teleport".into();
+    let mut unknown_source = valid.clone();
+    unknown_source["spec"]["source"]["type"] = "teleport".into();
     let mut hostile_name = valid.clone();
     hostile_name["flow_run"] = "../../etc".into();
     let bodies: Vec<Vec<u8>> = vec![
@@ -314,6 +318,7 @@ fn hostile_task_messages_are_dead_lettered_and_the_worker_keeps_going() {
         serde_json::to_vec(&missing_field).unwrap(),
         serde_json::to_vec(&bad_version).unwrap(),
         serde_json::to_vec(&unknown_kind).unwrap(),
+        serde_json::to_vec(&unknown_source).unwrap(),
         serde_json::to_vec(&hostile_name).unwrap(),
         vec![b' '; 2 << 20],
     ];
@@ -363,12 +368,13 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
     std::fs::write(&kept, "written by a later run\n").unwrap();
     let csv = repo_root().join("examples/data/colors.csv");
     let task = serde_json::json!({
-        "schema_version": 1, "flow": "f", "flow_run": "gone-1", "task": "load",
+        "schema_version": 2, "flow": "f", "flow_run": "gone-1", "task": "load",
         "task_run": "gone-1.load", "attempt": 1,
         "reply_to": names_of(&ns).reply_queue("nobody"),
-        "spec": {"kind": "extract", "source": {"path": csv.display().to_string()},
-                 "format": "csv", "steps": [{"drop": ["HEX"]}],
-                 "load": {"format": "csv", "path": "kept.csv"}}
+        "spec": {"kind": "extract",
+                 "source": {"type": "file", "path": csv.display().to_string(), "format": "csv"},
+                 "steps": [{"drop": ["HEX"]}],
+                 "sink": {"type": "file", "format": "csv", "path": "kept.csv"}}
     });
     publish_raw(
         &names_of(&ns).tasks_exchange(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use conveyor_etl::{ArtifactStore, Workspace};
+use conveyor_etl::{FsStore, Workspace};
 use conveyor_schemas::{
     FlowEvent, FlowEventKind, FlowSubmission, TaskKind, TaskMessage, TaskUpdate, SCHEMA_VERSION,
 };
@@ -170,7 +170,7 @@ impl Node {
                 transport: transport.clone(),
                 io: io.clone(),
                 workspace: Workspace {
-                    store: ArtifactStore::new(&cfg.artifacts),
+                    store: Arc::new(FsStore::new(&cfg.artifacts)),
                     output_root: cfg.output_root.clone(),
                     max_record_bytes: cfg.max_record_bytes,
                 },

@@ -31,12 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
-    ErrorKind, FlowState, GatherSpec, LoadSpec, RunReport, TaskError, TaskKind, TaskMessage,
-    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, TransformSpec, UpdateStatus,
-    SCHEMA_VERSION,
+    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TaskError, TaskKind, TaskMessage,
+    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
 };
 
-use conveyor_flow::{FlowSpec, RetryPolicy, TaskBody};
+use conveyor_flow::{FlowSpec, RetryPolicy, TaskInput};
 
 /// What became of one update.
 #[derive(Debug, PartialEq, Eq)]
@@ -410,61 +409,42 @@ impl FlowRun {
         self.message(i)
     }
 
-    /// The message of task `i`'s current attempt.
+    /// The artifact a succeeded task left for its readers.
+    fn artifact_of(&self, name: &str) -> Option<ArtifactRef> {
+        self.index_of(name)
+            .and_then(|j| self.tasks[j].output.as_ref())
+            .and_then(|o| o.artifact.clone())
+    }
+
+    /// The message of task `i`'s current attempt: the task's body, with the
+    /// outputs of the tasks it reads filled in.
     fn message(&self, i: usize) -> TaskMessage {
         let def = &self.flow.tasks[i];
-        let input = def
-            .input
-            .as_deref()
-            .and_then(|name| self.index_of(name))
-            .and_then(|j| self.tasks[j].output.as_ref())
-            .and_then(|o| o.artifact.clone());
-        let spec = match (&def.body, input) {
-            (TaskBody::Extract(e), _) => TaskSpec::Extract(e.clone()),
-            (TaskBody::Transform { steps }, Some(input)) => TaskSpec::Transform(TransformSpec {
-                input,
-                steps: steps.clone(),
-            }),
-            (
-                TaskBody::Load {
-                    format,
-                    path,
-                    header,
-                    part,
-                    ..
-                },
-                Some(input),
-            ) => TaskSpec::Load(LoadSpec {
-                input,
+        // Readiness guarantees the inputs succeeded with an artifact.
+        let source = match &def.body.input {
+            TaskInput::Source(source) => source.clone(),
+            TaskInput::Upstream => SourceSpec::Artifact(
+                def.input
+                    .as_deref()
+                    .and_then(|name| self.artifact_of(name))
+                    .expect("a task is dispatched after its input succeeded"),
+            ),
+            TaskInput::Parts { format, tasks } => SourceSpec::Parts {
                 format: *format,
-                path: path.clone(),
-                header: *header,
-                part: *part,
-            }),
-            (
-                TaskBody::Gather {
-                    format,
-                    path,
-                    parts,
-                    inputs,
-                },
-                _,
-            ) => TaskSpec::Gather(GatherSpec {
-                inputs: inputs
+                parts: tasks
                     .iter()
                     .map(|name| {
-                        self.index_of(name)
-                            .and_then(|j| self.tasks[j].output.as_ref())
-                            .and_then(|o| o.artifact.clone())
+                        self.artifact_of(name)
                             .expect("a gather is dispatched after all its parts succeeded")
                     })
                     .collect(),
-                format: *format,
-                path: path.clone(),
-                parts: *parts,
-            }),
-            // Readiness guarantees the input succeeded with an artifact.
-            (_, None) => unreachable!("task dispatched before its input succeeded"),
+            },
+        };
+        let spec = TaskSpec {
+            kind: def.kind,
+            source,
+            steps: def.body.steps.clone(),
+            sink: def.body.sink.clone(),
         };
         TaskMessage {
             schema_version: SCHEMA_VERSION,
@@ -1015,6 +995,53 @@ path = "b.parquet"
             Some(10)
         );
         assert_eq!(fr.state(), FlowState::Running);
+    }
+
+    #[test]
+    fn messages_carry_the_upstream_artifact_and_a_gather_lists_its_parts() {
+        let text = "[flow]\nname = \"p\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\npartitions = 2\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.csv\"\n";
+        let flow = Arc::new(FlowSpec::parse("p.toml", text, Path::new("/")).unwrap());
+        let t0 = Instant::now();
+        let mut fr = FlowRun::new(
+            "fr1".into(),
+            flow,
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            for m in fr.poll(t0, &all_live, &mut one) {
+                fr.apply(&success(&m, 3), t0, &mut one);
+                seen.push(m);
+            }
+        }
+        let spec = |task: &str| &seen.iter().find(|m| m.task == task).unwrap().spec;
+        assert_eq!(spec("e@1").kind, TaskKind::Extract);
+        assert_eq!(spec("e@1").sink, conveyor_schemas::SinkSpec::Artifact);
+        // A part of the load reads its extract's artifact, filled in at dispatch.
+        assert_eq!(
+            spec("l@1").source,
+            SourceSpec::Artifact(ArtifactRef {
+                path: "fr1/e@1.arrow".into(),
+                rows: 3
+            })
+        );
+        assert!(matches!(
+            spec("l@1").sink,
+            conveyor_schemas::SinkSpec::Part { index: 1, .. }
+        ));
+        // The gather lists the parts' outputs in partition order.
+        let gather = spec("l");
+        assert_eq!(gather.kind, TaskKind::Load);
+        match &gather.source {
+            SourceSpec::Parts { parts, .. } => assert_eq!(
+                parts.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+                ["fr1/l@0.arrow", "fr1/l@1.arrow"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fr.state(), FlowState::Succeeded);
     }
 
     fn drive_to_success(fr: &mut FlowRun, now: Instant) {

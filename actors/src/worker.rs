@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use conveyor_etl::{Attempt, Workspace};
-use conveyor_schemas::{TaskKind, TaskMessage, TaskSpec, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
+use conveyor_etl::{commit, Attempt, Workspace};
+use conveyor_schemas::{TaskKind, TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
 use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
 
@@ -483,16 +483,12 @@ fn execute(
     progress: &AtomicU64,
     routed: std::sync::mpsc::Receiver<bool>,
 ) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
-    let store = &env.workspace.store;
-    if let Some(output) = store.committed(&msg.flow_run, &msg.task)? {
+    let ws = &env.workspace;
+    if let Some(output) = commit::committed_output(ws, &msg.flow_run, &msg.task, &msg.spec)? {
         info!(
             delivery,
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
-        store.sweep_committed(&msg.flow_run, &msg.task)?;
-        if let TaskSpec::Gather(spec) = &msg.spec {
-            conveyor_etl::remove_parts(&env.workspace, spec);
-        }
         return Ok(output);
     }
     // Whether the task's start reached its coordinator; asked once, by the
@@ -522,19 +518,8 @@ fn execute(
         before_commit: Some(&coordinator_listens),
     };
     env.failpoints.before_task(&msg.task);
-    let output = match &msg.spec {
-        TaskSpec::Extract(spec) => conveyor_etl::run_extract(&env.workspace, &at, spec),
-        TaskSpec::Transform(spec) => conveyor_etl::run_transform(&env.workspace, &at, spec),
-        TaskSpec::Load(spec) => conveyor_etl::run_load(&env.workspace, &at, spec),
-        TaskSpec::Gather(spec) => conveyor_etl::run_gather(&env.workspace, &at, spec),
-    }?;
+    let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;
     env.failpoints.after_commit(&msg.task);
-    store.mark_committed(
-        &msg.flow_run,
-        &msg.task,
-        &format!("a{}", msg.attempt),
-        &output,
-        at.may_have_leftovers(),
-    )?;
+    commit::record(ws, &at, &output)?;
     Ok(output)
 }

@@ -2,44 +2,52 @@
 The Conveyor data plane: pure Arrow, no actors, no broker.
 
 # Layout
-- [`source`]: CSV, Parquet and JSON-lines sources, read batch by batch.
-- [`typing`]: lossless inference and conversion of text columns.
-- [`transform`]: the transform steps.
-- [`sink`]: writers for the load formats and for Arrow IPC artifacts.
-- [`store`]: the artifact store and the atomic commit of outputs.
+- [`sources`]: the [`sources::Source`] trait and one file per source
+  (CSV, JSON lines, Parquet, a glob, a URL, an artifact), read batch by batch.
+- [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
+  lines, Parquet, Arrow IPC artifacts, files under the output root and parts).
+- [`transform`]: the transform steps; [`typing`]: lossless inference and
+  conversion of text columns.
+- [`gather`]: putting the parts of a partitioned load in place.
+- [`commit`]: the commit protocol: pending outputs, put-if-absent and
+  fenced commits, commit markers, sweeps of killed attempts' leftovers.
+- [`store`]: the [`ArtifactStore`] trait (objects put if absent, commit
+  markers, task-run locks) and [`FsStore`], the store as a directory.
+- [`partition`], [`guard`]: byte-range partitions of text files, and the
+  record-size guard under their parsers.
 - [`paths`]: confinement of hostile paths.
 - [`error`]: [`EtlError`], with its retry hint.
 
-The three entry points [`run_extract`], [`run_transform`] and [`run_load`] each
-run one attempt of one task to a committed output. They are blocking: callers
-run them off their event loop.
+[`run_task`] runs one attempt of any task (a source, steps and a sink; or
+a gather) to a committed output. It is blocking: callers run it off their
+event loop.
 */
 
+pub mod commit;
 pub mod error;
 pub mod gather;
 pub mod guard;
 pub mod partition;
 pub mod paths;
-pub mod sink;
-pub mod source;
+pub mod sinks;
+pub mod sources;
 pub mod store;
 pub mod transform;
 pub mod typing;
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conveyor_schemas::{ArtifactRef, ExtractSpec, LoadSpec, TaskOutput, TransformSpec};
+use conveyor_schemas::{SourceSpec, TaskOutput, TaskSpec};
 
 pub use error::{EtlError, Result};
-pub use gather::{remove_parts, run_gather};
-pub use store::ArtifactStore;
+pub use store::{ArtifactStore, FsStore};
 
 /// Where a worker reads and writes.
 #[derive(Clone, Debug)]
 pub struct Workspace {
-    pub store: ArtifactStore,
+    /// Where artifacts, parts and commit markers live.
+    pub store: std::sync::Arc<dyn ArtifactStore>,
     /// Loads write under this directory and nowhere else.
     pub output_root: PathBuf,
     /// Longest CSV record or JSON line a source may hold, in bytes.
@@ -89,43 +97,35 @@ impl Attempt<'_> {
     }
 }
 
-/// Reads a source into a committed Arrow IPC artifact; or, fused, through
-/// its transform steps straight into its load's output.
-pub fn run_extract(ws: &Workspace, at: &Attempt, spec: &ExtractSpec) -> Result<TaskOutput> {
-    let batches = source::open_source(spec, &ws.store, &at.tag(), ws.max_record_bytes)?;
+/// Runs one attempt of a task: opens the source, applies the steps to each
+/// batch as it is read, writes the sink, and commits it fenced. A gather
+/// (a [`SourceSpec::Parts`] source) copies its parts instead.
+pub fn run_task(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOutput> {
+    if let SourceSpec::Parts { format, parts } = &spec.source {
+        if !spec.steps.is_empty() {
+            return Err(EtlError::Spec(
+                "a gather copies its parts as they are: it takes no steps".into(),
+            ));
+        }
+        return gather::run_gather(ws, at, *format, parts, &spec.sink);
+    }
+    let tag = at.tag();
+    let cx = sources::ReadContext {
+        store: ws.store.as_ref(),
+        tag: &tag,
+        max_record: ws.max_record_bytes,
+    };
+    let batches = sources::open(&spec.source, &cx)?;
     let rows_in = std::cell::Cell::new(0u64);
-    let (schema, iter) = with_steps(
+    let (schema, mut iter) = with_steps(
         batches.schema,
         at.counted(batches.iter),
         &spec.steps,
         &rows_in,
     )?;
-    let mut output = match &spec.load {
-        None => {
-            let rows_out = commit_artifact(ws, at, schema, iter)?;
-            artifact_output(at, 0, rows_out)
-        }
-        Some(load) => {
-            let target = LoadTarget {
-                format: load.format,
-                path: &load.path,
-                header: load.header,
-                part: load.part,
-            };
-            write_load(ws, at, &target, schema, iter)?
-        }
-    };
-    output.rows_in = rows_in.get();
-    Ok(output)
-}
-
-/// Applies the steps to an artifact, into a new committed artifact.
-pub fn run_transform(ws: &Workspace, at: &Attempt, spec: &TransformSpec) -> Result<TaskOutput> {
-    let (schema, input) = read_artifact(ws, &spec.input)?;
-    let rows_in = std::cell::Cell::new(0u64);
-    let (schema, iter) = with_steps(schema, at.counted(input), &spec.steps, &rows_in)?;
-    let rows_out = commit_artifact(ws, at, schema, iter)?;
-    Ok(artifact_output(at, rows_in.get(), rows_out))
+    let pending = sinks::open(&spec.sink, ws, at)?.write(schema, &mut iter)?;
+    drop(iter);
+    pending.commit(rows_in.get())
 }
 
 type Batch = Result<arrow::array::RecordBatch>;
@@ -160,188 +160,85 @@ fn with_steps<'a>(
     Ok((out_schema, iter))
 }
 
-/// Writes an artifact to its final format under the output root.
-pub fn run_load(ws: &Workspace, at: &Attempt, spec: &LoadSpec) -> Result<TaskOutput> {
-    let (schema, input) = read_artifact(ws, &spec.input)?;
-    let target = LoadTarget {
-        format: spec.format,
-        path: &spec.path,
-        header: spec.header,
-        part: spec.part,
-    };
-    write_load(ws, at, &target, schema, at.counted(input))
-}
-
-/// Where a load writes: its format, path and header, and for one partition
-/// of a partitioned load, the part number.
-pub struct LoadTarget<'a> {
-    pub format: conveyor_schemas::DataFormat,
-    pub path: &'a str,
-    pub header: bool,
-    pub part: Option<u32>,
-}
-
-fn write_load(
-    ws: &Workspace,
-    at: &Attempt,
-    target: &LoadTarget,
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Iterator<Item = Batch>,
-) -> Result<TaskOutput> {
-    // A part checks the path too: fail before the gather would.
-    let final_target = paths::confine(&ws.output_root, "load path", target.path)?;
-    if target.part.is_some() {
-        return write_load_part(ws, at, target, schema, batches);
-    }
-    paths::check_not_a_directory(&final_target, target.path)?;
-    let (pending, rows) = write_pending(at, target, &final_target, schema, batches)?;
-    let output = TaskOutput {
-        rows_in: rows,
-        rows_out: rows,
-        artifact: None,
-        location: final_target.display().to_string(),
-    };
-    commit_fenced(ws, at, &output, || pending.commit_replace(&final_target))?;
-    Ok(output)
-}
-
-/// Streams `batches` in the target's format into a temporary file beside `path`.
-fn write_pending(
-    at: &Attempt,
-    target: &LoadTarget,
-    path: &std::path::Path,
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Iterator<Item = Batch>,
-) -> Result<(store::PendingFile, u64)> {
-    let mut pending =
-        store::PendingFile::create(path, &at.tag())?.sweeping(at.may_have_leftovers());
-    let rows = sink::write(
-        target.format,
-        target.header,
-        pending.file()?,
-        pending.tmp_path(),
-        schema,
-        batches,
-    )?;
-    // Durable before the commit gate, so the fsync overlaps the worker's
-    // wait for its start to be routed.
-    pending.sync()?;
-    Ok((pending, rows))
-}
-
-/// Puts a final output in place with `commit` and records `output` in the
-/// task run's marker, unless another attempt already did. The marker is the
-/// fence: checking it, committing and writing it happen under the task run's
-/// lock, so two attempts racing to commit cannot both replace the output.
-/// Returns whether this attempt committed.
-pub(crate) fn commit_fenced(
-    ws: &Workspace,
-    at: &Attempt,
-    output: &TaskOutput,
-    commit: impl FnOnce() -> Result<()>,
-) -> Result<bool> {
-    if let Some(gate) = at.before_commit {
-        gate()?;
-    }
-    let _lock = ws.store.lock_task(at.flow_run, at.task)?;
-    if ws.store.committed(at.flow_run, at.task)?.is_some() {
-        tracing::info!(
-            flow_run = at.flow_run,
-            task = at.task,
-            "Output already committed by another attempt; dropping this one"
-        );
-        ws.store.sweep_committed(at.flow_run, at.task)?;
-        return Ok(false);
-    }
-    commit()?;
-    ws.store.mark_committed(
-        at.flow_run,
-        at.task,
-        &at.tag(),
-        output,
-        at.may_have_leftovers(),
-    )?;
-    Ok(true)
-}
-
-/// Writes one partition of a partitioned load, in the load's format, into
-/// the artifact store, for the gather. The first attempt to commit wins.
-fn write_load_part(
-    ws: &Workspace,
-    at: &Attempt,
-    target: &LoadTarget,
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Iterator<Item = Batch>,
-) -> Result<TaskOutput> {
-    let ext = target.format.as_str();
-    let final_path = ws.store.part_path(at.flow_run, at.task, ext)?;
-    let (pending, rows) = write_pending(at, target, &final_path, schema, batches)?;
-    pending.commit_no_replace(&final_path)?;
-    let path = ArtifactStore::part_rel(at.flow_run, at.task, ext);
-    Ok(TaskOutput {
-        rows_in: rows,
-        rows_out: rows,
-        artifact: Some(ArtifactRef {
-            path: path.clone(),
-            rows,
-        }),
-        location: path,
-    })
-}
-
-fn artifact_output(at: &Attempt, rows_in: u64, rows_out: u64) -> TaskOutput {
-    let path = ArtifactStore::artifact_rel(at.flow_run, at.task);
-    TaskOutput {
-        rows_in,
-        rows_out,
-        artifact: Some(ArtifactRef {
-            path: path.clone(),
-            rows: rows_out,
-        }),
-        location: path,
-    }
-}
-
-fn commit_artifact(
-    ws: &Workspace,
-    at: &Attempt,
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Iterator<Item = Result<arrow::array::RecordBatch>>,
-) -> Result<u64> {
-    let final_path = ws.store.artifact_path(at.flow_run, at.task)?;
-    let mut pending =
-        store::PendingFile::create(&final_path, &at.tag())?.sweeping(at.may_have_leftovers());
-    let rows = sink::write_ipc(pending.file()?, pending.tmp_path(), schema, batches)?;
-    if !pending.commit_no_replace(&final_path)? {
-        tracing::info!(
-            flow_run = at.flow_run,
-            task = at.task,
-            "Artifact already committed by another attempt; keeping the first"
-        );
-    }
-    Ok(rows)
-}
-
-type BatchIter = Box<dyn Iterator<Item = Result<arrow::array::RecordBatch>> + Send>;
-
-fn read_artifact(
-    ws: &Workspace,
-    input: &ArtifactRef,
-) -> Result<(arrow::datatypes::SchemaRef, BatchIter)> {
-    let path = ws.store.resolve(&input.path)?;
-    let file = File::open(&path).map_err(|e| EtlError::io(&path, e))?;
-    let reader = arrow::ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
-        .map_err(error::data_err(&path))?;
-    let schema = reader.schema();
-    let iter = reader.map(move |b| b.map_err(error::data_err(&path)));
-    Ok((schema, Box::new(iter)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_schemas::{DataFormat, ExtractSpec, SourceLocation};
+    use conveyor_schemas::{
+        ArtifactRef, DataFormat, FileTarget, Partition, ReadOptions, SinkSpec, TaskKind,
+    };
     use std::os::unix::fs::MetadataExt;
+
+    fn read_options(part: Option<(u32, u32)>) -> ReadOptions {
+        ReadOptions {
+            format: DataFormat::Csv,
+            schema: None,
+            header: true,
+            delimiter: ",".into(),
+            partition: part.map(|(index, count)| Partition { index, count }),
+        }
+    }
+
+    /// An extract of a CSV file or glob into an artifact.
+    fn extract_spec(path: &std::path::Path, part: Option<(u32, u32)>) -> TaskSpec {
+        let path = path.display().to_string();
+        let read = read_options(part);
+        TaskSpec {
+            kind: TaskKind::Extract,
+            source: if conveyor_schemas::names::is_glob(&path) {
+                SourceSpec::Glob {
+                    pattern: path,
+                    read,
+                }
+            } else {
+                SourceSpec::File { path, read }
+            },
+            steps: Vec::new(),
+            sink: SinkSpec::Artifact,
+        }
+    }
+
+    /// A load of an artifact into a file, or (with `part`) into a part.
+    fn load_spec(
+        input: ArtifactRef,
+        format: DataFormat,
+        path: &str,
+        header: bool,
+        part: Option<u32>,
+    ) -> TaskSpec {
+        let target = FileTarget {
+            format,
+            path: path.into(),
+            header,
+        };
+        TaskSpec {
+            kind: TaskKind::Load,
+            source: SourceSpec::Artifact(input),
+            steps: Vec::new(),
+            sink: match part {
+                Some(index) => SinkSpec::Part { index, target },
+                None => SinkSpec::File(target),
+            },
+        }
+    }
+
+    /// A gather of parts into a file, or (with `dir`) a directory of parts.
+    fn gather_spec(parts: Vec<ArtifactRef>, format: DataFormat, path: &str, dir: bool) -> TaskSpec {
+        let target = FileTarget {
+            format,
+            path: path.into(),
+            header: true,
+        };
+        TaskSpec {
+            kind: TaskKind::Load,
+            source: SourceSpec::Parts { format, parts },
+            steps: Vec::new(),
+            sink: if dir {
+                SinkSpec::Dir(target)
+            } else {
+                SinkSpec::File(target)
+            },
+        }
+    }
 
     #[test]
     fn a_second_load_attempt_of_a_committed_task_run_does_not_replace_the_file() {
@@ -350,7 +247,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
         let ws = Workspace {
-            store: ArtifactStore::new(dir.join("artifacts")),
+            store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
         };
@@ -364,36 +261,23 @@ mod tests {
             progress: &progress,
             before_commit: None,
         };
-        let extracted = run_extract(
-            &ws,
-            &at("e", 1),
-            &ExtractSpec {
-                source: SourceLocation::Path(dir.join("in.csv").display().to_string()),
-                format: DataFormat::Csv,
-                schema: None,
-                header: true,
-                delimiter: ",".into(),
-                partition: None,
-                steps: Vec::new(),
-                load: None,
-            },
-        )
-        .unwrap();
-        let load = LoadSpec {
-            input: extracted.artifact.unwrap(),
-            format: DataFormat::Csv,
-            path: "o.csv".into(),
-            header: true,
-            part: None,
-        };
-        run_load(&ws, &at("l", 1), &load).unwrap();
+        let extracted =
+            run_task(&ws, &at("e", 1), &extract_spec(&dir.join("in.csv"), None)).unwrap();
+        let load = load_spec(
+            extracted.artifact.unwrap(),
+            DataFormat::Csv,
+            "o.csv",
+            true,
+            None,
+        );
+        run_task(&ws, &at("l", 1), &load).unwrap();
         let first = std::fs::metadata(dir.join("out/o.csv")).unwrap().ino();
         // Left by an attempt killed after linking its marker, before removing
         // the temporary name.
         let leftover = dir.join("artifacts/run-1/.l.done.json.a1-99999.tmp");
         std::fs::write(&leftover, b"{}").unwrap();
         // A late attempt of the same task run: fenced, the file is not replaced.
-        let late = run_load(&ws, &at("l", 2), &load).unwrap();
+        let late = run_task(&ws, &at("l", 2), &load).unwrap();
         assert_eq!(late.rows_out, 2);
         assert_eq!(
             std::fs::metadata(dir.join("out/o.csv")).unwrap().ino(),
@@ -403,7 +287,7 @@ mod tests {
             std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
             "a,b\n1,x\n2,y\n"
         );
-        assert!(ws.store.committed("run-1", "l").unwrap().is_some());
+        assert!(ws.store.marker("run-1", "l").unwrap().is_some());
         assert!(
             !leftover.exists(),
             "the killed attempt's marker was not swept"
@@ -416,28 +300,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("out")).unwrap();
         let ws = Workspace {
-            store: ArtifactStore::new(dir.join("artifacts")),
+            store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
         };
         (dir, ws)
-    }
-
-    fn extract_spec(
-        path: &std::path::Path,
-        format: DataFormat,
-        part: Option<(u32, u32)>,
-    ) -> ExtractSpec {
-        ExtractSpec {
-            source: SourceLocation::Path(path.display().to_string()),
-            format,
-            schema: None,
-            header: true,
-            delimiter: ",".into(),
-            partition: part.map(|(index, count)| conveyor_schemas::Partition { index, count }),
-            steps: Vec::new(),
-            load: None,
-        }
     }
 
     /// Runs extract → load over `count` partitions and gathers them, the
@@ -464,33 +331,28 @@ mod tests {
         let names_l = ["l@0", "l@1", "l@2", "l@3", "l@4", "l@5", "l@6"];
         let mut inputs = Vec::new();
         for i in 0..count {
-            let e = run_extract(
+            let e = run_task(
                 ws,
                 &at(names_e[i as usize], i),
-                &extract_spec(source, DataFormat::Csv, Some((i, count))),
+                &extract_spec(source, Some((i, count))),
             )?;
-            let l = run_load(
+            let l = run_task(
                 ws,
                 &at(names_l[i as usize], i),
-                &LoadSpec {
-                    input: e.artifact.unwrap(),
-                    format: out_format,
-                    path: path.into(),
-                    header: parts || i == 0,
-                    part: Some(i),
-                },
+                &load_spec(
+                    e.artifact.unwrap(),
+                    out_format,
+                    path,
+                    parts || i == 0,
+                    Some(i),
+                ),
             )?;
             inputs.push(l.artifact.unwrap());
         }
-        let out = run_gather(
+        let out = run_task(
             ws,
             &at("l", 0),
-            &conveyor_schemas::GatherSpec {
-                inputs,
-                format: out_format,
-                path: path.into(),
-                parts,
-            },
+            &gather_spec(inputs, out_format, path, parts),
         )?;
         Ok(std::path::PathBuf::from(out.location))
     }
@@ -519,27 +381,21 @@ mod tests {
             progress: &progress,
             before_commit: None,
         };
-        let e = run_extract(
+        let e = run_task(
             &ws,
             &Attempt {
                 task: "e",
                 ..at.clone()
             },
-            &extract_spec(&src, DataFormat::Csv, None),
+            &extract_spec(&src, None),
         )
         .unwrap();
-        let load = LoadSpec {
-            input: e.artifact.unwrap(),
-            format: DataFormat::Csv,
-            path: "o.csv".into(),
-            header: true,
-            part: None,
-        };
-        let err = run_load(&ws, &at, &load).unwrap_err();
+        let load = load_spec(e.artifact.unwrap(), DataFormat::Csv, "o.csv", true, None);
+        let err = run_task(&ws, &at, &load).unwrap_err();
         assert!(err.to_string().contains("`o.csv` is a directory"), "{err}");
         // A directory of parts may replace a file, though.
         std::fs::remove_dir_all(&parts).unwrap();
-        run_load(&ws, &at, &load).unwrap();
+        run_task(&ws, &at, &load).unwrap();
         assert!(parts.is_file());
         let again = partitioned_run(&ws, "p2", &src, 2, DataFormat::Csv, "o.csv", true).unwrap();
         assert!(again.join("part-00000.csv").exists());
@@ -556,9 +412,9 @@ mod tests {
         let before = std::fs::read(&out).unwrap();
         let rels: Vec<String> = ["l@0", "l@1"]
             .iter()
-            .map(|t| ArtifactStore::part_rel("lost", t, "csv"))
+            .map(|t| store::part_key("lost", t, "csv").unwrap())
             .collect();
-        let parts: Vec<_> = rels.iter().map(|r| ws.store.resolve(r).unwrap()).collect();
+        let parts: Vec<_> = rels.iter().map(|r| ws.store.open(r).unwrap()).collect();
         assert!(
             parts.iter().all(|p| !p.exists()),
             "the winner removes its parts"
@@ -576,19 +432,18 @@ mod tests {
             progress: &progress,
             before_commit: None,
         };
-        let spec = conveyor_schemas::GatherSpec {
-            inputs: rels
-                .iter()
+        let spec = gather_spec(
+            rels.iter()
                 .map(|r| ArtifactRef {
                     path: r.clone(),
                     rows: 1,
                 })
                 .collect(),
-            format: DataFormat::Csv,
-            path: "lost.csv".into(),
-            parts: false,
-        };
-        run_gather(&ws, &late, &spec).unwrap();
+            DataFormat::Csv,
+            "lost.csv",
+            false,
+        );
+        run_task(&ws, &late, &spec).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), before, "the fence held");
         assert!(
             parts.iter().all(|p| !p.exists()),
@@ -612,33 +467,27 @@ mod tests {
             progress: &progress,
             before_commit: None,
         };
-        let e = run_extract(
+        let e = run_task(
             &ws,
             &Attempt {
                 task: "e",
                 ..at.clone()
             },
-            &extract_spec(&dir.join("in.csv"), DataFormat::Csv, None),
+            &extract_spec(&dir.join("in.csv"), None),
         )
         .unwrap();
-        let load = LoadSpec {
-            input: e.artifact.unwrap(),
-            format: DataFormat::Csv,
-            path: "o.csv".into(),
-            header: true,
-            part: None,
-        };
+        let load = load_spec(e.artifact.unwrap(), DataFormat::Csv, "o.csv", true, None);
         let gated = Attempt {
             before_commit: Some(&closed),
             ..at.clone()
         };
-        let err = run_load(&ws, &gated, &load).unwrap_err();
+        let err = run_task(&ws, &gated, &load).unwrap_err();
         assert!(err.to_string().contains("coordinator gone"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
             "before\n"
         );
-        assert!(ws.store.committed("g", "l").unwrap().is_none());
+        assert!(ws.store.marker("g", "l").unwrap().is_none());
         let names: Vec<_> = std::fs::read_dir(dir.join("out"))
             .unwrap()
             .flatten()
@@ -646,7 +495,7 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         // The same load with the gate open replaces it.
-        run_load(&ws, &at, &load).unwrap();
+        run_task(&ws, &at, &load).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("out/o.csv")).unwrap(),
             "a\n1\n"

@@ -2,9 +2,9 @@
 Fusing (`fuse = true`): single-reader chains folded into one task.
 */
 
-use conveyor_schemas::{FusedLoad, TaskKind};
+use conveyor_schemas::{SinkSpec, TaskKind};
 
-use crate::model::{TaskBody, TaskDef};
+use crate::model::{TaskDef, TaskInput};
 
 /// With `fuse = true`: an extract whose output only one transform or load
 /// reads, and that nothing else waits for, absorbs that reader, and so on
@@ -13,13 +13,14 @@ use crate::model::{TaskBody, TaskDef};
 /// broker round trip instead of three. The fused task takes the name of the
 /// last task it absorbed (so `after` on it still works), runs on extract
 /// workers, keeps the extract's retry policy and the sum of the timeouts.
+///
+/// Every task is a source, steps and a sink, so absorbing a reader is
+/// appending its steps and taking its sink.
 pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
     loop {
         let pair = tasks.iter().enumerate().find_map(|(i, e)| {
-            let TaskBody::Extract(spec) = &e.body else {
-                return None;
-            };
-            if spec.load.is_some() {
+            // A task with a source of its own whose output is an artifact.
+            if e.body.source().is_none() || e.body.sink != SinkSpec::Artifact {
                 return None;
             }
             let mut readers = tasks
@@ -27,7 +28,9 @@ pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
                 .enumerate()
                 .filter(|(_, t)| t.after.contains(&e.name));
             let (j, reader) = readers.next()?;
-            let only = readers.next().is_none() && reader.input.as_ref() == Some(&e.name);
+            let only = readers.next().is_none()
+                && reader.input.as_ref() == Some(&e.name)
+                && reader.body.input == TaskInput::Upstream;
             only.then_some((i, j))
         });
         let Some((i, j)) = pair else {
@@ -35,28 +38,9 @@ pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
         };
         let reader = tasks.remove(j);
         let extract = tasks.remove(i);
-        let TaskBody::Extract(mut spec) = extract.body else {
-            unreachable!("found above")
-        };
-        match reader.body {
-            TaskBody::Transform { steps } => spec.steps.extend(steps),
-            TaskBody::Load {
-                format,
-                path,
-                header,
-                parts,
-                ..
-            } => {
-                spec.load = Some(FusedLoad {
-                    format,
-                    path,
-                    header,
-                    part: None,
-                    parts,
-                })
-            }
-            TaskBody::Extract(_) | TaskBody::Gather { .. } => unreachable!("readers have inputs"),
-        }
+        let mut body = extract.body;
+        body.steps.extend(reader.body.steps);
+        body.sink = reader.body.sink;
         let mut after = extract.after;
         after.extend(reader.after.into_iter().filter(|a| a != &extract.name));
         // The reader came after the extract and after all it waits for, so
@@ -70,7 +54,7 @@ pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
                 after,
                 retry: extract.retry,
                 timeout: extract.timeout.saturating_add(reader.timeout),
-                body: TaskBody::Extract(spec),
+                body,
             },
         );
     }

@@ -6,8 +6,10 @@ the HTTP API and the dashboard can parse flows cheaply
 (`cargo tree -p conveyor-flow` shows it).
 
 # Layout
-- [`model`]: what a parsed flow is: [`FlowSpec`], [`TaskDef`], [`TaskBody`],
-  [`RetryPolicy`], and the [`FlowSource`] a run keeps to parse it again.
+- [`model`]: what a parsed flow is: [`FlowSpec`], [`TaskDef`], [`TaskBody`]
+  (the wire's source, steps and sink, with [`TaskInput`] for inputs that
+  exist only at dispatch), [`RetryPolicy`], and the [`FlowSource`] a run
+  keeps to parse it again.
 - [`parse`]: flow files: every problem with its key and line, in one pass.
 - [`graph`]: graph checks (unknown references, cycles) and task ordering.
 - [`fuse`]: `fuse = true`: single-reader chains folded into one task.
@@ -31,5 +33,5 @@ pub use conveyor_schemas::names;
 pub use config::{CoordinatorMode, Launch, NodeConfig, Roles};
 pub use diag::{Problem, Problems};
 pub use model::{
-    partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, MAX_PARTITIONS,
+    partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
 };

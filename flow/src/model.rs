@@ -4,7 +4,7 @@ The flow model: what a parsed flow is, before the coordinator runs it.
 
 use std::time::Duration;
 
-use conveyor_schemas::{DataFormat, ExtractSpec, Step, TaskKind};
+use conveyor_schemas::{DataFormat, SinkSpec, SourceSpec, Step, TaskKind};
 
 pub use conveyor_schemas::names::partition_name;
 
@@ -48,31 +48,44 @@ pub struct TaskDef {
     pub body: TaskBody,
 }
 
+/// What a task does: the shape of the wire's [`conveyor_schemas::TaskSpec`]
+/// (a source, steps and a sink), but for the source of a task that reads
+/// other tasks' outputs, which exist only once those tasks ran.
 #[derive(Clone, Debug, PartialEq)]
-pub enum TaskBody {
-    Extract(ExtractSpec),
-    Transform {
-        steps: Vec<Step>,
-    },
-    Load {
+pub struct TaskBody {
+    pub input: TaskInput,
+    pub steps: Vec<Step>,
+    /// Before partition expansion, a load with `parts = true` has a
+    /// [`SinkSpec::Dir`] sink; expansion turns loads of partitioned inputs
+    /// into [`SinkSpec::Part`]s and a gather.
+    pub sink: SinkSpec,
+}
+
+/// Where a task's rows come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskInput {
+    /// A source of its own (extracts, and fused tasks).
+    Source(SourceSpec),
+    /// The artifact of the task named by [`TaskDef::input`], filled in as a
+    /// [`SourceSpec::Artifact`] when this task is dispatched.
+    Upstream,
+    /// The parts written by these tasks, in partition order: a gather. Made
+    /// by the flow parser, never written by users; it keeps the load's name.
+    /// Filled in as a [`SourceSpec::Parts`] when the gather is dispatched.
+    Parts {
         format: DataFormat,
-        path: String,
-        header: bool,
-        /// Write a directory of part files (partitioned input only).
-        parts: bool,
-        /// Set on one partition of a partitioned load: writes part `N` into
-        /// the artifact store for the gather.
-        part: Option<u32>,
+        tasks: Vec<String>,
     },
-    /// Puts the parts of a partitioned load in place. Made by the flow
-    /// parser, never written by users; it keeps the load's name.
-    Gather {
-        format: DataFormat,
-        path: String,
-        parts: bool,
-        /// The part tasks, in partition order.
-        inputs: Vec<String>,
-    },
+}
+
+impl TaskBody {
+    /// The source of a task that reads one, if it has its own.
+    pub fn source(&self) -> Option<&SourceSpec> {
+        match &self.input {
+            TaskInput::Source(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// Most partitions one task may be split into.

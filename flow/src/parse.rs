@@ -30,16 +30,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use conveyor_schemas::names::{check_name, check_relative_path};
+use conveyor_schemas::names::{check_name, check_relative_path, is_glob};
 use conveyor_schemas::{
-    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, ExtractSpec, FilterStep, Literal,
-    Partition, SourceLocation, Step, TaskKind,
+    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, FileTarget, FilterStep, Literal,
+    Partition, ReadOptions, SinkSpec, SourceSpec, Step, TaskKind,
 };
 use toml_edit::Value;
 
 use crate::diag::{parse_document, read_file, Diag, Found, Problems, Tbl};
 use crate::graph::{self, RefSpans};
-use crate::model::{FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, MAX_PARTITIONS};
+use crate::model::{
+    FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
+};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -251,7 +253,11 @@ fn read_task(
                     "an extract reads a source, not another task's output",
                 );
             }
-            TaskBody::Extract(read_extract(t, base)?)
+            TaskBody {
+                input: TaskInput::Source(read_extract(t, base)?),
+                steps: Vec::new(),
+                sink: SinkSpec::Artifact,
+            }
         }
         TaskKind::Transform | TaskKind::Load => {
             if input.is_none() && after.len() == 1 {
@@ -266,8 +272,10 @@ fn read_task(
                 );
             }
             if kind == TaskKind::Transform {
-                TaskBody::Transform {
+                TaskBody {
+                    input: TaskInput::Upstream,
                     steps: read_steps(t)?,
+                    sink: SinkSpec::Artifact,
                 }
             } else {
                 let path = t.req_str("path");
@@ -279,12 +287,20 @@ fn read_task(
                 let format = parse_format(t, path.as_deref());
                 let header = t.bool("header").unwrap_or(true);
                 let parts = t.bool("parts").unwrap_or(false);
-                TaskBody::Load {
+                let target = FileTarget {
                     format: format?,
                     path: path?,
                     header,
-                    parts,
-                    part: None,
+                };
+                TaskBody {
+                    input: TaskInput::Upstream,
+                    steps: Vec::new(),
+                    // A directory of parts: only a partitioned input has parts.
+                    sink: if parts {
+                        SinkSpec::Dir(target)
+                    } else {
+                        SinkSpec::File(target)
+                    },
                 }
             }
         }
@@ -305,19 +321,20 @@ fn read_task(
     })
 }
 
-fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
+fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
     let path = t.str("path");
     let url = t.str("url");
     let source = match (path, url) {
         (Some(p), None) => {
             let full = base.join(&p);
-            Some((SourceLocation::Path(full.display().to_string()), p))
+            let full = full.display().to_string();
+            Some((Located::Path(full), p))
         }
         (None, Some(u)) => {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 t.error("url", "must start with http:// or https://");
             }
-            Some((SourceLocation::Url(u.clone()), u))
+            Some((Located::Url(u.clone()), u))
         }
         (Some(_), Some(_)) => {
             t.error("url", "give either `path` or `url`, not both");
@@ -340,7 +357,7 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
         .uint("partitions", 1, MAX_PARTITIONS as i64)
         .map(|n| n as u32);
     if partitions.is_some() {
-        if let Some((SourceLocation::Url(_), _)) = &source {
+        if let Some((Located::Url(_), _)) = &source {
             t.error(
                 "partitions",
                 "a download cannot be partitioned; give a local `path` (a file or a glob)",
@@ -369,17 +386,25 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<ExtractSpec> {
         s.finish();
         cols
     });
-    Some(ExtractSpec {
-        source: source?.0,
+    let read = ReadOptions {
         format: format?,
         schema,
         header,
         delimiter,
         // Expanded into one task per partition once the graph is known.
         partition: partitions.map(|count| Partition { index: 0, count }),
-        steps: Vec::new(),
-        load: None,
+    };
+    Some(match source?.0 {
+        Located::Path(pattern) if is_glob(&pattern) => SourceSpec::Glob { pattern, read },
+        Located::Path(path) => SourceSpec::File { path, read },
+        Located::Url(url) => SourceSpec::Url { url, read },
     })
+}
+
+/// Where an extract's `path` or `url` points, before its options are read.
+enum Located {
+    Path(String),
+    Url(String),
 }
 
 fn read_steps(t: &mut Tbl) -> Option<Vec<Step>> {
@@ -560,30 +585,26 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
                 < names.iter().position(|n| *n == "load_csv")
         );
         let extract = flow.task("extract").unwrap();
-        let TaskBody::Extract(spec) = &extract.body else {
-            panic!()
+        let Some(SourceSpec::File { path, read }) = extract.body.source() else {
+            panic!("{extract:?}")
         };
-        assert_eq!(
-            spec.source,
-            SourceLocation::Path("/flows/data/colors.csv".into())
-        );
-        assert_eq!(spec.schema.as_ref().unwrap().len(), 3);
+        assert_eq!(path, "/flows/data/colors.csv");
+        assert_eq!(read.schema.as_ref().unwrap().len(), 3);
+        assert_eq!(extract.body.sink, SinkSpec::Artifact);
         let t = flow.task("transform").unwrap();
         assert_eq!(
             (t.retry.max_attempts, t.timeout),
             (2, Duration::from_secs(5))
         );
-        let TaskBody::Transform { steps } = &t.body else {
-            panic!()
-        };
-        assert_eq!(steps.len(), 4);
+        assert_eq!(t.body.input, TaskInput::Upstream);
+        assert_eq!(t.body.steps.len(), 4);
         let load = flow.task("load_parquet").unwrap();
         assert!(matches!(
-            load.body,
-            TaskBody::Load {
+            &load.body.sink,
+            SinkSpec::File(FileTarget {
                 format: DataFormat::Parquet,
                 ..
-            }
+            })
         ));
     }
 
@@ -729,25 +750,33 @@ after = ["one"]
         assert!(pos("e@1") < pos("t@1") && pos("t@1") < pos("one@1") && pos("one@2") < pos("one"));
         let t1 = flow.task("t@1").unwrap();
         assert_eq!(t1.input.as_deref(), Some("e@1"));
-        match &flow.task("e@2").unwrap().body {
-            TaskBody::Extract(e) => assert_eq!(e.partition, Some(Partition { index: 2, count: 3 })),
-            other => panic!("{other:?}"),
-        }
+        let e2 = flow.task("e@2").unwrap();
+        assert_eq!(
+            e2.body
+                .source()
+                .and_then(|s| s.read_options())
+                .unwrap()
+                .partition,
+            Some(Partition { index: 2, count: 3 })
+        );
         // One CSV file: only part 0 writes the header. A directory: every part does.
-        let header = |n: &str| match &flow.task(n).unwrap().body {
-            TaskBody::Load { header, part, .. } => (*header, *part),
+        let header = |n: &str| match &flow.task(n).unwrap().body.sink {
+            SinkSpec::Part { index, target } => (target.header, *index),
             other => panic!("{other:?}"),
         };
-        assert_eq!(header("one@0"), (true, Some(0)));
-        assert_eq!(header("one@1"), (false, Some(1)));
-        assert_eq!(header("dir@2"), (true, Some(2)));
-        match &flow.task("one").unwrap().body {
-            TaskBody::Gather { inputs, parts, .. } => {
-                assert_eq!(inputs, &["one@0", "one@1", "one@2"]);
-                assert!(!parts);
-            }
+        assert_eq!(header("one@0"), (true, 0));
+        assert_eq!(header("one@1"), (false, 1));
+        assert_eq!(header("dir@2"), (true, 2));
+        let one = &flow.task("one").unwrap().body;
+        match &one.input {
+            TaskInput::Parts { tasks, .. } => assert_eq!(tasks, &["one@0", "one@1", "one@2"]),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(one.sink, SinkSpec::File(_)), "{one:?}");
+        assert!(matches!(
+            flow.task("dir").unwrap().body.sink,
+            SinkSpec::Dir(_)
+        ));
         assert_eq!(flow.task("one").unwrap().after, ["one@0", "one@1", "one@2"]);
         // `after` on a gathered load waits for the gather.
         assert_eq!(flow.task("after_all@0").unwrap().after, ["e@0", "one"]);
@@ -830,25 +859,25 @@ after = ["l"]
             Duration::from_secs(60 + 120 + 3600),
             "the sum of the timeouts"
         );
-        match &l.body {
-            TaskBody::Extract(spec) => {
-                assert_eq!(spec.steps, vec![Step::Drop(vec!["x".into()])]);
-                let load = spec.load.as_ref().unwrap();
-                assert_eq!(
-                    (load.format, load.path.as_str(), load.part),
-                    (DataFormat::Parquet, "o.parquet", None)
-                );
-            }
+        assert!(matches!(l.body.source(), Some(SourceSpec::File { .. })));
+        assert_eq!(l.body.steps, vec![Step::Drop(vec!["x".into()])]);
+        match &l.body.sink {
+            SinkSpec::File(target) => assert_eq!(
+                (target.format, target.path.as_str()),
+                (DataFormat::Parquet, "o.parquet")
+            ),
             other => panic!("{other:?}"),
         }
-        match &flow.task("t2@1").unwrap().body {
-            TaskBody::Extract(spec) => {
-                assert_eq!(spec.partition, Some(Partition { index: 1, count: 2 }));
-                assert_eq!(spec.steps.len(), 1);
-                assert!(spec.load.is_none());
-            }
-            other => panic!("{other:?}"),
-        }
+        let t2 = &flow.task("t2@1").unwrap().body;
+        assert_eq!(
+            t2.source()
+                .and_then(|s| s.read_options())
+                .unwrap()
+                .partition,
+            Some(Partition { index: 1, count: 2 })
+        );
+        assert_eq!(t2.steps.len(), 1);
+        assert_eq!(t2.sink, SinkSpec::Artifact);
         assert_eq!(flow.task("a@1").unwrap().input.as_deref(), Some("t2@1"));
         assert_eq!(flow.task("b@0").unwrap().after, ["t2@0", "l"]);
         assert!(flow.task("e").is_none() && flow.task("t").is_none());

@@ -4,9 +4,9 @@ Partition expansion: one task per partition, and a gather per load.
 
 use std::collections::HashMap;
 
-use conveyor_schemas::{ExtractSpec, FusedLoad, Partition, TaskKind};
+use conveyor_schemas::{FileTarget, Partition, SinkSpec, TaskKind};
 
-use crate::model::{partition_name, TaskBody, TaskDef};
+use crate::model::{partition_name, TaskBody, TaskDef, TaskInput};
 
 /// Splits every task downstream of a partitioned extract into one task per
 /// partition: extract `e` with `partitions = N` becomes `e@0` .. `e@N-1`, a
@@ -28,14 +28,15 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 })
                 .collect()
         };
-        let n = match &def.body {
-            TaskBody::Extract(e) => e.partition.map(|p| p.count),
-            _ => def.input.as_ref().and_then(|i| counts.get(i).copied()),
+        let n = match def.body.source() {
+            Some(source) => source
+                .read_options()
+                .and_then(|r| r.partition)
+                .map(|p| p.count),
+            None => def.input.as_ref().and_then(|i| counts.get(i).copied()),
         };
-        let fused_parts =
-            matches!(&def.body, TaskBody::Extract(e) if e.load.as_ref().is_some_and(|l| l.parts));
         let Some(n) = n else {
-            if fused_parts || matches!(def.body, TaskBody::Load { parts: true, .. }) {
+            if matches!(def.body.sink, SinkSpec::Dir(_)) {
                 return Err((
                     def.name,
                     "`parts = true` needs a partitioned input: an extract with `partitions`".into(),
@@ -54,38 +55,31 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 .cloned()
                 .collect::<Vec<_>>(),
         );
+        // A load writes parts, and a gather puts them in place.
+        let gathered: Option<(&FileTarget, bool)> = match &def.body.sink {
+            SinkSpec::File(t) => Some((t, false)),
+            SinkSpec::Dir(t) => Some((t, true)),
+            SinkSpec::Artifact | SinkSpec::Part { .. } => None,
+        };
         let mut part_names = Vec::with_capacity(n as usize);
         for i in 0..n {
             let input = def.input.as_ref().map(|x| partition_name(x, i));
-            let body = match &def.body {
-                TaskBody::Extract(e) => TaskBody::Extract(ExtractSpec {
-                    partition: Some(Partition { index: i, count: n }),
-                    load: e.load.as_ref().map(|l| FusedLoad {
-                        header: l.header && (l.parts || i == 0),
-                        part: Some(i),
-                        ..l.clone()
-                    }),
-                    ..e.clone()
-                }),
-                TaskBody::Transform { steps } => TaskBody::Transform {
-                    steps: steps.clone(),
-                },
-                TaskBody::Load {
-                    format,
-                    path,
-                    header,
-                    parts,
-                    ..
-                } => TaskBody::Load {
-                    format: *format,
-                    path: path.clone(),
-                    // One file: only the first part carries the CSV header.
-                    header: *header && (*parts || i == 0),
-                    parts: *parts,
-                    part: Some(i),
-                },
-                TaskBody::Gather { .. } => unreachable!("gathers are made here"),
-            };
+            let mut body = def.body.clone();
+            if let TaskInput::Source(source) = &mut body.input {
+                if let Some(read) = source.read_options_mut() {
+                    read.partition = Some(Partition { index: i, count: n });
+                }
+            }
+            if let Some((target, dir)) = gathered {
+                body.sink = SinkSpec::Part {
+                    index: i,
+                    target: FileTarget {
+                        // One file: only the first part carries the CSV header.
+                        header: target.header && (dir || i == 0),
+                        ..target.clone()
+                    },
+                };
+            }
             let name = partition_name(&def.name, i);
             part_names.push(name.clone());
             out.push(TaskDef {
@@ -102,43 +96,24 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 body,
             });
         }
-        match def.body {
-            TaskBody::Load {
-                format,
-                path,
-                parts,
-                ..
-            } => out.push(TaskDef {
+        match gathered {
+            Some((target, _)) => out.push(TaskDef {
                 name: def.name,
                 kind: TaskKind::Load,
                 input: None,
                 after: part_names.clone(),
                 retry: def.retry,
                 timeout: def.timeout,
-                body: TaskBody::Gather {
-                    format,
-                    path,
-                    parts,
-                    inputs: part_names,
+                body: TaskBody {
+                    input: TaskInput::Parts {
+                        format: target.format,
+                        tasks: part_names,
+                    },
+                    steps: Vec::new(),
+                    sink: def.body.sink,
                 },
             }),
-            TaskBody::Extract(ExtractSpec {
-                load: Some(load), ..
-            }) => out.push(TaskDef {
-                name: def.name,
-                kind: TaskKind::Load,
-                input: None,
-                after: part_names.clone(),
-                retry: def.retry,
-                timeout: def.timeout,
-                body: TaskBody::Gather {
-                    format: load.format,
-                    path: load.path,
-                    parts: load.parts,
-                    inputs: part_names,
-                },
-            }),
-            _ => {
+            None => {
                 counts.insert(def.name, n);
             }
         }

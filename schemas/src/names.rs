@@ -144,6 +144,11 @@ pub fn check_relative_path(what: &str, path: &str) -> Result<PathBuf, NameError>
     Ok(clean)
 }
 
+/// Whether a source path is a glob pattern (holds `*`, `?` or `[`).
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -526,7 +526,7 @@ async fn respond(
         .context("request without reply_to")?;
     let update = |status: Value| {
         json!({
-            "schema_version": 1,
+            "schema_version": 2,
             "flow_run": request["flow_run"],
             "task": request["task"],
             "task_run": request["task_run"],
@@ -599,7 +599,7 @@ impl Requester {
         let flow_run = format!("{}-{flow:010}", self.run_id);
         let task_run = format!("{flow_run}-{kind}");
         let body = json!({
-            "schema_version": 1,
+            "schema_version": 2,
             "flow": "ceiling",
             "flow_run": flow_run,
             "task": kind,
@@ -609,8 +609,9 @@ impl Requester {
             "seq": seq,
             "spec": {
                 "kind": kind,
-                "source": {"path": "/srv/conveyor/in/tiny.csv", "format": "csv"},
-                "drop": ["note"],
+                "source": {"type": "file", "path": "/srv/conveyor/in/tiny.csv", "format": "csv"},
+                "steps": [{"drop": ["note"]}],
+                "sink": {"type": "artifact"},
             },
         });
         (

@@ -1,0 +1,52 @@
+/*!
+A URL: downloaded into the store's scratch directory, then read as a file
+(removed once read).
+*/
+
+use std::path::PathBuf;
+
+use conveyor_schemas::ReadOptions;
+
+use super::{open_file, Batches, ReadContext, Source, SourceFile};
+use crate::commit::Pending;
+use crate::error::{EtlError, Result};
+use crate::store::ArtifactStore;
+
+pub struct UrlSource {
+    pub url: String,
+    pub read: ReadOptions,
+}
+
+impl Source for UrlSource {
+    fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
+        let file = download(&self.url, cx.store, cx.tag)?;
+        open_file(&self.read, file, cx.max_record)
+    }
+}
+
+/// Downloads `url` into a scratch file of the store.
+fn download(url: &str, store: &dyn ArtifactStore, tag: &str) -> Result<SourceFile> {
+    let fetch_err = |message: String, retryable: bool| EtlError::Fetch {
+        url: url.to_string(),
+        message,
+        retryable,
+    };
+    let response = ureq::get(url).call().map_err(|e| match e {
+        ureq::Error::StatusCode(code) => fetch_err(
+            format!("server answered HTTP {code}"),
+            code >= 500 || code == 429,
+        ),
+        ureq::Error::BadUri(m) => fetch_err(format!("bad URL: {m}"), false),
+        other => fetch_err(other.to_string(), true),
+    })?;
+    let scratch = store.scratch_dir()?.join("download");
+    let mut pending = Pending::file(&scratch, tag)?;
+    let mut file = pending.writer()?;
+    std::io::copy(&mut response.into_body().into_reader(), &mut file)
+        .map_err(|e| fetch_err(format!("download failed: {e}"), true))?;
+    Ok(SourceFile {
+        path: pending.tmp_path().to_path_buf(),
+        display: PathBuf::from(url),
+        _download: Some(pending),
+    })
+}
