@@ -546,3 +546,45 @@ fn live_progress_fits_an_80_column_terminal_one_line_per_task() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains('\u{1b}') && !err.contains("rows ·"), "{err}");
 }
+
+/// Log lines carry what operators grep for, as plain fields (issue 10,
+/// item 13): rows and duration on "Task succeeded", the state and the first
+/// error on "Flow finished", and no Rust debug formatting.
+#[test]
+fn log_lines_carry_rows_durations_states_and_errors() {
+    let dir = TestDir::new("embedded_log_lines");
+    let flow = colors_flow(&dir, "colors", "");
+    let (out, _) = run_flow(&dir.path, &flow, &["--log", "info"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = |needle: &str| -> String {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line:\n{log}"))
+            .to_string()
+    };
+    let succeeded = line("Task succeeded");
+    for field in ["rows_in=148", "rows_out=148", "duration_ms="] {
+        assert!(succeeded.contains(field), "{succeeded}");
+    }
+    assert!(line("Flow finished").contains("state=Succeeded"), "{log}");
+    for debug in ["Some(", "{Extract", "[\"", "TaskKind"] {
+        assert!(!log.contains(debug), "debug formatting in the log: {debug}\n{log}");
+    }
+
+    let broken = dir.write(
+        "broken.toml",
+        "[flow]\nname = \"broken\"\n[tasks.e]\nkind = \"extract\"\npath = \"no-such-file.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"o.csv\"\n",
+    );
+    let (out, _) = run_flow(&dir.path, &broken, &["--log", "info"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let finished = log
+        .lines()
+        .find(|l| l.contains("Flow finished"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        finished.contains("state=Failed") && finished.contains("no-such-file.csv"),
+        "{finished}"
+    );
+}

@@ -276,7 +276,14 @@ impl Coordinator {
         for id in finished {
             if let Some(mut run) = self.runs.remove(&id) {
                 let report = run.machine.report(now);
-                info!(flow_run = %id, state = ?report.state, elapsed_ms = report.elapsed_ms, "Flow finished");
+                match &report.error {
+                    Some(error) => {
+                        info!(flow_run = %id, state = %report.state, elapsed_ms = report.elapsed_ms, error = %error, "Flow finished")
+                    }
+                    None => {
+                        info!(flow_run = %id, state = %report.state, elapsed_ms = report.elapsed_ms, "Flow finished")
+                    }
+                }
                 if let Some(client) = &run.client {
                     self.send_event(
                         &client.queue,
@@ -421,7 +428,7 @@ impl Coordinator {
                 }
             };
             let again = machine.unpublished();
-            info!(flow_run = %s.id, state = ?machine.state(), republish = again.len(), "Resuming a flow run saved before the restart");
+            info!(flow_run = %s.id, state = %machine.state(), republish = again.len(), "Resuming a flow run saved before the restart");
             republish.extend(again);
             let (progress, _) = watch::channel(machine.report(clock.now));
             self.runs.insert(

@@ -104,12 +104,7 @@ CREATE INDEX IF NOT EXISTS flow_runs_by_state ON flow_runs(state, created_ms, id
 ";
 
 fn state_text(s: FlowState) -> &'static str {
-    match s {
-        FlowState::Running => "Running",
-        FlowState::WaitingForWorker => "WaitingForWorker",
-        FlowState::Succeeded => "Succeeded",
-        FlowState::Failed => "Failed",
-    }
+    s.as_str()
 }
 
 fn parse_state(s: &str) -> Option<FlowState> {

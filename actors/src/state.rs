@@ -913,16 +913,7 @@ path = "b.parquet"
     }
 
     fn update(msg: &TaskMessage, status: UpdateStatus) -> TaskUpdate {
-        TaskUpdate {
-            schema_version: SCHEMA_VERSION,
-            flow_run: msg.flow_run.clone(),
-            task: msg.task.clone(),
-            task_run: msg.task_run.clone(),
-            attempt: msg.attempt,
-            node: "n1".into(),
-            delivery: 1,
-            status,
-        }
+        TaskUpdate::for_attempt(msg, "n1", 1, status)
     }
 
     fn success(msg: &TaskMessage, rows: u64) -> TaskUpdate {

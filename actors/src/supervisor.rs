@@ -103,7 +103,8 @@ impl Actor for Supervisor {
         for kind in kinds {
             self.spawn_worker(kind, ctx);
         }
-        info!(node = %self.env.node, kinds = ?self.workers.keys().collect::<Vec<_>>(), "Supervisor started");
+        let kinds: Vec<&str> = self.workers.keys().map(|k| k.as_str()).collect();
+        info!(node = %self.env.node, kinds = %kinds.join(","), "Supervisor started");
         // Announce at once, then every interval, so coordinators see us quickly.
         ctx.run_later(Duration::from_millis(50), |act, _| act.send_heartbeat());
         ctx.run_interval(self.heartbeat, |act, _| {

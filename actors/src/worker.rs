@@ -286,16 +286,7 @@ async fn publish(
     delivery: u32,
     status: UpdateStatus,
 ) -> Result<(), TransportError> {
-    let update = TaskUpdate {
-        schema_version: SCHEMA_VERSION,
-        flow_run: msg.flow_run.clone(),
-        task: msg.task.clone(),
-        task_run: msg.task_run.clone(),
-        attempt: msg.attempt,
-        node: env.node.clone(),
-        delivery,
-        status,
-    };
+    let update = TaskUpdate::for_attempt(msg, &env.node, delivery, status);
     env.transport.publish_update(&msg.reply_to, &update).await
 }
 
@@ -393,6 +384,7 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         }
     });
     info!(delivery = n, "Task started");
+    let began = std::time::Instant::now();
 
     let work_env = env.clone();
     let work_msg = msg.clone();
@@ -409,6 +401,13 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     reporter.abort();
     let status = match result {
         Ok(Ok(output)) => UpdateStatus::Succeeded(output),
+        Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
+            // Expected, not a failure: the gate kept the output as it was.
+            info!(reason = %e, "Task dropped; its run was abandoned");
+            UpdateStatus::Failed {
+                error: e.to_task_error(),
+            }
+        }
         Ok(Err(e)) => {
             warn!(error = %e, retryable = e.retryable(), "Task failed");
             UpdateStatus::Failed {
@@ -436,11 +435,15 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         Ok(Err(e)) => warn!(error = %e, "Could not report the task start"),
         Err(e) => warn!(error = %e, "Could not report the task start"),
     }
-    let succeeded = matches!(status, UpdateStatus::Succeeded(_));
+    let succeeded = match &status {
+        UpdateStatus::Succeeded(o) => Some((o.rows_in, o.rows_out)),
+        _ => None,
+    };
     match publish(env, msg, n, status).await {
         Ok(()) => {
-            if succeeded {
-                info!("Task succeeded");
+            if let Some((rows_in, rows_out)) = succeeded {
+                let duration_ms = began.elapsed().as_millis() as u64;
+                info!(rows_in, rows_out, duration_ms, "Task succeeded");
             }
             settle_ack(delivery).await;
         }
@@ -502,11 +505,9 @@ fn execute(
         if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())
         } else {
-            Err(conveyor_etl::EtlError::Internal(format!(
-                "the coordinator's reply queue {} is gone (the run was abandoned); \
-                 leaving the output as it was",
-                msg.reply_to
-            )))
+            Err(conveyor_etl::EtlError::Abandoned {
+                reply_to: msg.reply_to.clone(),
+            })
         }
     };
     let at = Attempt {

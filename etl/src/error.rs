@@ -26,6 +26,10 @@ pub enum EtlError {
         message: String,
         retryable: bool,
     },
+    /// The commit gate found the run abandoned (its coordinator's reply
+    /// queue is gone): the output is left as it was. Expected, not a bug.
+    #[error("the coordinator's reply queue {reply_to} is gone (the run was abandoned); leaving the output as it was")]
+    Abandoned { reply_to: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -55,7 +59,10 @@ impl EtlError {
         match self {
             EtlError::Io { .. } => true,
             EtlError::Fetch { retryable, .. } => *retryable,
-            EtlError::Data { .. } | EtlError::Spec(_) | EtlError::Internal(_) => false,
+            EtlError::Data { .. }
+            | EtlError::Spec(_)
+            | EtlError::Abandoned { .. }
+            | EtlError::Internal(_) => false,
         }
     }
 
@@ -64,6 +71,7 @@ impl EtlError {
             EtlError::Data { .. } => ErrorKind::Data,
             EtlError::Spec(_) => ErrorKind::Spec,
             EtlError::Io { .. } | EtlError::Fetch { .. } => ErrorKind::Io,
+            EtlError::Abandoned { .. } => ErrorKind::Abandoned,
             EtlError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -192,7 +192,7 @@ pub fn summary(r: &RunReport) -> String {
         rows.push([
             t.name.clone(),
             t.kind.to_string(),
-            format!("{:?}", t.state),
+            t.state.to_string(),
             t.attempts.to_string(),
             opt(&t.node),
             opt(&t.rows_in),
@@ -207,7 +207,7 @@ pub fn summary(r: &RunReport) -> String {
         }
     }
     let mut out = format!(
-        "Flow {} ({}) {:?} in {:.2}s\n",
+        "Flow {} ({}) {} in {:.2}s\n",
         r.flow,
         r.flow_run,
         r.state,

@@ -404,6 +404,27 @@ pub struct TaskUpdate {
     pub status: UpdateStatus,
 }
 
+impl TaskUpdate {
+    /// An update about `msg`'s attempt, from `node`, on delivery `delivery`.
+    pub fn for_attempt(
+        msg: &TaskMessage,
+        node: &str,
+        delivery: u32,
+        status: UpdateStatus,
+    ) -> TaskUpdate {
+        TaskUpdate {
+            schema_version: SCHEMA_VERSION,
+            flow_run: msg.flow_run.clone(),
+            task: msg.task.clone(),
+            task_run: msg.task_run.clone(),
+            attempt: msg.attempt,
+            node: node.to_string(),
+            delivery,
+            status,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum UpdateStatus {
@@ -452,6 +473,10 @@ pub enum ErrorKind {
     NoWorker,
     /// The worker crashed on the task, or the broker dead-lettered it.
     WorkerLost,
+    /// The run was abandoned: its coordinator's reply queue is gone, so the
+    /// attempt committed nothing a user can see and dropped the task.
+    /// Expected after a client's run is given up; nobody receives it.
+    Abandoned,
     /// A bug in Conveyor.
     Internal,
 }
@@ -481,6 +506,22 @@ impl FlowState {
     pub fn is_terminal(self) -> bool {
         matches!(self, FlowState::Succeeded | FlowState::Failed)
     }
+
+    /// The name on the wire (`Succeeded`), for logs and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Running => "Running",
+            FlowState::WaitingForWorker => "WaitingForWorker",
+            FlowState::Succeeded => "Succeeded",
+            FlowState::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FlowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -506,6 +547,26 @@ impl TaskState {
             self,
             TaskState::Succeeded | TaskState::Failed | TaskState::Skipped
         )
+    }
+
+    /// The name on the wire (`RetryWaiting`), for logs and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "Pending",
+            TaskState::WaitingForWorker => "WaitingForWorker",
+            TaskState::Queued => "Queued",
+            TaskState::Running => "Running",
+            TaskState::RetryWaiting => "RetryWaiting",
+            TaskState::Succeeded => "Succeeded",
+            TaskState::Failed => "Failed",
+            TaskState::Skipped => "Skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
