@@ -3,6 +3,7 @@
 //! and use a namespace of their own.
 
 mod cluster;
+mod conformance;
 mod coordinator;
 mod embedded;
 mod faults;
