@@ -381,7 +381,7 @@ impl NodeConfig {
 
         if let Some(mut coord) = root.table("coordinator") {
             let mut c = CoordinatorConfig::default();
-            if let Some(d) = coord.duration("worker_wait") {
+            if let Some(d) = coord.positive_duration("worker_wait") {
                 c.worker_wait = d;
             }
             c.db = Some(
@@ -596,6 +596,20 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
+    }
+
+    #[test]
+    fn a_zero_worker_wait_is_an_error_with_its_line() {
+        let err = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\nworker_wait = \"0s\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(
+            (err.problems[0].key.as_str(), err.problems[0].line),
+            ("coordinator.worker_wait", Some(6))
+        );
     }
 
     #[test]

@@ -255,6 +255,17 @@ impl<'a, 't> Tbl<'a, 't> {
         )
     }
 
+    /// A duration that must be more than zero: a zero timeout or wait would
+    /// expire at once, so it is a mistake, not a setting.
+    pub fn positive_duration(&mut self, key: &str) -> Option<Duration> {
+        let d = self.duration(key)?;
+        if d.is_zero() {
+            self.error(key, "must be more than 0s");
+            return None;
+        }
+        Some(d)
+    }
+
     pub fn str_list(&mut self, key: &str) -> Option<Vec<String>> {
         self.typed(key, "a list of strings", |v| {
             v.as_array()?

@@ -126,10 +126,10 @@ impl FlowSpec {
                         flow.error("name", e.to_string());
                     }
                 }
-                worker_wait = flow.duration("worker_wait");
+                worker_wait = flow.positive_duration("worker_wait");
                 fuse = flow.bool("fuse").unwrap_or(false);
                 read_retry(&mut flow, &mut defaults);
-                if let Some(t) = flow.duration("timeout") {
+                if let Some(t) = flow.positive_duration("timeout") {
                     default_timeout = t;
                 }
                 flow.finish();
@@ -212,7 +212,7 @@ fn read_retry(t: &mut Tbl, policy: &mut RetryPolicy) {
     if let Some(d) = t.duration("backoff") {
         policy.backoff = d;
     }
-    if let Some(d) = t.duration("max_backoff") {
+    if let Some(d) = t.positive_duration("max_backoff") {
         policy.max_backoff = d;
     }
 }
@@ -238,7 +238,7 @@ fn read_task(
     };
     let mut retry = defaults.clone();
     read_retry(t, &mut retry);
-    let timeout = t.duration("timeout").unwrap_or(timeout);
+    let timeout = t.positive_duration("timeout").unwrap_or(timeout);
     let mut after = t.str_list("after").unwrap_or_default();
     let mut input = t.str("input");
     let Some(kind) = kind else {
@@ -627,6 +627,28 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn zero_durations_that_would_expire_at_once_are_errors_with_key_and_line() {
+        let text = "[flow]\nname = \"f\"\nworker_wait = \"0s\"\nmax_backoff = \"0ms\"\nbackoff = \"0s\"\n[tasks.e]\nkind = \"extract\"\npath = \"x.csv\"\ntimeout = \"0s\"\n";
+        let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
+        // An immediate retry (`backoff = "0s"`) is a choice, not a mistake.
+        assert_eq!(
+            got,
+            [
+                ("flow.worker_wait", Some(3)),
+                ("flow.max_backoff", Some(4)),
+                ("tasks.e.timeout", Some(9)),
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("must be more than 0s"), "{err}");
     }
 
     #[test]

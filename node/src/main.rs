@@ -58,11 +58,12 @@ struct Cli {
     /// Default: `node` keeps trying (so a node started before its broker,
     /// or during a broker restart, comes up when the broker does); `run`
     /// gives up after 30s. Bad credentials and TLS failures exit at once.
-    #[arg(long, global = true, value_parser = parse_connect_timeout)]
+    #[arg(long, global = true, value_parser = parse_positive_duration)]
     connect_timeout: Option<Duration>,
 }
 
-fn parse_connect_timeout(text: &str) -> Result<Duration, String> {
+/// A duration that must be more than zero (a zero timeout expires at once).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err("must be more than 0s".into()),
         Ok(d) => Ok(d),
@@ -115,7 +116,7 @@ enum Command {
         #[arg(long, requires = "submit")]
         detach: bool,
         /// With --submit: how long a coordinator has to accept the flow.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "submit")]
+        #[arg(long, default_value = "30s", value_parser = parse_positive_duration, requires = "submit")]
         accept_timeout: Duration,
     },
     /// Check a flow file or a node config; report every problem at once.
