@@ -569,7 +569,10 @@ fn log_lines_carry_rows_durations_states_and_errors() {
     }
     assert!(line("Flow finished").contains("state=Succeeded"), "{log}");
     for debug in ["Some(", "{Extract", "[\"", "TaskKind"] {
-        assert!(!log.contains(debug), "debug formatting in the log: {debug}\n{log}");
+        assert!(
+            !log.contains(debug),
+            "debug formatting in the log: {debug}\n{log}"
+        );
     }
 
     let broken = dir.write(

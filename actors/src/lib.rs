@@ -1,3 +1,23 @@
+/*!
+The Conveyor runtime: actors that move messages between the flow state
+machine, the data plane and the broker.
+
+# Layout
+- [`node`]: starts a node's roles (from [`conveyor_flow::Roles`]) and stops
+  them gracefully; [`tasks`] tracks every task it spawns.
+- [`state`]: the flow-run state machine. Plain data, no actix, no I/O: typed
+  task phases, retries, deadlines, fences.
+- [`coordinator`]: the actor around the state machine; [`handle`] is
+  [`handle::CoordinatorHandle`], the one way the rest of a node (CLI, HTTP
+  API, dashboard) talks to it; [`runstore`] is its SQLite history.
+- [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
+  backoff; each task runs off the actix thread.
+- [`transport`]: RabbitMQ through lapin, and the in-process bus of the
+  embedded default, behind one [`transport::Transport`].
+- [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
+  exits, and fault injection (feature `failpoints`).
+*/
+
 pub mod backoff;
 pub mod coordinator;
 pub mod failpoint;
