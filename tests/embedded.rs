@@ -297,16 +297,28 @@ fn an_unreachable_url_is_retried_then_fails_naming_it() {
     let flow = dir.write(
         "f.toml",
         &format!(
-            "[flow]\nname = \"url\"\nmax_attempts = 2\nbackoff = \"10ms\"\n[tasks.e]\nkind = \"extract\"\nurl = \"http://127.0.0.1:{port}/x.csv\"\n"
+            "[flow]\nname = \"url\"\nmax_attempts = 2\nbackoff = \"10ms\"\n[tasks.e]\nkind = \"extract\"\nurl = \"http://user:s3cret@127.0.0.1:{port}/x.csv\"\n"
         ),
     );
-    let (out, report) = run_flow(&dir.path, &flow, &[]);
+    let (out, report) = run_flow(&dir.path, &flow, &["--log", "info"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let report = report.unwrap();
     let e = &report.tasks[0];
     assert_eq!(e.attempts, 2, "a connection error is retryable: {e:?}");
     assert!(e.error.as_ref().unwrap().retryable);
-    assert!(report.error.unwrap().contains(&format!("127.0.0.1:{port}")));
+    let error = report.error.clone().unwrap();
+    assert!(
+        error.contains(&format!("http://user:***@127.0.0.1:{port}/x.csv")),
+        "{error}"
+    );
+    // The credentials show nowhere: not in the report, the errors or the log
+    // (issue 10, item 5).
+    let everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!everything.contains("s3cret"), "{everything}");
 }
 
 #[test]

@@ -218,22 +218,8 @@ impl Roles {
     }
 }
 
-/// Hides the password of an AMQP URL, for logs and reports.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let user = authority[..at].split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..scheme_end], &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
-}
+/// Hides a URL's userinfo, for logs and reports.
+pub use conveyor_schemas::redact::redact_url;
 
 /// `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1MB"` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Option<u64> {

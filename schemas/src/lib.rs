@@ -13,6 +13,7 @@ are generated from these types and a test fails when they drift.
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
 - [`names`]: the rules for names and relative paths that messages carry.
+- [`redact`]: secrets (URL userinfo) out of logs, reports and errors.
 
 # Versioning
 Every message carries `schema_version` ([`SCHEMA_VERSION`]); a receiver
@@ -34,6 +35,7 @@ gather) with one [`TaskSpec`]: a source, steps and a sink.
 */
 
 pub mod names;
+pub mod redact;
 
 use std::collections::BTreeMap;
 

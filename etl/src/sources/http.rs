@@ -5,6 +5,7 @@ A URL: downloaded into the store's scratch directory, then read as a file
 
 use std::path::PathBuf;
 
+use conveyor_schemas::redact::{redact_in, redact_url};
 use conveyor_schemas::ReadOptions;
 
 use super::{open_file, Batches, ReadContext, Source, SourceFile};
@@ -26,9 +27,11 @@ impl Source for UrlSource {
 
 /// Downloads `url` into a scratch file of the store.
 fn download(url: &str, store: &dyn ArtifactStore, tag: &str) -> Result<SourceFile> {
+    // The URL keeps its credentials for the request; every error shows it,
+    // and whatever the HTTP library says about it, redacted.
     let fetch_err = |message: String, retryable: bool| EtlError::Fetch {
-        url: url.to_string(),
-        message,
+        url: redact_url(url),
+        message: redact_in(&message, url),
         retryable,
     };
     let response = ureq::get(url).call().map_err(|e| match e {
@@ -46,7 +49,7 @@ fn download(url: &str, store: &dyn ArtifactStore, tag: &str) -> Result<SourceFil
         .map_err(|e| fetch_err(format!("download failed: {e}"), true))?;
     Ok(SourceFile {
         path: pending.tmp_path().to_path_buf(),
-        display: PathBuf::from(url),
+        display: PathBuf::from(redact_url(url)),
         _download: Some(pending),
     })
 }
