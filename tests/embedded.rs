@@ -603,3 +603,60 @@ fn log_lines_carry_rows_durations_states_and_errors() {
         "{finished}"
     );
 }
+
+/// One failed branch of a fan-out no longer kills the independent branches:
+/// they run to completion and commit, and the flow ends Failed. With
+/// `fail_fast = true` the first failure ends the run (issue 10, item 3).
+#[test]
+fn a_failed_branch_leaves_independent_branches_to_finish_unless_fail_fast() {
+    let dir = TestDir::new("embedded_fanout_failure");
+    let csv = repo_root().join("examples/data/colors.csv");
+    let flow_text = |fail_fast: bool| {
+        format!(
+            "[flow]\nname = \"fan\"\nfail_fast = {fail_fast}\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n[tasks.broken]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"NO_SUCH_COLUMN\"] }}]\n[tasks.broken_load]\nkind = \"load\"\ninput = \"broken\"\npath = \"broken.csv\"\n[tasks.slow]\nkind = \"transform\"\ninput = \"extract\"\nsteps = [{{ drop = [\"HEX\"] }}]\n[tasks.good_load]\nkind = \"load\"\ninput = \"slow\"\npath = \"good.csv\"\n",
+            csv.display()
+        )
+    };
+    let state = |report: &conveyor_schemas::RunReport, name: &str| {
+        report.tasks.iter().find(|t| t.name == name).unwrap().state
+    };
+    // The good branch is slower than the failure, so the failure comes first.
+    let env = ("CONVEYOR_FAILPOINTS", "sleep=1000@slow");
+
+    let flow = dir.write("fan.toml", &flow_text(false));
+    let mut cmd = std::process::Command::new(conveyor_bin());
+    cmd.current_dir(&dir.path)
+        .args(["run", "--json"])
+        .arg(&flow)
+        .env(env.0, env.1);
+    let out = output_within(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: conveyor_schemas::RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report.state, FlowState::Failed);
+    assert_eq!(state(&report, "broken"), TaskState::Failed);
+    assert_eq!(state(&report, "broken_load"), TaskState::Skipped);
+    assert_eq!(
+        state(&report, "good_load"),
+        TaskState::Succeeded,
+        "{report:?}"
+    );
+    assert!(dir.join("out/good.csv").exists());
+    assert!(report.error.unwrap().contains("NO_SUCH_COLUMN"));
+
+    std::fs::remove_dir_all(dir.join("out")).unwrap();
+    let flow = dir.write("fan_fast.toml", &flow_text(true));
+    let mut cmd = std::process::Command::new(conveyor_bin());
+    cmd.current_dir(&dir.path)
+        .args(["run", "--json"])
+        .arg(&flow)
+        .env(env.0, env.1);
+    let out = output_within(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: conveyor_schemas::RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        state(&report, "good_load"),
+        TaskState::Skipped,
+        "{report:?}"
+    );
+    assert!(!dir.join("out/good.csv").exists());
+}

@@ -766,9 +766,9 @@ impl Handler<DeadLettered> for Coordinator {
         let Some(run) = self.runs.get_mut(&task.flow_run) else {
             return Ok(());
         };
-        let applied = run
-            .machine
-            .dead_lettered(&task.task, task.attempt, &msg.reason);
+        let applied =
+            run.machine
+                .dead_lettered(&task.task, task.attempt, &msg.reason, Instant::now());
         warn!(task_run = %task.task_run, attempt = task.attempt, reason = %msg.reason, ?applied, "Task dead-lettered by the broker");
         self.advance(Some(&task.flow_run), ctx);
         self.check()

@@ -382,7 +382,9 @@ impl FlowRun {
                 } else if now.duration_since(since) >= self.worker_wait {
                     let error = self.no_worker_error(kind);
                     self.fail_task(i, error);
-                    break;
+                    if self.state.is_terminal() {
+                        break;
+                    }
                 }
             }
         }
@@ -526,7 +528,13 @@ impl FlowRun {
 
     /// The broker dead-lettered an attempt (it crashed its worker on every
     /// delivery, or workers rejected it). Retrying would crash again: fail.
-    pub fn dead_lettered(&mut self, task: &str, attempt: u32, reason: &str) -> Applied {
+    pub fn dead_lettered(
+        &mut self,
+        task: &str,
+        attempt: u32,
+        reason: &str,
+        now: Instant,
+    ) -> Applied {
         let Some(i) = self.index_of(task) else {
             return Applied::Unknown;
         };
@@ -548,6 +556,7 @@ impl FlowRun {
             retryable: false,
         };
         self.fail_task(i, error);
+        self.settle(now);
         self.generation += 1;
         Applied::Changed
     }
@@ -574,26 +583,46 @@ impl FlowRun {
         let def = &self.flow.tasks[i];
         let run = &mut self.tasks[i];
         let attempts = run.attempt.max(run.starts);
-        self.error = Some(format!(
+        // The run reports its first failure; later ones are on their tasks.
+        self.error = self.error.take().or(Some(format!(
             "task `{}` ({}) failed after {attempts} attempt{}: {}",
             def.name,
             def.kind,
             if attempts == 1 { "" } else { "s" },
             error.message
-        ));
+        )));
         run.fail(error);
-        self.state = FlowState::Failed;
-        for other in &mut self.tasks {
-            if !other.phase.is_terminal() {
-                other.phase = Phase::Skipped;
+        if self.flow.fail_fast {
+            self.state = FlowState::Failed;
+            for other in &mut self.tasks {
+                if !other.phase.is_terminal() {
+                    other.phase = Phase::Skipped;
+                }
+            }
+            return;
+        }
+        // Only what depends on the failed task, directly or not, is skipped;
+        // tasks are in dependency order, so one pass finds them all.
+        let mut lost = vec![false; self.tasks.len()];
+        lost[i] = true;
+        for j in 0..self.tasks.len() {
+            if self.graph.after[j].iter().any(|&d| lost[d]) {
+                lost[j] = true;
+                if !self.tasks[j].phase.is_terminal() {
+                    self.tasks[j].phase = Phase::Skipped;
+                }
             }
         }
     }
 
     fn settle(&mut self, now: Instant) {
         if !self.state.is_terminal() {
-            if self.tasks.iter().all(|t| t.phase == Phase::Succeeded) {
-                self.state = FlowState::Succeeded;
+            if self.tasks.iter().all(|t| t.phase.is_terminal()) {
+                self.state = if self.tasks.iter().all(|t| t.phase == Phase::Succeeded) {
+                    FlowState::Succeeded
+                } else {
+                    FlowState::Failed
+                };
             } else if self
                 .tasks
                 .iter()
@@ -1187,12 +1216,59 @@ path = "b.parquet"
         assert_eq!(fr.state(), FlowState::WaitingForWorker);
         fr.poll(t0 + Duration::from_secs(9), &no_transform, &mut one);
         assert_eq!(fr.state(), FlowState::WaitingForWorker);
-        fr.poll(t0 + Duration::from_secs(10), &no_transform, &mut one);
+        let at_wait = t0 + Duration::from_secs(10);
+        fr.poll(at_wait, &no_transform, &mut one);
+        // The transform failed; the load that reads it is skipped, and the
+        // independent load l2 runs on (not fail_fast) before the run fails.
+        let state_of = |fr: &FlowRun, name: &str| {
+            fr.report(t0)
+                .tasks
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap()
+                .state
+        };
+        assert_eq!(state_of(&fr, "t"), TaskState::Failed);
+        assert_eq!(state_of(&fr, "l1"), TaskState::Skipped);
+        assert_eq!(state_of(&fr, "l2"), TaskState::Queued);
+        assert!(!fr.state().is_terminal());
+        let l2 = fr
+            .unpublished()
+            .into_iter()
+            .find(|m| m.task == "l2")
+            .unwrap();
+        fr.apply(&success(&l2, 3), at_wait, &mut one);
+        assert_eq!(state_of(&fr, "l2"), TaskState::Succeeded);
         assert_eq!(fr.state(), FlowState::Failed);
         let report = fr.report(t0);
         let t = report.tasks.iter().find(|t| t.name == "t").unwrap();
         assert_eq!(t.error.as_ref().unwrap().kind, ErrorKind::NoWorker);
         assert!(report.error.unwrap().contains("`transform`"));
+    }
+
+    #[test]
+    fn fail_fast_skips_every_other_task_at_the_first_failure() {
+        let t0 = Instant::now();
+        let text = FLOW.replace(
+            "worker_wait = \"10s\"",
+            "worker_wait = \"10s\"\nfail_fast = true",
+        );
+        let flow = Arc::new(FlowSpec::parse("f.toml", &text, Path::new("/")).unwrap());
+        assert!(flow.fail_fast);
+        let mut fr = FlowRun::new("fr1".into(), flow, "r".into(), Duration::from_secs(30), t0);
+        let e = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&success(&e, 3), t0, &mut one);
+        let next = fr.poll(t0, &all_live, &mut one);
+        let t = next.iter().find(|m| m.task == "t").unwrap();
+        fr.apply(&failure(t, false), t0, &mut one);
+        assert_eq!(fr.state(), FlowState::Failed);
+        let report = fr.report(t0);
+        let l2 = report.tasks.iter().find(|t| t.name == "l2").unwrap();
+        assert_eq!(
+            l2.state,
+            TaskState::Skipped,
+            "fail_fast stops the independent load too"
+        );
     }
 
     #[test]
@@ -1225,11 +1301,11 @@ path = "b.parquet"
             fr.apply(&started, t0, &mut one);
         }
         assert_eq!(
-            fr.dead_lettered("e", m.attempt + 1, "delivery_limit"),
+            fr.dead_lettered("e", m.attempt + 1, "delivery_limit", t0),
             Applied::Stale
         );
         assert_eq!(
-            fr.dead_lettered("e", m.attempt, "delivery_limit"),
+            fr.dead_lettered("e", m.attempt, "delivery_limit", t0),
             Applied::Changed
         );
         assert_eq!(fr.state(), FlowState::Failed);

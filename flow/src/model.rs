@@ -15,6 +15,10 @@ pub struct FlowSpec {
     pub tasks: Vec<TaskDef>,
     /// Overrides the coordinator's wait for a live worker.
     pub worker_wait: Option<Duration>,
+    /// `[flow] fail_fast = true`: the first failed task ends the run and
+    /// skips every other task. By default only the tasks that depend on it
+    /// are skipped; independent branches run to completion.
+    pub fail_fast: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -116,6 +116,7 @@ impl FlowSpec {
         let mut name = String::new();
         let mut worker_wait = None;
         let mut fuse = false;
+        let mut fail_fast = false;
         let mut defaults = RetryPolicy::default();
         let mut default_timeout = DEFAULT_TIMEOUT;
         match root.table("flow") {
@@ -128,6 +129,7 @@ impl FlowSpec {
                 }
                 worker_wait = flow.positive_duration("worker_wait");
                 fuse = flow.bool("fuse").unwrap_or(false);
+                fail_fast = flow.bool("fail_fast").unwrap_or(false);
                 read_retry(&mut flow, &mut defaults);
                 if let Some(t) = flow.positive_duration("timeout") {
                     default_timeout = t;
@@ -201,6 +203,7 @@ impl FlowSpec {
             name,
             tasks,
             worker_wait,
+            fail_fast,
         })
     }
 }
