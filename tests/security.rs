@@ -312,3 +312,91 @@ fn amqps_with_a_private_ca() {
         "{err}"
     );
 }
+
+/// `[workers] input_roots` and `allow_urls` confine what a flow's sources
+/// may read and fetch; a refused source names the rule, and a node config
+/// without them warns once at start (issue 10, item 10).
+#[test]
+fn sources_are_confined_to_input_roots_and_allowed_urls() {
+    let dir = TestDir::new("security_input_roots");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/data/colors.csv"),
+        data.join("colors.csv"),
+    )
+    .unwrap();
+    let storage = format!(
+        "[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n",
+        dir.join("artifacts").display(),
+        dir.join("out").display()
+    );
+    let confined = dir.write(
+        "confined.toml",
+        &format!(
+            "[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\ninput_roots = [\"data\"]\nallow_urls = [\"https://data.example.org/\"]\n{storage}"
+        ),
+    );
+    let flow = |name: &str, source: &str| {
+        dir.write(
+            &format!("{name}.toml"),
+            &format!("[flow]\nname = \"{name}\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\n{source}\nformat = \"csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n"),
+        )
+    };
+    let run = |flow: &std::path::Path, config: &std::path::Path| {
+        run_flow(
+            &dir.path,
+            flow,
+            &["--config", config.to_str().unwrap(), "--log", "info"],
+        )
+    };
+
+    let inside = flow(
+        "inside",
+        &format!("path = \"{}\"", data.join("colors.csv").display()),
+    );
+    let (out, report) = run(&inside, &confined);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("sets no"), "{log}");
+
+    for (name, source, rule) in [
+        (
+            "passwd",
+            "path = \"/etc/passwd\"".to_string(),
+            "input_roots",
+        ),
+        (
+            "escape",
+            format!("path = \"{}/../confined.toml\"", data.display()),
+            "input_roots",
+        ),
+        (
+            "metadata",
+            "url = \"http://169.254.169.254/latest/meta-data.csv\"".to_string(),
+            "allow_urls",
+        ),
+    ] {
+        let (out, report) = run(&flow(name, &source), &confined);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", describe(&out));
+        let report = report.unwrap();
+        let error = report.error.unwrap();
+        assert!(error.contains(rule), "{name}: {error}");
+        assert!(!report.tasks[0].error.as_ref().unwrap().retryable);
+        assert!(!dir.join(&format!("out/{name}.csv")).exists());
+    }
+
+    let open = dir.write(
+        "open.toml",
+        &format!("[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\n{storage}"),
+    );
+    let (out, _) = run(&inside, &open);
+    assert!(out.status.success(), "{}", describe(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.matches("sets no input_roots or allow_urls").count(),
+        1,
+        "{log}"
+    );
+}

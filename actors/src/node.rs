@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use conveyor_etl::policy::SourcePolicy;
 use conveyor_etl::{FsStore, Workspace};
 use conveyor_schemas::{
     FlowEvent, FlowEventKind, FlowSubmission, TaskKind, TaskMessage, TaskUpdate, SCHEMA_VERSION,
@@ -173,6 +174,10 @@ impl Node {
                     store: Arc::new(FsStore::new(&cfg.artifacts)),
                     output_root: cfg.output_root.clone(),
                     max_record_bytes: cfg.max_record_bytes,
+                    sources: SourcePolicy {
+                        input_roots: cfg.input_roots.clone(),
+                        allow_urls: cfg.allow_urls.clone(),
+                    },
                 },
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),

@@ -29,6 +29,7 @@ pub mod gather;
 pub mod guard;
 pub mod partition;
 pub mod paths;
+pub mod policy;
 pub mod sinks;
 pub mod sources;
 pub mod store;
@@ -52,6 +53,8 @@ pub struct Workspace {
     pub output_root: PathBuf,
     /// Longest CSV record or JSON line a source may hold, in bytes.
     pub max_record_bytes: u64,
+    /// What sources may read and fetch.
+    pub sources: policy::SourcePolicy,
 }
 
 /// Identifies one attempt, for temporary file names and commit markers.
@@ -114,6 +117,7 @@ pub fn run_task(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOut
         store: ws.store.as_ref(),
         tag: &tag,
         max_record: ws.max_record_bytes,
+        policy: &ws.sources,
     };
     let batches = sources::open(&spec.source, &cx)?;
     let rows_in = std::cell::Cell::new(0u64);
@@ -250,6 +254,7 @@ mod tests {
             store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
+            sources: Default::default(),
         };
         std::fs::create_dir_all(&ws.output_root).unwrap();
         let progress = AtomicU64::new(0);
@@ -303,6 +308,7 @@ mod tests {
             store: std::sync::Arc::new(FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
+            sources: Default::default(),
         };
         (dir, ws)
     }

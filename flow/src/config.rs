@@ -34,6 +34,11 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Longest CSV record or JSON line a source may hold, in bytes.
     pub max_record_bytes: u64,
+    /// `[workers] input_roots`: directories file and glob sources may read
+    /// under; `None`: any (the embedded default).
+    pub input_roots: Option<Vec<PathBuf>>,
+    /// `[workers] allow_urls`: URL prefixes URL sources may fetch; `None`: any.
+    pub allow_urls: Option<Vec<String>>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -262,6 +267,8 @@ impl NodeConfig {
             output_root: base.join("out"),
             heartbeat: Duration::from_secs(1),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            input_roots: None,
+            allow_urls: None,
         }
     }
 
@@ -390,6 +397,23 @@ impl NodeConfig {
                         format!("`{text}` is not a size of at least 1KiB, e.g. \"64MiB\""),
                     ),
                 }
+            }
+            cfg.input_roots = workers
+                .str_list("input_roots")
+                .map(|roots| roots.iter().map(|r| base.join(r)).collect());
+            if let Some(prefixes) = workers.str_list("allow_urls") {
+                for p in &prefixes {
+                    // A bare host would also allow `https://host.evil.example/`.
+                    let ok = (p.starts_with("http://") || p.starts_with("https://"))
+                        && p.splitn(4, '/').nth(3).is_some();
+                    if !ok {
+                        workers.error(
+                            "allow_urls",
+                            format!("`{p}` must be an http(s) URL prefix ending in a path, e.g. \"https://data.example.org/\""),
+                        );
+                    }
+                }
+                cfg.allow_urls = Some(prefixes);
             }
             let kinds = workers.str_list("kinds");
             let kinds = workers.required("kinds", kinds).unwrap_or_default();
@@ -596,6 +620,29 @@ mod tests {
             (err.problems[0].key.as_str(), err.problems[0].line),
             ("coordinator.worker_wait", Some(6))
         );
+    }
+
+    #[test]
+    fn source_rules_resolve_against_the_config_and_refuse_bare_hosts() {
+        let cfg = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"extract\"]\ninput_roots = [\"data\", \"/srv/in\"]\nallow_urls = [\"https://data.example.org/\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.input_roots.unwrap(),
+            [
+                PathBuf::from("/etc/conveyor/data"),
+                PathBuf::from("/srv/in")
+            ]
+        );
+        assert_eq!(cfg.allow_urls.unwrap(), ["https://data.example.org/"]);
+        let err = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"extract\"]\nallow_urls = [\"https://data.example.org\"]\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "workers.allow_urls", "{err}");
     }
 
     #[test]

@@ -263,6 +263,9 @@ fn cmd_run(
     if connect_timeout.is_some() {
         roles.connect_timeout = connect_timeout;
     }
+    if config.is_some() {
+        warn_if_sources_unrestricted(&cfg, &roles);
+    }
     let io = match io_runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -360,6 +363,29 @@ fn print_json(report: &RunReport) {
     }
 }
 
+/// A node config that runs workers without `input_roots` or `allow_urls`
+/// lets any flow read any file and fetch any address the node can reach:
+/// say so once at start (the embedded default, with no config, stays quiet).
+fn warn_if_sources_unrestricted(cfg: &NodeConfig, roles: &conveyor_flow::Roles) {
+    if roles.workers.is_empty() {
+        return;
+    }
+    let mut open = Vec::new();
+    if cfg.input_roots.is_none() {
+        open.push("input_roots");
+    }
+    if cfg.allow_urls.is_none() {
+        open.push("allow_urls");
+    }
+    if !open.is_empty() {
+        tracing::warn!(
+            unset = %open.join(", "),
+            "[workers] sets no {}: a flow's sources may read any file and fetch any URL this node can reach",
+            open.join(" or ")
+        );
+    }
+}
+
 fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -> u8 {
     let cfg = match NodeConfig::load(config) {
         Ok(c) => c,
@@ -385,6 +411,7 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     if connect_timeout.is_some() {
         roles.connect_timeout = connect_timeout;
     }
+    warn_if_sources_unrestricted(&cfg, &roles);
     let system = actix::System::new();
     let code = system.block_on(async {
         let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {

@@ -21,10 +21,11 @@ impl Source for GlobSource {
     fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
         // A file whose name holds `[`, `*` or `?` is read as that file.
         if Path::new(&self.pattern).exists() {
+            cx.policy.check_path(Path::new(&self.pattern))?;
             let file = SourceFile::local(Path::new(&self.pattern));
             return open_file(&self.read, file, cx.max_record);
         }
-        open_glob(&self.read, &self.pattern, cx.max_record)
+        open_glob(&self.read, &self.pattern, cx.max_record, cx.policy)
     }
 }
 
@@ -32,7 +33,12 @@ impl Source for GlobSource {
 /// `n` reads a contiguous run of them, so parts keep the files' order. The
 /// first file fixes the columns and their types; every other file must have
 /// the same columns, and its values must fit those types.
-fn open_glob(spec: &ReadOptions, pattern: &str, max_record: u64) -> Result<Batches> {
+fn open_glob(
+    spec: &ReadOptions,
+    pattern: &str,
+    max_record: u64,
+    policy: &crate::policy::SourcePolicy,
+) -> Result<Batches> {
     let shown = Path::new(pattern);
     let entries =
         glob::glob(pattern).map_err(|e| EtlError::Spec(format!("bad glob `{pattern}`: {e}")))?;
@@ -41,6 +47,7 @@ fn open_glob(spec: &ReadOptions, pattern: &str, max_record: u64) -> Result<Batch
         let path =
             entry.map_err(|e| EtlError::io(e.path(), std::io::Error::other(e.to_string())))?;
         if path.is_file() {
+            policy.check_path(&path)?;
             files.push(path);
         }
     }

@@ -20,6 +20,7 @@ pub struct UrlSource {
 
 impl Source for UrlSource {
     fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
+        cx.policy.check_url(&self.url)?;
         let file = download(&self.url, cx.store, cx.tag)?;
         open_file(&self.read, file, cx.max_record)
     }

@@ -57,6 +57,8 @@ pub struct ReadContext<'a> {
     /// Longest CSV record or JSON line a source may hold, in bytes, so that a
     /// stray quote cannot make a reader buffer the rest of the file.
     pub max_record: u64,
+    /// What this node's sources may read and fetch.
+    pub policy: &'a crate::policy::SourcePolicy,
 }
 
 /// Something a task reads rows from.
@@ -103,6 +105,7 @@ pub struct FileSource {
 
 impl Source for FileSource {
     fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
+        cx.policy.check_path(&self.path)?;
         open_file(&self.read, SourceFile::local(&self.path), cx.max_record)
     }
 }
