@@ -883,3 +883,58 @@ fn connect_timeout_bounds_the_wait_for_a_broker_that_never_comes() {
         "gave up after {took:?}"
     );
 }
+
+/// SIGTERM with a task running: the node stops within its grace period, the
+/// unfinished task goes back to the queue, and a worker of that kind started
+/// within `worker_wait` takes it, so the flow succeeds (issue 10, item 2).
+#[test]
+fn sigterm_returns_a_running_task_to_the_queue_and_a_restarted_worker_finishes_it() {
+    let dir = TestDir::new("cluster_sigterm_running");
+    let ns = namespace("term_running");
+    let storage = dir.join("shared");
+    let cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    // The transform would block for a minute on this node.
+    let mut slow = NodeProcess::start(
+        &cfg,
+        &dir.join("slow.log"),
+        &[
+            ("CONVEYOR_FAILPOINTS", "sleep=60000@transform"),
+            ("CONVEYOR_GRACE", "1s"),
+        ],
+    );
+    let flow = colors_flow(&dir, "colors", "worker_wait = \"60s\"");
+    let client = client_config(&dir, &ns, "");
+    let run = run_flow_in_background(&dir.path, &flow, &client);
+    slow.wait_for_line(&["Task started", "transform"], Duration::from_secs(30));
+    let stopped = Instant::now();
+    let status = slow
+        .sigterm_and_wait(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the node outlived its grace period:\n{}", slow.log_text()));
+    assert!(status.success(), "{status:?}\n{}", slow.log_text());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        stopped.elapsed()
+    );
+    // A worker of that kind comes back within worker_wait and takes the task.
+    let fresh = dir.write(
+        "w2.toml",
+        &node_config("w2", &ns, &["extract", "transform", "load"], &storage, ""),
+    );
+    let _fresh = NodeProcess::start(&fresh, &dir.join("fresh.log"), &[]);
+    let (out, report) = run.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&out),
+        slow.log_text()
+    );
+    let report = report.unwrap();
+    let transform = report.tasks.iter().find(|t| t.name == "transform").unwrap();
+    assert_eq!(transform.state, TaskState::Succeeded);
+    assert_eq!(transform.node.as_deref(), Some("w2"));
+    assert_colors_promise(&amqp_url(), &ns, &storage);
+}

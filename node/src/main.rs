@@ -82,8 +82,10 @@ enum Command {
         /// The node config file (see config.toml in the repository).
         #[arg(long, short)]
         config: PathBuf,
-        /// How long in-flight tasks may run on after a stop signal.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        /// How long in-flight tasks may run on after a stop signal; an
+        /// unfinished task then goes back to its queue for another worker,
+        /// and the process exits.
+        #[arg(long, env = "CONVEYOR_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
         grace: Duration,
     },
     /// Run one flow to completion and report it.
@@ -313,7 +315,7 @@ fn cmd_run(
         node.shutdown(grace).await;
         result
     });
-    drop(io);
+    stop_runtime(io);
     match outcome {
         Ok(Outcome::Finished(report)) => {
             if json {
@@ -354,6 +356,16 @@ fn cmd_run(
             EXIT_NODE_FAILED
         }
     }
+}
+
+/// How long the I/O runtime may take to stop once the node has stopped. A
+/// task still blocking by then was returned to its queue when the broker
+/// connection closed: it is abandoned, not waited for, so that a stop signal
+/// ends the process within the grace period.
+const RUNTIME_STOP_WITHIN: Duration = Duration::from_secs(2);
+
+fn stop_runtime(io: tokio::runtime::Runtime) {
+    io.shutdown_timeout(RUNTIME_STOP_WITHIN);
 }
 
 fn print_json(report: &RunReport) {
@@ -443,7 +455,7 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
         node.shutdown(grace).await;
         code
     });
-    drop(io);
+    stop_runtime(io);
     code
 }
 
