@@ -798,19 +798,12 @@ fn shared_broker_port() -> u16 {
         .unwrap_or(5672)
 }
 
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A node started while its broker is down keeps trying with backoff, and
 /// comes up when the broker does (issue 10, item 9).
 #[test]
 fn a_node_started_before_its_broker_comes_up_when_the_broker_does() {
     use crate::harness::fault_proxy::FaultProxy;
+    use crate::harness::private_broker::spare_port;
 
     let dir = TestDir::new("cluster_broker_late");
     let ns = namespace("broker_late");
@@ -857,6 +850,8 @@ fn a_node_started_before_its_broker_comes_up_when_the_broker_does() {
 /// `--connect-timeout` bounds that wait: exit 70 naming the broker.
 #[test]
 fn connect_timeout_bounds_the_wait_for_a_broker_that_never_comes() {
+    use crate::harness::private_broker::spare_port;
+
     let dir = TestDir::new("cluster_broker_never");
     let port = spare_port();
     let url = format!("amqp://guest:s3cret@127.0.0.1:{port}/%2f");

@@ -113,20 +113,12 @@ pub fn confine(root: &Path, what: &str, relative: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The rules themselves are tested in `conveyor_schemas::names`; here,
+    /// that a broken rule is a spec error of the data plane.
     #[test]
-    fn hostile_relative_paths_are_rejected() {
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a\0b",
-            "",
-            ".",
-            &"n".repeat(300),
-        ] {
-            let err = check_relative_path("load path", bad).unwrap_err();
-            assert!(matches!(err, EtlError::Spec(_)), "{bad:?}: {err}");
-        }
+    fn a_hostile_relative_path_is_a_spec_error() {
+        let err = check_relative_path("load path", "../x").unwrap_err();
+        assert!(matches!(err, EtlError::Spec(_)), "{err}");
         assert_eq!(
             check_relative_path("p", "./a/b.csv").unwrap(),
             PathBuf::from("a/b.csv")

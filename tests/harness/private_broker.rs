@@ -17,7 +17,8 @@ pub struct PrivateBroker {
     dir: PathBuf,
 }
 
-fn spare_port() -> u16 {
+/// A TCP port nothing listens on right now (bound, then released).
+pub fn spare_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
