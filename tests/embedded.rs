@@ -657,3 +657,22 @@ fn jsonl_errors_name_the_file_the_line_and_the_field() {
         assert!(!dir.join(&format!("out/out{i}.jsonl")).exists());
     }
 }
+
+/// CSV to JSON lines keeps every row's shape: a missing value (`1,,`) is an
+/// explicit null, and a quoted empty field (`""`) is an empty string, which
+/// makes its column text (issue 10, item 14).
+#[test]
+fn csv_empty_and_quoted_empty_values_keep_their_shape_in_jsonl() {
+    let dir = TestDir::new("embedded_csv_empty_values_jsonl");
+    dir.write("in.csv", "a,b,c,d\n1,\"\",\"\",\n2,3,4,5\n");
+    let flow = dir.write(
+        "f.toml",
+        "[flow]\nname = \"empties\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.jsonl\"\n",
+    );
+    let (out, _) = run_flow(&dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/out.jsonl")).unwrap(),
+        "{\"a\":1,\"b\":\"\",\"c\":\"\",\"d\":null}\n{\"a\":2,\"b\":\"3\",\"c\":\"4\",\"d\":5}\n"
+    );
+}

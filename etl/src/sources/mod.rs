@@ -213,10 +213,7 @@ pub(crate) fn open_fixed(
         let again = f.try_clone().map_err(|e| EtlError::io(&display, e))?;
         jsonl::LinesBefore::Count(again, start)
     };
-    let bytes = BufReader::with_capacity(
-        1 << 20,
-        RecordGuard::new(RangeReader::new(f, start, end), framing, max_record),
-    );
+    let bytes = RecordGuard::new(RangeReader::new(f, start, end), framing, max_record);
     let origin = if part.is_some() {
         format!(" of partition {index} (from byte {start})")
     } else {
@@ -225,7 +222,12 @@ pub(crate) fn open_fixed(
     match read.format {
         // Only the share that starts the file holds its header.
         DataFormat::Csv => csv::open_range(read, bytes, head, &display, origin, start == 0),
-        _ => jsonl::open_range(bytes, head, &display, lines_before),
+        _ => jsonl::open_range(
+            BufReader::with_capacity(1 << 20, bytes),
+            head,
+            &display,
+            lines_before,
+        ),
     }
 }
 
