@@ -660,3 +660,76 @@ fn a_failed_branch_leaves_independent_branches_to_finish_unless_fail_fast() {
     );
     assert!(!dir.join("out/good.csv").exists());
 }
+
+/// A JSON-lines error names the file, its line in the whole file (blank
+/// lines counted, partitions too) and the field: a data error, not retried,
+/// with nothing written (issue 10, item 7).
+#[test]
+fn jsonl_errors_name_the_file_the_line_and_the_field() {
+    let dir = TestDir::new("embedded_jsonl_error_lines");
+    dir.write("syntax.jsonl", "{\"id\":1}\n\n{\"id\":}\n{\"id\":3}\n");
+    let mut clash = String::new();
+    for i in 1..=300 {
+        if i == 250 {
+            clash.push_str("{\"id\":250}\n");
+        } else {
+            clash.push_str(&format!("{{\"id\":\"s{i}\"}}\n"));
+        }
+    }
+    dir.write("clash.jsonl", &clash);
+    let cases = [
+        ("syntax.jsonl", "", "line 3, column 7"),
+        ("clash.jsonl", "partitions = 3\n", "line 250, field `id`"),
+    ];
+    for (i, (file, extra, needle)) in cases.iter().enumerate() {
+        let flow = dir.write(
+            &format!("f{i}.toml"),
+            &format!(
+                "[flow]\nname = \"jsonl{i}\"\nmax_attempts = 3\n[tasks.e]\nkind = \"extract\"\npath = \"{file}\"\n{extra}[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out{i}.jsonl\"\n"
+            ),
+        );
+        let (out, report) = run_flow(&dir.path, &flow, &[]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", describe(&out));
+        let report = report.unwrap();
+        let failed: Vec<_> = report
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Failed)
+            .collect();
+        assert!(!failed.is_empty(), "{report:?}");
+        for t in failed {
+            let error = t.error.as_ref().unwrap();
+            assert!(
+                !error.retryable && error.kind == ErrorKind::Data && t.attempts == 1,
+                "{file}: {t:?}"
+            );
+            for needle in [file, needle] {
+                assert!(
+                    error.message.contains(needle),
+                    "{needle:?} not in {}",
+                    error.message
+                );
+            }
+        }
+        assert!(!dir.join(&format!("out/out{i}.jsonl")).exists());
+    }
+}
+
+/// CSV to JSON lines keeps every row's shape: a missing value (`1,,`) is an
+/// explicit null, and a quoted empty field (`""`) is an empty string, which
+/// makes its column text (issue 10, item 14).
+#[test]
+fn csv_empty_and_quoted_empty_values_keep_their_shape_in_jsonl() {
+    let dir = TestDir::new("embedded_csv_empty_values_jsonl");
+    dir.write("in.csv", "a,b,c,d\n1,\"\",\"\",\n2,3,4,5\n");
+    let flow = dir.write(
+        "f.toml",
+        "[flow]\nname = \"empties\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.jsonl\"\n",
+    );
+    let (out, _) = run_flow(&dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/out.jsonl")).unwrap(),
+        "{\"a\":1,\"b\":\"\",\"c\":\"\",\"d\":null}\n{\"a\":2,\"b\":\"3\",\"c\":\"4\",\"d\":5}\n"
+    );
+}

@@ -13,8 +13,9 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
 - [`store`]: the [`ArtifactStore`] trait (objects put if absent, commit
   markers, task-run locks) and [`FsStore`], the store as a directory.
-- [`partition`], [`guard`]: byte-range partitions of text files, and the
-  record-size guard under their parsers.
+- [`partition`], [`guard`], [`quoted_empty`]: byte-range partitions of
+  text files, the record-size guard under their parsers, and the scan that
+  tells a CSV's quoted empty fields (`""`) from its missing values.
 - [`paths`]: confinement of hostile paths.
 - [`error`]: [`EtlError`], with its retry hint.
 
@@ -30,6 +31,7 @@ pub mod guard;
 pub mod partition;
 pub mod paths;
 pub mod policy;
+pub mod quoted_empty;
 pub mod sinks;
 pub mod sources;
 pub mod store;

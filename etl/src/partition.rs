@@ -88,7 +88,7 @@ pub fn boundary(file: &File, len: u64, at: u64, cut: Cut) -> std::io::Result<u64
 }
 
 /// How many times `byte` occurs in the file's first `end` bytes.
-fn count_byte(file: &File, end: u64, byte: u8) -> std::io::Result<u64> {
+pub(crate) fn count_byte(file: &File, end: u64, byte: u8) -> std::io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     let mut count = 0u64;

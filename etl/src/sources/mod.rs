@@ -210,10 +210,13 @@ pub(crate) fn open_fixed(
         Cut::Csv { quote } => Framing::Csv { quote },
         Cut::Lines => Framing::Lines,
     };
-    let bytes = BufReader::with_capacity(
-        1 << 20,
-        RecordGuard::new(RangeReader::new(f, start, end), framing, max_record),
-    );
+    let lines_before = if start == 0 {
+        jsonl::LinesBefore::None
+    } else {
+        let again = f.try_clone().map_err(|e| EtlError::io(&display, e))?;
+        jsonl::LinesBefore::Count(again, start)
+    };
+    let bytes = RecordGuard::new(RangeReader::new(f, start, end), framing, max_record);
     let origin = if part.is_some() {
         format!(" of partition {index} (from byte {start})")
     } else {
@@ -222,7 +225,12 @@ pub(crate) fn open_fixed(
     match read.format {
         // Only the share that starts the file holds its header.
         DataFormat::Csv => csv::open_range(read, bytes, head, &display, origin, start == 0),
-        _ => jsonl::open_range(bytes, head, &display),
+        _ => jsonl::open_range(
+            BufReader::with_capacity(1 << 20, bytes),
+            head,
+            &display,
+            lines_before,
+        ),
     }
 }
 

@@ -1,0 +1,212 @@
+/*!
+Which CSV fields are a quoted empty string (`""`).
+
+arrow-csv reads both `1,,` and `1,""` as a null. Conveyor tells them apart:
+an unquoted empty field is a missing value (null), while `""` is an empty
+string, which makes its column text (README, "No silent changes").
+
+[`QuotedEmpties`] wraps the bytes under the CSV parser and notes each `""`
+field as it passes, by record and column, in [`EmptyCells`], which the
+typing drains batch by batch. It reads ahead of the parser by at most the
+parser's buffer, so the cells it holds stay few. It splits records and
+fields the way csv-core (arrow-csv's parser) does: fields end at the
+delimiter outside quotes, `""` inside quotes is a quote, records end at
+`\n`, `\r` or `\r\n`, and an empty line is no record.
+*/
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+/// Quoted-empty fields seen and not yet typed: (record, column), both from
+/// 0, records counted from the start of the bytes read (a header included).
+#[derive(Clone, Default)]
+pub struct EmptyCells(Arc<Mutex<VecDeque<(u64, usize)>>>);
+
+impl EmptyCells {
+    /// Takes the cells of the records before `end`.
+    pub fn take_before(&self, end: u64) -> Vec<(u64, usize)> {
+        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = cells.iter().take_while(|(record, _)| *record < end).count();
+        cells.drain(..n).collect()
+    }
+
+    fn push(&self, record: u64, column: usize) {
+        let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cells.push_back((record, column));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Between records: line ends here are empty lines, not records.
+    StartRecord,
+    StartField,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: a doubled quote, or the field's end.
+    QuoteInQuoted,
+}
+
+pub struct QuotedEmpties<R> {
+    inner: R,
+    delimiter: u8,
+    quote: u8,
+    state: State,
+    /// The quoted field being read has a byte between its quotes.
+    has_text: bool,
+    record: u64,
+    column: usize,
+    cells: EmptyCells,
+    finished: bool,
+}
+
+impl<R> QuotedEmpties<R> {
+    pub fn new(inner: R, delimiter: u8, quote: u8) -> Self {
+        QuotedEmpties {
+            inner,
+            delimiter,
+            quote,
+            state: State::StartRecord,
+            has_text: false,
+            record: 0,
+            column: 0,
+            cells: EmptyCells::default(),
+            finished: false,
+        }
+    }
+
+    /// Where the quoted-empty fields are noted.
+    pub fn cells(&self) -> EmptyCells {
+        self.cells.clone()
+    }
+
+    fn end_field(&mut self) {
+        if self.state == State::QuoteInQuoted && !self.has_text {
+            self.cells.push(self.record, self.column);
+        }
+        self.column += 1;
+        self.state = State::StartField;
+    }
+
+    fn end_record(&mut self) {
+        self.end_field();
+        self.record += 1;
+        self.column = 0;
+        self.state = State::StartRecord;
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        let (delimiter, quote) = (self.delimiter, self.quote);
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Unquoted => {
+                    match memchr::memchr3(delimiter, b'\n', b'\r', &bytes[i..]) {
+                        Some(at) => i += at,
+                        None => return,
+                    }
+                    if bytes[i] == delimiter {
+                        self.end_field();
+                    } else {
+                        self.end_record();
+                    }
+                }
+                State::Quoted => {
+                    match memchr::memchr(quote, &bytes[i..]) {
+                        Some(0) => {}
+                        Some(at) => {
+                            self.has_text = true;
+                            i += at;
+                        }
+                        None => {
+                            self.has_text = true;
+                            return;
+                        }
+                    }
+                    self.state = State::QuoteInQuoted;
+                }
+                State::QuoteInQuoted => {
+                    let b = bytes[i];
+                    if b == quote {
+                        self.has_text = true;
+                        self.state = State::Quoted;
+                    } else if b == delimiter {
+                        self.end_field();
+                    } else if b == b'\n' || b == b'\r' {
+                        self.end_record();
+                    } else {
+                        // Text after the closing quote joins the field.
+                        self.has_text = true;
+                        self.state = State::Unquoted;
+                    }
+                }
+                State::StartRecord | State::StartField => {
+                    let b = bytes[i];
+                    if self.state == State::StartRecord && (b == b'\n' || b == b'\r') {
+                        // An empty line.
+                    } else if b == quote {
+                        self.has_text = false;
+                        self.state = State::Quoted;
+                    } else if b == delimiter {
+                        self.end_field();
+                    } else if b == b'\n' || b == b'\r' {
+                        self.end_record();
+                    } else {
+                        self.state = State::Unquoted;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// The last record may have no line end.
+    fn finish(&mut self) {
+        if !self.finished && self.state != State::StartRecord {
+            self.end_record();
+        }
+        self.finished = true;
+    }
+}
+
+impl<R: Read> Read for QuotedEmpties<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish();
+        } else {
+            self.scan(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells_of(data: &[u8], chunk: usize) -> Vec<(u64, usize)> {
+        let mut scan = QuotedEmpties::new(data, b',', b'"');
+        let cells = scan.cells();
+        let mut buf = vec![0u8; chunk];
+        while scan.read(&mut buf).unwrap() > 0 {}
+        cells.take_before(u64::MAX)
+    }
+
+    #[test]
+    fn only_whole_quoted_empty_fields_are_noted_by_record_and_column() {
+        let data =
+            b"a,b,c\r\n1,\"\",\"\"\n\n2,,\"x\"\"\"\n\"\",\"\"\"\",\"a\nb\"\n\"\"x,\" \",\"\"";
+        let want = vec![(1, 1), (1, 2), (3, 0), (4, 2)];
+        // However the bytes arrive.
+        for chunk in [1, 2, 3, 7, 1024] {
+            assert_eq!(cells_of(data, chunk), want, "chunks of {chunk}");
+        }
+        let mut scan = QuotedEmpties::new(&data[..], b',', b'"');
+        let cells = scan.cells();
+        std::io::copy(&mut scan, &mut std::io::sink()).unwrap();
+        assert_eq!(cells.take_before(3), vec![(1, 1), (1, 2)]);
+        assert_eq!(cells.take_before(u64::MAX), vec![(3, 0), (4, 2)]);
+    }
+}
