@@ -32,14 +32,20 @@ fn colors_flow_succeeds_and_drops_hex() {
 #[test]
 fn a_fused_flow_runs_as_one_task_and_writes_the_same_bytes() {
     let dir = TestDir::new("embedded_fused");
+    // A task after the fused chain fails, so the run keeps its artifacts
+    // (a succeeded run's are deleted when it ends) for the look below.
     let flow = colors_flow(&dir, "fused", "fuse = true");
+    let text = std::fs::read_to_string(&flow).unwrap()
+        + "[tasks.after]\nkind = \"extract\"\npath = \"no-such-file.csv\"\nafter = [\"load\"]\n";
+    std::fs::write(&flow, text).unwrap();
     let (out, report) = run_flow(&dir.path, &flow, &[]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let report = report.expect("JSON report on stdout");
-    assert_eq!(report.state, FlowState::Succeeded);
+    assert_eq!(report.state, FlowState::Failed);
     // extract → transform → load read, transformed and wrote in one pass.
-    assert_eq!(report.tasks.len(), 1, "{:?}", report.tasks);
-    let t = &report.tasks[0];
+    assert_eq!(report.tasks.len(), 2, "{:?}", report.tasks);
+    let t = report.tasks.iter().find(|t| t.name == "load").unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
     assert_eq!(
         (t.name.as_str(), t.kind),
         ("load", conveyor_schemas::TaskKind::Extract)
@@ -49,13 +55,13 @@ fn a_fused_flow_runs_as_one_task_and_writes_the_same_bytes() {
         std::fs::read_to_string(dir.join("out/colors.csv")).unwrap(),
         expected_colors_without_hex()
     );
-    // No intermediate artifact was written.
     // No intermediate artifact was written; the run's directory holds only
-    // the fused task's commit marker and lock.
+    // the fused task's commit marker and lock (and the run's end marker).
     let run_dir = dir.join(".conveyor/artifacts").join(&report.flow_run);
     let mut names: Vec<String> = std::fs::read_dir(&run_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".finished")
         .collect();
     names.sort();
     assert_eq!(names, ["load.done.json", "load.lock"], "{run_dir:?}");
@@ -732,4 +738,52 @@ fn csv_empty_and_quoted_empty_values_keep_their_shape_in_jsonl() {
         std::fs::read_to_string(dir.join("out/out.jsonl")).unwrap(),
         "{\"a\":1,\"b\":\"\",\"c\":\"\",\"d\":null}\n{\"a\":2,\"b\":\"3\",\"c\":\"4\",\"d\":5}\n"
     );
+}
+
+/// A succeeded run's artifacts go when it ends; a failed run's stay for a
+/// retry, for `[storage] keep_failed`, and are swept at the next node start
+/// after that (issue 10, item 4).
+#[test]
+fn artifacts_of_succeeded_runs_go_and_failed_runs_stay_for_keep_failed() {
+    let dir = TestDir::new("embedded_artifact_cleanup");
+    let artifacts = dir.join(".conveyor/artifacts");
+    let runs = || -> Vec<String> {
+        std::fs::read_dir(&artifacts)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let good = colors_flow(&dir, "good", "");
+    let (out, report) = run_flow(&dir.path, &good, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !runs().contains(&report.unwrap().flow_run),
+        "a succeeded run's artifacts stayed: {:?}",
+        runs()
+    );
+    let bad = colors_flow(&dir, "bad", "");
+    let text = std::fs::read_to_string(&bad).unwrap()
+        + "[tasks.after]\nkind = \"extract\"\npath = \"no-such-file.csv\"\nafter = [\"load\"]\n";
+    std::fs::write(&bad, text).unwrap();
+    let (out, report) = run_flow(&dir.path, &bad, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let failed = report.unwrap().flow_run;
+    assert!(
+        artifacts.join(&failed).join("transform.arrow").exists(),
+        "a failed run keeps its artifacts for a retry"
+    );
+    // Eight days later, the next node start sweeps it (keep_failed: 7 days).
+    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(artifacts.join(&failed).join(".finished"))
+        .unwrap()
+        .set_modified(week_ago)
+        .unwrap();
+    let (out, _) = run_flow(&dir.path, &good, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(runs().is_empty(), "{:?}", runs());
 }

@@ -181,6 +181,22 @@ impl Coordinator {
         });
     }
 
+    /// Tells every worker node that a run ended, so that they clean up its
+    /// artifacts. Best effort: a node that misses it sweeps later.
+    fn announce_finished(&self, flow_run: &str, state: conveyor_schemas::FlowState) {
+        let transport = self.transport.clone();
+        let ev = conveyor_schemas::RunFinished {
+            schema_version: SCHEMA_VERSION,
+            flow_run: flow_run.to_string(),
+            state,
+        };
+        self.io.spawn(async move {
+            if let Err(e) = transport.publish_run_finished(&ev).await {
+                info!(flow_run = %ev.flow_run, error = %e, "Could not announce the end of a run; workers sweep it later");
+            }
+        });
+    }
+
     /// Sends one event to a submitting client. Confirmed, but not retried
     /// past the transport's own retries: the run's state is in the database.
     fn send_event(&self, queue: &str, request_id: &str, event: FlowEventKind) {
@@ -293,6 +309,7 @@ impl Coordinator {
                         },
                     );
                 }
+                self.announce_finished(&id, report.state);
                 if let Some(done) = run.done.take() {
                     let _ = done.send(report);
                 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::policy::SourcePolicy;
+use conveyor_etl::store::ArtifactStore;
 use conveyor_etl::{FsStore, Workspace};
 use conveyor_schemas::{
-    FlowEvent, FlowEventKind, FlowSubmission, TaskKind, TaskMessage, TaskUpdate, SCHEMA_VERSION,
+    FlowEvent, FlowEventKind, FlowSubmission, RunFinished, TaskKind, TaskMessage, TaskUpdate,
+    SCHEMA_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -166,12 +168,17 @@ impl Node {
                     source,
                 })?;
             }
+            let store: Arc<dyn ArtifactStore> = Arc::new(FsStore::new(&cfg.artifacts));
+            let t = transport.clone();
+            let runs_finished =
+                on_io(&io, async move { t.consume_runs_finished().await }).await??;
+            io.spawn(housekeeping(store.clone(), runs_finished, cfg.keep_failed));
             let env = WorkerEnv {
                 node: cfg.node_name.clone(),
                 transport: transport.clone(),
                 io: io.clone(),
                 workspace: Workspace {
-                    store: Arc::new(FsStore::new(&cfg.artifacts)),
+                    store,
                     output_root: cfg.output_root.clone(),
                     max_record_bytes: cfg.max_record_bytes,
                     sources: SourcePolicy {
@@ -470,6 +477,48 @@ async fn pump_events(
             Ok(s) => s,
             Err(_) => return,
         };
+    }
+}
+
+/// How often a worker node sweeps its store for expired runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// A worker node's artifact housekeeping: a run that ended is cleaned at
+/// once (a succeeded one's artifacts deleted, a failed one's kept for a
+/// retry), and expired runs are swept at start and hourly. File work runs on
+/// the blocking pool.
+async fn housekeeping(
+    store: Arc<dyn ArtifactStore>,
+    mut runs_finished: mpsc::Receiver<RunFinished>,
+    keep_failed: Duration,
+) {
+    let sweep = |store: Arc<dyn ArtifactStore>| async move {
+        match tokio::task::spawn_blocking(move || store.sweep_runs(keep_failed)).await {
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                info!(runs = gone.len(), keep_failed = %humantime::format_duration(keep_failed), "Removed the artifacts of expired runs")
+            }
+            Ok(Err(e)) => warn!(error = %e, "Cannot sweep the artifact store"),
+            _ => {}
+        }
+    };
+    sweep(store.clone()).await;
+    let mut hourly =
+        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            ev = runs_finished.recv() => {
+                let Some(ev) = ev else { return };
+                let succeeded = ev.state == conveyor_schemas::FlowState::Succeeded;
+                let (s, run) = (store.clone(), ev.flow_run.clone());
+                match tokio::task::spawn_blocking(move || s.run_finished(&run, succeeded)).await {
+                    Ok(Ok(())) if succeeded => info!(flow_run = %ev.flow_run, "Removed the artifacts of a succeeded run"),
+                    Ok(Ok(())) => info!(flow_run = %ev.flow_run, keep_failed = %humantime::format_duration(keep_failed), "Keeping the artifacts of a run that did not succeed, for a retry"),
+                    Ok(Err(e)) => warn!(flow_run = %ev.flow_run, error = %e, "Cannot clean up a finished run's artifacts"),
+                    Err(_) => {}
+                }
+            }
+            _ = hourly.tick() => sweep(store.clone()).await,
+        }
     }
 }
 

@@ -67,7 +67,21 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
 
     /// Scratch directory for downloads.
     fn scratch_dir(&self) -> Result<PathBuf>;
+
+    /// A run ended. A succeeded run's objects are deleted now; a failed or
+    /// cancelled run's are kept, for a retry, until [`Self::sweep_runs`]
+    /// finds its end older than the keep period.
+    fn run_finished(&self, flow_run: &str, succeeded: bool) -> Result<()>;
+
+    /// Deletes the runs that ended without success longer than `keep` ago,
+    /// and runs untouched for longer than `keep` whose end this store never
+    /// heard of (its node was down then). Returns the runs deleted.
+    fn sweep_runs(&self, keep: std::time::Duration) -> Result<Vec<String>>;
 }
+
+/// The file that marks a run's end in its directory of a [`FsStore`]; its
+/// modification time is when the run ended.
+const RUN_FINISHED: &str = ".finished";
 
 /// A task run's lock, held until dropped.
 pub type TaskLock = Box<dyn std::any::Any + Send>;
@@ -249,5 +263,90 @@ impl ArtifactStore for FsStore {
         let dir = self.root.join(".scratch");
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io(&dir, e))?;
         Ok(dir)
+    }
+
+    fn run_finished(&self, flow_run: &str, succeeded: bool) -> Result<()> {
+        check_run_id("flow run id", flow_run)?;
+        let dir = self.root.join(flow_run);
+        if succeeded {
+            return match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(EtlError::io(&dir, e)),
+            };
+        }
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let marker = dir.join(RUN_FINISHED);
+        File::create(&marker).map_err(|e| EtlError::io(&marker, e))?;
+        Ok(())
+    }
+
+    fn sweep_runs(&self, keep: std::time::Duration) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(EtlError::io(&self.root, e)),
+        };
+        let now = std::time::SystemTime::now();
+        let older_than_keep = |path: &Path| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > keep)
+        };
+        let mut deleted = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') || !path.is_dir() || check_run_id("run", &name).is_err() {
+                continue;
+            }
+            let marker = path.join(RUN_FINISHED);
+            let expired = if marker.exists() {
+                older_than_keep(&marker)
+            } else {
+                older_than_keep(&path)
+            };
+            if expired && std::fs::remove_dir_all(&path).is_ok() {
+                deleted.push(name);
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_succeeded_run_goes_at_once_and_a_failed_one_after_the_keep_period() {
+        let root = std::env::temp_dir().join(format!("conveyor-runs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = FsStore::new(&root);
+        for run in ["ok-1", "failed-1", "orphan-1", "live-1"] {
+            std::fs::create_dir_all(root.join(run)).unwrap();
+            std::fs::write(root.join(run).join("t.arrow"), b"x").unwrap();
+        }
+        store.run_finished("ok-1", true).unwrap();
+        assert!(!root.join("ok-1").exists());
+        store.run_finished("failed-1", false).unwrap();
+        assert!(root.join("failed-1/t.arrow").exists(), "kept for a retry");
+        // Within the keep period nothing goes; past it, the failed run and
+        // the orphan whose end was never heard of go.
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(store.sweep_runs(hour).unwrap().is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        std::fs::write(root.join("live-1").join("u.arrow"), b"y").unwrap();
+        let mut gone = store
+            .sweep_runs(std::time::Duration::from_millis(20))
+            .unwrap();
+        gone.sort();
+        assert_eq!(gone, ["failed-1", "orphan-1"]);
+        assert!(root.join("live-1").exists(), "a run still writing stays");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

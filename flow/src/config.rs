@@ -30,6 +30,9 @@ pub struct NodeConfig {
     pub workers: BTreeMap<TaskKind, usize>,
     pub artifacts: PathBuf,
     pub output_root: PathBuf,
+    /// `[storage] keep_failed`: how long a failed run's artifacts stay for a
+    /// retry (a succeeded run's go when it ends).
+    pub keep_failed: Duration,
     /// How often workers announce themselves; peers expire them after three.
     pub heartbeat: Duration,
     /// Longest CSV record or JSON line a source may hold, in bytes.
@@ -154,6 +157,9 @@ pub struct Roles {
     pub connect_timeout: Option<Duration>,
 }
 
+/// Default `[storage] keep_failed`: a week to retry a failed run.
+pub const DEFAULT_KEEP_FAILED: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How long `conveyor run` waits for a broker that is down at start, unless
 /// `--connect-timeout` says otherwise. A node keeps trying.
 pub const RUN_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,6 +271,7 @@ impl NodeConfig {
                 .collect(),
             artifacts: base.join(".conveyor/artifacts"),
             output_root: base.join("out"),
+            keep_failed: DEFAULT_KEEP_FAILED,
             heartbeat: Duration::from_secs(1),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             input_roots: None,
@@ -469,6 +476,9 @@ impl NodeConfig {
             }
             if let Some(p) = storage.str("output_root") {
                 cfg.output_root = base.join(p);
+            }
+            if let Some(d) = storage.positive_duration("keep_failed") {
+                cfg.keep_failed = d;
             }
             storage.finish();
         }

@@ -11,6 +11,7 @@ are generated from these types and a test fails when they drift.
   [`TaskSpec`], which is a [`SourceSpec`], [`Step`]s and a [`SinkSpec`].
 - [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
+- [`RunFinished`]: coordinator → every worker node, on the events exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
 - [`names`]: the rules for names and relative paths that messages carry.
 - [`redact`]: secrets (URL userinfo) out of logs, reports and errors.
@@ -483,6 +484,18 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Coordinator → every worker node, on the events topic exchange with
+/// routing key `run.finished`: a flow run ended. Workers delete a succeeded
+/// run's artifacts, and keep a failed run's for a retry, for `[storage]
+/// keep_failed`. Best effort: a node that misses it sweeps at start and
+/// hourly.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct RunFinished {
+    pub schema_version: u32,
+    pub flow_run: String,
+    pub state: FlowState,
+}
+
 /// Worker liveness, published every heartbeat interval.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct Heartbeat {
@@ -664,6 +677,10 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "heartbeat.schema.json",
             render(schemars::schema_for!(Heartbeat)),
+        ),
+        (
+            "run_finished.schema.json",
+            render(schemars::schema_for!(RunFinished)),
         ),
         (
             "run_report.schema.json",

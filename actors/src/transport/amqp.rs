@@ -444,13 +444,19 @@ impl AmqpTransport {
     /// Heartbeats are fire-and-forget: skipped while disconnected, and a
     /// lost one is replaced by the next.
     pub async fn publish_heartbeat(&self, node: &str, body: Vec<u8>) -> Result<()> {
+        self.publish_event(&format!("heartbeat.{node}"), body).await
+    }
+
+    /// Publishes on the events exchange: not persistent, not confirmed, not
+    /// mandatory; nothing waits for an event that found no listener.
+    pub async fn publish_event(&self, routing_key: &str, body: Vec<u8>) -> Result<()> {
         let Some(live) = self.live_now().await else {
             return Ok(());
         };
         live.publisher
             .basic_publish(
                 self.shared.names.events_exchange().into(),
-                format!("heartbeat.{node}").into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
                 &body,
                 BasicProperties::default().with_content_type("application/json".into()),
@@ -513,28 +519,43 @@ impl AmqpTransport {
     /// Heartbeats of every node, for as long as the transport lives: the
     /// subscription is renewed after each reconnect.
     pub async fn consume_heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>> {
-        let (tx, rx) = mpsc::channel(64);
-        let transport = self.clone();
-        let mut consumer = transport.subscribe_heartbeats().await?;
         // Workers that are already running announce themselves at their next
         // heartbeat, up to an interval from now; until then a new
         // coordinator would think their kinds have no live worker and hold
         // its first tasks back. The broker knows now: a task queue with
         // consumers has live workers.
-        if let Some(hb) = self.consumers_as_heartbeat().await {
-            let _ = tx.send(hb).await;
+        let first = self.consumers_as_heartbeat().await;
+        self.consume_events("heartbeat.*", super::decode_heartbeat, first)
+            .await
+    }
+
+    /// The events bound by `binding` on the events exchange, decoded, for
+    /// as long as the transport lives: the subscription (a queue of this
+    /// connection's own) is renewed after each reconnect. `first` is handed
+    /// out before them.
+    pub async fn consume_events<T: Send + 'static>(
+        &self,
+        binding: &'static str,
+        decode: fn(&[u8]) -> std::result::Result<T, String>,
+        first: Option<T>,
+    ) -> Result<mpsc::Receiver<T>> {
+        let (tx, rx) = mpsc::channel(64);
+        let transport = self.clone();
+        let mut consumer = transport.subscribe_events(binding).await?;
+        if let Some(ev) = first {
+            let _ = tx.send(ev).await;
         }
         tokio::spawn(async move {
             loop {
                 while let Some(next) = consumer.next().await {
                     let Ok(d) = next else { break };
-                    match super::decode_heartbeat(&d.data) {
-                        Ok(hb) => {
-                            if tx.send(hb).await.is_err() {
+                    match decode(&d.data) {
+                        Ok(ev) => {
+                            if tx.send(ev).await.is_err() {
                                 return;
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "Ignoring a heartbeat"),
+                        Err(e) => tracing::warn!(error = %e, binding, "Ignoring an event"),
                     }
                 }
                 if tx.is_closed() || transport.is_closed() {
@@ -542,14 +563,14 @@ impl AmqpTransport {
                 }
                 let mut backoff = Backoff::new(RECONNECT_MAX, RECONNECT_MAX);
                 loop {
-                    match transport.subscribe_heartbeats().await {
+                    match transport.subscribe_events(binding).await {
                         Ok(c) => {
                             consumer = c;
                             break;
                         }
                         Err(_) if transport.is_closed() => return,
                         Err(e) => {
-                            tracing::warn!(error = %e, "Cannot resubscribe to heartbeats; retrying");
+                            tracing::warn!(error = %e, binding, "Cannot resubscribe to events; retrying");
                             backoff.wait().await;
                         }
                     }
@@ -601,7 +622,7 @@ impl AmqpTransport {
         })
     }
 
-    async fn subscribe_heartbeats(&self) -> Result<lapin::Consumer> {
+    async fn subscribe_events(&self, binding: &str) -> Result<lapin::Consumer> {
         let live = self.live().await?;
         let channel = live.conn.create_channel().await?;
         let queue = channel
@@ -619,7 +640,7 @@ impl AmqpTransport {
             .queue_bind(
                 queue.name().clone(),
                 self.shared.names.events_exchange().into(),
-                "heartbeat.*".into(),
+                binding.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -627,7 +648,7 @@ impl AmqpTransport {
         Ok(channel
             .basic_consume(
                 queue.name().clone(),
-                "heartbeats".into(),
+                binding.into(),
                 BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()

@@ -11,7 +11,7 @@ to the dead-letter queue instead.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use conveyor_schemas::Heartbeat;
+use conveyor_schemas::{Heartbeat, RunFinished};
 use tokio::sync::{broadcast, mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{Acker, Closer, Delivery, Names, Subscription};
@@ -81,6 +81,7 @@ struct Inner {
     delivery_limit: u32,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     heartbeats: broadcast::Sender<Vec<u8>>,
+    runs_finished: broadcast::Sender<Vec<u8>>,
     /// Set by [`InProcBus::close`]: every consumer and heartbeat stream ends,
     /// as they do when a broker connection closes.
     closed: watch::Sender<bool>,
@@ -99,6 +100,7 @@ impl InProcBus {
                 delivery_limit,
                 queues: Mutex::new(HashMap::new()),
                 heartbeats: broadcast::channel(64).0,
+                runs_finished: broadcast::channel(64).0,
                 closed: watch::channel(false).0,
             }),
         }
@@ -146,19 +148,38 @@ impl InProcBus {
     }
 
     pub fn heartbeats(&self) -> mpsc::Receiver<Heartbeat> {
-        let mut rx = self.inner.heartbeats.subscribe();
+        self.events(&self.inner.heartbeats, super::decode_heartbeat)
+    }
+
+    pub fn publish_run_finished(&self, body: Vec<u8>) {
+        let _ = self.inner.runs_finished.send(body);
+    }
+
+    pub fn runs_finished(&self) -> mpsc::Receiver<RunFinished> {
+        self.events(&self.inner.runs_finished, super::decode_run_finished)
+    }
+
+    /// The decodable messages of one broadcast, until the bus closes.
+    fn events<T: Send + 'static>(
+        &self,
+        topic: &broadcast::Sender<Vec<u8>>,
+        decode: fn(&[u8]) -> Result<T, String>,
+    ) -> mpsc::Receiver<T> {
+        let mut rx = topic.subscribe();
         let mut closed = self.inner.closed.subscribe();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
+                // Messages sent before the bus closed are still handed out.
                 let next = tokio::select! {
+                    biased;
                     next = rx.recv() => next,
                     _ = closed.wait_for(|c| *c) => break,
                 };
                 match next {
                     Ok(body) => {
-                        if let Ok(hb) = super::decode_heartbeat(&body) {
-                            if tx.send(hb).await.is_err() {
+                        if let Ok(event) = decode(&body) {
+                            if tx.send(event).await.is_err() {
                                 break;
                             }
                         }

@@ -14,7 +14,9 @@ cheap to clone.
 pub mod amqp;
 pub mod inproc;
 
-use conveyor_schemas::{FlowEvent, FlowSubmission, Heartbeat, TaskKind, TaskMessage, TaskUpdate};
+use conveyor_schemas::{
+    FlowEvent, FlowSubmission, Heartbeat, RunFinished, TaskKind, TaskMessage, TaskUpdate,
+};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +226,15 @@ pub(crate) fn decode_heartbeat(body: &[u8]) -> std::result::Result<Heartbeat, St
     Ok(hb)
 }
 
+/// Decodes a run's end; one of another schema version is refused.
+pub(crate) fn decode_run_finished(body: &[u8]) -> std::result::Result<RunFinished, String> {
+    let ev: RunFinished = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if ev.schema_version != conveyor_schemas::SCHEMA_VERSION {
+        return Err(format!("schema version {}", ev.schema_version));
+    }
+    Ok(ev)
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| TransportError::Encode(e.to_string()))
 }
@@ -316,6 +327,30 @@ impl Transport {
                 Ok(())
             }
             Transport::Amqp(t) => t.publish_heartbeat(&hb.node, body).await,
+        }
+    }
+
+    /// Tells every worker node that a run ended (best effort, unconfirmed,
+    /// like a heartbeat: a node that misses it sweeps later).
+    pub async fn publish_run_finished(&self, ev: &RunFinished) -> Result<()> {
+        let body = encode(ev)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish_run_finished(body);
+                Ok(())
+            }
+            Transport::Amqp(t) => t.publish_event("run.finished", body).await,
+        }
+    }
+
+    /// The ends of runs, for as long as the transport lives.
+    pub async fn consume_runs_finished(&self) -> Result<mpsc::Receiver<RunFinished>> {
+        match self {
+            Transport::InProc(bus) => Ok(bus.runs_finished()),
+            Transport::Amqp(t) => {
+                t.consume_events("run.finished", decode_run_finished, None)
+                    .await
+            }
         }
     }
 
