@@ -12,11 +12,13 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
 - [`store`]: the [`ArtifactStore`] trait (objects put if absent, commit
-  markers, task-run locks) and [`FsStore`], the store as a directory.
+  markers, task-run locks, the cleanup of finished runs) and [`FsStore`],
+  the store as a directory.
 - [`partition`], [`guard`], [`quoted_empty`]: byte-range partitions of
   text files, the record-size guard under their parsers, and the scan that
   tells a CSV's quoted empty fields (`""`) from its missing values.
-- [`paths`]: confinement of hostile paths.
+- [`paths`]: confinement of hostile paths; [`policy`]: what sources may
+  read and fetch (`[workers] input_roots` and `allow_urls`).
 - [`error`]: [`EtlError`], with its retry hint.
 
 [`run_task`] runs one attempt of any task (a source, steps and a sink; or

@@ -1,7 +1,9 @@
 /*!
-The `conveyor` binary: parses the CLI, loads config, sets up tracing, and hands
+The `conveyor` binary: parses the CLI, loads config, decides the process's
+roles once ([`conveyor_flow::NodeConfig::roles`]), sets up tracing, and hands
 over to `conveyor-actors`. One binary per server; its config file says which
-roles it plays.
+roles it plays. `display` draws live progress and the summary; `notify`
+tells a service manager (systemd `Type=notify`) when the node is ready.
 */
 
 mod display;
