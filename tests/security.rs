@@ -83,10 +83,11 @@ fn per_role_users_in_their_own_vhost() {
         &format!("sec-{id}-worker"),
         &worker_secret,
         Some([
-            r"^sec\.(tasks|events|replies|dlx|dead|tasks\.(extract|transform|load))$",
+            r"^(sec\.(tasks|events|replies|dlx|dead|tasks\.(extract|transform|load))|amq\.gen-.*)$",
             // Declaring a queue that dead-letters needs write on its DLX.
-            r"^sec\.(events|replies|dlx|dead|tasks\.(extract|transform|load))$",
-            r"^sec\.(tasks|dlx|tasks\.(extract|transform|load))$",
+            r"^(sec\.(events|replies|dlx|dead|tasks\.(extract|transform|load))|amq\.gen-.*)$",
+            // The events read right and amq.gen-* queue: the ends of runs.
+            r"^(sec\.(tasks|events|dlx|tasks\.(extract|transform|load))|amq\.gen-.*)$",
         ]),
     );
     let coord_secret = format!("c-secret-{id}");

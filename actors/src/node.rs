@@ -84,6 +84,8 @@ pub struct Node {
     io: IoTasks,
     /// Resolves when every tracked task has ended; awaited on shutdown.
     all_done: AllDone,
+    /// Set on shutdown, for the node's own long-lived tasks (housekeeping).
+    stopping: watch::Sender<bool>,
     names: Names,
     /// The worker kinds this node runs, and those consuming right now.
     kinds: BTreeSet<TaskKind>,
@@ -154,6 +156,7 @@ impl Node {
         };
 
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let (stopping, _) = watch::channel(false);
         let (consuming_tx, consuming) = watch::channel(BTreeSet::new());
         let supervisor = if roles.workers.is_empty() {
             None
@@ -170,9 +173,23 @@ impl Node {
             }
             let store: Arc<dyn ArtifactStore> = Arc::new(FsStore::new(&cfg.artifacts));
             let t = transport.clone();
-            let runs_finished =
-                on_io(&io, async move { t.consume_runs_finished().await }).await??;
-            io.spawn(housekeeping(store.clone(), runs_finished, cfg.keep_failed));
+            let runs_finished = match on_io(&io, async move { t.consume_runs_finished().await })
+                .await?
+            {
+                Ok(rx) => Some(rx),
+                Err(e) => {
+                    // Best effort: without the events, the hourly sweep
+                    // removes succeeded runs after keep_failed instead.
+                    warn!(error = %e, "Cannot hear of runs that end (broker permissions on the events exchange?); their artifacts are swept after keep_failed");
+                    None
+                }
+            };
+            io.spawn(housekeeping(
+                store.clone(),
+                runs_finished,
+                cfg.keep_failed,
+                stopping.subscribe(),
+            ));
             let env = WorkerEnv {
                 node: cfg.node_name.clone(),
                 transport: transport.clone(),
@@ -282,6 +299,7 @@ impl Node {
             _fatal_tx: fatal_tx,
             io,
             all_done,
+            stopping,
             names,
             kinds: roles.workers.keys().copied().collect(),
             consuming,
@@ -422,8 +440,10 @@ impl Node {
             name,
             io,
             mut all_done,
+            stopping,
             ..
         } = self;
+        stopping.send_replace(true);
         drop(io);
         let stragglers = all_done.wait(TASKS_STOP_WITHIN).await;
         if stragglers > 0 {
@@ -489,8 +509,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// the blocking pool.
 async fn housekeeping(
     store: Arc<dyn ArtifactStore>,
-    mut runs_finished: mpsc::Receiver<RunFinished>,
+    mut runs_finished: Option<mpsc::Receiver<RunFinished>>,
     keep_failed: Duration,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let sweep = |store: Arc<dyn ArtifactStore>| async move {
         match tokio::task::spawn_blocking(move || store.sweep_runs(keep_failed)).await {
@@ -505,8 +526,16 @@ async fn housekeeping(
     let mut hourly =
         tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     loop {
+        let next_run = async {
+            match runs_finished.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            ev = runs_finished.recv() => {
+            _ = stopping.changed() => return,
+            ev = next_run => {
+                // The transport closed: the node is stopping.
                 let Some(ev) = ev else { return };
                 let succeeded = ev.state == conveyor_schemas::FlowState::Succeeded;
                 let (s, run) = (store.clone(), ev.flow_run.clone());
