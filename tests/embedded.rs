@@ -629,15 +629,20 @@ fn a_failed_branch_leaves_independent_branches_to_finish_unless_fail_fast() {
     // The good branch is slower than the failure, so the failure comes first.
     let env = ("CONVEYOR_FAILPOINTS", "sleep=1000@slow");
 
-    let flow = dir.write("fan.toml", &flow_text(false));
-    let mut cmd = std::process::Command::new(conveyor_bin());
-    cmd.current_dir(&dir.path)
-        .args(["run", "--json"])
-        .arg(&flow)
-        .env(env.0, env.1);
-    let out = output_within(cmd, std::time::Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let report: conveyor_schemas::RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    // Runs the fan-out, which exits 1 (failed) either way; its report.
+    let run = |file: &str, fail_fast: bool| {
+        let flow = dir.write(file, &flow_text(fail_fast));
+        let mut cmd = std::process::Command::new(conveyor_bin());
+        cmd.current_dir(&dir.path)
+            .args(["run", "--json"])
+            .arg(&flow)
+            .env(env.0, env.1);
+        let out = output_within(cmd, std::time::Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        serde_json::from_slice::<conveyor_schemas::RunReport>(&out.stdout).unwrap()
+    };
+
+    let report = run("fan.toml", false);
     assert_eq!(report.state, FlowState::Failed);
     assert_eq!(state(&report, "broken"), TaskState::Failed);
     assert_eq!(state(&report, "broken_load"), TaskState::Skipped);
@@ -650,15 +655,7 @@ fn a_failed_branch_leaves_independent_branches_to_finish_unless_fail_fast() {
     assert!(report.error.unwrap().contains("NO_SUCH_COLUMN"));
 
     std::fs::remove_dir_all(dir.join("out")).unwrap();
-    let flow = dir.write("fan_fast.toml", &flow_text(true));
-    let mut cmd = std::process::Command::new(conveyor_bin());
-    cmd.current_dir(&dir.path)
-        .args(["run", "--json"])
-        .arg(&flow)
-        .env(env.0, env.1);
-    let out = output_within(cmd, std::time::Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let report: conveyor_schemas::RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run("fan_fast.toml", true);
     assert_eq!(
         state(&report, "good_load"),
         TaskState::Skipped,
