@@ -323,6 +323,7 @@ impl Coordinator {
         flow: Arc<FlowSpec>,
         source: &FlowSource,
         client: Option<Client>,
+        origin: Origin,
         ctx: &mut Context<Self>,
     ) -> Result<
         (
@@ -350,14 +351,16 @@ impl Coordinator {
         let request = client
             .as_ref()
             .map(|c| (c.request_id.as_str(), c.queue.as_str()));
-        if let Err(e) = self.store.insert(
-            &id,
-            &flow_name,
+        if let Err(e) = self.store.insert(&crate::runstore::NewRun {
+            id: &id,
+            flow: &flow_name,
             request,
             source,
-            &machine.snapshot(&clock),
-            clock.wall_ms,
-        ) {
+            snapshot: &machine.snapshot(&clock),
+            retry_of: origin.retry_of.as_deref(),
+            slot: origin.slot.clone(),
+            now_ms: clock.wall_ms,
+        }) {
             self.give_up(e.clone());
             return Err(NotTaken(e));
         }
@@ -508,11 +511,7 @@ fn restore(
     snapshot: &FlowSnapshot,
     clock: &Clock,
 ) -> Result<FlowRun, RestoreError> {
-    let flow = FlowSpec::parse(
-        &source.file,
-        &source.text,
-        std::path::Path::new(&source.base),
-    )?;
+    let flow = FlowSpec::parse_source(source)?;
     FlowRun::restore(id.to_string(), Arc::new(flow), snapshot, clock)
 }
 
@@ -524,6 +523,15 @@ impl Actor for Coordinator {
         self.resume(ctx);
         ctx.run_interval(TICK, |act, ctx| act.advance(None, ctx));
     }
+}
+
+/// Where a new run comes from, besides its flow.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The run it retries.
+    pub retry_of: Option<String>,
+    /// The schedule slot it fires.
+    pub slot: Option<crate::runstore::ScheduleSlot>,
 }
 
 /// A handle on a submitted flow run.
@@ -546,7 +554,8 @@ impl Handler<Submit> for Coordinator {
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
         self.check()?;
-        let (flow_run, progress, done) = self.start_run(msg.flow, &msg.source, None, ctx)?;
+        let (flow_run, progress, done) =
+            self.start_run(msg.flow, &msg.source, None, Origin::default(), ctx)?;
         Ok(Submitted {
             flow_run,
             progress,
@@ -665,6 +674,7 @@ impl Handler<SubmitRemote> for Coordinator {
             file: sub.flow_file.clone(),
             text: sub.flow_text.clone(),
             base: sub.flow_base.clone(),
+            params: Default::default(),
         };
         let client = Client {
             request_id: sub.request_id.clone(),
@@ -673,8 +683,14 @@ impl Handler<SubmitRemote> for Coordinator {
             last_event: Some(Instant::now()),
             held_back: false,
         };
-        self.start_run(Arc::new(flow), &source, Some(client), ctx)
-            .map(|_| ())
+        self.start_run(
+            Arc::new(flow),
+            &source,
+            Some(client),
+            Origin::default(),
+            ctx,
+        )
+        .map(|_| ())
     }
 }
 
@@ -819,6 +835,7 @@ mod tests {
                 kinds: vec![TaskKind::Load],
                 in_flight: vec![],
                 interval_ms: 100,
+                version: None,
             },
             t0,
         );

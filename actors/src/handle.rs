@@ -9,6 +9,7 @@ coordinator's database, on tokio's blocking pool, so that a slow query on a
 large history never holds up the actor's thread.
 */
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +40,17 @@ pub enum CoordinatorError {
     /// A feature that this version does not have yet.
     #[error("{0} is not supported by this coordinator yet")]
     NotSupported(&'static str),
+    /// No such run, task or registered flow (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the run's state: cancelling a run that
+    /// already ended, or one already being cancelled (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is well-formed but cannot be done: unknown or missing
+    /// params, a flow that does not parse (HTTP 422).
+    #[error("{0}")]
+    Invalid(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -53,6 +65,84 @@ pub struct RunView {
     pub saved: Option<RunSummary>,
     /// Whether the coordinator holds the run in flight.
     pub live: bool,
+}
+
+/// One attempt of one task, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AttemptView {
+    pub task: String,
+    pub attempt: u32,
+    /// The broker delivery of the attempt (1 = first).
+    pub delivery: u32,
+    pub node: Option<String>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    /// `Running`, `Succeeded`, `Failed`, `Cancelled`, or `Lost` (the
+    /// worker went silent; the attempt's bar ends at its last sign of life).
+    pub outcome: String,
+    pub rows_in: Option<u64>,
+    pub rows_out: Option<u64>,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+    pub error: Option<conveyor_schemas::TaskError>,
+}
+
+/// Which log lines to read.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub run: String,
+    pub task: String,
+    /// One attempt; every attempt if none.
+    pub attempt: Option<u32>,
+    /// Lines after this sequence number (to follow: pass the last one seen).
+    pub after: Option<u64>,
+    /// At most this many lines; 0 means a default page.
+    pub limit: usize,
+}
+
+/// One log line of a task attempt, as its worker wrote it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    /// Increases with every line of the run's task, across attempts.
+    pub seq: u64,
+    pub attempt: u32,
+    pub ts_ms: u64,
+    pub level: String,
+    pub node: String,
+    /// The message and its fields, as one line of text.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// The attempt is still running: more lines may come.
+    pub live: bool,
+}
+
+/// A node the coordinator hears from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub kinds: Vec<conveyor_schemas::TaskKind>,
+    pub in_flight: Vec<String>,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: u64,
+    pub version: Option<String>,
+}
+
+/// A flow registered with `[coordinator] flows = "DIR"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RegisteredFlow {
+    pub name: String,
+    pub file: String,
+    /// Each param with its default (none: it must be given).
+    pub params: BTreeMap<String, Option<String>>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    /// Next time the schedule fires, in ms since the epoch.
+    pub next_fire_ms: Option<u64>,
+    pub last_run: Option<String>,
 }
 
 #[derive(Clone)]
@@ -138,6 +228,44 @@ impl CoordinatorHandle {
         Err(CoordinatorError::NotSupported("cancelling a run"))
     }
 
+    /// Starts a new run that re-runs the failed, cancelled and skipped tasks
+    /// of run `id` and reuses the committed outputs of its succeeded ones.
+    /// Not in this version.
+    pub async fn retry(&self, _id: &str) -> Result<Submitted, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("retrying a run"))
+    }
+
+    /// Every attempt of every task of run `id`, in start order. Not in this
+    /// version.
+    pub async fn attempts(&self, _id: &str) -> Result<Vec<AttemptView>, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("attempt history"))
+    }
+
+    /// Log lines of a task's attempts. Not in this version.
+    pub async fn logs(&self, _query: LogQuery) -> Result<LogPage, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("task logs"))
+    }
+
+    /// The nodes whose heartbeats the coordinator hears. Not in this version.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("listing nodes"))
+    }
+
+    /// The flows registered with `[coordinator] flows`. Not in this version.
+    pub async fn flows(&self) -> Result<Vec<RegisteredFlow>, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("registered flows"))
+    }
+
+    /// Starts a run of registered flow `flow` with `params`. Not in this
+    /// version.
+    pub async fn trigger(
+        &self,
+        _flow: &str,
+        _params: BTreeMap<String, String>,
+    ) -> Result<Submitted, CoordinatorError> {
+        Err(CoordinatorError::NotSupported("registered flows"))
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&RunReader) -> Result<T, StoreError> + Send + 'static,
@@ -179,6 +307,7 @@ mod tests {
             file: "h.toml".into(),
             text: flow_text.into(),
             base: dir.display().to_string(),
+            params: Default::default(),
         };
         let mut cfg = NodeConfig::embedded(&dir);
         if let Some(c) = cfg.coordinator.as_mut() {

@@ -67,6 +67,12 @@ pub enum RunStore {
 }
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    flow        TEXT NOT NULL,
+    slot_ms     INTEGER NOT NULL,
+    run_id      TEXT NOT NULL,
+    PRIMARY KEY (flow, slot_ms)
+);
 CREATE TABLE IF NOT EXISTS flow_runs (
     id          TEXT PRIMARY KEY,
     request_id  TEXT UNIQUE,
@@ -79,8 +85,6 @@ CREATE TABLE IF NOT EXISTS flow_runs (
     created_ms  INTEGER NOT NULL,
     updated_ms  INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS flow_runs_unfinished ON flow_runs(state)
-    WHERE state NOT IN ('Succeeded', 'Failed');
 ";
 
 /// Columns added after the first release, with how to fill them in for
@@ -95,9 +99,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("report", "TEXT", ""),
     ("started_ms", "INTEGER", ""),
     ("ended_ms", "INTEGER", ""),
+    // The run's params, as a JSON object; NULL for none.
+    ("params", "TEXT", ""),
+    // The run this one retries.
+    ("retry_of", "TEXT", ""),
 ];
 
 const INDEXES: &str = "
+DROP INDEX IF EXISTS flow_runs_unfinished;
+CREATE INDEX IF NOT EXISTS flow_runs_open ON flow_runs(state)
+    WHERE state NOT IN ('Succeeded', 'Failed', 'Cancelled');
 CREATE INDEX IF NOT EXISTS flow_runs_by_time ON flow_runs(created_ms, id);
 CREATE INDEX IF NOT EXISTS flow_runs_by_flow ON flow_runs(flow, created_ms, id);
 CREATE INDEX IF NOT EXISTS flow_runs_by_state ON flow_runs(state, created_ms, id);
@@ -108,14 +119,7 @@ fn state_text(s: FlowState) -> &'static str {
 }
 
 fn parse_state(s: &str) -> Option<FlowState> {
-    [
-        FlowState::Running,
-        FlowState::WaitingForWorker,
-        FlowState::Succeeded,
-        FlowState::Failed,
-    ]
-    .into_iter()
-    .find(|x| state_text(*x) == s)
+    FlowState::parse(s)
 }
 
 fn db_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
@@ -123,6 +127,31 @@ fn db_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
         path: path.to_path_buf(),
         message,
     }
+}
+
+/// A run to record, as it starts.
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub flow: &'a str,
+    /// The submission's (request id, client queue).
+    pub request: Option<(&'a str, &'a str)>,
+    /// The flow's text, and the params of this run.
+    pub source: &'a FlowSource,
+    pub snapshot: &'a FlowSnapshot,
+    /// The run this one retries.
+    pub retry_of: Option<&'a str>,
+    /// The schedule slot this run fires: recorded in the same transaction
+    /// as the run, so a slot starts one run whatever crashes when.
+    pub slot: Option<ScheduleSlot>,
+    pub now_ms: u64,
+}
+
+/// One firing time of a registered flow's schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSlot {
+    pub flow: String,
+    /// The slot's time, in ms since the epoch.
+    pub slot_ms: u64,
 }
 
 /// What one save of a run records besides its snapshot.
@@ -203,39 +232,45 @@ impl RunStore {
         }
     }
 
-    /// Records a new run. `request` is the submission's (request id, client queue).
-    pub fn insert(
-        &self,
-        id: &str,
-        flow: &str,
-        request: Option<(&str, &str)>,
-        source: &FlowSource,
-        snapshot: &FlowSnapshot,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    /// Records a new run.
+    pub fn insert(&self, run: &NewRun) -> Result<(), StoreError> {
         let RunStore::Sqlite { conn, .. } = self else {
             return Ok(());
         };
-        let snap = serde_json::to_string(snapshot).map_err(|e| self.fail(e))?;
-        conn.execute(
-            "INSERT INTO flow_runs (id, flow, request_id, client_queue, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms, started_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        let snap = serde_json::to_string(run.snapshot).map_err(|e| self.fail(e))?;
+        let params = (!run.source.params.is_empty())
+            .then(|| serde_json::to_string(&run.source.params))
+            .transpose()
+            .map_err(|e| self.fail(e))?;
+        let tx = conn.unchecked_transaction().map_err(|e| self.fail(e))?;
+        if let Some(slot) = &run.slot {
+            tx.execute(
+                "INSERT INTO schedule_slots (flow, slot_ms, run_id) VALUES (?1, ?2, ?3)",
+                params![slot.flow, slot.slot_ms as i64, run.id],
+            )
+            .map_err(|e| self.fail(e))?;
+        }
+        tx.execute(
+            "INSERT INTO flow_runs (id, flow, request_id, client_queue, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms, started_ms, params, retry_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
             params![
-                id,
-                flow,
-                request.map(|r| r.0),
-                request.map(|r| r.1),
-                source.file,
-                source.text,
-                source.base,
-                state_text(snapshot.state),
+                run.id,
+                run.flow,
+                run.request.map(|r| r.0),
+                run.request.map(|r| r.1),
+                run.source.file,
+                run.source.text,
+                run.source.base,
+                state_text(run.snapshot.state),
                 snap,
-                now_ms as i64,
-                snapshot.started_ms as i64,
+                run.now_ms as i64,
+                run.snapshot.started_ms as i64,
+                params,
+                run.retry_of,
             ],
         )
         .map_err(|e| self.fail(e))?;
-        Ok(())
+        tx.commit().map_err(|e| self.fail(e))
     }
 
     /// Saves a run's new snapshot and report.
@@ -276,7 +311,7 @@ impl RunStore {
             return Ok(Vec::new());
         };
         let sql = format!(
-            "SELECT id, flow_file, flow_text, flow_base, request_id, client_queue, snapshot
+            "SELECT id, flow_file, flow_text, flow_base, request_id, client_queue, snapshot, params
              FROM flow_runs {filter} ORDER BY created_ms, id"
         );
         let mut stmt = conn.prepare(&sql).map_err(|e| self.fail(e))?;
@@ -288,16 +323,22 @@ impl RunStore {
                         file: r.get(1)?,
                         text: r.get(2)?,
                         base: r.get(3)?,
+                        params: Default::default(),
                     },
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, source, request, queue, snap) = row.map_err(|e| self.fail(e))?;
+            let (id, mut source, request, queue, snap, params) = row.map_err(|e| self.fail(e))?;
+            if let Some(params) = params {
+                source.params = serde_json::from_str(&params)
+                    .map_err(|e| self.fail(format!("run {id}: saved params: {e}")))?;
+            }
             let snapshot =
                 serde_json::from_str(&snap).map_err(|e| self.fail(format!("run {id}: {e}")))?;
             out.push(StoredRun {
@@ -310,9 +351,12 @@ impl RunStore {
         Ok(out)
     }
 
-    /// Every run not yet Succeeded or Failed, oldest first.
+    /// Every run not yet Succeeded, Failed or Cancelled, oldest first.
     pub fn unfinished(&self) -> Result<Vec<StoredRun>, StoreError> {
-        self.select("WHERE state NOT IN ('Succeeded', 'Failed')", [])
+        self.select(
+            "WHERE state NOT IN ('Succeeded', 'Failed', 'Cancelled')",
+            [],
+        )
     }
 }
 
@@ -535,6 +579,24 @@ impl RunReader {
 mod tests {
     use super::*;
 
+    fn new_run<'a>(
+        id: &'a str,
+        source: &'a FlowSource,
+        snapshot: &'a FlowSnapshot,
+        now_ms: u64,
+    ) -> NewRun<'a> {
+        NewRun {
+            id,
+            flow: "f",
+            request: None,
+            source,
+            snapshot,
+            retry_of: None,
+            slot: None,
+            now_ms,
+        }
+    }
+
     fn snap(state: FlowState) -> FlowSnapshot {
         FlowSnapshot {
             state,
@@ -587,22 +649,18 @@ mod tests {
             file: "f.toml".into(),
             text: "[flow]".into(),
             base: "/x".into(),
+            params: Default::default(),
         };
         {
             let store = RunStore::open(&path).unwrap();
+            let running = snap(FlowState::Running);
             store
-                .insert(
-                    "a",
-                    "f",
-                    Some(("req-1", "client-q")),
-                    &source,
-                    &snap(FlowState::Running),
-                    5,
-                )
+                .insert(&NewRun {
+                    request: Some(("req-1", "client-q")),
+                    ..new_run("a", &source, &running, 5)
+                })
                 .unwrap();
-            store
-                .insert("b", "f", None, &source, &snap(FlowState::Running), 6)
-                .unwrap();
+            store.insert(&new_run("b", &source, &running, 6)).unwrap();
             update(&store, "b", FlowState::Succeeded, Some(7), 7);
             let second = RunStore::open(&path)
                 .err()
@@ -636,6 +694,7 @@ mod tests {
             file: "f.toml".into(),
             text: String::new(),
             base: "/".into(),
+            params: Default::default(),
         };
         // 7 runs of two flows; two share a creation time, so the id breaks the tie.
         for (i, (flow, ms)) in [
@@ -651,8 +710,12 @@ mod tests {
         .enumerate()
         {
             let id = format!("{flow}-{i:012}");
+            let running = snap(FlowState::Running);
             store
-                .insert(&id, flow, None, &source, &snap(FlowState::Running), ms)
+                .insert(&NewRun {
+                    flow,
+                    ..new_run(&id, &source, &running, ms)
+                })
                 .unwrap();
             if i % 2 == 0 {
                 update(&store, &id, FlowState::Succeeded, Some(ms + 1), ms + 1);

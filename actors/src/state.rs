@@ -78,6 +78,9 @@ enum Phase {
     Succeeded,
     Failed,
     Skipped,
+    Cancelled,
+    /// Succeeded in the run this one retries; its output is reused.
+    Reused,
 }
 
 impl Phase {
@@ -91,6 +94,8 @@ impl Phase {
             Phase::Succeeded => TaskState::Succeeded,
             Phase::Failed => TaskState::Failed,
             Phase::Skipped => TaskState::Skipped,
+            Phase::Cancelled => TaskState::Cancelled,
+            Phase::Reused => TaskState::Reused,
         }
     }
 
@@ -891,6 +896,8 @@ impl TaskSnapshot {
             TaskState::Succeeded => Phase::Succeeded,
             TaskState::Failed => Phase::Failed,
             TaskState::Skipped => Phase::Skipped,
+            TaskState::Cancelled => Phase::Cancelled,
+            TaskState::Reused => Phase::Reused,
         }
     }
 }

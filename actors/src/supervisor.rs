@@ -85,6 +85,7 @@ impl Supervisor {
             kinds: self.workers.keys().copied().collect(),
             in_flight,
             interval_ms: self.heartbeat.as_millis() as u64,
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         let transport = self.env.transport.clone();
         self.env.io.spawn(async move {

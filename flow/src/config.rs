@@ -42,6 +42,76 @@ pub struct NodeConfig {
     pub input_roots: Option<Vec<PathBuf>>,
     /// `[workers] allow_urls`: URL prefixes URL sources may fetch; `None`: any.
     pub allow_urls: Option<Vec<String>>,
+    /// `[api]`: the HTTP API and dashboard, served by a coordinator node.
+    pub api: ApiConfig,
+    /// `[metrics]`: where this node serves Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Default address of a coordinator node's HTTP API.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7070";
+
+/// Environment variable holding an API token (role `operate`), besides
+/// `[api] tokens`; the CLI sends it too.
+pub const API_TOKEN_ENV: &str = "CONVEYOR_API_TOKEN";
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiConfig {
+    /// `listen = "HOST:PORT"`; `None` (`listen = "off"`) turns the API off.
+    pub listen: Option<String>,
+    pub tokens: Vec<ApiToken>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: Some(DEFAULT_API_LISTEN.into()),
+            tokens: Vec::new(),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ApiRole {
+    /// Read runs, flows, nodes and logs.
+    Read,
+    /// Also start, cancel and retry runs.
+    Operate,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct ApiToken {
+    pub token: String,
+    pub role: ApiRole,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// `listen = "HOST:PORT"` serves `/metrics`; `None`: not served.
+    pub listen: Option<String>,
+}
+
+/// `[coordinator] notify`: where to POST a run's final report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyConfig {
+    pub url: String,
+    /// The final states that are sent (`Failed` by default).
+    pub states: Vec<conveyor_schemas::FlowState>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -103,7 +173,17 @@ pub struct CoordinatorConfig {
     /// The SQLite database of a coordinator node (`conveyor node`). `conveyor
     /// run` keeps its one run in memory and ignores it.
     pub db: Option<PathBuf>,
+    /// `flows = "DIR"`: the flow files registered with this coordinator, to
+    /// trigger by name and to schedule.
+    pub flows: Option<PathBuf>,
+    /// Webhooks told of runs that end.
+    pub notify: Vec<NotifyConfig>,
+    /// Most log lines kept per task attempt.
+    pub log_lines: u32,
 }
+
+/// Default of `[coordinator] log_lines`.
+pub const DEFAULT_LOG_LINES: u32 = 10_000;
 
 /// Default coordinator database, relative to the config file's directory.
 pub const DEFAULT_COORDINATOR_DB: &str = "coordinator.db";
@@ -113,6 +193,9 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             worker_wait: Duration::from_secs(30),
             db: None,
+            flows: None,
+            notify: Vec::new(),
+            log_lines: DEFAULT_LOG_LINES,
         }
     }
 }
@@ -276,6 +359,12 @@ impl NodeConfig {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             input_roots: None,
             allow_urls: None,
+            // `conveyor run` serves no API: its run lives in this process.
+            api: ApiConfig {
+                listen: None,
+                ..ApiConfig::default()
+            },
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -298,6 +387,7 @@ impl NodeConfig {
         let mut embedded = NodeConfig::embedded(base);
         embedded.workers.clear();
         embedded.coordinator = None;
+        embedded.api = ApiConfig::default();
         let mut cfg = embedded;
 
         if let Some(mut node) = root.table("node") {

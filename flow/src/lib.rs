@@ -30,7 +30,10 @@ pub(crate) mod partition;
 
 pub use conveyor_schemas::names;
 
-pub use config::{CoordinatorMode, Launch, NodeConfig, Roles};
+pub use config::{
+    ApiConfig, ApiRole, ApiToken, CoordinatorMode, Launch, MetricsConfig, NodeConfig, NotifyConfig,
+    Roles,
+};
 pub use diag::{Problem, Problems};
 pub use model::{
     partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,

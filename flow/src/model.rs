@@ -2,6 +2,7 @@
 The flow model: what a parsed flow is, before the coordinator runs it.
 */
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conveyor_schemas::{DataFormat, SinkSpec, SourceSpec, Step, TaskKind};
@@ -103,6 +104,9 @@ pub struct FlowSource {
     pub text: String,
     /// Directory that relative paths of the flow resolve against.
     pub base: String,
+    /// The values of the flow's `[params]` for this run (`--param k=v`, or
+    /// the API's `params`); a param not given takes its default.
+    pub params: BTreeMap<String, String>,
 }
 
 impl FlowSpec {

@@ -103,11 +103,17 @@ impl FlowSpec {
             file,
             text,
             base: base.to_string_lossy().into_owned(),
+            params: Default::default(),
         };
         Ok((flow, source))
     }
 
     /// Parses a flow; relative extract paths resolve against `base`.
+    /// Parses a run's flow as saved: its text, with its params.
+    pub fn parse_source(source: &FlowSource) -> Result<FlowSpec, Problems> {
+        FlowSpec::parse(&source.file, &source.text, Path::new(&source.base))
+    }
+
     pub fn parse(file: &str, text: &str, base: &Path) -> Result<FlowSpec, Problems> {
         let doc = parse_document(file, text)?;
         let diag = Diag::new(text);

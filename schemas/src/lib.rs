@@ -480,6 +480,8 @@ pub enum ErrorKind {
     /// attempt committed nothing a user can see and dropped the task.
     /// Expected after a client's run is given up; nobody receives it.
     Abandoned,
+    /// The run was cancelled while the attempt ran; it committed nothing.
+    Cancelled,
     /// A bug in Conveyor.
     Internal,
 }
@@ -506,6 +508,9 @@ pub struct Heartbeat {
     pub in_flight: Vec<String>,
     /// The sender's heartbeat interval; receivers expire it after three of these.
     pub interval_ms: u64,
+    /// The sender's Conveyor version (absent from nodes before 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -515,11 +520,31 @@ pub enum FlowState {
     WaitingForWorker,
     Succeeded,
     Failed,
+    /// Cancelled by a user: queued tasks were not started, running attempts
+    /// were aborted and committed nothing.
+    Cancelled,
 }
 
 impl FlowState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, FlowState::Succeeded | FlowState::Failed)
+        matches!(
+            self,
+            FlowState::Succeeded | FlowState::Failed | FlowState::Cancelled
+        )
+    }
+
+    /// Every state, in the order tables show them.
+    pub const ALL: [FlowState; 5] = [
+        FlowState::Running,
+        FlowState::WaitingForWorker,
+        FlowState::Succeeded,
+        FlowState::Failed,
+        FlowState::Cancelled,
+    ];
+
+    /// The state named `text` (as [`FlowState::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<FlowState> {
+        FlowState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// The name on the wire (`Succeeded`), for logs and tables.
@@ -529,6 +554,7 @@ impl FlowState {
             FlowState::WaitingForWorker => "WaitingForWorker",
             FlowState::Succeeded => "Succeeded",
             FlowState::Failed => "Failed",
+            FlowState::Cancelled => "Cancelled",
         }
     }
 }
@@ -554,13 +580,22 @@ pub enum TaskState {
     Failed,
     /// Not run because the flow failed first.
     Skipped,
+    /// Stopped, or never started, because its run was cancelled.
+    Cancelled,
+    /// Not run again in a retried run: the committed output of the run it
+    /// retries is used. Counts as succeeded for the tasks that read it.
+    Reused,
 }
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped
+            TaskState::Succeeded
+                | TaskState::Failed
+                | TaskState::Skipped
+                | TaskState::Cancelled
+                | TaskState::Reused
         )
     }
 
@@ -575,6 +610,8 @@ impl TaskState {
             TaskState::Succeeded => "Succeeded",
             TaskState::Failed => "Failed",
             TaskState::Skipped => "Skipped",
+            TaskState::Cancelled => "Cancelled",
+            TaskState::Reused => "Reused",
         }
     }
 }

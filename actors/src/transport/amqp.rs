@@ -619,6 +619,7 @@ impl AmqpTransport {
             kinds,
             in_flight: Vec::new(),
             interval_ms: (CONSUMERS_LIVE_FOR / 3).as_millis() as u64,
+            version: None,
         })
     }
 
