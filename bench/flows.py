@@ -35,6 +35,7 @@ The raw lapin ceiling (bench/ceiling.py), the pika+pandas reference design
 (bench/reference.py) and the full table are run by bench/all.py.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -219,15 +220,21 @@ def summarize(name, w1, w1_n, w2, w2_n):
     }
 
 
-def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc, fuse=False):
+def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc, fuse=False, coord_extra="", worker_extra="",
+                   during=None):
     """The tiny flow as written (three tasks), or with `fuse = true` (one task
-    doing the three steps in one pass; see the README's "Fusing")."""
+    doing the three steps in one pass; see the README's "Fusing").
+
+    `coord_extra` and `worker_extra` are appended to the two node configs;
+    `during`, if given, is a context manager entered while W1 and W2 run
+    (bench/api_overhead.py polls the API and /metrics with it)."""
     ns = f"bench-flows-{os.getpid()}{'-fused' if fuse else ''}"
     store = work / ("conveyor-fused" if fuse else "conveyor")
     common = f'[broker]\nurl = "{URL}"\nnamespace = "{ns}"\n[storage]\nartifacts = "{store}/artifacts"\noutput_root = "{store}/out"\n'
-    (work / "coord.toml").write_text(f'[node]\nname = "bench-coord"\n{common}[coordinator]\ndb = "{store}/coordinator.db"\n')
+    (work / "coord.toml").write_text(
+        f'[node]\nname = "bench-coord"\n{common}[coordinator]\ndb = "{store}/coordinator.db"\n{coord_extra}')
     (work / "worker.toml").write_text(
-        f'[node]\nname = "bench-worker"\n{common}[workers]\nkinds = ["extract", "transform", "load"]\n[workers.concurrency]\nextract = {conc}\ntransform = {conc}\nload = {conc}\n')
+        f'[node]\nname = "bench-worker"\n{common}[workers]\nkinds = ["extract", "transform", "load"]\n[workers.concurrency]\nextract = {conc}\ntransform = {conc}\nload = {conc}\n{worker_extra}')
     csv = work / "tiny.csv"
     csv.write_text("a,b,c\n1,x,007\n2,y,008\n3,z,009\n")
     env = dict(os.environ, CONVEYOR_LOG="warn")
@@ -242,8 +249,9 @@ def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc, fuse=False):
         # Warm up (and check) with a few flows.
         extra = ["fuse"] if fuse else []
         run_client(py, [str(client), "w1", "10", ns, str(work), str(csv), URL, *extra], pids)
-        w1 = run_client(py, [str(client), "w1", str(w1_n), ns, str(work), str(csv), URL, *extra], pids)
-        w2 = run_client(py, [str(client), "w2", str(w2_n), ns, str(work), str(csv), URL, *extra], pids)
+        with (during() if during else contextlib.nullcontext()):
+            w1 = run_client(py, [str(client), "w1", str(w1_n), ns, str(work), str(csv), URL, *extra], pids)
+            w2 = run_client(py, [str(client), "w2", str(w2_n), ns, str(work), str(csv), URL, *extra], pids)
         return summarize("conveyor-fused" if fuse else "conveyor", w1, w1_n, w2, w2_n)
     finally:
         for n in nodes:

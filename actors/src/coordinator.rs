@@ -433,7 +433,7 @@ impl Coordinator {
                     let update = RunUpdate {
                         snapshot: &text,
                         state: snap.state,
-                        report: &report,
+                        report: Some(&report),
                         ended_ms: snap.finished_ms,
                         now_ms: clock.wall_ms,
                     };
@@ -474,7 +474,7 @@ impl Coordinator {
     }
 }
 
-/// Saves a run's snapshot and its report, in one row update.
+/// Saves a run's snapshot, and its report once it has ended, in one row update.
 fn save(
     store: &RunStore,
     id: &str,
@@ -491,13 +491,18 @@ fn save(
     };
     let snap = machine.snapshot(clock);
     let text = serde_json::to_string(&snap).map_err(encode("snapshot"))?;
-    let report_text = serde_json::to_string(report).map_err(encode("report"))?;
+    let report_text = snap
+        .state
+        .is_terminal()
+        .then(|| serde_json::to_string(report))
+        .transpose()
+        .map_err(encode("report"))?;
     store.update(
         id,
         &RunUpdate {
             snapshot: &text,
             state: snap.state,
-            report: &report_text,
+            report: report_text.as_deref(),
             ended_ms: snap.finished_ms,
             now_ms: clock.wall_ms,
         },

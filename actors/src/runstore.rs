@@ -8,7 +8,7 @@ unfinished run, and publishes again each attempt that was recorded but never
 confirmed by the broker. Results that arrived meanwhile wait in its durable
 reply queue.
 
-Each row also keeps the run's latest [`RunReport`] and its timestamps, so a
+Each row also keeps the run's final [`RunReport`] and its timestamps, so a
 finished run is read without parsing its flow again, and runs are listed by
 time, flow and state through indexes ([`RunReader::list`], keyset-paginated
 on `(created_ms, id)`: a page costs the same at 1k and 100k runs).
@@ -158,8 +158,10 @@ pub struct ScheduleSlot {
 pub struct RunUpdate<'a> {
     pub snapshot: &'a str,
     pub state: FlowState,
-    /// The run's report as of this save, as JSON.
-    pub report: &'a str,
+    /// The run's final report, as JSON: saved once the run has ended. A
+    /// run in flight is reported live by its coordinator, so the many saves
+    /// before the end do not each encode and write a report.
+    pub report: Option<&'a str>,
     pub ended_ms: Option<u64>,
     pub now_ms: u64,
 }
@@ -280,7 +282,7 @@ impl RunStore {
         };
         let mut stmt = conn
             .prepare_cached(
-                "UPDATE flow_runs SET snapshot = ?2, state = ?3, report = ?4, ended_ms = ?5, updated_ms = ?6 WHERE id = ?1",
+                "UPDATE flow_runs SET snapshot = ?2, state = ?3, report = COALESCE(?4, report), ended_ms = ?5, updated_ms = ?6 WHERE id = ?1",
             )
             .map_err(|e| self.fail(e))?;
         stmt.execute(params![
@@ -390,7 +392,8 @@ pub struct RunSummary {
     pub created_ms: u64,
     pub started_ms: Option<u64>,
     pub ended_ms: Option<u64>,
-    /// The latest report saved; none before the run's first save.
+    /// The final report; none while the run is in flight (its coordinator
+    /// reports it live).
     pub report: Option<RunReport>,
 }
 
@@ -626,7 +629,7 @@ mod tests {
                 &RunUpdate {
                     snapshot: &text,
                     state,
-                    report: &report,
+                    report: Some(&report),
                     ended_ms: ended,
                     now_ms: now,
                 },
