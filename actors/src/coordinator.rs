@@ -92,6 +92,8 @@ pub struct Coordinator {
     fatal: mpsc::UnboundedSender<Fatal>,
     /// Set when the database failed: nothing more is acked, the node exits.
     broken: Option<StoreError>,
+    /// Where attempts are recorded; none for an in-memory coordinator.
+    history: Option<crate::history::History>,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -108,6 +110,7 @@ pub struct CoordinatorSetup {
     pub store: RunStore,
     pub failpoints: Failpoints,
     pub fatal: mpsc::UnboundedSender<Fatal>,
+    pub history: Option<crate::history::History>,
 }
 
 impl Coordinator {
@@ -124,6 +127,7 @@ impl Coordinator {
             failpoints: setup.failpoints,
             fatal: setup.fatal,
             broken: None,
+            history: setup.history,
         }
     }
 
@@ -769,7 +773,15 @@ impl Handler<UpdateFromWorker> for Coordinator {
         };
         let mut rng = rand::rng();
         let mut jitter = || rng.random_range(0.5..=1.0);
-        match run.machine.apply(&update, Instant::now(), &mut jitter) {
+        let applied = run.machine.apply(&update, Instant::now(), &mut jitter);
+        // Every attempt's history, a superseded one's late result included.
+        if let (Some(history), false) = (&self.history, matches!(applied, Applied::Unknown)) {
+            history.attempt(crate::history::AttemptEvent::of_update(
+                &update,
+                Clock::now().wall_ms,
+            ));
+        }
+        match applied {
             Applied::Changed => {}
             Applied::Stale => {
                 info!(task_run = %update.task_run, attempt = update.attempt, "Ignoring a stale update from a superseded attempt")

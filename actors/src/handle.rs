@@ -88,7 +88,7 @@ pub struct AttemptView {
 }
 
 /// Which log lines to read.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogQuery {
     pub run: String,
     pub task: String,
@@ -235,15 +235,61 @@ impl CoordinatorHandle {
         Err(CoordinatorError::NotSupported("retrying a run"))
     }
 
-    /// Every attempt of every task of run `id`, in start order. Not in this
-    /// version.
-    pub async fn attempts(&self, _id: &str) -> Result<Vec<AttemptView>, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("attempt history"))
+    /// Every attempt of every task of run `id`, in start order: node, start,
+    /// end, rows and bytes, outcome, error ([`crate::history`]).
+    pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>, CoordinatorError> {
+        let live = self.live_report(id).await?;
+        let run_live = live.is_some();
+        let id = id.to_string();
+        let found = self
+            .read(move |r| {
+                if live.is_none() && r.get(&id)?.is_none() {
+                    return Ok(None);
+                }
+                r.query(|c| crate::history::read_attempts(c, &id, run_live))
+                    .map(Some)
+            })
+            .await?;
+        found.ok_or_else(|| CoordinatorError::NotFound("no such run".into()))
     }
 
-    /// Log lines of a task's attempts. Not in this version.
-    pub async fn logs(&self, _query: LogQuery) -> Result<LogPage, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("task logs"))
+    /// A page of the log lines of a task's attempts (one, or all), after a
+    /// sequence number, and whether more may come.
+    pub async fn logs(&self, query: LogQuery) -> Result<LogPage, CoordinatorError> {
+        let live = self.live_report(&query.run).await?;
+        let run_live = live.is_some();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let found = self
+            .read(move |r| {
+                let report = match live {
+                    Some(report) => Some(report),
+                    None => r.get(&query.run)?.and_then(|run| run.report),
+                };
+                let Some(report) = report else {
+                    return Ok(Err(format!("no run `{}`", query.run)));
+                };
+                if !report.tasks.iter().any(|t| t.name == query.task) {
+                    return Ok(Err(format!(
+                        "run `{}` has no task `{}`",
+                        query.run, query.task
+                    )));
+                }
+                r.query(|c| crate::history::read_logs(c, &query, run_live, now_ms))
+                    .map(Ok)
+            })
+            .await?;
+        let (lines, live) = found.map_err(CoordinatorError::NotFound)?;
+        Ok(LogPage { lines, live })
+    }
+
+    async fn live_report(&self, id: &str) -> Result<Option<RunReport>, CoordinatorError> {
+        self.addr
+            .send(LiveReport(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)
     }
 
     /// The nodes whose heartbeats the coordinator hears. Not in this version.
@@ -364,6 +410,119 @@ mod tests {
             assert!(matches!(
                 handle.cancel(&ids[0]).await,
                 Err(CoordinatorError::NotSupported(_))
+            ));
+            node.shutdown(Duration::from_secs(1)).await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The embedded transport carries task logs too: a coordinator node with
+    /// a database, all roles in this process, records each attempt and the
+    /// lines its task wrote, and reads them back through the handle.
+    #[test]
+    fn the_handle_reads_attempts_and_task_logs_of_an_in_process_run() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        // The worker's tasks run on other threads: the capture layer must be
+        // the process's subscriber. Another test may have set one already.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(
+            crate::tasklog::TaskLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        ));
+        let dir = std::env::temp_dir().join(format!("conveyor-handle-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
+        let flow_text = "[flow]\nname = \"h\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.csv\"\n";
+        let flow = Arc::new(FlowSpec::parse("h.toml", flow_text, &dir).unwrap());
+        let source = FlowSource {
+            file: "h.toml".into(),
+            text: flow_text.into(),
+            base: dir.display().to_string(),
+            params: Default::default(),
+        };
+        let mut cfg = NodeConfig::embedded(&dir);
+        if let Some(c) = cfg.coordinator.as_mut() {
+            c.db = Some(dir.join("c.db"));
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let system = actix::System::new();
+        system.block_on(async {
+            let roles = cfg.roles(Launch::Node).unwrap();
+            let node = Node::start(&cfg, &roles, io.handle().clone())
+                .await
+                .unwrap();
+            let handle = node.coordinator.clone().unwrap();
+            let run = handle.submit(flow.clone(), source.clone()).await.unwrap();
+            let id = run.flow_run.clone();
+            assert_eq!(run.done.await.unwrap().state, FlowState::Succeeded);
+            let query = |task: &str| LogQuery {
+                run: id.clone(),
+                task: task.into(),
+                ..LogQuery::default()
+            };
+            // The last lines travel beside the result: wait until they are in.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let page = loop {
+                let page = handle.logs(query("l")).await.unwrap();
+                if !page.live || std::time::Instant::now() > deadline {
+                    break page;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(!page.live, "{page:?}");
+            let texts: Vec<&str> = page.lines.iter().map(|l| l.message.as_str()).collect();
+            assert!(
+                texts.iter().any(|t| t.starts_with("Task started")),
+                "{texts:?}"
+            );
+            assert!(
+                texts
+                    .iter()
+                    .any(|t| t.starts_with("Task succeeded") && t.contains("rows_out=2")),
+                "{texts:?}"
+            );
+            assert!(page
+                .lines
+                .iter()
+                .all(|l| l.attempt == 1 && l.node == cfg.node_name));
+            // After the last seq seen: nothing new.
+            let last = page.lines.last().unwrap().seq;
+            let after = handle
+                .logs(LogQuery {
+                    after: Some(last),
+                    ..query("l")
+                })
+                .await
+                .unwrap();
+            assert!(after.lines.is_empty(), "{after:?}");
+            let attempts = handle.attempts(&id).await.unwrap();
+            let seen: Vec<(&str, u32, &str)> = attempts
+                .iter()
+                .map(|a| (a.task.as_str(), a.attempt, a.outcome.as_str()))
+                .collect();
+            assert_eq!(seen, [("e", 1, "Succeeded"), ("l", 1, "Succeeded")]);
+            let load = &attempts[1];
+            assert_eq!((load.rows_in, load.rows_out), (Some(2), Some(2)));
+            assert!(load.bytes_out.is_some_and(|b| b > 0), "{load:?}");
+            assert!(load.started_ms.unwrap() <= load.ended_ms.unwrap());
+            assert!(
+                attempts[0].bytes_in.is_some_and(|b| b == 12),
+                "{:?}",
+                attempts[0]
+            );
+            // Unknown runs and tasks are named.
+            let err = handle.logs(query("nosuchtask")).await.unwrap_err();
+            assert!(
+                matches!(&err, CoordinatorError::NotFound(m) if m.contains("nosuchtask")),
+                "{err:?}"
+            );
+            assert!(matches!(
+                handle.attempts("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
             ));
             node.shutdown(Duration::from_secs(1)).await;
         });

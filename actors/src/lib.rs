@@ -9,9 +9,11 @@ machine, the data plane and the broker.
   task phases, retries, deadlines, fences.
 - [`coordinator`]: the actor around the state machine; [`handle`] is
   [`handle::CoordinatorHandle`], the one way the rest of a node (CLI, HTTP
-  API, dashboard) talks to it; [`runstore`] is its SQLite history.
+  API, dashboard) talks to it; [`runstore`] is its SQLite history, and
+  [`history`] the attempts and task logs beside it.
 - [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
-  backoff; each task runs off the actix thread.
+  backoff; each task runs off the actix thread. [`tasklog`] captures and
+  ships the log lines of each task attempt.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
 - [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
@@ -23,10 +25,12 @@ pub mod coordinator;
 pub mod failpoint;
 pub mod fatal;
 pub mod handle;
+pub mod history;
 pub mod node;
 pub mod runstore;
 pub mod state;
 pub mod supervisor;
+pub mod tasklog;
 pub mod tasks;
 pub mod transport;
 pub mod worker;

@@ -15,8 +15,8 @@ use conveyor_etl::policy::SourcePolicy;
 use conveyor_etl::store::ArtifactStore;
 use conveyor_etl::{FsStore, Workspace};
 use conveyor_schemas::{
-    FlowEvent, FlowEventKind, FlowSubmission, RunFinished, TaskKind, TaskMessage, TaskUpdate,
-    SCHEMA_VERSION,
+    FlowEvent, FlowEventKind, FlowSubmission, RunFinished, TaskKind, TaskLogs, TaskMessage,
+    TaskUpdate, SCHEMA_VERSION,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -31,6 +31,7 @@ use conveyor_flow::{FlowSource, FlowSpec, NodeConfig, Roles};
 use crate::failpoint::Failpoints;
 use crate::fatal::Fatal;
 use crate::handle::CoordinatorHandle;
+use crate::history::History;
 use crate::runstore::{RunStore, StoreError};
 use crate::supervisor::{Shutdown, Supervisor};
 use crate::tasks::{AllDone, IoTasks};
@@ -237,6 +238,10 @@ impl Node {
                     _ => RunStore::Memory,
                 };
                 db = store.path().map(std::path::Path::to_path_buf);
+                let history = db
+                    .as_deref()
+                    .map(|path| History::open(path, coord_cfg.log_lines))
+                    .transpose()?;
                 let queue = match mode {
                     CoordinatorMode::Client => {
                         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -262,6 +267,7 @@ impl Node {
                     store,
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
+                    history: history.clone(),
                 })
                 .start();
                 let a = addr.clone();
@@ -276,6 +282,7 @@ impl Node {
                     expires,
                     replies,
                     addr.clone(),
+                    history,
                 ));
                 if mode == CoordinatorMode::Service {
                     let t = transport.clone();
@@ -596,6 +603,7 @@ async fn pump_replies(
     expires: Option<Duration>,
     mut replies: crate::transport::Subscription,
     coordinator: Addr<Coordinator>,
+    history: Option<History>,
 ) {
     loop {
         while let Some(d) = replies.deliveries.recv().await {
@@ -625,12 +633,16 @@ async fn pump_replies(
                         _ => warn!("Reply ack not sent; the update may arrive again and will be recognised"),
                     }
                 }
-                Err(e) => {
-                    // The reply queue has no dead-letter exchange on purpose: it
-                    // is itself bound to the DLX, so a dead letter would loop back.
-                    warn!(error = %e, bytes = d.body.len(), "Dropping an undecodable update from the reply queue");
-                    let _ = d.dead_letter().await;
-                }
+                // Not an update: a batch of log lines, told apart by shape.
+                Err(e) => match serde_json::from_slice::<TaskLogs>(&d.body) {
+                    Ok(logs) => store_logs(history.as_ref(), logs, d).await,
+                    Err(_) => {
+                        // The reply queue has no dead-letter exchange on purpose: it
+                        // is itself bound to the DLX, so a dead letter would loop back.
+                        warn!(error = %e, bytes = d.body.len(), "Dropping an undecodable update from the reply queue");
+                        let _ = d.dead_letter().await;
+                    }
+                },
             }
         }
         if !coordinator.connected() || transport.is_closed() {
@@ -643,6 +655,36 @@ async fn pump_replies(
             Err(_) => return,
         };
         info!(queue = %queue, "Reply consumer resubscribed");
+    }
+}
+
+/// Hands a batch of log lines to the history writer, and acks it once
+/// committed, off the pump: the updates behind it do not wait for the
+/// write. A coordinator without a database keeps no logs: it acks at once.
+async fn store_logs(history: Option<&History>, logs: TaskLogs, d: crate::transport::Delivery) {
+    let Some(history) = history else {
+        let _ = d.ack().await;
+        return;
+    };
+    if logs.schema_version != SCHEMA_VERSION {
+        info!(node = %logs.node, schema_version = logs.schema_version, "Dropping task log lines of another schema version");
+        let _ = d.ack().await;
+        return;
+    }
+    let (run, task) = (logs.flow_run.clone(), logs.task.clone());
+    match history.submit_logs(logs).await {
+        Ok(committed) => {
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = committed.await {
+                    warn!(flow_run = %run, task = %task, error = %e, "Cannot store task log lines; dropping them");
+                }
+                let _ = d.ack().await;
+            });
+        }
+        Err(e) => {
+            warn!(flow_run = %run, task = %task, error = %e, "Cannot store task log lines; dropping them");
+            let _ = d.ack().await;
+        }
     }
 }
 

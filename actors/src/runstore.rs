@@ -469,6 +469,14 @@ impl RunReader {
         db_error(&self.path)(e.to_string())
     }
 
+    /// Runs a query of another table of the database ([`crate::history`]).
+    pub(crate) fn query<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&self.conn).map_err(|e| self.fail(e))
+    }
+
     const COLUMNS: &'static str = "id, flow, state, created_ms, started_ms, ended_ms, report";
 
     fn summary(&self, r: &rusqlite::Row) -> rusqlite::Result<(RunSummary, Option<String>)> {

@@ -963,6 +963,8 @@ path = "b.parquet"
                     rows,
                 }),
                 location: "x".into(),
+                bytes_in: None,
+                bytes_out: None,
             }),
         )
     }

@@ -383,6 +383,8 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             sent
         }
     });
+    // Captures this attempt's log lines from here on, for its coordinator.
+    let mut log = crate::tasklog::Shipper::start(&env.transport, msg, &env.node, n);
     info!(delivery = n, "Task started");
     let began = std::time::Instant::now();
 
@@ -395,9 +397,14 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         n,
         progress.clone(),
     ));
-    let result =
-        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress, routed_rx))
-            .await;
+    // The blocking work runs in the attempt's span, so that what the data
+    // plane logs is the attempt's too.
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
+        execute(&work_env, &work_msg, n, &progress, routed_rx)
+    })
+    .await;
     reporter.abort();
     let status = match result {
         Ok(Ok(output)) => UpdateStatus::Succeeded(output),
@@ -421,6 +428,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
                 "was cancelled"
             };
             error!(delivery = n, "Task {why}; leaving it for redelivery");
+            if let Some(log) = &mut log {
+                log.finish().await;
+            }
             return Outcome::Crashed(delivery);
         }
     };
@@ -435,24 +445,36 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         Ok(Err(e)) => warn!(error = %e, "Could not report the task start"),
         Err(e) => warn!(error = %e, "Could not report the task start"),
     }
-    let succeeded = match &status {
-        UpdateStatus::Succeeded(o) => Some((o.rows_in, o.rows_out)),
-        _ => None,
-    };
-    match publish(env, msg, n, status).await {
-        Ok(()) => {
-            if let Some((rows_in, rows_out)) = succeeded {
-                let duration_ms = began.elapsed().as_millis() as u64;
-                info!(rows_in, rows_out, duration_ms, "Task succeeded");
-            }
-            settle_ack(delivery).await;
+    if let UpdateStatus::Succeeded(o) = &status {
+        let duration_ms = began.elapsed().as_millis() as u64;
+        info!(
+            rows_in = o.rows_in,
+            rows_out = o.rows_out,
+            duration_ms,
+            "Task succeeded"
+        );
+    }
+    // The attempt's last log lines travel beside its result, not before it:
+    // the result waits for no extra round trip.
+    let ship_logs = async {
+        if let Some(log) = &mut log {
+            log.finish().await;
         }
+    };
+    let (sent, ()) = tokio::join!(publish(env, msg, n, status), ship_logs);
+    match sent {
+        Ok(()) => settle_ack(delivery).await,
         Err(e) => {
             // The output (if any) is committed and fenced by its marker, so a
             // redelivery answers from the marker without redoing the work.
             warn!(error = %e, "Cannot report the result; returning the task to the queue");
             let _ = delivery.requeue().await;
         }
+    }
+    // What went wrong after the result (its ack, its publish) is the
+    // attempt's too.
+    if let Some(log) = log.as_mut().filter(|l| l.has_lines()) {
+        log.finish().await;
     }
     Outcome::Settled
 }

@@ -87,6 +87,8 @@ fn gather(ws: &Workspace, at: &Attempt, spec: &Gather, target: &Path) -> Result<
         rows_out: rows,
         artifact: None,
         location: target.display().to_string(),
+        bytes_in: None,
+        bytes_out: None,
     };
     let commit: Box<dyn FnOnce() -> Result<()>> = if spec.dir {
         let mut dir = Pending::dir(target, &at.tag())?.sweeping(at.may_have_leftovers());

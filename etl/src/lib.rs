@@ -108,6 +108,41 @@ impl Attempt<'_> {
 /// batch as it is read, writes the sink, and commits it fenced. A gather
 /// (a [`SourceSpec::Parts`] source) copies its parts instead.
 pub fn run_task(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOutput> {
+    let output = run_task_unsized(ws, at, spec)?;
+    Ok(with_sizes(ws, spec, output))
+}
+
+/// Fills in the bytes a task read and wrote, where a file's size says it:
+/// a whole input file or artifact, the parts of a gather, an output file or
+/// artifact. A partition of a file, a glob, a URL or a directory of parts
+/// are left unknown.
+fn with_sizes(ws: &Workspace, spec: &TaskSpec, mut output: TaskOutput) -> TaskOutput {
+    let size = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    };
+    let artifact_size = |key: &str| ws.store.open(key).ok().and_then(|p| size(&p));
+    output.bytes_in = match &spec.source {
+        SourceSpec::File { path, read } if read.partition.is_none_or(|p| p.count <= 1) => {
+            size(std::path::Path::new(path))
+        }
+        SourceSpec::Artifact(a) => artifact_size(&a.path),
+        SourceSpec::Parts { parts, .. } => parts
+            .iter()
+            .map(|p| artifact_size(&p.path))
+            .sum::<Option<u64>>(),
+        _ => None,
+    };
+    output.bytes_out = match &output.artifact {
+        Some(a) => artifact_size(&a.path),
+        None => size(std::path::Path::new(&output.location)),
+    };
+    output
+}
+
+fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOutput> {
     if let SourceSpec::Parts { format, parts } = &spec.source {
         if !spec.steps.is_empty() {
             return Err(EtlError::Spec(

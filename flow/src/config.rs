@@ -474,6 +474,9 @@ impl NodeConfig {
             if let Some(d) = coord.positive_duration("worker_wait") {
                 c.worker_wait = d;
             }
+            if let Some(n) = coord.uint("log_lines", 0, 1_000_000) {
+                c.log_lines = n as u32;
+            }
             c.db = Some(
                 base.join(
                     coord
@@ -720,6 +723,21 @@ mod tests {
             (err.problems[0].key.as_str(), err.problems[0].line),
             ("coordinator.worker_wait", Some(6))
         );
+    }
+
+    #[test]
+    fn log_lines_is_read_and_checked() {
+        let text = |n: &str| {
+            format!("[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\nlog_lines = {n}\n")
+        };
+        let cfg = parse(&text("250"), None).unwrap();
+        assert_eq!(cfg.coordinator.unwrap().log_lines, 250);
+        let err = parse(&text("-1"), None).unwrap_err();
+        assert_eq!(
+            (err.problems[0].key.as_str(), err.problems[0].line),
+            ("coordinator.log_lines", Some(6))
+        );
+        assert!(err.to_string().contains("0 to 1000000"), "{err}");
     }
 
     #[test]

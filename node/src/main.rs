@@ -19,7 +19,10 @@ use clap::{Parser, Subcommand};
 use conveyor_actors::node::{Node, NodeError};
 use conveyor_flow::{FlowSpec, Launch, NodeConfig};
 use conveyor_schemas::{FlowState, RunReport};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Exit code of a flow that failed.
 const EXIT_FLOW_FAILED: u8 = 1;
@@ -145,15 +148,20 @@ fn init_tracing(filter: Option<&str>, default: &str, json: bool) -> Result<(), S
             .map_err(|e| format!("--log (or CONVEYOR_LOG) `{text}` is not a log filter: {e}; e.g. `info` or `conveyor_actors=debug,info`"))?,
         None => EnvFilter::new(default),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let print = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if json {
-        builder.json().init();
+    let print = if json {
+        print.json().with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        print.with_filter(filter).boxed()
+    };
+    // Task logs are captured at `info` whatever the node prints, so that a
+    // quiet node still ships its tasks' lines to their coordinator.
+    tracing_subscriber::registry()
+        .with(print)
+        .with(conveyor_actors::tasklog::TaskLogLayer.with_filter(LevelFilter::INFO))
+        .init();
     Ok(())
 }
 

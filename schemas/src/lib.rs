@@ -10,6 +10,8 @@ are generated from these types and a test fails when they drift.
 - [`TaskMessage`]: coordinator → worker, one attempt of one task: a
   [`TaskSpec`], which is a [`SourceSpec`], [`Step`]s and a [`SinkSpec`].
 - [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
+- [`TaskLogs`]: worker → coordinator, the log lines of an attempt, on the
+  same reply queue.
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
 - [`RunFinished`]: coordinator → every worker node, on the events exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
@@ -450,6 +452,60 @@ pub struct TaskOutput {
     pub artifact: Option<ArtifactRef>,
     /// Where the data ended up: the artifact path, or the load's file on its node.
     pub location: String,
+    /// Bytes the task read: the sizes of its input files or artifacts, where
+    /// the worker knows them (absent from workers before 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Bytes the task wrote: the size of its output file or artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+}
+
+/// Worker → coordinator, on the coordinator's reply queue beside the
+/// [`TaskUpdate`]s: a batch of the log lines one delivery of a task attempt
+/// wrote (the tracing events inside its span). Sent about once a second
+/// while the attempt runs, and once at its end with `last` set.
+///
+/// It has no `status`, so it never decodes as a [`TaskUpdate`]: a receiver
+/// tells the two apart by shape, the same way on every transport.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct TaskLogs {
+    pub schema_version: u32,
+    pub flow_run: String,
+    pub task: String,
+    pub task_run: String,
+    pub attempt: u32,
+    /// The node that ran the attempt.
+    pub node: String,
+    /// The broker delivery of the attempt (1 = first), as in [`TaskUpdate`].
+    pub delivery: u32,
+    /// The index of `lines[0]` among every line this delivery wrote, from 0.
+    /// A receiver skips the lines it already has, so a batch delivered twice
+    /// is stored once.
+    pub first_line: u64,
+    /// Lines the worker dropped just before this batch, because the
+    /// coordinator did not take them as fast as the task wrote them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// The delivery ended: no more lines come from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
+    pub lines: Vec<TaskLogLine>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One log line of a task attempt.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct TaskLogLine {
+    /// When it was written, in ms since the Unix epoch, by the worker's clock.
+    pub ts_ms: u64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The message, then its fields as `key=value`, on one line.
+    pub message: String,
 }
 
 /// Why an attempt failed. The coordinator decides retry or fail from `retryable`
@@ -710,6 +766,10 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         (
             "task_update.schema.json",
             render(schemars::schema_for!(TaskUpdate)),
+        ),
+        (
+            "task_logs.schema.json",
+            render(schemars::schema_for!(TaskLogs)),
         ),
         (
             "heartbeat.schema.json",

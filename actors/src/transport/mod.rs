@@ -15,7 +15,7 @@ pub mod amqp;
 pub mod inproc;
 
 use conveyor_schemas::{
-    FlowEvent, FlowSubmission, Heartbeat, RunFinished, TaskKind, TaskMessage, TaskUpdate,
+    FlowEvent, FlowSubmission, Heartbeat, RunFinished, TaskKind, TaskLogs, TaskMessage, TaskUpdate,
 };
 use tokio::sync::mpsc;
 
@@ -275,6 +275,20 @@ impl Transport {
                 Ok(())
             }
             Transport::Amqp(t) if transient => t.publish_update_transient(reply_to, body).await,
+            Transport::Amqp(t) => t.publish_update(reply_to, body).await,
+        }
+    }
+
+    /// A batch of an attempt's log lines, on its coordinator's reply queue:
+    /// persistent and confirmed like a result, so that the lines outlive
+    /// the worker once it is done.
+    pub async fn publish_logs(&self, reply_to: &str, logs: &TaskLogs) -> Result<()> {
+        let body = encode(logs)?;
+        match self {
+            Transport::InProc(bus) => {
+                bus.publish(reply_to, body);
+                Ok(())
+            }
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
         }
     }

@@ -71,6 +71,8 @@ impl PendingOutput for PendingArtifact<'_> {
                 rows: self.rows,
             }),
             location: key,
+            bytes_in: None,
+            bytes_out: None,
         })
     }
 }

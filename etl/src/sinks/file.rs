@@ -78,6 +78,8 @@ impl PendingOutput for PendingLoad<'_> {
             rows_out: self.rows,
             artifact: None,
             location: final_path.display().to_string(),
+            bytes_in: None,
+            bytes_out: None,
         };
         commit::commit_fenced(ws, at, &output, || pending.commit_replace(&final_path))?;
         Ok(output)
@@ -141,6 +143,8 @@ impl PendingOutput for PendingPart<'_> {
                 rows: self.rows,
             }),
             location: key,
+            bytes_in: None,
+            bytes_out: None,
         })
     }
 }
