@@ -246,8 +246,7 @@ impl CoordinatorHandle {
                 if live.is_none() && r.get(&id)?.is_none() {
                     return Ok(None);
                 }
-                r.query(|c| crate::history::read_attempts(c, &id, run_live))
-                    .map(Some)
+                r.attempts(&id, run_live).map(Some)
             })
             .await?;
         found.ok_or_else(|| CoordinatorError::NotFound("no such run".into()))
@@ -258,10 +257,6 @@ impl CoordinatorHandle {
     pub async fn logs(&self, query: LogQuery) -> Result<LogPage, CoordinatorError> {
         let live = self.live_report(&query.run).await?;
         let run_live = live.is_some();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let found = self
             .read(move |r| {
                 let report = match live {
@@ -277,12 +272,10 @@ impl CoordinatorHandle {
                         query.run, query.task
                     )));
                 }
-                r.query(|c| crate::history::read_logs(c, &query, run_live, now_ms))
-                    .map(Ok)
+                r.task_logs(&query, run_live).map(Ok)
             })
             .await?;
-        let (lines, live) = found.map_err(CoordinatorError::NotFound)?;
-        Ok(LogPage { lines, live })
+        found.map_err(CoordinatorError::NotFound)
     }
 
     async fn live_report(&self, id: &str) -> Result<Option<RunReport>, CoordinatorError> {

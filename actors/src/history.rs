@@ -29,8 +29,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
-use crate::handle::{AttemptView, LogLine};
-use crate::runstore::StoreError;
+use crate::handle::{AttemptView, LogLine, LogPage, LogQuery};
+use crate::runstore::{RunReader, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS task_attempts (
@@ -501,7 +501,7 @@ pub const LATE_LINES: Duration = Duration::from_secs(5);
 /// may come given that the run is (or is not) `run_live`.
 pub fn read_logs(
     conn: &Connection,
-    q: &crate::handle::LogQuery,
+    q: &LogQuery,
     run_live: bool,
     now_ms: u64,
 ) -> rusqlite::Result<(Vec<LogLine>, bool)> {
@@ -606,10 +606,29 @@ pub fn read_attempts(
     rows.collect()
 }
 
+impl RunReader {
+    /// A page of a task's log lines, as [`crate::handle::CoordinatorHandle::logs`]
+    /// reads them; `run_live` says whether the coordinator holds the run in
+    /// flight (a reader without its coordinator passes false). Does not check
+    /// that the run or task exists.
+    pub fn task_logs(&self, q: &LogQuery, run_live: bool) -> Result<LogPage, StoreError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let (lines, live) = self.query(|c| read_logs(c, q, run_live, now_ms))?;
+        Ok(LogPage { lines, live })
+    }
+
+    /// Every attempt of every task of `run`, in start order; see [`read_attempts`].
+    pub fn attempts(&self, run: &str, run_live: bool) -> Result<Vec<AttemptView>, StoreError> {
+        self.query(|c| read_attempts(c, run, run_live))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handle::LogQuery;
     use conveyor_schemas::{TaskLogLine, SCHEMA_VERSION};
 
     fn temp_db(name: &str) -> (PathBuf, PathBuf) {

@@ -304,6 +304,15 @@ fn line_of(event: &Event<'_>) -> TaskLogLine {
     }
 }
 
+/// A field's value, quoted when it would not read back as one token.
+fn push_token(out: &mut String, value: &str) {
+    if value.is_empty() || value.contains([' ', '"', '=']) {
+        let _ = write!(out, "{value:?}");
+    } else {
+        out.push_str(value);
+    }
+}
+
 #[derive(Default)]
 struct LineText {
     message: String,
@@ -326,12 +335,7 @@ impl Visit for LineText {
             self.message.push_str(value);
         } else {
             self.field(field.name());
-            // Quoted when it would not read back as one token.
-            if value.is_empty() || value.contains([' ', '"', '=']) {
-                let _ = write!(self.fields, "{value:?}");
-            } else {
-                self.fields.push_str(value);
-            }
+            push_token(&mut self.fields, value);
         }
     }
 
@@ -340,7 +344,8 @@ impl Visit for LineText {
             let _ = write!(self.message, "{value:?}");
         } else {
             self.field(field.name());
-            let _ = write!(self.fields, "{value:?}");
+            // `%value` fields (errors, paths) arrive here as Display.
+            push_token(&mut self.fields, &format!("{value:?}"));
         }
     }
 }
@@ -364,7 +369,8 @@ mod tests {
             let log = AttemptLog::new();
             assert!(log.attach(&span));
             span.in_scope(|| {
-                info!(rows = 3, file = "a b.csv", "Read a file");
+                let error = std::io::Error::other("disk full");
+                info!(rows = 3, file = "a b.csv", error = %error, "Read a file");
                 tracing::debug!("Below the capture level");
                 let inner = info_span!("step", step = "cast");
                 inner.in_scope(|| warn!(column = "x", "Cast lost precision"));
@@ -390,7 +396,10 @@ mod tests {
             assert_eq!(
                 texts,
                 [
-                    ("INFO", "Read a file rows=3 file=\"a b.csv\""),
+                    (
+                        "INFO",
+                        "Read a file rows=3 file=\"a b.csv\" error=\"disk full\""
+                    ),
                     ("WARN", "Cast lost precision column=x"),
                     ("INFO", "Wrote the output bytes=10"),
                 ]

@@ -1,0 +1,223 @@
+//! Task logs and attempt history (issue 11): a real coordinator node and a
+//! real worker node on RabbitMQ. The worker ships each attempt's log lines
+//! to the coordinator, which keeps them in its database with the attempts,
+//! so they are read after the worker process is gone.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conveyor_actors::handle::{LogPage, LogQuery};
+use conveyor_actors::runstore::RunReader;
+use conveyor_schemas::{ErrorKind, FlowState};
+
+use crate::harness::{broker::*, configs::*, processes::*, workdir::*};
+
+const CSV: &str = "id,name\n1,ada\n2,grace\n3,edsger\n";
+
+/// An HTTP server that answers its first request with 503 (a retryable
+/// failure) and every later one with [`CSV`]. Returns its port and how many
+/// requests it has seen.
+fn flaky_csv_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let response = if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CSV}",
+                    CSV.len()
+                )
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// Reads a task's logs from the database until `done` holds, or panics
+/// with the last page after `within`.
+fn logs_until(
+    db: &Path,
+    query: &LogQuery,
+    within: Duration,
+    done: impl Fn(&LogPage) -> bool,
+) -> LogPage {
+    let reader = RunReader::open(db).unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        let page = reader.task_logs(query, false).unwrap();
+        if done(&page) {
+            return page;
+        }
+        if Instant::now() > deadline {
+            panic!("the logs of {query:?} never got there: {page:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn logs_and_attempts_of_a_task_that_failed_once_are_read_after_its_worker_exited() {
+    let dir = TestDir::new("logs_after_worker");
+    let ns = namespace("logs_after_worker");
+    let storage = dir.join("shared");
+    let db = dir.join("coord/coordinator.db");
+    let coord_cfg = dir.write(
+        "coord.toml",
+        &node_config(
+            "coord",
+            &ns,
+            &[],
+            &storage,
+            &format!("[coordinator]\ndb = \"{}\"\n", db.display()),
+        ),
+    );
+    let worker_cfg = dir.write(
+        "w.toml",
+        &node_config("logs-worker", &ns, &["extract", "load"], &storage, ""),
+    );
+    let client_cfg = dir.write(
+        "client.toml",
+        &node_config("client", &ns, &[], &dir.join("client"), ""),
+    );
+    let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
+    // The worker prints only errors: what it ships does not depend on that.
+    let mut worker = NodeProcess::start(
+        &worker_cfg,
+        &dir.join("w.log"),
+        &[("CONVEYOR_LOG", "error")],
+    );
+    let (port, requests) = flaky_csv_server();
+    let flow = dir.write(
+        "flaky.toml",
+        &format!(
+            "[flow]\nname = \"flaky\"\nmax_attempts = 3\nbackoff = \"100ms\"\n[tasks.e]\nkind = \"extract\"\nurl = \"http://127.0.0.1:{port}/people.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"people.csv\"\n"
+        ),
+    );
+    let client = client_cfg.to_str().unwrap();
+    let (out, report) = run_flow(&dir.path, &flow, &["--config", client, "--submit"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = report.unwrap();
+    assert_eq!(report.state, FlowState::Succeeded);
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    let run = report.flow_run.clone();
+
+    // The worker goes away: what it logged stays with the coordinator.
+    let status = worker.sigterm_and_wait(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{}", worker.log_text());
+
+    let query = |task: &str, attempt: Option<u32>| LogQuery {
+        run: run.clone(),
+        task: task.into(),
+        attempt,
+        after: None,
+        limit: 0,
+    };
+    let has = |page: &LogPage, attempt: u32, start: &str| {
+        page.lines
+            .iter()
+            .any(|l| l.attempt == attempt && l.message.starts_with(start))
+    };
+    let extract = logs_until(&db, &query("e", None), Duration::from_secs(10), |p| {
+        has(p, 2, "Task succeeded")
+    });
+    // Attempt 1: started, then failed with the server's answer.
+    assert!(has(&extract, 1, "Task started"), "{extract:#?}");
+    let failed = extract
+        .lines
+        .iter()
+        .find(|l| l.attempt == 1 && l.message.starts_with("Task failed"))
+        .unwrap_or_else(|| panic!("no failure line in attempt 1: {extract:#?}"));
+    assert_eq!(failed.level, "WARN");
+    assert!(
+        failed.message.contains("HTTP 503") && failed.message.contains("retryable=true"),
+        "{failed:?}"
+    );
+    assert!(has(&extract, 2, "Task started"), "{extract:#?}");
+    assert!(
+        extract.lines.iter().all(|l| l.node == "logs-worker"),
+        "{extract:#?}"
+    );
+    assert!(
+        extract.lines.windows(2).all(|w| w[0].seq < w[1].seq),
+        "{extract:#?}"
+    );
+    // One attempt alone, and a follower's read after the last line seen.
+    let reader = RunReader::open(&db).unwrap();
+    let first = reader.task_logs(&query("e", Some(1)), false).unwrap();
+    assert!(
+        !first.lines.is_empty() && first.lines.iter().all(|l| l.attempt == 1),
+        "{first:#?}"
+    );
+    let last_of_first = first.lines.last().unwrap().seq;
+    let rest = reader
+        .task_logs(
+            &LogQuery {
+                after: Some(last_of_first),
+                ..query("e", None)
+            },
+            false,
+        )
+        .unwrap();
+    assert!(
+        rest.lines
+            .iter()
+            .all(|l| l.seq > last_of_first && l.attempt == 2),
+        "{rest:#?}"
+    );
+    // Every attempt of the run, in start order.
+    let attempts = reader.attempts(&run, false).unwrap();
+    let seen: Vec<(&str, u32, &str)> = attempts
+        .iter()
+        .map(|a| (a.task.as_str(), a.attempt, a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("e", 1, "Failed"),
+            ("e", 2, "Succeeded"),
+            ("l", 1, "Succeeded")
+        ],
+        "{attempts:#?}"
+    );
+    let error = attempts[0].error.as_ref().unwrap();
+    assert_eq!(error.kind, ErrorKind::Io, "{error:?}");
+    assert!(
+        error.retryable && error.message.contains("HTTP 503"),
+        "{error:?}"
+    );
+    for a in &attempts {
+        assert_eq!(a.node.as_deref(), Some("logs-worker"), "{a:?}");
+        let (start, end) = (a.started_ms.unwrap(), a.ended_ms.unwrap());
+        assert!(start <= end, "{a:?}");
+    }
+    assert!(
+        attempts[0].ended_ms <= attempts[1].started_ms,
+        "{attempts:#?}"
+    );
+    let load = &attempts[2];
+    assert_eq!((load.rows_in, load.rows_out), (Some(3), Some(3)));
+    let written = std::fs::metadata(storage.join("out/people.csv"))
+        .unwrap()
+        .len();
+    assert_eq!(load.bytes_out, Some(written), "{load:?}");
+    assert!(load.bytes_in.is_some_and(|b| b > 0), "{load:?}");
+}
