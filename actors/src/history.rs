@@ -15,7 +15,11 @@ the runs ([`crate::runstore`]).
 Writes never run on the coordinator actor's thread: [`History`] hands them
 to a writer thread with a connection of its own, which groups whatever is
 waiting into one transaction (so a burst of small flows costs a few commits,
-not one per message). A log message is acked once its transaction commits.
+not one per message). A log message is acked once its transaction commits,
+so a coordinator killed before that gets it again. An attempt's row is
+written just after its update was acked (the run's own state is saved
+before, as always): a coordinator killed in between misses that change of
+the row, and the attempt then shows as it was last recorded.
 Reads go through the handle's read-only connection ([`read_logs`],
 [`read_attempts`]).
 */
@@ -427,9 +431,9 @@ fn append_logs(conn: &Connection, logs: &TaskLogs, cap: u64) -> rusqlite::Result
                 task,
                 attempt,
                 line.ts_ms as i64,
-                line.level,
+                level_of(&line.level),
                 logs.node,
-                line.message
+                clip(&line.message)
             ])?;
             kept += 1;
             continue;
@@ -481,6 +485,29 @@ fn append_logs(conn: &Connection, logs: &TaskLogs, cap: u64) -> rusqlite::Result
         logs.last as i64
     ])?;
     Ok(())
+}
+
+/// Longest message stored, in bytes: a worker in another language may not
+/// cut its lines as the Rust workers do.
+const MAX_STORED_MESSAGE: usize = 8 * 1024;
+
+fn clip(message: &str) -> &str {
+    if message.len() <= MAX_STORED_MESSAGE {
+        return message;
+    }
+    let mut cut = MAX_STORED_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &message[..cut]
+}
+
+/// One of the five level names; anything else is stored as `INFO`.
+fn level_of(level: &str) -> &'static str {
+    ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+        .into_iter()
+        .find(|l| l.eq_ignore_ascii_case(level))
+        .unwrap_or("INFO")
 }
 
 fn cap_message(cap: u64, dropped: u64) -> String {
@@ -700,7 +727,10 @@ mod tests {
             // The same batch again (a redelivery), then the rest.
             history.logs(batch(1, 1, 0, 3, false)).await.unwrap();
             history.logs(batch(1, 1, 3, 6, true)).await.unwrap();
-            history.logs(batch(2, 1, 0, 1, true)).await.unwrap();
+            let mut hostile = batch(2, 1, 0, 1, true);
+            hostile.lines[0].message = "x".repeat(100_000);
+            hostile.lines[0].level = "LOUD".into();
+            history.logs(hostile).await.unwrap();
         });
         let conn = Connection::open(&path).unwrap();
         let (lines, _) = read_logs(&conn, &query(Some(1), None), false, 0).unwrap();
@@ -722,7 +752,10 @@ mod tests {
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
         let (after, _) = read_logs(&conn, &query(None, Some(all[5].seq)), false, 0).unwrap();
         assert_eq!(after.len(), 1);
-        assert_eq!((after[0].attempt, after[0].message.as_str()), (2, "line 0"));
+        // A line from a careless worker is cut and its level made one we know.
+        assert_eq!(after[0].attempt, 2);
+        assert_eq!(after[0].message.len(), MAX_STORED_MESSAGE);
+        assert_eq!(after[0].level, "INFO");
         assert_eq!(after[0].node, "w1");
         drop(history);
         let _ = std::fs::remove_dir_all(&dir);
