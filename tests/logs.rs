@@ -1,7 +1,8 @@
 //! Task logs and attempt history (issue 11): a real coordinator node and a
 //! real worker node on RabbitMQ. The worker ships each attempt's log lines
 //! to the coordinator, which keeps them in its database with the attempts,
-//! so they are read after the worker process is gone.
+//! so they are read while the attempt runs, and after the worker process is
+//! gone.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_actors::handle::{LogPage, LogQuery};
-use conveyor_actors::runstore::RunReader;
+use conveyor_actors::runstore::{RunQuery, RunReader};
 use conveyor_schemas::{ErrorKind, FlowState};
 
 use crate::harness::{broker::*, configs::*, processes::*, workdir::*};
@@ -75,7 +76,7 @@ fn logs_until(
 }
 
 #[test]
-fn logs_and_attempts_of_a_task_that_failed_once_are_read_after_its_worker_exited() {
+fn logs_and_attempts_are_read_while_a_task_runs_and_after_its_worker_exited() {
     let dir = TestDir::new("logs_after_worker");
     let ns = namespace("logs_after_worker");
     let storage = dir.join("shared");
@@ -100,10 +101,14 @@ fn logs_and_attempts_of_a_task_that_failed_once_are_read_after_its_worker_exited
     );
     let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
     // The worker prints only errors: what it ships does not depend on that.
+    // Its load takes 2.5 s, so that its lines are seen while it runs.
     let mut worker = NodeProcess::start(
         &worker_cfg,
         &dir.join("w.log"),
-        &[("CONVEYOR_LOG", "error")],
+        &[
+            ("CONVEYOR_LOG", "error"),
+            ("CONVEYOR_FAILPOINTS", "sleep=2500@l"),
+        ],
     );
     let (port, requests) = flaky_csv_server();
     let flow = dir.write(
@@ -113,12 +118,53 @@ fn logs_and_attempts_of_a_task_that_failed_once_are_read_after_its_worker_exited
         ),
     );
     let client = client_cfg.to_str().unwrap();
-    let (out, report) = run_flow(&dir.path, &flow, &["--config", client, "--submit"]);
+    let running = run_flow_args_in_background(&dir.path, &flow, &["--config", client, "--submit"]);
+
+    // While the load runs, its first lines are already with the coordinator.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (run, live) = loop {
+        let reader = RunReader::open(&db).ok();
+        let run = reader
+            .as_ref()
+            .and_then(|r| r.list(&RunQuery::default()).ok())
+            .and_then(|page| page.runs.first().map(|r| r.id.clone()));
+        if let (Some(reader), Some(run)) = (reader, run) {
+            let query = LogQuery {
+                run: run.clone(),
+                task: "l".into(),
+                ..LogQuery::default()
+            };
+            if let Ok(page) = reader.task_logs(&query, true) {
+                if page
+                    .lines
+                    .iter()
+                    .any(|l| l.message.starts_with("Task started"))
+                {
+                    break (run, page.live);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no line of the running load");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !running.is_finished(),
+        "the flow ended before its load's lines were seen"
+    );
+    assert!(live, "a running attempt's log is live");
+    let reader = RunReader::open(&db).unwrap();
+    let load = reader.attempts(&run, true).unwrap();
+    assert!(
+        load.iter().any(|a| a.task == "l" && a.outcome == "Running"),
+        "{load:#?}"
+    );
+
+    let (out, report) = running.join().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let report = report.unwrap();
     assert_eq!(report.state, FlowState::Succeeded);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
-    let run = report.flow_run.clone();
+    assert_eq!(report.flow_run, run);
 
     // The worker goes away: what it logged stays with the coordinator.
     let status = worker.sigterm_and_wait(Duration::from_secs(20));
@@ -161,7 +207,6 @@ fn logs_and_attempts_of_a_task_that_failed_once_are_read_after_its_worker_exited
         "{extract:#?}"
     );
     // One attempt alone, and a follower's read after the last line seen.
-    let reader = RunReader::open(&db).unwrap();
     let first = reader.task_logs(&query("e", Some(1)), false).unwrap();
     assert!(
         !first.lines.is_empty() && first.lines.iter().all(|l| l.attempt == 1),
