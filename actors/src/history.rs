@@ -83,8 +83,10 @@ CREATE TABLE IF NOT EXISTS task_log_streams (
 /// (the broker keeps the rest) rather than memory growing.
 const LOG_BACKLOG: usize = 256;
 
-/// Most jobs in one transaction.
-const GROUP: usize = 512;
+/// Most jobs in one transaction. SQLite has one writer at a time, and the
+/// coordinator's own saves wait while this thread writes: a small group
+/// holds the lock for a millisecond or so, not for as long as a backlog.
+const GROUP: usize = 64;
 
 /// What an update from a worker says about its attempt.
 #[derive(Clone, Debug, PartialEq)]
