@@ -526,14 +526,25 @@ pub const MAX_LOG_PAGE: usize = 10_000;
 /// last batch travels beside the result, not before it).
 pub const LATE_LINES: Duration = Duration::from_secs(5);
 
+/// Whether a run may still get log lines: it is in flight, or it ended
+/// within [`LATE_LINES`] (its last batches may still be on their way).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunLiveness {
+    pub live: bool,
+    pub ended_ms: Option<u64>,
+}
+
 /// A page of log lines of `task` in `run`, after `after`, and whether more
-/// may come given that the run is (or is not) `run_live`.
+/// may come.
 pub fn read_logs(
     conn: &Connection,
     q: &LogQuery,
-    run_live: bool,
+    run: RunLiveness,
     now_ms: u64,
 ) -> rusqlite::Result<(Vec<LogLine>, bool)> {
+    let recently = |ended: u64| now_ms.saturating_sub(ended) < LATE_LINES.as_millis() as u64;
+    let run_live = run.live;
+    let run_recent = run_live || run.ended_ms.is_some_and(recently);
     let limit = match q.limit {
         0 => DEFAULT_LOG_PAGE,
         n => n.min(MAX_LOG_PAGE),
@@ -566,6 +577,7 @@ pub fn read_logs(
          FROM task_attempts a WHERE a.run = ?1 AND a.task = ?2 AND (?3 IS NULL OR a.attempt = ?3)",
     )?;
     let mut live = false;
+    let mut attempts = 0;
     let rows = stmt.query_map(params![q.run, q.task, attempt], |r| {
         Ok((
             r.get::<_, String>(1)?,
@@ -575,16 +587,19 @@ pub fn read_logs(
     })?;
     for row in rows {
         let (outcome, ended, closed) = row?;
+        attempts += 1;
         if closed {
             continue;
         }
-        let running = outcome == "Running" && run_live;
-        let late =
-            ended.is_some_and(|e| now_ms.saturating_sub(e as u64) < LATE_LINES.as_millis() as u64);
+        // Still running; or ended (it, or its run) so recently that its
+        // last lines may not be in yet.
+        let running = outcome == "Running" && run_recent;
+        let late = ended.is_some_and(|e| recently(e as u64));
         live |= running || late;
     }
-    if q.attempt.is_none() && run_live && !live {
-        // A task not yet started, of a run in flight, may still log.
+    // A task not yet started, of a run in flight, may still log; and the
+    // attempts of a run that just ended may not be recorded yet.
+    if (q.attempt.is_none() && run_live) || (attempts == 0 && run_recent) {
         live = true;
     }
     Ok((lines, live))
@@ -645,7 +660,15 @@ impl RunReader {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let (lines, live) = self.query(|c| read_logs(c, q, run_live, now_ms))?;
+        let ended_ms = match run_live {
+            true => None,
+            false => self.get(&q.run)?.and_then(|run| run.ended_ms),
+        };
+        let run = RunLiveness {
+            live: run_live,
+            ended_ms,
+        };
+        let (lines, live) = self.query(|c| read_logs(c, q, run, now_ms))?;
         Ok(LogPage { lines, live })
     }
 
@@ -701,6 +724,21 @@ mod tests {
         }
     }
 
+    fn in_flight() -> RunLiveness {
+        RunLiveness {
+            live: true,
+            ended_ms: None,
+        }
+    }
+
+    /// A run that ended long ago.
+    fn ended() -> RunLiveness {
+        RunLiveness {
+            live: false,
+            ended_ms: Some(0),
+        }
+    }
+
     fn event(attempt: u32, at_ms: u64, what: AttemptChange) -> AttemptEvent {
         AttemptEvent {
             run: "r".into(),
@@ -735,7 +773,7 @@ mod tests {
             history.logs(hostile).await.unwrap();
         });
         let conn = Connection::open(&path).unwrap();
-        let (lines, _) = read_logs(&conn, &query(Some(1), None), false, 0).unwrap();
+        let (lines, _) = read_logs(&conn, &query(Some(1), None), ended(), 0).unwrap();
         let texts: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(texts.len(), 6, "{texts:?}");
         assert_eq!(
@@ -749,10 +787,10 @@ mod tests {
         );
         assert_eq!(lines[5].level, "WARN");
         // Across attempts, seq only grows; a follower reads after the last seen.
-        let (all, _) = read_logs(&conn, &query(None, None), false, 0).unwrap();
+        let (all, _) = read_logs(&conn, &query(None, None), ended(), 0).unwrap();
         assert_eq!(all.len(), 7);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-        let (after, _) = read_logs(&conn, &query(None, Some(all[5].seq)), false, 0).unwrap();
+        let (after, _) = read_logs(&conn, &query(None, Some(all[5].seq)), ended(), 0).unwrap();
         assert_eq!(after.len(), 1);
         // A line from a careless worker is cut and its level made one we know.
         assert_eq!(after[0].attempt, 2);
@@ -826,7 +864,11 @@ mod tests {
         history.attempt(event(1, 10, AttemptChange::Started));
         block_on(history.logs(batch(1, 1, 0, 2, false))).unwrap();
         let conn = Connection::open(&path).unwrap();
-        assert!(read_logs(&conn, &query(Some(1), None), true, 10).unwrap().1);
+        assert!(
+            read_logs(&conn, &query(Some(1), None), in_flight(), 10)
+                .unwrap()
+                .1
+        );
         history.attempt(event(
             1,
             20,
@@ -839,15 +881,35 @@ mod tests {
         ));
         block_on(history.logs(batch(1, 1, 2, 1, false))).unwrap();
         // Ended, its last batch not yet in: live for a little while.
-        assert!(read_logs(&conn, &query(Some(1), None), true, 21).unwrap().1);
         assert!(
-            !read_logs(&conn, &query(Some(1), None), false, 20 + 6_000)
+            read_logs(&conn, &query(Some(1), None), in_flight(), 21)
                 .unwrap()
                 .1
         );
+        assert!(
+            !read_logs(&conn, &query(Some(1), None), ended(), 20 + 6_000)
+                .unwrap()
+                .1
+        );
+        // A run that just ended, whose attempts are not recorded yet: its
+        // lines may still come.
+        let other = LogQuery {
+            run: "just-ended".into(),
+            ..query(None, None)
+        };
+        let just_ended = RunLiveness {
+            live: false,
+            ended_ms: Some(20),
+        };
+        assert!(read_logs(&conn, &other, just_ended, 21).unwrap().1);
+        assert!(!read_logs(&conn, &other, just_ended, 20 + 6_000).unwrap().1);
         block_on(history.logs(batch(1, 1, 3, 0, true))).unwrap();
-        assert!(!read_logs(&conn, &query(Some(1), None), true, 21).unwrap().1);
-        let (lines, _) = read_logs(&conn, &query(Some(1), None), false, 0).unwrap();
+        assert!(
+            !read_logs(&conn, &query(Some(1), None), in_flight(), 21)
+                .unwrap()
+                .1
+        );
+        let (lines, _) = read_logs(&conn, &query(Some(1), None), ended(), 0).unwrap();
         assert_eq!(lines.len(), 3);
         drop(history);
         let _ = std::fs::remove_dir_all(&dir);

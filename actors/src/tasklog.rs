@@ -454,7 +454,9 @@ mod tests {
 
     #[test]
     fn without_a_registry_nothing_attaches() {
-        let span = info_span!("task");
-        assert!(!AttemptLog::new().attach(&span));
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            let span = info_span!("task");
+            assert!(!AttemptLog::new().attach(&span));
+        });
     }
 }
