@@ -247,15 +247,28 @@ struct Writer {
     cap: u64,
 }
 
+/// How long the writer gathers jobs after the first one, so that a burst
+/// is written in a few transactions rather than one per job (each takes the
+/// write lock the coordinator's saves need too).
+const GATHER: Duration = Duration::from_millis(20);
+
 impl Writer {
     fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
+        let drain = |rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>| {
             while jobs.len() < GROUP {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
+            }
+        };
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            drain(&mut rx, &mut jobs);
+            // Not a backlog: wait for the rest of the burst.
+            if jobs.len() < GROUP {
+                std::thread::sleep(GATHER);
+                drain(&mut rx, &mut jobs);
             }
             let result = self.write(&jobs).map_err(|e| StoreError::Db {
                 path: self.path.clone(),

@@ -129,6 +129,13 @@ fn db_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     }
 }
 
+/// SQLite's busy handler for the coordinator's connection: short waits,
+/// 5 s in all.
+fn retry_busy(attempts: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_micros(100));
+    attempts < 50_000
+}
+
 /// A run to record, as it starts.
 pub struct NewRun<'a> {
     pub id: &'a str,
@@ -191,9 +198,12 @@ impl RunStore {
             }
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        // Readers never hold the writer up for long in WAL mode; wait a
-        // little rather than fail on a checkpoint.
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        // Readers never hold the writer up for long in WAL mode, and the
+        // history's writer ([`crate::history`]) holds the write lock for a
+        // millisecond or so: retry every 100 µs (SQLite's own busy timeout
+        // sleeps 1 ms and more on the actor's thread), for up to 5 s rather
+        // than fail on a checkpoint.
+        conn.busy_handler(Some(retry_busy))
             .map_err(|e| err(e.to_string()))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
