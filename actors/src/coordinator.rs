@@ -43,21 +43,56 @@ const TICK: Duration = Duration::from_millis(50);
 /// Which nodes serve which kinds, from their heartbeats.
 #[derive(Default)]
 pub struct Liveness {
-    nodes: HashMap<String, (Vec<TaskKind>, Instant, Duration)>,
+    nodes: HashMap<String, Seen>,
+}
+
+/// A node's last heartbeat, and when it came.
+struct Seen {
+    heartbeat: Heartbeat,
+    at: Instant,
+}
+
+impl Seen {
+    /// A node is live until three of its heartbeat intervals pass in silence.
+    fn is_live(&self, now: Instant) -> bool {
+        let interval = Duration::from_millis(self.heartbeat.interval_ms.max(1));
+        now.duration_since(self.at) < interval * 3
+    }
 }
 
 impl Liveness {
     pub fn saw(&mut self, hb: &Heartbeat, now: Instant) {
-        let interval = Duration::from_millis(hb.interval_ms.max(1));
-        self.nodes
-            .insert(hb.node.clone(), (hb.kinds.clone(), now, interval));
+        self.nodes.insert(
+            hb.node.clone(),
+            Seen {
+                heartbeat: hb.clone(),
+                at: now,
+            },
+        );
     }
 
-    /// A node is live until three of its heartbeat intervals pass in silence.
     pub fn is_live(&self, kind: TaskKind, now: Instant) -> bool {
-        self.nodes.values().any(|(kinds, seen, interval)| {
-            kinds.contains(&kind) && now.duration_since(*seen) < *interval * 3
-        })
+        self.nodes
+            .values()
+            .any(|s| s.heartbeat.kinds.contains(&kind) && s.is_live(now))
+    }
+
+    /// The live nodes, by name; forgets the ones gone silent.
+    pub fn nodes(&mut self, now: Instant) -> Vec<crate::handle::NodeView> {
+        self.nodes.retain(|_, s| s.is_live(now));
+        let mut out: Vec<_> = self
+            .nodes
+            .values()
+            .map(|s| crate::handle::NodeView {
+                node: s.heartbeat.node.clone(),
+                kinds: s.heartbeat.kinds.clone(),
+                in_flight: s.heartbeat.in_flight.clone(),
+                heartbeat_age_ms: now.duration_since(s.at).as_millis() as u64,
+                version: s.heartbeat.version.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
     }
 }
 
@@ -825,6 +860,19 @@ impl Handler<HeartbeatSeen> for Coordinator {
     }
 }
 
+/// The nodes whose heartbeats this coordinator hears.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::handle::NodeView>")]
+pub struct ListNodes;
+
+impl Handler<ListNodes> for Coordinator {
+    type Result = Vec<crate::handle::NodeView>;
+
+    fn handle(&mut self, _: ListNodes, _ctx: &mut Context<Self>) -> Self::Result {
+        self.live.nodes(Instant::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,12 +888,19 @@ mod tests {
                 kinds: vec![TaskKind::Load],
                 in_flight: vec![],
                 interval_ms: 100,
-                version: None,
+                version: Some("0.1.0".into()),
             },
             t0,
         );
         assert!(live.is_live(TaskKind::Load, t0 + Duration::from_millis(250)));
         assert!(!live.is_live(TaskKind::Extract, t0));
+        let nodes = live.nodes(t0 + Duration::from_millis(250));
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            (nodes[0].heartbeat_age_ms, nodes[0].version.as_deref()),
+            (250, Some("0.1.0"))
+        );
         assert!(!live.is_live(TaskKind::Load, t0 + Duration::from_millis(300)));
+        assert!(live.nodes(t0 + Duration::from_millis(300)).is_empty());
     }
 }

@@ -18,8 +18,8 @@ use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::RunReport;
 use tokio::sync::watch;
 
-use crate::coordinator::{Coordinator, LiveReport, Submit, Submitted, WatchRun};
-use crate::runstore::{RunPage, RunQuery, RunReader, RunSummary, StoreError};
+use crate::coordinator::{Coordinator, ListNodes, LiveReport, Submit, Submitted, WatchRun};
+use crate::runstore::{RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
 
 /// Why the coordinator could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -246,9 +246,27 @@ impl CoordinatorHandle {
         Err(CoordinatorError::NotSupported("task logs"))
     }
 
-    /// The nodes whose heartbeats the coordinator hears. Not in this version.
+    /// The live nodes whose heartbeats the coordinator hears, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("listing nodes"))
+        self.addr
+            .send(ListNodes)
+            .await
+            .map_err(|_| CoordinatorError::Stopped)
+    }
+
+    /// What run `id` was started with (params, the run it retries); none
+    /// if the history does not have it.
+    pub async fn origin(&self, id: &str) -> Result<Option<RunOrigin>, CoordinatorError> {
+        let id = id.to_string();
+        self.read(move |r| r.origin(&id)).await
+    }
+
+    /// Runs by state, of one flow or of all (see [`RunReader::counts`]).
+    pub async fn counts(
+        &self,
+        flow: Option<String>,
+    ) -> Result<Vec<(conveyor_schemas::FlowState, u64)>, CoordinatorError> {
+        self.read(move |r| r.counts(flow.as_deref())).await
     }
 
     /// The flows registered with `[coordinator] flows`. Not in this version.

@@ -99,6 +99,140 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+impl ApiConfig {
+    /// Why this API must not start: it would listen beyond this machine
+    /// with no token, so anyone who reaches the port could start runs.
+    pub fn exposure_problem(&self) -> Option<String> {
+        let listen = self.listen.as_deref()?;
+        if !self.tokens.is_empty() || is_loopback(listen) {
+            return None;
+        }
+        Some(format!(
+            "[api] listen = \"{listen}\" is not a loopback address and no API token is set: \
+             add [api] tokens = [{{ token_env = \"NAME\", role = \"operate\" }}], set {API_TOKEN_ENV}, \
+             or listen on 127.0.0.1"
+        ))
+    }
+}
+
+/// Whether `HOST:PORT` names this machine only (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback(listen: &str) -> bool {
+    let host = match listen.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => listen,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads `[api]`: `listen`, `max_body` and `tokens`. A token is given as
+/// `token = "..."` or, to keep it out of the file, `token_env = "NAME"`.
+fn parse_api(mut api: Tbl) -> ApiConfig {
+    let mut out = ApiConfig::default();
+    if let Some(listen) = api.str("listen") {
+        if listen == "off" {
+            out.listen = None;
+        } else if listen.parse::<std::net::SocketAddr>().is_ok()
+            || listen.rsplit_once(':').is_some_and(|(h, p)| {
+                h.eq_ignore_ascii_case("localhost") && p.parse::<u16>().is_ok()
+            })
+        {
+            out.listen = Some(listen);
+        } else {
+            api.error(
+                "listen",
+                format!("`{listen}` is not HOST:PORT (e.g. \"127.0.0.1:7070\") or \"off\""),
+            );
+        }
+    }
+    if let Some(text) = api.str("max_body") {
+        match parse_size(&text) {
+            Some(n) if n >= 1024 => out.max_body_bytes = n,
+            _ => api.error(
+                "max_body",
+                format!("`{text}` is not a size of at least 1KiB, e.g. \"1MiB\""),
+            ),
+        }
+    }
+    if let Some(found) = api.get("tokens") {
+        let diag = api.diag;
+        let entries: Vec<&dyn toml_edit::TableLike> = if let Some(a) = found.item.as_array() {
+            a.iter()
+                .filter_map(|v| v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike))
+                .collect()
+        } else if let Some(a) = found.item.as_array_of_tables() {
+            a.iter().map(|t| t as &dyn toml_edit::TableLike).collect()
+        } else {
+            Vec::new()
+        };
+        let count = found
+            .item
+            .as_array()
+            .map(|a| a.len())
+            .or_else(|| found.item.as_array_of_tables().map(|a| a.len()));
+        if count != Some(entries.len()) {
+            diag.report(
+                &found.path,
+                found.span.clone(),
+                "must be a list of tables like { token_env = \"NAME\", role = \"read\" }",
+            );
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            let mut t = Tbl::new(
+                diag,
+                format!("{}[{i}]", found.path),
+                entry,
+                found.span.clone(),
+            );
+            let token = match (t.str("token"), t.str("token_env")) {
+                (Some(token), None) => Some(token),
+                (None, Some(name)) => match std::env::var(&name) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        t.error(
+                            "token_env",
+                            format!("environment variable `{name}` is not set"),
+                        );
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    t.error("token", "set either `token` or `token_env`, not both");
+                    None
+                }
+                (None, None) => {
+                    t.error("token", "is required (or `token_env = \"NAME\"`)");
+                    None
+                }
+            };
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                t.error("token", "must be at least 16 characters");
+            }
+            let role = match t.req_str("role").as_deref() {
+                Some("read") => Some(ApiRole::Read),
+                Some("operate") => Some(ApiRole::Operate),
+                Some(other) => {
+                    t.error(
+                        "role",
+                        format!("`{other}` is not a role; expected \"read\" or \"operate\""),
+                    );
+                    None
+                }
+                None => None,
+            };
+            t.finish();
+            if let (Some(token), Some(role)) = (token, role) {
+                out.tokens.push(ApiToken { token, role });
+            }
+        }
+    }
+    api.finish();
+    out
+}
+
 /// `[metrics]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsConfig {
@@ -372,7 +506,14 @@ impl NodeConfig {
         let (file, text) = read_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let broker_env = std::env::var(BROKER_URL_ENV).ok().filter(|s| !s.is_empty());
-        NodeConfig::parse(&file, &text, base, broker_env)
+        let mut cfg = NodeConfig::parse(&file, &text, base, broker_env)?;
+        if let Some(token) = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+            cfg.api.tokens.push(ApiToken {
+                token,
+                role: ApiRole::Operate,
+            });
+        }
+        Ok(cfg)
     }
 
     pub fn parse(
@@ -558,6 +699,10 @@ impl NodeConfig {
                 }
             }
             workers.finish();
+        }
+
+        if let Some(api) = root.table("api") {
+            cfg.api = parse_api(api);
         }
 
         if let Some(mut storage) = root.table("storage") {

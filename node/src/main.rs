@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use conveyor_actors::node::{Node, NodeError};
-use conveyor_flow::{FlowSpec, Launch, NodeConfig};
+use conveyor_api::{ApiServer, ApiSetup};
+use conveyor_flow::{CoordinatorMode, FlowSpec, Launch, NodeConfig};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::EnvFilter;
 
@@ -426,6 +427,13 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
         roles.connect_timeout = connect_timeout;
     }
     warn_if_sources_unrestricted(&cfg, &roles);
+    let serves_api = roles.coordinator == CoordinatorMode::Service;
+    if serves_api {
+        if let Some(problem) = cfg.api.exposure_problem() {
+            eprintln!("error: {}: {problem}", config.display());
+            return EXIT_BAD_INPUT;
+        }
+    }
     let system = actix::System::new();
     let code = system.block_on(async {
         let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {
@@ -434,6 +442,30 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                 tracing::error!(error = %e, "Node failed to start");
                 return EXIT_NODE_FAILED;
             }
+        };
+        let api = match (&node.coordinator, serves_api) {
+            (Some(handle), true) => {
+                let flow_base = roles
+                    .coordinator_config
+                    .flows
+                    .clone()
+                    .unwrap_or_else(|| config_dir(config));
+                let setup = ApiSetup {
+                    config: cfg.api.clone(),
+                    node: cfg.node_name.clone(),
+                    flow_base,
+                    extra: None,
+                };
+                match ApiServer::start(setup, handle.clone()) {
+                    Ok(api) => api,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Node failed to start its API");
+                        node.shutdown(Duration::from_secs(1)).await;
+                        return EXIT_NODE_FAILED;
+                    }
+                }
+            }
+            _ => None,
         };
         tracing::info!(node = %cfg.node_name, roles = %roles.describe(), "Node running; stop with SIGINT or SIGTERM");
         actix::spawn(notify::ready_when(node.roles_started()));
@@ -454,11 +486,24 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
             }
         };
         notify::stopping();
+        if let Some(api) = api {
+            api.stop().await;
+        }
         node.shutdown(grace).await;
         code
     });
     stop_runtime(io);
     code
+}
+
+/// The directory of the config file, absolute, where the paths of an
+/// ad-hoc flow resolve when `[coordinator] flows` is not set.
+fn config_dir(config: &Path) -> PathBuf {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn cmd_validate(file: &Path) -> u8 {
