@@ -6,6 +6,7 @@ roles it plays. `display` draws live progress and the summary; `notify`
 tells a service manager (systemd `Type=notify`) when the node is ready.
 */
 
+mod client;
 mod display;
 mod notify;
 
@@ -40,6 +41,7 @@ Every server runs this same binary; its config file says which roles it plays (c
 extract/transform/load workers). Nodes coordinate through RabbitMQ. With no broker configured, \
 `conveyor run` plays every role in one process.\n\n\
 Examples:\n  conveyor run flows/colors.toml                 # embedded, no broker\n  \
+conveyor runs list --state Failed                # through a coordinator's API\n  \
 conveyor node --config worker.toml              # a worker node of a cluster\n  \
 conveyor run flows/colors.toml --config client.toml --json\n  \
 conveyor validate flows/colors.toml"
@@ -132,8 +134,54 @@ enum Command {
     /// Print (or write) the JSON Schemas of the wire contract.
     Schemas {
         /// Write one file per message into this directory instead of printing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "openapi")]
         out: Option<PathBuf>,
+        /// Print the HTTP API's OpenAPI document instead (checked in as
+        /// schemas/openapi.json).
+        #[arg(long)]
+        openapi: bool,
+    },
+    /// Operate runs on a coordinator node, through its HTTP API.
+    ///
+    /// The server comes from --server or CONVEYOR_SERVER (default
+    /// http://127.0.0.1:7070), the token from CONVEYOR_API_TOKEN. Tables by
+    /// default, --json for the API's JSON.
+    ///
+    /// Exit code: 0 ok, 1 a watched run ended other than Succeeded, 2 bad
+    /// usage or a request the server refused (4xx), 70 server unreachable
+    /// or failing (5xx).
+    Runs {
+        #[command(subcommand)]
+        cmd: client::RunsCmd,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// List the flows registered with a coordinator node (its
+    /// `[coordinator] flows` directory), through its HTTP API.
+    Flows {
+        #[command(subcommand)]
+        cmd: client::FlowsCmd,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Start a run of a registered flow, through a coordinator node's HTTP
+    /// API; print its run id.
+    ///
+    /// Exit code: 0 started (with --watch: succeeded), 1 with --watch: the
+    /// run ended other than Succeeded, 2 bad usage or refused (4xx), 70
+    /// server unreachable or failing (5xx).
+    Trigger {
+        /// The registered flow's name.
+        flow: String,
+        /// A value for one of the flow's [params], as NAME=VALUE; repeat
+        /// for more.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = client::parse_param)]
+        params: Vec<(String, String)>,
+        /// Follow the run to its end, as `conveyor runs watch` does.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        server: client::ServerArgs,
     },
 }
 
@@ -192,7 +240,22 @@ fn main() -> ExitCode {
             cmd_run(&flow, config.as_deref(), json, how, cli.connect_timeout)
         }
         Command::Validate { file } => cmd_validate(&file),
-        Command::Schemas { out } => cmd_schemas(out.as_deref()),
+        Command::Schemas { out, openapi } => {
+            if openapi {
+                print!("{}", conveyor_api::openapi::document());
+                0
+            } else {
+                cmd_schemas(out.as_deref())
+            }
+        }
+        Command::Runs { cmd, server } => client::runs(cmd, &server),
+        Command::Flows { cmd, server } => client::flows(cmd, &server),
+        Command::Trigger {
+            flow,
+            params,
+            watch,
+            server,
+        } => client::trigger(&flow, params, watch, &server),
     };
     ExitCode::from(code)
 }
