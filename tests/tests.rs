@@ -2,6 +2,7 @@
 //! `CONVEYOR_TEST_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f)
 //! and use a namespace of their own.
 
+mod api;
 mod cluster;
 mod conformance;
 mod coordinator;

@@ -358,8 +358,9 @@ pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpRes
         after: q.uint("after", 0, i64::MAX as u64)?,
         limit: 0,
     };
+    let follow = q.bool("follow")?;
     let first = state.handle.logs(query.clone()).await?;
-    if q.bool("follow")? {
+    if follow {
         return Ok(sse::log_lines(query, first, state.handle.clone()));
     }
     Ok(json(

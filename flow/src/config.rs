@@ -891,6 +891,67 @@ mod tests {
     }
 
     #[test]
+    fn the_api_section_parses_tokens_and_reports_each_problem() {
+        std::env::set_var("CONVEYOR_TEST_API_TOKEN_SET", "a-token-from-the-env-0123");
+        let cfg = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"0.0.0.0:8080\"\nmax_body = \"2MiB\"\ntokens = [{ token = \"an-operate-token-012345\", role = \"operate\" }, { token_env = \"CONVEYOR_TEST_API_TOKEN_SET\", role = \"read\" }]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.api.listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(cfg.api.max_body_bytes, 2 << 20);
+        assert_eq!(
+            cfg.api.tokens,
+            [
+                ApiToken {
+                    token: "an-operate-token-012345".into(),
+                    role: ApiRole::Operate
+                },
+                ApiToken {
+                    token: "a-token-from-the-env-0123".into(),
+                    role: ApiRole::Read
+                }
+            ]
+        );
+        assert!(!format!("{:?}", cfg.api).contains("an-operate-token"));
+        assert_eq!(cfg.api.exposure_problem(), None);
+        let open = ApiConfig {
+            tokens: Vec::new(),
+            ..cfg.api.clone()
+        };
+        assert!(open.exposure_problem().unwrap().contains("not a loopback"));
+        assert_eq!(ApiConfig::default().exposure_problem(), None);
+        assert!(
+            is_loopback("[::1]:7070") && is_loopback("localhost:1") && !is_loopback("10.0.0.1:80")
+        );
+
+        let err = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"everywhere\"\nmax_body = \"lots\"\ntokens = [{ token = \"short\", role = \"admin\" }, { token_env = \"CONVEYOR_TEST_API_TOKEN_UNSET\", role = \"read\" }]\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "api.listen",
+                "api.max_body",
+                "api.tokens[0].token",
+                "api.tokens[0].role",
+                "api.tokens[1].token_env"
+            ],
+            "{err}"
+        );
+        assert_eq!(err.problems[0].line, Some(7));
+        let off = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"off\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(off.api.listen, None);
+    }
+
+    #[test]
     fn roles_follow_the_command() {
         let worker = parse(
             "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"load\"]\n",
