@@ -28,13 +28,18 @@ struct Api {
 
 impl Api {
     fn start(test: &str) -> Api {
+        Api::start_with(test, &[])
+    }
+
+    /// With `worker_env` for the worker node (e.g. failpoints).
+    fn start_with(test: &str, worker_env: &[(&str, &str)]) -> Api {
         let dir = TestDir::new(test);
         let ns = namespace(test);
         let w_cfg = dir.write(
             "w.toml",
             &node_config("w", &ns, &["extract", "load"], &dir.join("w"), ""),
         );
-        let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), &[]);
+        let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), worker_env);
         let c_cfg = dir.write(
             "coord.toml",
             &node_config(
@@ -175,7 +180,8 @@ fn flow_text(name: &str, input: &str) -> String {
 
 #[test]
 fn a_run_started_through_the_api_is_listed_read_and_followed_to_its_end() {
-    let api = Api::start("api_run");
+    // Each extract sleeps first, so the run is live while it is followed.
+    let api = Api::start_with("api_run", &[("CONVEYOR_FAILPOINTS", "sleep=1500@e")]);
     // Relative paths of an ad-hoc flow resolve against the directory of the
     // coordinator's config file.
     api.dir.write("in.csv", "id,name\n1,ada\n2,grace\n");
@@ -187,18 +193,29 @@ fn a_run_started_through_the_api_is_listed_read_and_followed_to_its_end() {
     assert_eq!(status, 201, "{created}");
     let id = created["run_id"].as_str().unwrap().to_string();
     assert!(id.starts_with("adhoc-"), "{id}");
+    let (status, run) = api.get(&format!("/api/v1/runs/{id}"), Some(READ));
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        (&run["live"], &run["report"]["state"]),
+        (&json!(true), &json!("Running")),
+        "{run}"
+    );
 
+    // Reports while it runs, then the final one.
     let events = api.events(&id);
     let (last, report) = events.last().expect("at least one event");
     assert_eq!(last, "end", "{events:?}");
     assert_eq!(report["state"], "Succeeded", "{report}");
     assert_eq!(report["flow_run"], id.as_str());
-    assert!(
-        events[..events.len() - 1]
-            .iter()
-            .all(|(n, _)| n == "report"),
-        "{events:?}"
-    );
+    let (running, rest) = events.split_at(events.len() - 1);
+    assert!(!running.is_empty(), "no report before the end: {rest:?}");
+    for (name, report) in running {
+        assert_eq!(
+            (name.as_str(), &report["state"]),
+            ("report", &json!("Running")),
+            "{events:?}"
+        );
+    }
     let out = api.dir.join("w/out/adhoc.csv");
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
@@ -524,4 +541,45 @@ fn an_api_off_loopback_without_a_token_is_refused_at_start() {
         "{err}"
     );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
+/// SIGTERM stops the node and its API together, even with a client
+/// following a live run's events: the stream ends, and the port closes.
+#[test]
+fn the_api_stops_with_its_node() {
+    let mut api = Api::start_with("api_stop", &[("CONVEYOR_FAILPOINTS", "sleep=5000@e")]);
+    api.dir.write("in.csv", "id\n1\n");
+    let (status, created) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": flow_text("slow", "in.csv") }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap().to_string();
+    let base = api.base.clone();
+    let follower = std::thread::spawn(move || {
+        let res = Api::agent()
+            .get(format!("{base}/api/v1/runs/{id}/events"))
+            .header("Authorization", format!("Bearer {READ}"))
+            .call()
+            .expect("GET events");
+        // Read until the server closes the stream.
+        let _ = std::io::read_to_string(res.into_body().into_reader());
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = api.coord.sigterm_and_wait(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        api.coord.log_text()
+    );
+    follower.join().unwrap();
+    let refused = Api::agent()
+        .get(format!("{}/api/v1/health", api.base))
+        .call();
+    assert!(
+        refused.is_err(),
+        "the API still answers after its node stopped"
+    );
 }
