@@ -770,15 +770,31 @@ mod tests {
                 second.to_string().contains("another coordinator"),
                 "{second}"
             );
+            // A retry, with params: both read back as its origin.
+            let with_params = FlowSource {
+                params: [("day".to_string(), "2026-11-30".to_string())].into(),
+                ..source.clone()
+            };
+            store
+                .insert(&NewRun {
+                    retry_of: Some("b"),
+                    ..new_run("c", &with_params, &running, 8)
+                })
+                .unwrap();
             // Readers are welcome while the coordinator runs.
             let reader = RunReader::open(&path).unwrap();
+            let origin = reader.origin("c").unwrap().unwrap();
+            assert_eq!(origin.params, with_params.params);
+            assert_eq!(origin.retry_of.as_deref(), Some("b"));
+            assert_eq!(reader.origin("b").unwrap(), Some(RunOrigin::default()));
+            assert_eq!(reader.origin("nosuch").unwrap(), None);
             let b = reader.get("b").unwrap().unwrap();
             assert_eq!((b.state, b.ended_ms), (FlowState::Succeeded, Some(7)));
             assert_eq!(b.report.unwrap().flow_run, "b");
         }
         let store = RunStore::open(&path).unwrap();
         let runs = store.unfinished().unwrap();
-        assert_eq!(runs.len(), 1);
+        assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].id, "a");
         assert_eq!(runs[0].source, source);
         assert_eq!(runs[0].client, Some(("req-1".into(), "client-q".into())));
