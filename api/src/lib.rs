@@ -36,8 +36,11 @@ use crate::auth::Auth;
 use crate::routes::State;
 
 /// Extra routes mounted at the root of the API's listener, outside
-/// `/api/v1`: the hook for `/metrics` (and later the dashboard).
+/// `/api/v1` (the dashboard's hook).
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// Renders the node's metrics as Prometheus text, for `GET /metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// How long open requests (event streams included) get to finish when the
 /// node stops.
@@ -52,6 +55,9 @@ pub struct ApiSetup {
     /// coordinator's `[coordinator] flows` directory if set, else the
     /// directory of the node's config file.
     pub flow_base: PathBuf,
+    /// Served at `GET /metrics` on the API's listener, to a `read` token
+    /// (or to anyone when the API has no token).
+    pub metrics: Option<MetricsRender>,
     pub extra: Option<Mount>,
 }
 
@@ -96,12 +102,16 @@ impl ApiServer {
             max_body: usize::try_from(setup.config.max_body_bytes).unwrap_or(usize::MAX),
             openapi: openapi::document(),
         });
-        let extra = setup.extra;
+        let (extra, metrics) = (setup.extra, setup.metrics);
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(auth.clone())
                 .app_data(state.clone())
                 .configure(api_v1);
+            if let Some(render) = &metrics {
+                let render = render.clone();
+                app = app.configure(|cfg| mount_metrics(cfg, render));
+            }
             if let Some(extra) = &extra {
                 app = app.configure(|cfg| extra(cfg));
             }
@@ -149,6 +159,16 @@ impl ApiServer {
     }
 }
 
+/// `GET /metrics`: the node's metrics in Prometheus text.
+pub fn mount_metrics(cfg: &mut web::ServiceConfig, render: MetricsRender) {
+    cfg.service(
+        web::resource("/metrics")
+            .app_data(web::Data::new(render))
+            .route(web::get().to(routes::metrics))
+            .default_service(web::to(routes::wrong_method)),
+    );
+}
+
 /// The `/api/v1` routes; a known path with another method is a 405.
 fn api_v1(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(routes::wrong_method));
@@ -170,4 +190,43 @@ fn api_v1(cfg: &mut web::ServiceConfig) {
             .service(resource("/runs/{id}/tasks/{task}/logs").route(web::get().to(routes::logs)))
             .service(resource("/nodes").route(web::get().to(routes::nodes))),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+    use conveyor_flow::{ApiRole, ApiToken};
+
+    use super::*;
+
+    #[test]
+    fn metrics_are_served_to_a_token_in_prometheus_text() {
+        actix_web::rt::System::new().block_on(async {
+            let auth = web::Data::new(Auth::new(vec![ApiToken {
+                token: "a-read-token-0123456789".into(),
+                role: ApiRole::Read,
+            }]));
+            let render: MetricsRender = Arc::new(|| "conveyor_runs_total 3\n".to_string());
+            let app = init_service(
+                App::new()
+                    .app_data(auth)
+                    .configure(|cfg| mount_metrics(cfg, render)),
+            )
+            .await;
+            let res = call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
+            assert_eq!(res.status(), 401);
+            let res = call_service(
+                &app,
+                TestRequest::get()
+                    .uri("/metrics")
+                    .insert_header(("Authorization", "Bearer a-read-token-0123456789"))
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(res.status(), 200);
+            let ct = res.headers().get("content-type").unwrap().to_str().unwrap();
+            assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+            assert_eq!(read_body(res).await, "conveyor_runs_total 3\n");
+        });
+    }
 }

@@ -394,6 +394,13 @@ pub async fn openapi(state: Shared) -> HttpResponse {
         .body(state.openapi.clone())
 }
 
+/// The node's metrics, in Prometheus text (mounted when the node has them).
+pub async fn metrics(_: CanRead, render: web::Data<crate::MetricsRender>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(render())
+}
+
 /// Any path the API does not have.
 pub async fn no_such_endpoint(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(format!(

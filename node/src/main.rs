@@ -517,6 +517,8 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     config: cfg.api.clone(),
                     node: cfg.node_name.clone(),
                     flow_base,
+                    // The hook for `/metrics` on this listener.
+                    metrics: None,
                     extra: None,
                 };
                 match ApiServer::start(setup, handle.clone()) {
