@@ -42,7 +42,7 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> HttpResponse {
 
 /// Liveness and version; needs no token.
 #[utoipa::path(get, path = "/api/v1/health", tag = "node",
-    responses((status = 200, body = Health)))]
+    responses((status = 200, description = "The API answers", body = Health)))]
 pub async fn health(state: Shared) -> HttpResponse {
     json(
         StatusCode::OK,
@@ -56,7 +56,7 @@ pub async fn health(state: Shared) -> HttpResponse {
 
 /// The flows registered with `[coordinator] flows = "DIR"`.
 #[utoipa::path(get, path = "/api/v1/flows", tag = "flows", security(("bearer" = [])),
-    responses((status = 200, body = Flows), (status = 401, body = ErrorBody),
+    responses((status = 200, description = "The registered flows", body = Flows), (status = 401, description = "No token, or a wrong one", body = ErrorBody),
         (status = 501, description = "This coordinator has no registered flows", body = ErrorBody)))]
 pub async fn flows(_: CanRead, state: Shared) -> Result<HttpResponse, ApiError> {
     let flows = state.handle.flows().await?;
@@ -72,11 +72,11 @@ pub async fn flows(_: CanRead, state: Shared) -> Result<HttpResponse, ApiError> 
 #[utoipa::path(post, path = "/api/v1/flows/{flow}/runs", tag = "flows", security(("bearer" = [])),
     params(("flow" = String, Path, description = "A registered flow's name")),
     request_body = TriggerRequest,
-    responses((status = 201, body = RunCreated),
+    responses((status = 201, description = "The run started", body = RunCreated),
         (status = 400, description = "Bad JSON or flow name", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
         (status = 404, description = "No such registered flow", body = ErrorBody),
-        (status = 413, body = ErrorBody),
+        (status = 413, description = "The body is over `[api] max_body`", body = ErrorBody),
         (status = 422, description = "Unknown or missing params", body = ErrorBody)))]
 pub async fn trigger(
     _: CanOperate,
@@ -99,10 +99,10 @@ pub async fn trigger(
 /// Starts a run of an ad-hoc flow: the same path as `conveyor run --submit`.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])),
     request_body = AdHocRequest,
-    responses((status = 201, body = RunCreated),
+    responses((status = 201, description = "The run started", body = RunCreated),
         (status = 400, description = "Bad JSON", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
+        (status = 413, description = "The body is over `[api] max_body`", body = ErrorBody),
         (status = 422, description = "The flow does not parse: every problem, with its key and line", body = ErrorBody)))]
 pub async fn submit(
     _: CanOperate,
@@ -140,9 +140,9 @@ pub async fn submit(
         ("limit" = Option<u32>, Query, description = "Runs per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
-    responses((status = 200, body = RunList),
+    responses((status = 200, description = "A page of runs", body = RunList),
         (status = 400, description = "A bad query parameter, named", body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody)))]
 pub async fn list_runs(
     _: CanRead,
     req: HttpRequest,
@@ -230,9 +230,9 @@ fn no_run(id: &str) -> ApiError {
 /// One run: its report, params, times, and every attempt of every task.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
-    responses((status = 200, body = RunDetail),
+    responses((status = 200, description = "The run", body = RunDetail),
         (status = 400, description = "Not a run id", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
 pub async fn get_run(
     _: CanRead,
     req: HttpRequest,
@@ -269,7 +269,7 @@ pub async fn get_run(
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 200, description = "`text/event-stream`: `report` events, then one `end` event; each `data` is a RunReport", content_type = "text/event-stream", body = String),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
 pub async fn run_events(
     _: CanRead,
     req: HttpRequest,
@@ -290,9 +290,9 @@ pub async fn run_events(
 /// aborted and commit nothing.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
-    responses((status = 202, body = RunCancelled),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+    responses((status = 202, description = "Cancelling: the run ends Cancelled", body = RunCancelled),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run already ended or is being cancelled", body = ErrorBody)))]
 pub async fn cancel(
     _: CanOperate,
@@ -315,9 +315,9 @@ pub async fn cancel(
 /// and reuses the committed outputs of the succeeded ones.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
-    responses((status = 201, body = RunRetried),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+    responses((status = 201, description = "The new run started", body = RunRetried),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run has not ended", body = ErrorBody)))]
 pub async fn retry(
     _: CanOperate,
@@ -344,9 +344,9 @@ pub async fn retry(
         ("attempt" = Option<u32>, Query, description = "Only this attempt (default: every attempt)"),
         ("after" = Option<u64>, Query, description = "Only lines after this `seq`"),
         ("follow" = Option<bool>, Query, description = "Stream lines as they come (SSE)")),
-    responses((status = 200, body = Logs),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Log lines (with `follow=true`: `text/event-stream` of `line` events, then `end`)", body = Logs),
+        (status = 400, description = "A bad id or query parameter, named", body = ErrorBody), (status = 401, description = "No token, or a wrong one", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody)))]
 pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpResponse, ApiError> {
     let id = run_id(&req)?;
     let task = task_name(&req)?;
@@ -374,7 +374,7 @@ pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpRes
 
 /// The live nodes: their kinds, in-flight tasks, last heartbeat, version.
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "node", security(("bearer" = [])),
-    responses((status = 200, body = Nodes), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "The live nodes", body = Nodes), (status = 401, description = "No token, or a wrong one", body = ErrorBody)))]
 pub async fn nodes(_: CanRead, state: Shared) -> Result<HttpResponse, ApiError> {
     let nodes = state.handle.nodes().await?;
     Ok(json(
