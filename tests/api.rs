@@ -544,7 +544,8 @@ fn an_api_off_loopback_without_a_token_is_refused_at_start() {
 }
 
 /// SIGTERM stops the node and its API together, even with a client
-/// following a live run's events: the stream ends, and the port closes.
+/// following a live run's events: the stream ends with an `error` event
+/// saying the coordinator stopped, and the port closes.
 #[test]
 fn the_api_stops_with_its_node() {
     let mut api = Api::start_with("api_stop", &[("CONVEYOR_FAILPOINTS", "sleep=5000@e")]);
@@ -564,7 +565,7 @@ fn the_api_stops_with_its_node() {
             .call()
             .expect("GET events");
         // Read until the server closes the stream.
-        let _ = std::io::read_to_string(res.into_body().into_reader());
+        std::io::read_to_string(res.into_body().into_reader()).unwrap_or_default()
     });
     std::thread::sleep(Duration::from_millis(300));
     let status = api.coord.sigterm_and_wait(Duration::from_secs(10));
@@ -574,7 +575,13 @@ fn the_api_stops_with_its_node() {
         "{}",
         api.coord.log_text()
     );
-    follower.join().unwrap();
+    let stream = follower.join().unwrap();
+    assert!(stream.starts_with("event: report\n"), "{stream}");
+    assert!(
+        stream.contains("event: error\ndata: {\"error\":\"unavailable\"")
+            && stream.contains("the coordinator stopped while run slow-"),
+        "{stream}"
+    );
     let refused = Api::agent()
         .get(format!("{}/api/v1/health", api.base))
         .call();

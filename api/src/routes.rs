@@ -265,7 +265,8 @@ pub async fn get_run(
 
 /// Server-Sent Events of a run: `event: report` with the run's report on
 /// every change, then `event: end` with the final report, and the stream
-/// closes. A finished run sends one `end` event.
+/// closes. A finished run sends one `end` event. If the coordinator stops
+/// first, an `event: error` (`{error, message}`) ends the stream.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 200, description = "`text/event-stream`: `report` events, then one `end` event; each `data` is a RunReport", content_type = "text/event-stream", body = String),

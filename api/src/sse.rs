@@ -54,7 +54,8 @@ pub fn one_end(report: &RunReport) -> HttpResponse {
     stream(rx)
 }
 
-/// A run in flight: its report now and on every change, then `end`.
+/// A run in flight: its report now and on every change, then `end`; an
+/// `error` event instead if the coordinator stops before the run ends.
 pub fn run_reports(
     id: String,
     mut reports: watch::Receiver<RunReport>,
@@ -76,12 +77,21 @@ pub fn run_reports(
                     changed = reports.changed() => {
                         if changed.is_err() {
                             // The coordinator let go of the run: it ended,
-                            // and its final report is saved.
+                            // and its final report is saved; or the
+                            // coordinator stopped, and the run goes on
+                            // when it restarts.
                             let last = match handle.get(&id).await {
                                 Ok(Some(view)) => view.report,
                                 _ => report,
                             };
-                            let _ = tx.send(event("end", &last)).await;
+                            let _ = if last.state.is_terminal() {
+                                tx.send(event("end", &last)).await
+                            } else {
+                                tx.send(event("error", &serde_json::json!({
+                                    "error": "unavailable",
+                                    "message": format!("the coordinator stopped while run {id} was {}; it goes on when the coordinator restarts", last.state),
+                                }))).await
+                            };
                             return;
                         }
                         break;

@@ -565,7 +565,17 @@ fn watch(client: &Client, run: &str, json: bool) -> Result<u8, Failure> {
     });
     let progress = live.then(|| display::spawn_progress(report_rx));
     let path = format!("/runs/{}/events", seg(run));
+    let mut stopped = None;
     let result = client.events(&path, |name, data| {
+        if name == "error" {
+            stopped = Some(
+                serde_json::from_str::<Value>(data)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| data.to_string()),
+            );
+            return false;
+        }
         let Ok(report) = serde_json::from_str::<RunReport>(data) else {
             return true;
         };
@@ -578,6 +588,9 @@ fn watch(client: &Client, run: &str, json: bool) -> Result<u8, Failure> {
         p.finish();
     }
     result?;
+    if let Some(message) = stopped {
+        return Err(Failure::server(format!("GET {path}: {message}")));
+    }
     let last = rx.borrow().clone();
     let Some(report) = last else {
         return Err(Failure::server(format!(

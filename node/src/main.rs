@@ -551,10 +551,12 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
             }
         };
         notify::stopping();
+        // The node first, so that a client following a run is told the
+        // coordinator stopped (an `error` event) rather than cut off.
+        node.shutdown(grace).await;
         if let Some(api) = api {
             api.stop().await;
         }
-        node.shutdown(grace).await;
         code
     });
     stop_runtime(io);
