@@ -14,6 +14,9 @@ machine, the data plane and the broker.
   backoff; each task runs off the actix thread.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
+- [`metrics`]: Prometheus metrics (names, recorder, the handles hot paths
+  hold); [`scrape`] serves them at `/metrics`; [`notify`] posts a run's
+  final report to the webhooks of `[coordinator] notify`.
 - [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
   exits, and fault injection (feature `failpoints`).
 */
@@ -23,8 +26,11 @@ pub mod coordinator;
 pub mod failpoint;
 pub mod fatal;
 pub mod handle;
+pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod runstore;
+pub mod scrape;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
