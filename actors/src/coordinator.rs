@@ -30,6 +30,8 @@ use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
 use crate::fatal::Fatal;
+use crate::metrics::CoordinatorMetrics;
+use crate::notify::Notifier;
 use crate::runstore::{RunStore, RunUpdate, StoreError};
 use crate::state::{Applied, Clock, FlowRun, FlowSnapshot, RestoreError};
 use crate::transport::Transport;
@@ -92,6 +94,9 @@ pub struct Coordinator {
     fatal: mpsc::UnboundedSender<Fatal>,
     /// Set when the database failed: nothing more is acked, the node exits.
     broken: Option<StoreError>,
+    /// Posts the final reports of runs to `[coordinator] notify` webhooks.
+    notifier: Notifier,
+    metrics: CoordinatorMetrics,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -108,10 +113,13 @@ pub struct CoordinatorSetup {
     pub store: RunStore,
     pub failpoints: Failpoints,
     pub fatal: mpsc::UnboundedSender<Fatal>,
+    /// `[coordinator] notify`: the webhooks told of runs that end.
+    pub notify: Vec<conveyor_flow::NotifyConfig>,
 }
 
 impl Coordinator {
     pub fn new(setup: CoordinatorSetup) -> Self {
+        let notifier = Notifier::new(&setup.notify, setup.io.handle().clone());
         Coordinator {
             node: setup.node,
             transport: setup.transport,
@@ -122,8 +130,10 @@ impl Coordinator {
             live: Liveness::default(),
             store: setup.store,
             failpoints: setup.failpoints,
+            notifier,
             fatal: setup.fatal,
             broken: None,
+            metrics: CoordinatorMetrics::new(),
         }
     }
 
@@ -310,11 +320,14 @@ impl Coordinator {
                     );
                 }
                 self.announce_finished(&id, report.state);
+                self.metrics.run_ended(&report.flow, report.state);
+                self.notifier.run_ended(&report);
                 if let Some(done) = run.done.take() {
                     let _ = done.send(report);
                 }
             }
         }
+        self.metrics.active(self.runs.len());
     }
 
     /// Starts a new run: records it, then dispatches its first tasks.

@@ -26,10 +26,12 @@ no label set. A run's end, once per run, looks its counter up by flow name.
 | `conveyor_schedule_lag_seconds` | gauge | | coordinator |
 */
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use conveyor_schemas::{FlowState, TaskKind};
+use conveyor_etl::Workspace;
+use conveyor_schemas::{ErrorKind, FlowState, SourceSpec, TaskKind, TaskOutput, TaskSpec};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -80,6 +82,15 @@ impl TaskOutcome {
         TaskOutcome::Cancelled,
         TaskOutcome::Duplicate,
     ];
+
+    /// The outcome of an attempt that failed with `e`: cancelled if its run
+    /// was cancelled or abandoned while it ran, else failed.
+    pub fn of_error(e: &conveyor_etl::EtlError) -> TaskOutcome {
+        match e.kind() {
+            ErrorKind::Cancelled | ErrorKind::Abandoned => TaskOutcome::Cancelled,
+            _ => TaskOutcome::Failed,
+        }
+    }
 
     /// The `outcome` label.
     pub fn as_str(self) -> &'static str {
@@ -239,6 +250,51 @@ pub struct Moved {
     pub rows_out: u64,
     pub bytes_in: Option<u64>,
     pub bytes_out: Option<u64>,
+}
+
+impl Moved {
+    /// What a succeeded task of `spec` moved, with its `output`: its rows,
+    /// and the bytes of the files and artifacts it read and committed (a
+    /// glob or a URL source is not counted). A few `stat` calls: blocking,
+    /// like the task.
+    pub fn by(ws: &Workspace, spec: &TaskSpec, output: &TaskOutput) -> Moved {
+        let stored = |key: &str| ws.store.open(key).ok().and_then(|p| bytes_at(&p));
+        let bytes_in = match &spec.source {
+            SourceSpec::File { path, .. } => bytes_at(Path::new(path)),
+            SourceSpec::Artifact(a) => stored(&a.path),
+            SourceSpec::Parts { parts, .. } => parts.iter().map(|p| stored(&p.path)).sum(),
+            SourceSpec::Glob { .. } | SourceSpec::Url { .. } => None,
+        };
+        let bytes_out = match &output.artifact {
+            Some(a) => stored(&a.path),
+            None if Path::new(&output.location).is_absolute() => {
+                bytes_at(Path::new(&output.location))
+            }
+            None => stored(&output.location),
+        };
+        Moved {
+            rows_in: output.rows_in,
+            rows_out: output.rows_out,
+            bytes_in,
+            bytes_out,
+        }
+    }
+}
+
+/// The size of a file, or of the files in a directory (a load's parts).
+fn bytes_at(path: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return Some(meta.len());
+    }
+    let entries = std::fs::read_dir(path).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum(),
+    )
 }
 
 impl TaskMetrics {

@@ -206,6 +206,7 @@ impl Node {
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
                 consuming: Arc::new(consuming_tx),
+                metrics: crate::metrics::WorkerMetrics::new(roles.workers.keys().copied()),
             };
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
@@ -262,6 +263,7 @@ impl Node {
                     store,
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
+                    notify: coord_cfg.notify.clone(),
                 })
                 .start();
                 let a = addr.clone();

@@ -426,6 +426,11 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
         roles.connect_timeout = connect_timeout;
     }
     warn_if_sources_unrestricted(&cfg, &roles);
+    if let Err(e) = start_metrics(&cfg, &io) {
+        eprintln!("error: {}: {e}", config.display());
+        stop_runtime(io);
+        return EXIT_NODE_FAILED;
+    }
     let system = actix::System::new();
     let code = system.block_on(async {
         let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {
@@ -459,6 +464,27 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     });
     stop_runtime(io);
     code
+}
+
+/// Installs the metrics recorder on a node that shows its metrics (`[metrics]
+/// listen`, or a coordinator's API), before its roles start so that they
+/// record from the first task; then serves `/metrics` on `[metrics] listen`.
+fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), String> {
+    let api = cfg.coordinator.is_some() && cfg.api.listen.is_some();
+    if cfg.metrics.listen.is_none() && !api {
+        return Ok(());
+    }
+    conveyor_actors::metrics::install().map_err(|e| e.to_string())?;
+    if let Some(listen) = &cfg.metrics.listen {
+        let listener = io
+            .block_on(conveyor_actors::scrape::bind(listen))
+            .map_err(|e| e.to_string())?;
+        io.spawn(conveyor_actors::scrape::serve(
+            listener,
+            Arc::new(|| conveyor_actors::metrics::render().unwrap_or_default()),
+        ));
+    }
+    Ok(())
 }
 
 fn cmd_validate(file: &Path) -> u8 {
