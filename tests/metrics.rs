@@ -633,3 +633,36 @@ fn a_webhook_that_never_answers_is_logged_and_the_coordinator_keeps_working() {
     let log = n.coord.log_text();
     assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
 }
+
+#[test]
+fn a_broker_reconnect_is_counted() {
+    use crate::harness::fault_proxy::FaultProxy;
+
+    let dir = TestDir::new("metrics_reconnect");
+    let ns = namespace("metrics_reconnect");
+    let proxy = FaultProxy::start(shared_broker_port());
+    let port = spare_port();
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let cfg = dir.write(
+        "w.toml",
+        &node_config_at(
+            &url,
+            "w",
+            &ns,
+            &["load"],
+            &dir.join("s"),
+            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ),
+    );
+    let node = NodeProcess::start(&cfg, &dir.join("w.log"), &[]);
+    assert_eq!(
+        scrape(port).value("conveyor_broker_reconnects_total", &[]),
+        0.0
+    );
+    proxy.reset_all();
+    node.wait_for_log("Reconnected to the broker", Duration::from_secs(30));
+    let s = scrape_until(port, |s| {
+        s.get("conveyor_broker_reconnects_total", &[]) == Some(1.0)
+    });
+    assert_eq!(s.value("conveyor_broker_reconnects_total", &[]), 1.0);
+}
