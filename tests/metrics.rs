@@ -666,3 +666,32 @@ fn a_broker_reconnect_is_counted() {
     });
     assert_eq!(s.value("conveyor_broker_reconnects_total", &[]), 1.0);
 }
+
+#[test]
+fn a_taken_metrics_port_stops_the_node_at_start_naming_it() {
+    let dir = TestDir::new("metrics_port_taken");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let cfg = dir.write(
+        "w.toml",
+        &node_config(
+            "w",
+            "metrics_port_taken",
+            &["load"],
+            &dir.join("s"),
+            &format!("[metrics]\nlisten = \"{listen}\"\n"),
+        ),
+    );
+    let mut cmd = std::process::Command::new(conveyor_bin());
+    cmd.args(["node", "--config"]).arg(&cfg);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(70), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: [metrics] listen `{listen}`: cannot listen: Address already in use",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+}
