@@ -152,6 +152,12 @@ pub fn render() -> Option<String> {
     }
 }
 
+/// Whether this process installed the recorder: what only metrics need
+/// (a task's bytes) is skipped when not.
+pub fn recording() -> bool {
+    matches!(INSTALLED.get(), Some(Ok(_)))
+}
+
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

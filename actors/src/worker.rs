@@ -401,8 +401,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     ));
     let result = tokio::task::spawn_blocking(move || {
         let done = execute(&work_env, &work_msg, n, &progress, routed_rx)?;
-        let moved =
-            (!done.duplicate).then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
+        // Its bytes cost a few `stat` calls: only when metrics are on.
+        let moved = (!done.duplicate && crate::metrics::recording())
+            .then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
         Ok((done, moved))
     })
     .await;
