@@ -442,11 +442,11 @@ impl Coordinator {
                         error: Some(reason.clone()),
                         tasks: Vec::new(),
                     };
-                    let report = serde_json::to_string(&report).unwrap_or_default();
+                    let report_text = serde_json::to_string(&report).unwrap_or_default();
                     let update = RunUpdate {
                         snapshot: &text,
                         state: snap.state,
-                        report: Some(&report),
+                        report: Some(&report_text),
                         ended_ms: snap.finished_ms,
                         now_ms: clock.wall_ms,
                     };
@@ -454,6 +454,8 @@ impl Coordinator {
                         self.give_up(e);
                         return;
                     }
+                    self.metrics.run_ended(&report.flow, report.state);
+                    self.notifier.run_ended(&report);
                     if let Some((request, queue)) = &s.client {
                         self.send_event(queue, request, FlowEventKind::Rejected { error: reason });
                     }
