@@ -6,6 +6,11 @@ When a run ends in one of a webhook's `states`, its final report (the shape
 delivery runs on the I/O runtime, each try on the blocking pool (ureq), so
 the coordinator's actor never waits on it, and nothing else does.
 
+At most [`SENDING_AT_ONCE`] tries per webhook are on the wire at once, and
+at most [`PENDING_AT_MOST`] notifications wait for one webhook: past that,
+new ones are dropped with a warning, so that a dead webhook and a flood of
+failing runs cannot pile up threads or memory.
+
 A try that fails for a reason that may pass (no connection, a timeout, 408,
 429 or a 5xx) is tried again with backoff, up to `attempts` tries. Any
 other answer (a 3xx or a 4xx) is the receiver's refusal and is not tried
@@ -17,6 +22,7 @@ A URL's userinfo (`https://user:password@host/…`) is sent as HTTP basic
 authentication, never in the URL, and never printed.
 */
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +37,11 @@ use crate::backoff::Backoff;
 /// Delay before the second try; it doubles, with jitter, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Tries on the wire at once, per webhook (each holds a blocking thread).
+pub const SENDING_AT_ONCE: usize = 4;
+/// Notifications waiting for one webhook (being tried, or between tries).
+pub const PENDING_AT_MOST: usize = 1000;
 
 /// The webhooks of a coordinator.
 #[derive(Clone)]
@@ -47,6 +58,22 @@ struct Hook {
     /// `Basic …` from the URL's userinfo, if it has one.
     authorization: Option<String>,
     agent: ureq::Agent,
+    /// Permits for the tries on the wire.
+    sending: tokio::sync::Semaphore,
+    /// Notifications not yet delivered or given up.
+    pending: AtomicUsize,
+    pending_at_most: usize,
+    /// Notifications dropped because too many were pending.
+    dropped: AtomicU64,
+}
+
+/// Counts a notification as pending until dropped.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why one try failed.
@@ -61,6 +88,15 @@ enum TryError {
 impl Notifier {
     /// Posts to `hooks`, on the runtime `io`.
     pub fn new(hooks: &[NotifyConfig], io: tokio::runtime::Handle) -> Notifier {
+        Notifier::with_limits(hooks, io, SENDING_AT_ONCE, PENDING_AT_MOST)
+    }
+
+    fn with_limits(
+        hooks: &[NotifyConfig],
+        io: tokio::runtime::Handle,
+        sending_at_once: usize,
+        pending_at_most: usize,
+    ) -> Notifier {
         let hooks = hooks
             .iter()
             .map(|config| {
@@ -77,6 +113,10 @@ impl Notifier {
                     target,
                     authorization,
                     agent,
+                    sending: tokio::sync::Semaphore::new(sending_at_once),
+                    pending_at_most,
+                    pending: AtomicUsize::new(0),
+                    dropped: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -84,11 +124,6 @@ impl Notifier {
             hooks: Arc::new(hooks),
             io,
         }
-    }
-
-    /// Whether any webhook is configured.
-    pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
     }
 
     /// A run ended with `report`: starts delivering it to every webhook
@@ -108,9 +143,22 @@ impl Notifier {
             }
         };
         for i in wanted {
+            let hook = &self.hooks[i];
+            if hook.pending.fetch_add(1, Ordering::Relaxed) >= hook.pending_at_most {
+                hook.pending.fetch_sub(1, Ordering::Relaxed);
+                let dropped = hook.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first, then at powers of two: a flood logs a few lines.
+                if dropped.is_power_of_two() {
+                    warn!(flow_run = %report.flow_run, url = %redact_url(&hook.config.url), pending = hook.pending_at_most, dropped, "Too many notifications wait for this webhook; dropping this one");
+                }
+                continue;
+            }
             let (hooks, body, run) = (self.hooks.clone(), body.clone(), report.flow_run.clone());
-            self.io
-                .spawn(async move { deliver(&hooks[i], &run, body).await });
+            self.io.spawn(async move {
+                let hook = &hooks[i];
+                let _pending = Pending(&hook.pending);
+                deliver(hook, &run, body).await
+            });
         }
     }
 }
@@ -130,6 +178,10 @@ async fn deliver(hook: &Hook, flow_run: &str, body: Arc<[u8]>) {
             hook.authorization.clone(),
             body.clone(),
         );
+        // Never closed, so acquiring only waits.
+        let Ok(_sending) = hook.sending.acquire().await else {
+            return;
+        };
         let tried = tokio::task::spawn_blocking(move || {
             post(&agent, timeout, &target, auth.as_deref(), &body)
         })
@@ -255,6 +307,79 @@ mod tests {
             split_userinfo("http://h/a@b"),
             ("http://h/a@b".to_string(), None)
         );
+    }
+
+    /// A webhook that accepts connections and never answers: a flood of
+    /// notifications keeps at most `sending` tries on the wire and at most
+    /// `pending` waiting, and drops the rest.
+    #[test]
+    fn a_dead_webhook_bounds_what_waits_for_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut hook = NotifyConfig::new(format!("http://127.0.0.1:{port}/hook"));
+        hook.timeout = Duration::from_millis(500);
+        hook.attempts = 1;
+        let notifier = Notifier::with_limits(&[hook], rt.handle().clone(), 1, 2);
+        let report = |i: usize| RunReport {
+            flow: "f".into(),
+            flow_run: format!("f-{i}"),
+            state: conveyor_schemas::FlowState::Failed,
+            elapsed_ms: 1,
+            error: Some("boom".into()),
+            tasks: Vec::new(),
+        };
+        for i in 0..5 {
+            notifier.run_ended(&report(i));
+        }
+        let h = &notifier.hooks[0];
+        assert_eq!(h.dropped.load(Ordering::SeqCst), 3);
+        // Not yet answered, the first try holds the one permit.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(accepted.load(Ordering::SeqCst) <= 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while h.pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(h.pending.load(Ordering::SeqCst), 0, "both tries timed out");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Room again: a new notification is taken, not dropped.
+        notifier.run_ended(&report(5));
+        assert_eq!(h.dropped.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_state_not_asked_for_is_not_sent() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let notifier = Notifier::new(
+            &[NotifyConfig::new("http://127.0.0.1:9/hook")],
+            rt.handle().clone(),
+        );
+        notifier.run_ended(&RunReport {
+            flow: "f".into(),
+            flow_run: "f-1".into(),
+            state: conveyor_schemas::FlowState::Succeeded,
+            elapsed_ms: 1,
+            error: None,
+            tasks: Vec::new(),
+        });
+        assert_eq!(notifier.hooks[0].pending.load(Ordering::SeqCst), 0);
     }
 
     #[test]
