@@ -15,8 +15,8 @@ machine, the data plane and the broker.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
 - [`metrics`]: Prometheus metrics (names, recorder, the handles hot paths
-  hold); [`scrape`] serves them at `/metrics`; [`notify`] posts a run's
-  final report to the webhooks of `[coordinator] notify`.
+  hold; the node binary serves them at `/metrics`); [`notify`] posts a
+  run's final report to the webhooks of `[coordinator] notify`.
 - [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
   exits, and fault injection (feature `failpoints`).
 */
@@ -30,7 +30,6 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod runstore;
-pub mod scrape;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;

@@ -5,8 +5,8 @@ and the handles the hot paths hold.
 The code records through the `metrics` facade. A node that serves metrics
 ([`install`] at start: `[metrics] listen`, or a coordinator's API) installs
 the Prometheus recorder of `metrics-exporter-prometheus`, and [`render`]
-gives the text a scrape returns ([`crate::scrape`] serves it; the API can
-serve it too). With no recorder installed, every handle is a no-op, so
+gives the text a scrape returns (the node binary's `scrape` listener serves
+it; the API can serve it too). With no recorder installed, every handle is a no-op, so
 `conveyor run` pays nothing.
 
 The hot path is a task on a worker: [`TaskMetrics`] resolves the handles of

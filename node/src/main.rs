@@ -3,11 +3,13 @@ The `conveyor` binary: parses the CLI, loads config, decides the process's
 roles once ([`conveyor_flow::NodeConfig::roles`]), sets up tracing, and hands
 over to `conveyor-actors`. One binary per server; its config file says which
 roles it plays. `display` draws live progress and the summary; `notify`
-tells a service manager (systemd `Type=notify`) when the node is ready.
+tells a service manager (systemd `Type=notify`) when the node is ready;
+`scrape` serves Prometheus metrics at `/metrics` on `[metrics] listen`.
 */
 
 mod display;
 mod notify;
+mod scrape;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -477,9 +479,9 @@ fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), S
     conveyor_actors::metrics::install().map_err(|e| e.to_string())?;
     if let Some(listen) = &cfg.metrics.listen {
         let listener = io
-            .block_on(conveyor_actors::scrape::bind(listen))
+            .block_on(scrape::bind(listen))
             .map_err(|e| e.to_string())?;
-        io.spawn(conveyor_actors::scrape::serve(
+        io.spawn(scrape::serve(
             listener,
             Arc::new(|| conveyor_actors::metrics::render().unwrap_or_default()),
         ));
