@@ -63,6 +63,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Registry(#[from] crate::schedules::RegistryError),
+    #[error(transparent)]
     Fatal(#[from] Fatal),
     #[error("internal: {0}")]
     Internal(String),
@@ -221,6 +223,7 @@ impl Node {
         };
 
         let mut db = None;
+        let mut registered = None;
         let coordinator = match mode {
             CoordinatorMode::Off => None,
             mode => {
@@ -228,6 +231,15 @@ impl Node {
                 let worker_wait = coord_cfg.worker_wait;
                 // Only a coordinator node is durable: `conveyor run` holds one
                 // run that lives and dies with the process.
+                // Registered flows are a coordinator node's; a bad one
+                // stops it before it takes any run.
+                let registry = match (mode, &coord_cfg.flows) {
+                    (CoordinatorMode::Service, Some(dir)) => {
+                        Some(Arc::new(crate::schedules::Registry::load(dir)?))
+                    }
+                    _ => None,
+                };
+                registered = registry.clone();
                 let store = match (mode, &coord_cfg.db) {
                     (CoordinatorMode::Service, Some(path)) => {
                         let store = RunStore::open(path)?;
@@ -262,6 +274,7 @@ impl Node {
                     store,
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
+                    registry,
                 })
                 .start();
                 let a = addr.clone();
@@ -286,7 +299,9 @@ impl Node {
             }
         };
         let handle = match &coordinator {
-            Some(addr) => Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?),
+            Some(addr) => {
+                Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?.with_registry(registered))
+            }
             None => None,
         };
         Ok(Node {
