@@ -9,5 +9,6 @@ mod embedded;
 mod faults;
 mod harness;
 mod layers;
+mod schedules;
 mod schemas;
 mod security;
