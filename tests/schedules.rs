@@ -199,3 +199,62 @@ fn a_one_second_schedule_fires_once_per_slot_across_a_coordinator_sigkill() {
         }
     }
 }
+
+/// A registered flow that does not parse, and two flows with one name: the
+/// coordinator node refuses to start, and `validate` says the same, each
+/// problem with its file (and line).
+#[test]
+fn bad_registered_flows_stop_the_coordinator_node_with_every_problem() {
+    let dir = TestDir::new("schedule_bad_flows");
+    let ns = namespace("schedule_bad_flows");
+    dir.write("flows/a.toml", &scheduled_flow("twin", "latest"));
+    dir.write("flows/b.toml", &scheduled_flow("twin", "all"));
+    dir.write(
+        "flows/c.toml",
+        &scheduled_flow("zoned", "latest").replace(
+            "catchup = \"latest\"",
+            "catchup = \"latest\"\ntimezone = \"Europe/Pariss\"",
+        ),
+    );
+    let cfg = dir.write(
+        "coord.toml",
+        &node_config(
+            "coord",
+            &ns,
+            &[],
+            &dir.join("shared"),
+            &format!(
+                "[coordinator]\ndb = \"{}\"\nflows = \"flows\"\n",
+                dir.join("coordinator.db").display()
+            ),
+        ),
+    );
+    let expect = |text: &str| {
+        assert!(text.contains("2 problems"), "{text}");
+        assert!(
+            text.contains("a.toml and") && text.contains("b.toml both name their flow `twin`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c.toml: line 5: `flow.timezone`: `Europe/Pariss` is not a time zone"),
+            "{text}"
+        );
+    };
+    let mut validate = std::process::Command::new(conveyor_bin());
+    validate.arg("validate").arg(&cfg);
+    let out = output_within(validate, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    expect(&String::from_utf8_lossy(&out.stderr));
+
+    let mut node = std::process::Command::new(conveyor_bin());
+    node.args(["node", "--config"])
+        .arg(&cfg)
+        .env_remove("CONVEYOR_BROKER_URL");
+    let out = output_within(node, Duration::from_secs(30));
+    assert!(!out.status.success(), "{}", describe(&out));
+    expect(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !dir.join("coordinator.db").exists(),
+        "the node opened its database"
+    );
+}
