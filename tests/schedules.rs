@@ -182,18 +182,25 @@ fn a_one_second_schedule_fires_once_per_slot_across_a_coordinator_sigkill() {
             // catchup = "all": the slots missed while down fired on restart,
             // so they are every second, without a gap.
             "every" => assert_eq!(gaps, [], "{flow}: {upto:?}"),
-            // catchup = "latest": one gap, over the downtime, ending at the
-            // latest slot missed.
+            // catchup = "latest": one gap over the downtime, ending at the
+            // latest slot missed. (A tick delayed over a second by a loaded
+            // machine also skips to the latest slot: such a gap is short.)
             _ => {
-                assert_eq!(gaps.len(), 1, "{flow}: {gaps:?} in {upto:?}");
-                let (last_before, first_after) = gaps[0];
+                let spans_kill =
+                    |(before, after): &(u64, u64)| *before <= killed_ms && *after > killed_ms;
+                let over: Vec<(u64, u64)> = gaps.iter().copied().filter(spans_kill).collect();
+                let other: Vec<(u64, u64)> =
+                    gaps.iter().copied().filter(|g| !spans_kill(g)).collect();
+                assert_eq!(over.len(), 1, "{flow}: {gaps:?} in {upto:?}");
+                let (last_before, first_after) = over[0];
                 assert!(
-                    last_before <= killed_ms && first_after >= killed_ms + 2000,
-                    "{flow}: gap {gaps:?}, killed at {killed_ms}"
+                    first_after >= killed_ms + 2000 && first_after <= restarted_ms + 20_000,
+                    "{flow}: gap {gaps:?}, killed at {killed_ms}, restarted at {restarted_ms}"
                 );
+                assert!(last_before + 2000 <= first_after, "{flow}: {gaps:?}");
                 assert!(
-                    first_after <= restarted_ms + 20_000,
-                    "{flow}: gap {gaps:?}, restarted at {restarted_ms}"
+                    other.iter().all(|(a, b)| b - a <= 3000),
+                    "{flow}: a long gap while the coordinator ran: {gaps:?}"
                 );
             }
         }
