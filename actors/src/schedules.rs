@@ -91,7 +91,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `*.toml` of `dir`. A file that does not parse, a
+    /// Loads every `*.toml` of `dir` (not hidden ones, not in
+    /// subdirectories). A file that does not parse, a
     /// scheduled flow whose scheduled run would not parse, or two files
     /// with one `[flow] name` are errors: the node does not start, so that a
     /// schedule never silently stops firing.
@@ -106,7 +107,9 @@ impl Registry {
         for entry in entries {
             let entry = entry.map_err(|e| fail(vec![format!("cannot read the directory: {e}")]))?;
             let path = entry.path();
-            if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+            // Hidden files are editors' and tools' (`.#daily.toml`), not flows.
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && path.extension().is_some_and(|x| x == "toml") && path.is_file() {
                 paths.push(path);
             }
         }
@@ -327,6 +330,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.join("notes.txt"), "not a flow").unwrap();
+        std::fs::write(d.join(".#a.toml"), "an editor's lock file").unwrap();
         let reg = Registry::load(&d).unwrap();
         let names: Vec<&String> = reg.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["a", "b"]);
