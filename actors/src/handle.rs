@@ -266,7 +266,7 @@ impl CoordinatorHandle {
 
     /// The flows registered with `[coordinator] flows`, by name, each with
     /// its next slot and its latest run (one indexed query per flow, off
-    /// the actor's thread). None when no `flows` directory is set.
+    /// the actor's thread); empty when no `flows` directory is set.
     pub async fn flows(&self) -> Result<Vec<RegisteredFlow>, CoordinatorError> {
         let Some(registry) = self.registry.clone() else {
             return Ok(Vec::new());
