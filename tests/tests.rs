@@ -10,5 +10,6 @@ mod faults;
 mod harness;
 mod layers;
 mod metrics;
+mod schedules;
 mod schemas;
 mod security;

@@ -9,7 +9,8 @@ machine, the data plane and the broker.
   task phases, retries, deadlines, fences.
 - [`coordinator`]: the actor around the state machine; [`handle`] is
   [`handle::CoordinatorHandle`], the one way the rest of a node (CLI, HTTP
-  API, dashboard) talks to it; [`runstore`] is its SQLite history.
+  API, dashboard) talks to it; [`runstore`] is its SQLite history;
+  [`schedules`] its registered flows and the slots their schedules fire.
 - [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
   backoff; each task runs off the actix thread.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod runstore;
+pub mod schedules;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;

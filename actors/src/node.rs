@@ -63,6 +63,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Registry(#[from] crate::schedules::RegistryError),
+    #[error(transparent)]
     Fatal(#[from] Fatal),
     #[error("internal: {0}")]
     Internal(String),
@@ -222,6 +224,7 @@ impl Node {
         };
 
         let mut db = None;
+        let mut registered = None;
         let coordinator = match mode {
             CoordinatorMode::Off => None,
             mode => {
@@ -229,6 +232,15 @@ impl Node {
                 let worker_wait = coord_cfg.worker_wait;
                 // Only a coordinator node is durable: `conveyor run` holds one
                 // run that lives and dies with the process.
+                // Registered flows are a coordinator node's; a bad one
+                // stops it before it takes any run.
+                let registry = match (mode, &coord_cfg.flows) {
+                    (CoordinatorMode::Service, Some(dir)) => {
+                        Some(Arc::new(crate::schedules::Registry::load(dir)?))
+                    }
+                    _ => None,
+                };
+                registered = registry.clone();
                 let store = match (mode, &coord_cfg.db) {
                     (CoordinatorMode::Service, Some(path)) => {
                         let store = RunStore::open(path)?;
@@ -264,6 +276,7 @@ impl Node {
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
                     notify: coord_cfg.notify.clone(),
+                    registry,
                 })
                 .start();
                 let a = addr.clone();
@@ -288,7 +301,9 @@ impl Node {
             }
         };
         let handle = match &coordinator {
-            Some(addr) => Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?),
+            Some(addr) => {
+                Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?.with_registry(registered))
+            }
             None => None,
         };
         Ok(Node {

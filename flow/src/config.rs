@@ -518,6 +518,7 @@ impl NodeConfig {
                 ),
             );
             c.notify = parse_notify(&mut coord);
+            c.flows = coord.str("flows").map(|dir| base.join(dir));
             coord.finish();
             cfg.coordinator = Some(c);
         }
@@ -1024,6 +1025,19 @@ mod tests {
     }
 
     #[test]
+    fn the_registered_flows_dir_resolves_against_the_config() {
+        let cfg = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\nflows = \"flows\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.coordinator.unwrap().flows,
+            Some(PathBuf::from("/etc/conveyor/flows"))
+        );
+    }
+
+    #[test]
     fn roles_follow_the_command() {
         let worker = parse(
             "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"load\"]\n",
@@ -1049,6 +1063,7 @@ mod tests {
         let roles = coord.roles(Launch::Node).unwrap();
         assert_eq!(roles.coordinator, CoordinatorMode::Service);
         assert_eq!(roles.coordinator_config.worker_wait, Duration::from_secs(5));
+        assert_eq!(roles.coordinator_config.flows, None);
         assert_eq!(roles.describe(), "coordinator");
         let embedded = NodeConfig::embedded(Path::new("/tmp"));
         let err = embedded.roles(Launch::Submit).unwrap_err();

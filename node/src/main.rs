@@ -526,12 +526,37 @@ fn cmd_validate(file: &Path) -> u8 {
                     file.display(),
                     cfg.node_name
                 );
-                0
+                match cfg.coordinator.as_ref().and_then(|c| c.flows.as_deref()) {
+                    Some(dir) => validate_registered_flows(dir),
+                    None => 0,
+                }
             }
             Err(problems) => {
                 eprint!("{problems}");
                 EXIT_BAD_INPUT
             }
+        }
+    }
+}
+
+/// Loads `[coordinator] flows` as the node would at start.
+fn validate_registered_flows(dir: &Path) -> u8 {
+    match conveyor_actors::schedules::Registry::load(dir) {
+        Ok(registry) => {
+            let total = registry.iter().count();
+            let scheduled = registry
+                .iter()
+                .filter(|(_, r)| r.flow.schedule.is_some())
+                .count();
+            println!(
+                "ok: {} registers {total} flows ({scheduled} scheduled)",
+                dir.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_BAD_INPUT
         }
     }
 }
