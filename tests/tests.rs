@@ -10,5 +10,7 @@ mod embedded;
 mod faults;
 mod harness;
 mod layers;
+mod metrics;
+mod schedules;
 mod schemas;
 mod security;

@@ -30,7 +30,10 @@ use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
 use crate::fatal::Fatal;
+use crate::metrics::CoordinatorMetrics;
+use crate::notify::Notifier;
 use crate::runstore::{RunStore, RunUpdate, StoreError};
+use crate::schedules::{Registry, Scheduler};
 use crate::state::{Applied, Clock, FlowRun, FlowSnapshot, RestoreError};
 use crate::transport::Transport;
 
@@ -39,6 +42,10 @@ use crate::transport::Transport;
 const CLIENT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 const TICK: Duration = Duration::from_millis(50);
+
+/// How often the coordinator looks for schedule slots that are due: the
+/// most a run starts after its slot, on an idle node.
+const SCHEDULE_TICK: Duration = Duration::from_millis(100);
 
 /// Which nodes serve which kinds, from their heartbeats.
 #[derive(Default)]
@@ -127,6 +134,14 @@ pub struct Coordinator {
     fatal: mpsc::UnboundedSender<Fatal>,
     /// Set when the database failed: nothing more is acked, the node exits.
     broken: Option<StoreError>,
+    /// Posts the final reports of runs to `[coordinator] notify` webhooks.
+    notifier: Notifier,
+    metrics: CoordinatorMetrics,
+    /// The registered flows, until the scheduler takes them at start.
+    registry: Option<Arc<Registry>>,
+    /// Fires the slots of the registered flows' schedules (a durable
+    /// coordinator with scheduled flows only).
+    schedules: Option<Scheduler>,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -143,10 +158,16 @@ pub struct CoordinatorSetup {
     pub store: RunStore,
     pub failpoints: Failpoints,
     pub fatal: mpsc::UnboundedSender<Fatal>,
+    /// `[coordinator] notify`: the webhooks told of runs that end.
+    pub notify: Vec<conveyor_flow::NotifyConfig>,
+    /// `[coordinator] flows`: the registered flows, whose schedules this
+    /// coordinator fires.
+    pub registry: Option<Arc<Registry>>,
 }
 
 impl Coordinator {
     pub fn new(setup: CoordinatorSetup) -> Self {
+        let notifier = Notifier::new(&setup.notify, setup.io.handle().clone());
         Coordinator {
             node: setup.node,
             transport: setup.transport,
@@ -157,8 +178,12 @@ impl Coordinator {
             live: Liveness::default(),
             store: setup.store,
             failpoints: setup.failpoints,
+            notifier,
             fatal: setup.fatal,
             broken: None,
+            metrics: CoordinatorMetrics::new(),
+            registry: setup.registry,
+            schedules: None,
         }
     }
 
@@ -345,11 +370,14 @@ impl Coordinator {
                     );
                 }
                 self.announce_finished(&id, report.state);
+                self.metrics.run_ended(&report.flow, report.state);
+                self.notifier.run_ended(&report);
                 if let Some(done) = run.done.take() {
                     let _ = done.send(report);
                 }
             }
         }
+        self.metrics.active(self.runs.len());
     }
 
     /// Starts a new run: records it, then dispatches its first tasks.
@@ -425,6 +453,94 @@ impl Coordinator {
         Ok((id, progress_rx, done_rx))
     }
 
+    /// Resumes the registered flows' schedules from the latest slot each
+    /// recorded, and fires what is due (the slots missed while down, per
+    /// `catchup`). Only a durable coordinator schedules: a slot must be
+    /// recorded with its run.
+    fn start_schedules(&mut self, ctx: &mut Context<Self>) {
+        let Some(registry) = self.registry.take() else {
+            return;
+        };
+        if !self.store.is_durable() || self.broken.is_some() {
+            return;
+        }
+        let mut failure = None;
+        let store = &self.store;
+        let scheduler = Scheduler::new(
+            registry,
+            |flow| {
+                store.last_slot(flow).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    None
+                })
+            },
+            Clock::now().wall_ms,
+        );
+        if let Some(e) = failure {
+            self.give_up(e);
+            return;
+        }
+        if scheduler.next_due().is_none() {
+            return;
+        }
+        self.schedules = Some(scheduler);
+        self.fire_due(ctx);
+        ctx.run_interval(SCHEDULE_TICK, |act, ctx| act.fire_due(ctx));
+    }
+
+    /// Starts one run per schedule slot that is due. The slot is recorded
+    /// in the run's own transaction ([`RunStore::insert`]).
+    fn fire_due(&mut self, ctx: &mut Context<Self>) {
+        if self.broken.is_some() {
+            return;
+        }
+        let Some(scheduler) = self.schedules.as_mut() else {
+            return;
+        };
+        let fires = scheduler.due(Clock::now().wall_ms);
+        let registry = scheduler.registry().clone();
+        for fire in fires {
+            let Some(registered) = registry.get(&fire.flow) else {
+                continue;
+            };
+            let slot = registered
+                .flow
+                .schedule
+                .as_ref()
+                .map(|s| s.slot_text(fire.slot_ms))
+                .unwrap_or_default();
+            let source = registered.scheduled_source(fire.slot_ms);
+            let flow = match FlowSpec::parse_source(&source) {
+                Ok(flow) => Arc::new(flow),
+                Err(problems) => {
+                    // Checked when the flow was registered: not expected.
+                    error!(flow = %fire.flow, slot = %slot, problems = %problems, "A scheduled run does not parse; its slot is skipped");
+                    continue;
+                }
+            };
+            let origin = Origin {
+                retry_of: None,
+                slot: Some(crate::runstore::ScheduleSlot {
+                    flow: fire.flow.clone(),
+                    slot_ms: fire.slot_ms,
+                }),
+            };
+            match self.start_run(flow, &source, None, origin, ctx) {
+                Ok((id, _, _)) => {
+                    let lag_ms = self
+                        .schedules
+                        .as_ref()
+                        .map(|s| s.started(&fire, Clock::now().wall_ms))
+                        .unwrap_or_default();
+                    crate::metrics::set_schedule_lag(Duration::from_millis(lag_ms));
+                    info!(flow = %fire.flow, flow_run = %id, slot = %slot, lag_ms, "Schedule slot fired");
+                }
+                // The database failed: the coordinator is stopping.
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Loads every unfinished run of the database and publishes again what
     /// was recorded as dispatched but never confirmed.
     fn resume(&mut self, ctx: &mut Context<Self>) {
@@ -464,11 +580,11 @@ impl Coordinator {
                         error: Some(reason.clone()),
                         tasks: Vec::new(),
                     };
-                    let report = serde_json::to_string(&report).unwrap_or_default();
+                    let report_text = serde_json::to_string(&report).unwrap_or_default();
                     let update = RunUpdate {
                         snapshot: &text,
                         state: snap.state,
-                        report: Some(&report),
+                        report: Some(&report_text),
                         ended_ms: snap.finished_ms,
                         now_ms: clock.wall_ms,
                     };
@@ -476,6 +592,8 @@ impl Coordinator {
                         self.give_up(e);
                         return;
                     }
+                    self.metrics.run_ended(&report.flow, report.state);
+                    self.notifier.run_ended(&report);
                     if let Some((request, queue)) = &s.client {
                         self.send_event(queue, request, FlowEventKind::Rejected { error: reason });
                     }
@@ -562,6 +680,7 @@ impl Actor for Coordinator {
         info!(node = %self.node, reply_queue = %self.reply_queue, durable = self.store.is_durable(), "Coordinator started");
         self.resume(ctx);
         ctx.run_interval(TICK, |act, ctx| act.advance(None, ctx));
+        self.start_schedules(ctx);
     }
 }
 

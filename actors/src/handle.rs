@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::coordinator::{Coordinator, ListNodes, LiveReport, Submit, Submitted, WatchRun};
 use crate::runstore::{RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
+use crate::schedules::Registry;
 
 /// Why the coordinator could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +153,8 @@ pub struct CoordinatorHandle {
     /// connection is enough for a control plane; the mutex keeps it to one
     /// query at a time.
     reader: Option<Arc<Mutex<RunReader>>>,
+    /// `[coordinator] flows`, loaded at start; none if not set.
+    registry: Option<Arc<Registry>>,
 }
 
 impl CoordinatorHandle {
@@ -161,7 +164,17 @@ impl CoordinatorHandle {
             .map(RunReader::open)
             .transpose()?
             .map(|r| Arc::new(Mutex::new(r)));
-        Ok(CoordinatorHandle { addr, reader })
+        Ok(CoordinatorHandle {
+            addr,
+            reader,
+            registry: None,
+        })
+    }
+
+    /// This handle, answering for the registered flows of `registry`.
+    pub fn with_registry(mut self, registry: Option<Arc<Registry>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Starts a run of `flow`; the coordinator saves it before it answers.
@@ -269,19 +282,91 @@ impl CoordinatorHandle {
         self.read(move |r| r.counts(flow.as_deref())).await
     }
 
-    /// The flows registered with `[coordinator] flows`. Not in this version.
+    /// The flows registered with `[coordinator] flows`, by name, each with
+    /// its next slot and its latest run (one indexed query per flow, off
+    /// the actor's thread); empty when no `flows` directory is set.
     pub async fn flows(&self) -> Result<Vec<RegisteredFlow>, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("registered flows"))
+        let Some(registry) = self.registry.clone() else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = registry.iter().map(|(name, _)| name.clone()).collect();
+        let last_runs = match self.reader {
+            Some(_) => {
+                self.read(move |r| {
+                    names
+                        .iter()
+                        .map(|name| r.last_run(name))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?
+            }
+            None => vec![None; registry.iter().count()],
+        };
+        let now_ms = crate::state::Clock::now().wall_ms;
+        Ok(registry
+            .iter()
+            .zip(last_runs)
+            .map(|((name, r), last_run)| {
+                let schedule = r.flow.schedule.as_ref();
+                RegisteredFlow {
+                    name: name.clone(),
+                    file: r.path.display().to_string(),
+                    params: r.params(),
+                    schedule: schedule.map(|s| s.cron.clone()),
+                    timezone: schedule.map(|s| s.timezone.clone()),
+                    next_fire_ms: schedule.and_then(|s| s.next_after(now_ms)),
+                    last_run,
+                }
+            })
+            .collect())
     }
 
-    /// Starts a run of registered flow `flow` with `params`. Not in this
-    /// version.
+    /// Starts a run of registered flow `flow` with `params` (a param not
+    /// given takes its default).
     pub async fn trigger(
         &self,
-        _flow: &str,
-        _params: BTreeMap<String, String>,
+        flow: &str,
+        params: BTreeMap<String, String>,
     ) -> Result<Submitted, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("registered flows"))
+        let registered = self
+            .registry
+            .as_ref()
+            .and_then(|r| r.get(flow))
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no registered flow `{flow}`")))?;
+        let declared = registered.params();
+        let unknown: Vec<&str> = params
+            .keys()
+            .filter(|k| !declared.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known = if declared.is_empty() {
+                "it declares none".to_string()
+            } else {
+                let names: Vec<&str> = declared.keys().map(String::as_str).collect();
+                format!("it declares {}", names.join(", "))
+            };
+            return Err(CoordinatorError::Invalid(format!(
+                "flow `{flow}` ({}): unknown param{} {}; {known}",
+                registered.path.display(),
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown.join(", ")
+            )));
+        }
+        let source = registered.source_with(params);
+        let spec = FlowSpec::parse_source(&source).map_err(|problems| {
+            CoordinatorError::Invalid(format!("flow `{flow}` with these params: {problems}"))
+        })?;
+        self.submit(Arc::new(spec), source).await
+    }
+
+    /// The latest schedule lag of each scheduled flow that fired, in ms
+    /// (now − slot time when its run started), for metrics.
+    pub fn schedule_lags(&self) -> BTreeMap<String, u64> {
+        self.registry
+            .as_ref()
+            .map(|r| r.schedule_lags())
+            .unwrap_or_default()
     }
 
     async fn read<T: Send + 'static>(
@@ -383,6 +468,96 @@ mod tests {
                 handle.cancel(&ids[0]).await,
                 Err(CoordinatorError::NotSupported(_))
             ));
+            node.shutdown(Duration::from_secs(1)).await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A coordinator node with `[coordinator] flows`: it lists its flows,
+    /// triggers one by name, and fires the scheduled one by itself.
+    #[test]
+    fn registered_flows_are_listed_triggered_and_scheduled() {
+        let dir = std::env::temp_dir().join(format!("conveyor-handle-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("flows")).unwrap();
+        std::fs::write(dir.join("flows/in.csv"), "a,b\n1,x\n").unwrap();
+        let flow = |name: &str, extra: &str| {
+            format!("[flow]\nname = \"{name}\"\n{extra}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n")
+        };
+        std::fs::write(dir.join("flows/manual.toml"), flow("manual", "")).unwrap();
+        std::fs::write(
+            dir.join("flows/tick.toml"),
+            flow(
+                "tick",
+                "schedule = \"* * * * * *\"\ntimezone = \"Europe/Paris\"",
+            ),
+        )
+        .unwrap();
+        let mut cfg = NodeConfig::embedded(&dir);
+        if let Some(c) = cfg.coordinator.as_mut() {
+            c.db = Some(dir.join("c.db"));
+            c.flows = Some(dir.join("flows"));
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let system = actix::System::new();
+        system.block_on(async {
+            let roles = cfg.roles(Launch::Node).unwrap();
+            let node = Node::start(&cfg, &roles, io.handle().clone())
+                .await
+                .unwrap();
+            let handle = node.coordinator.clone().unwrap();
+            let flows = handle.flows().await.unwrap();
+            let names: Vec<&str> = flows.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["manual", "tick"]);
+            assert_eq!(flows[0].schedule, None);
+            assert_eq!(flows[0].next_fire_ms, None);
+            assert_eq!(flows[1].schedule.as_deref(), Some("* * * * * *"));
+            assert_eq!(flows[1].timezone.as_deref(), Some("Europe/Paris"));
+            let now = crate::state::Clock::now().wall_ms;
+            let next = flows[1].next_fire_ms.unwrap();
+            assert!(next > now && next <= now + 1000, "{next} vs {now}");
+            assert!(flows[1].file.ends_with("tick.toml"), "{}", flows[1].file);
+
+            let run = handle.trigger("manual", BTreeMap::new()).await.unwrap();
+            let done = run.done.await.unwrap();
+            assert_eq!(done.state, FlowState::Succeeded, "{done:?}");
+            assert!(matches!(
+                handle.trigger("nope", BTreeMap::new()).await,
+                Err(CoordinatorError::NotFound(m)) if m.contains("`nope`")
+            ));
+            let bad = BTreeMap::from([("day".to_string(), "1".to_string())]);
+            assert!(matches!(
+                handle.trigger("manual", bad).await,
+                Err(CoordinatorError::Invalid(m)) if m.contains("unknown param day")
+            ));
+            // The schedule fires within a few seconds, and its runs succeed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let ticked = loop {
+                let flows = handle.flows().await.unwrap();
+                assert_eq!(flows[0].last_run.as_deref(), Some(run.flow_run.as_str()));
+                if let Some(id) = flows[1].last_run.clone() {
+                    break id;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the schedule did not fire"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(ticked.starts_with("tick-"), "{ticked}");
+            assert!(handle.schedule_lags().contains_key("tick"));
+            let page = handle
+                .list(RunQuery {
+                    flow: Some("tick".into()),
+                    ..RunQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(!page.runs.is_empty());
             node.shutdown(Duration::from_secs(1)).await;
         });
         let _ = std::fs::remove_dir_all(&dir);

@@ -9,11 +9,15 @@ machine, the data plane and the broker.
   task phases, retries, deadlines, fences.
 - [`coordinator`]: the actor around the state machine; [`handle`] is
   [`handle::CoordinatorHandle`], the one way the rest of a node (CLI, HTTP
-  API, dashboard) talks to it; [`runstore`] is its SQLite history.
+  API, dashboard) talks to it; [`runstore`] is its SQLite history;
+  [`schedules`] its registered flows and the slots their schedules fire.
 - [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
   backoff; each task runs off the actix thread.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
+- [`metrics`]: Prometheus metrics (names, recorder, the handles hot paths
+  hold; the node binary serves them at `/metrics`); [`notify`] posts a
+  run's final report to the webhooks of `[coordinator] notify`.
 - [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
   exits, and fault injection (feature `failpoints`).
 */
@@ -23,8 +27,11 @@ pub mod coordinator;
 pub mod failpoint;
 pub mod fatal;
 pub mod handle;
+pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod runstore;
+pub mod schedules;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;

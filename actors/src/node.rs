@@ -63,6 +63,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Registry(#[from] crate::schedules::RegistryError),
+    #[error(transparent)]
     Fatal(#[from] Fatal),
     #[error("internal: {0}")]
     Internal(String),
@@ -206,6 +208,7 @@ impl Node {
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
                 consuming: Arc::new(consuming_tx),
+                metrics: crate::metrics::WorkerMetrics::new(roles.workers.keys().copied()),
             };
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
@@ -221,6 +224,7 @@ impl Node {
         };
 
         let mut db = None;
+        let mut registered = None;
         let coordinator = match mode {
             CoordinatorMode::Off => None,
             mode => {
@@ -228,6 +232,15 @@ impl Node {
                 let worker_wait = coord_cfg.worker_wait;
                 // Only a coordinator node is durable: `conveyor run` holds one
                 // run that lives and dies with the process.
+                // Registered flows are a coordinator node's; a bad one
+                // stops it before it takes any run.
+                let registry = match (mode, &coord_cfg.flows) {
+                    (CoordinatorMode::Service, Some(dir)) => {
+                        Some(Arc::new(crate::schedules::Registry::load(dir)?))
+                    }
+                    _ => None,
+                };
+                registered = registry.clone();
                 let store = match (mode, &coord_cfg.db) {
                     (CoordinatorMode::Service, Some(path)) => {
                         let store = RunStore::open(path)?;
@@ -262,6 +275,8 @@ impl Node {
                     store,
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
+                    notify: coord_cfg.notify.clone(),
+                    registry,
                 })
                 .start();
                 let a = addr.clone();
@@ -286,7 +301,9 @@ impl Node {
             }
         };
         let handle = match &coordinator {
-            Some(addr) => Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?),
+            Some(addr) => {
+                Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?.with_registry(registered))
+            }
             None => None,
         };
         Ok(Node {

@@ -354,6 +354,21 @@ impl RunStore {
         Ok(out)
     }
 
+    /// The latest schedule slot recorded for `flow` (a primary-key lookup):
+    /// the scheduler resumes after it, so a recorded slot never fires again.
+    pub fn last_slot(&self, flow: &str) -> Result<Option<u64>, StoreError> {
+        let RunStore::Sqlite { conn, .. } = self else {
+            return Ok(None);
+        };
+        conn.query_row(
+            "SELECT MAX(slot_ms) FROM schedule_slots WHERE flow = ?1",
+            params![flow],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map(|ms| ms.map(|ms| ms as u64))
+        .map_err(|e| self.fail(e))
+    }
+
     /// Every run not yet Succeeded, Failed or Cancelled, oldest first.
     pub fn unfinished(&self) -> Result<Vec<StoredRun>, StoreError> {
         self.select(
@@ -609,6 +624,16 @@ impl RunReader {
         }
         out.sort_by_key(|(s, _)| FlowState::ALL.iter().position(|a| a == s));
         Ok(out)
+    }
+
+    /// The id of the latest run of `flow` (through `flow_runs_by_flow`).
+    pub fn last_run(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM flow_runs WHERE flow = ?1 ORDER BY created_ms DESC, id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![flow], |r| r.get(0)).optional())
+            .map_err(|e| self.fail(e))
     }
 
     /// A page of runs, newest first. Every filter is served by an index on
@@ -914,6 +939,51 @@ mod tests {
             [(FlowState::Succeeded, 1), (FlowState::Failed, 1)]
         );
         assert!(reader.counts(Some("nosuch")).unwrap().is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_slot_is_recorded_with_its_run_and_only_once() {
+        let (dir, path) = temp_db("slots");
+        let store = RunStore::open(&path).unwrap();
+        let source = FlowSource {
+            file: "f.toml".into(),
+            text: String::new(),
+            base: "/".into(),
+            params: Default::default(),
+        };
+        let running = snap(FlowState::Running);
+        let slot = |ms| {
+            Some(ScheduleSlot {
+                flow: "f".into(),
+                slot_ms: ms,
+            })
+        };
+        assert_eq!(store.last_slot("f").unwrap(), None);
+        for (id, ms) in [("f-000000000001", 1000), ("f-000000000002", 2000)] {
+            store
+                .insert(&NewRun {
+                    slot: slot(ms),
+                    ..new_run(id, &source, &running, ms)
+                })
+                .unwrap();
+        }
+        assert_eq!(store.last_slot("f").unwrap(), Some(2000));
+        assert_eq!(store.last_slot("g").unwrap(), None);
+        // The same slot again: refused, and its run is not recorded either.
+        let again = store.insert(&NewRun {
+            slot: slot(2000),
+            ..new_run("f-000000000003", &source, &running, 3000)
+        });
+        assert!(again.is_err());
+        let reader = RunReader::open(&path).unwrap();
+        assert!(reader.get("f-000000000003").unwrap().is_none());
+        assert_eq!(
+            reader.last_run("f").unwrap().as_deref(),
+            Some("f-000000000002")
+        );
+        assert_eq!(reader.last_run("g").unwrap(), None);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
 
 use crate::failpoint::Failpoints;
+use crate::metrics::{Moved, TaskOutcome, WorkerMetrics};
 use crate::transport::{Delivery, Subscription, Transport, TransportError};
 
 /// Tells the supervisor that a worker actor stopped.
@@ -57,6 +58,8 @@ pub struct WorkerEnv {
     /// The kinds whose worker consumes its queue right now, so that the node
     /// can tell when every role has started.
     pub consuming: Arc<watch::Sender<BTreeSet<TaskKind>>>,
+    /// Task counts, durations and volumes, by kind.
+    pub metrics: WorkerMetrics,
 }
 
 pub struct Worker {
@@ -357,6 +360,7 @@ async fn process(
 
 async fn run_one(env: WorkerEnv, msg: TaskMessage, delivery: Delivery) -> Outcome {
     let n = delivery.delivery;
+    let _running = env.metrics.of(msg.spec.kind()).running();
     if let Ok(mut set) = env.in_flight.lock() {
         set.insert(msg.task_run.clone());
     }
@@ -395,12 +399,30 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         n,
         progress.clone(),
     ));
-    let result =
-        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress, routed_rx))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        let done = execute(&work_env, &work_msg, n, &progress, routed_rx)?;
+        // Its bytes cost a few `stat` calls: only when metrics are on.
+        let moved = (!done.duplicate && crate::metrics::recording())
+            .then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
+        Ok((done, moved))
+    })
+    .await;
     reporter.abort();
+    let metrics = env.metrics.of(msg.spec.kind());
+    let outcome = match &result {
+        Ok(Ok((done, _))) if done.duplicate => TaskOutcome::Duplicate,
+        Ok(Ok(_)) => TaskOutcome::Succeeded,
+        Ok(Err(e)) => TaskOutcome::of_error(e),
+        Err(_) => TaskOutcome::Failed,
+    };
+    metrics.finished(outcome, began.elapsed());
     let status = match result {
-        Ok(Ok(output)) => UpdateStatus::Succeeded(output),
+        Ok(Ok((done, moved))) => {
+            if let Some(moved) = moved {
+                metrics.moved(&moved);
+            }
+            UpdateStatus::Succeeded(done.output)
+        }
         Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
             // Expected, not a failure: the gate kept the output as it was.
             info!(reason = %e, "Task dropped; its run was abandoned");
@@ -478,6 +500,12 @@ async fn report_progress(env: WorkerEnv, msg: TaskMessage, delivery: u32, rows: 
 /// its coordinator.
 const START_VERDICT_WAIT: Duration = Duration::from_secs(10);
 
+/// A task's committed output, and whether an earlier delivery committed it.
+struct Executed {
+    output: conveyor_schemas::TaskOutput,
+    duplicate: bool,
+}
+
 /// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
 fn execute(
     env: &WorkerEnv,
@@ -485,14 +513,17 @@ fn execute(
     delivery: u32,
     progress: &AtomicU64,
     routed: std::sync::mpsc::Receiver<bool>,
-) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
+) -> conveyor_etl::Result<Executed> {
     let ws = &env.workspace;
     if let Some(output) = commit::committed_output(ws, &msg.flow_run, &msg.task, &msg.spec)? {
         info!(
             delivery,
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
-        return Ok(output);
+        return Ok(Executed {
+            output,
+            duplicate: true,
+        });
     }
     // Whether the task's start reached its coordinator; asked once, by the
     // commit of a load or gather. Only a broker's "unroutable" answer says
@@ -522,5 +553,8 @@ fn execute(
     let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;
     env.failpoints.after_commit(&msg.task);
     commit::record(ws, &at, &output)?;
-    Ok(output)
+    Ok(Executed {
+        output,
+        duplicate: false,
+    })
 }

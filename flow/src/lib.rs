@@ -13,6 +13,8 @@ the HTTP API and the dashboard can parse flows cheaply
 - [`parse`]: flow files: every problem with its key and line, in one pass.
 - [`graph`]: graph checks (unknown references, cycles) and task ordering.
 - [`fuse`]: `fuse = true`: single-reader chains folded into one task.
+- [`schedule`]: `[flow] schedule`, `timezone` and `catchup`: cron slots in
+  a time zone.
 - [`partition`]: `partitions = N`: one task per partition, and gathers.
 - [`config`]: the node config file ([`NodeConfig`]).
 - [`diag`]: the TOML walk that collects problems ([`Problems`]).
@@ -27,6 +29,7 @@ pub(crate) mod graph;
 pub mod model;
 pub mod parse;
 pub(crate) mod partition;
+pub mod schedule;
 
 pub use conveyor_schemas::names;
 
@@ -38,3 +41,4 @@ pub use diag::{Problem, Problems};
 pub use model::{
     partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
 };
+pub use schedule::{Catchup, Schedule};

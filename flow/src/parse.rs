@@ -121,6 +121,7 @@ impl FlowSpec {
 
         let mut name = String::new();
         let mut worker_wait = None;
+        let mut schedule = None;
         let mut fuse = false;
         let mut fail_fast = false;
         let mut defaults = RetryPolicy::default();
@@ -137,6 +138,7 @@ impl FlowSpec {
                 fuse = flow.bool("fuse").unwrap_or(false);
                 fail_fast = flow.bool("fail_fast").unwrap_or(false);
                 read_retry(&mut flow, &mut defaults);
+                schedule = crate::schedule::read_schedule(&mut flow);
                 if let Some(t) = flow.positive_duration("timeout") {
                     default_timeout = t;
                 }
@@ -208,6 +210,7 @@ impl FlowSpec {
         Ok(FlowSpec {
             name,
             tasks,
+            schedule,
             worker_wait,
             fail_fast,
         })

@@ -3,12 +3,14 @@ The `conveyor` binary: parses the CLI, loads config, decides the process's
 roles once ([`conveyor_flow::NodeConfig::roles`]), sets up tracing, and hands
 over to `conveyor-actors`. One binary per server; its config file says which
 roles it plays. `display` draws live progress and the summary; `notify`
-tells a service manager (systemd `Type=notify`) when the node is ready.
+tells a service manager (systemd `Type=notify`) when the node is ready;
+`scrape` serves Prometheus metrics at `/metrics` on `[metrics] listen`.
 */
 
 mod client;
 mod display;
 mod notify;
+mod scrape;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -494,8 +496,14 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     if serves_api {
         if let Some(problem) = cfg.api.exposure_problem() {
             eprintln!("error: {}: {problem}", config.display());
+            stop_runtime(io);
             return EXIT_BAD_INPUT;
         }
+    }
+    if let Err(e) = start_metrics(&cfg, &io) {
+        eprintln!("error: {}: {e}", config.display());
+        stop_runtime(io);
+        return EXIT_NODE_FAILED;
     }
     let system = actix::System::new();
     let code = system.block_on(async {
@@ -517,8 +525,11 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     config: cfg.api.clone(),
                     node: cfg.node_name.clone(),
                     flow_base,
-                    // The hook for `/metrics` on this listener.
-                    metrics: None,
+                    // `/metrics` on this listener too (start_metrics
+                    // installed the recorder for it).
+                    metrics: Some(Arc::new(|| {
+                        conveyor_actors::metrics::render().unwrap_or_default()
+                    })),
                     extra: None,
                 };
                 match ApiServer::start(setup, handle.clone()) {
@@ -573,6 +584,27 @@ fn config_dir(config: &Path) -> PathBuf {
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// Installs the metrics recorder on a node that shows its metrics (`[metrics]
+/// listen`, or a coordinator's API), before its roles start so that they
+/// record from the first task; then serves `/metrics` on `[metrics] listen`.
+fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), String> {
+    let api = cfg.coordinator.is_some() && cfg.api.listen.is_some();
+    if cfg.metrics.listen.is_none() && !api {
+        return Ok(());
+    }
+    conveyor_actors::metrics::install().map_err(|e| e.to_string())?;
+    if let Some(listen) = &cfg.metrics.listen {
+        let listener = io
+            .block_on(scrape::bind(listen))
+            .map_err(|e| e.to_string())?;
+        io.spawn(scrape::serve(
+            listener,
+            Arc::new(|| conveyor_actors::metrics::render().unwrap_or_default()),
+        ));
+    }
+    Ok(())
+}
+
 fn cmd_validate(file: &Path) -> u8 {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -610,12 +642,37 @@ fn cmd_validate(file: &Path) -> u8 {
                     file.display(),
                     cfg.node_name
                 );
-                0
+                match cfg.coordinator.as_ref().and_then(|c| c.flows.as_deref()) {
+                    Some(dir) => validate_registered_flows(dir),
+                    None => 0,
+                }
             }
             Err(problems) => {
                 eprint!("{problems}");
                 EXIT_BAD_INPUT
             }
+        }
+    }
+}
+
+/// Loads `[coordinator] flows` as the node would at start.
+fn validate_registered_flows(dir: &Path) -> u8 {
+    match conveyor_actors::schedules::Registry::load(dir) {
+        Ok(registry) => {
+            let total = registry.iter().count();
+            let scheduled = registry
+                .iter()
+                .filter(|(_, r)| r.flow.schedule.is_some())
+                .count();
+            println!(
+                "ok: {} registers {total} flows ({scheduled} scheduled)",
+                dir.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_BAD_INPUT
         }
     }
 }
