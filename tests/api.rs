@@ -33,6 +33,11 @@ impl Api {
 
     /// With `worker_env` for the worker node (e.g. failpoints).
     fn start_with(test: &str, worker_env: &[(&str, &str)]) -> Api {
+        Api::start_full(test, worker_env, "")
+    }
+
+    /// With `coordinator_extra` in the coordinator's `[coordinator]` table.
+    fn start_full(test: &str, worker_env: &[(&str, &str)], coordinator_extra: &str) -> Api {
         let dir = TestDir::new(test);
         let ns = namespace(test);
         let w_cfg = dir.write(
@@ -48,7 +53,7 @@ impl Api {
                 &[],
                 &dir.join("c"),
                 &format!(
-                    "[coordinator]\ndb = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n",
+                    "[coordinator]\ndb = \"{}\"\n{coordinator_extra}[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n",
                     dir.join("c.db").display()
                 ),
             ),
@@ -588,5 +593,89 @@ fn the_api_stops_with_its_node() {
     assert!(
         refused.is_err(),
         "the API still answers after its node stopped"
+    );
+}
+
+/// Flows registered with `[coordinator] flows`: listed and triggered through
+/// the API and the CLI, unknown params refused; `/metrics` on the API's
+/// listener, for a token.
+#[test]
+fn registered_flows_are_listed_and_triggered_through_the_api_and_the_cli() {
+    // The flows live apart from the nodes' directory, which starts afresh.
+    let dir = TestDir::new("api_registered_flows");
+    let input = dir.write("in.csv", "id\n1\n2\n3\n");
+    dir.write(
+        "flows/daily.toml",
+        &format!(
+            "[flow]\nname = \"daily\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"daily.csv\"\n",
+            input.display()
+        ),
+    );
+    let flows = dir.join("flows");
+    let api = Api::start_full(
+        "api_registered",
+        &[],
+        &format!("flows = \"{}\"\n", flows.display()),
+    );
+    let (status, listed) = api.get("/api/v1/flows", Some(READ));
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["flows"][0]["name"], "daily", "{listed}");
+    assert_eq!(listed["flows"][0]["last_run"], Value::Null, "{listed}");
+
+    let before = api.total_runs();
+    let (status, err) = api.post(
+        "/api/v1/flows/daily/runs",
+        Some(OPERATE),
+        &json!({ "params": { "nosuch": "1" } }),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (422, Some("invalid")),
+        "{err}"
+    );
+    assert!(err["message"].as_str().unwrap().contains("nosuch"), "{err}");
+    let (status, err) = api.post("/api/v1/flows/nosuch/runs", Some(OPERATE), &json!({}));
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(api.total_runs(), before, "a refused trigger started a run");
+
+    let out = api.cli(&["flows", "list"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("daily"),
+        "{}",
+        describe(&out)
+    );
+    let out = api.cli(&["trigger", "daily", "--param", "nosuch=1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuch"),
+        "{}",
+        describe(&out)
+    );
+    let out = api.cli(&["trigger", "daily", "--watch", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    let id = report["flow_run"].as_str().unwrap();
+    let (_, listed) = api.get("/api/v1/flows", Some(READ));
+    assert_eq!(listed["flows"][0]["last_run"], id, "{listed}");
+
+    // The coordinator's metrics on the API's listener, for a token.
+    let res = Api::agent()
+        .get(format!("{}/metrics", api.base))
+        .call()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = Api::agent()
+        .get(format!("{}/metrics", api.base))
+        .header("Authorization", format!("Bearer {READ}"))
+        .call()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let text = res.into_body().read_to_string().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("conveyor_runs_total{") && l.contains("daily")),
+        "{text}"
     );
 }
