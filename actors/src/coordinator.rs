@@ -662,19 +662,20 @@ impl Handler<SubmitRemote> for Coordinator {
             );
             return Ok(());
         }
-        let flow = match FlowSpec::parse(&sub.flow_file, &sub.flow_text, base) {
-            Ok(f) => f,
-            Err(problems) => {
-                reject(self, format!("invalid flow\n{problems}"));
-                return Ok(());
-            }
-        };
+        let flow =
+            match FlowSpec::parse_with_params(&sub.flow_file, &sub.flow_text, base, &sub.params) {
+                Ok(f) => f,
+                Err(problems) => {
+                    reject(self, format!("invalid flow\n{problems}"));
+                    return Ok(());
+                }
+            };
         info!(request_id = %sub.request_id, client = %sub.client, flow = %flow.name, "Flow submitted by a client");
         let source = FlowSource {
             file: sub.flow_file.clone(),
             text: sub.flow_text.clone(),
             base: sub.flow_base.clone(),
-            params: Default::default(),
+            params: sub.params.clone(),
         };
         let client = Client {
             request_id: sub.request_id.clone(),

@@ -364,6 +364,7 @@ impl Node {
             flow_base: source.base,
             reply_to: queue,
             client: self.name.clone(),
+            params: source.params,
         };
         let t = self.transport.clone();
         on_io(&self.io, async move {
