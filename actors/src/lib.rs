@@ -11,7 +11,8 @@ machine, the data plane and the broker.
   [`handle::CoordinatorHandle`], the one way the rest of a node (CLI, HTTP
   API, dashboard) talks to it; [`runstore`] is its SQLite history.
 - [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
-  backoff; each task runs off the actix thread.
+  backoff; each task runs off the actix thread. [`cancel`]: the cancel
+  flags of a node's attempts, raised when their run ends.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
 - [`backoff`], [`fatal`], [`failpoint`]: the one retry helper, why a node
@@ -19,6 +20,7 @@ machine, the data plane and the broker.
 */
 
 pub mod backoff;
+pub mod cancel;
 pub mod coordinator;
 pub mod failpoint;
 pub mod fatal;

@@ -14,6 +14,12 @@ what makes a task's effect happen once:
 3. run the task to a committed output (tmp file, fsync, rename) and write the marker;
 4. publish the result (confirmed), and only then ack.
 
+A run that ends while its attempt runs here (cancelled, or failed; see
+[`crate::cancel`]) raises the attempt's flag: the worker stops waiting for the
+blocking work, acks, and frees its slot at once; the work stops at its next
+batch and commits nothing. A task of a run known to have ended is acked
+without starting.
+
 A panic in the task leaves the delivery unacked and stops the actor; the
 supervisor restarts it with backoff and the broker redelivers the task (and
 dead-letters it once it passes the delivery limit).
@@ -57,6 +63,9 @@ pub struct WorkerEnv {
     /// The kinds whose worker consumes its queue right now, so that the node
     /// can tell when every role has started.
     pub consuming: Arc<watch::Sender<BTreeSet<TaskKind>>>,
+    /// Cancel flags of the attempts running here, raised when their run
+    /// ends; and the runs heard to end, whose tasks are not started.
+    pub cancels: crate::cancel::RunCancels,
 }
 
 pub struct Worker {
@@ -352,6 +361,19 @@ async fn process(
     let Ok(_slot) = slots.acquire_owned().await else {
         return Outcome::Settled;
     };
+    // Checked once a slot is free: the run may have ended while it waited.
+    if env.cancels.has_ended(&msg.flow_run) {
+        return async move {
+            info!(
+                delivery = delivery.delivery,
+                "Not starting a task of a run that ended; acking it"
+            );
+            settle_ack(delivery).await;
+            Outcome::Settled
+        }
+        .instrument(span)
+        .await;
+    }
     run_one(env, msg, delivery).instrument(span).await
 }
 
@@ -395,11 +417,31 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         n,
         progress.clone(),
     ));
-    let result =
-        tokio::task::spawn_blocking(move || execute(&work_env, &work_msg, n, &progress, routed_rx))
-            .await;
+    let cancel = env.cancels.register(&msg.flow_run);
+    let flag = cancel.flag.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        execute(&work_env, &work_msg, n, &progress, &flag, routed_rx)
+    });
+    // The blocking work may sit in a read for long (a slow download): when
+    // the run ends, stop waiting for it. It is abandoned, not killed: it
+    // stops at its next batch, and its flag fences any commit it reaches.
+    let result = tokio::select! {
+        result = work => result,
+        _ = cancel.flag.raised() => {
+            reporter.abort();
+            info!(delivery = n, "Aborted the attempt: its run ended; nothing was committed, acking it");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+    };
     reporter.abort();
     let status = match result {
+        Ok(Err(e @ conveyor_etl::EtlError::Cancelled { .. })) => {
+            // The run ended as the work noticed; the coordinator is done with it.
+            info!(delivery = n, reason = %e, "Aborted the attempt: its run ended; nothing was committed, acking it");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
         Ok(Ok(output)) => UpdateStatus::Succeeded(output),
         Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
             // Expected, not a failure: the gate kept the output as it was.
@@ -484,6 +526,7 @@ fn execute(
     msg: &TaskMessage,
     delivery: u32,
     progress: &AtomicU64,
+    cancel: &crate::cancel::CancelFlag,
     routed: std::sync::mpsc::Receiver<bool>,
 ) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
     let ws = &env.workspace;
@@ -502,6 +545,11 @@ fn execute(
     // the result's publish decides.
     let verdict = std::cell::OnceCell::new();
     let coordinator_listens = || {
+        if cancel.is_raised() {
+            return Err(conveyor_etl::EtlError::Cancelled {
+                flow_run: msg.flow_run.clone(),
+            });
+        }
         if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())
         } else {
@@ -517,10 +565,14 @@ fn execute(
         delivery,
         progress,
         before_commit: Some(&coordinator_listens),
+        cancel: Some(cancel.flag()),
     };
     env.failpoints.before_task(&msg.task);
     let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;
     env.failpoints.after_commit(&msg.task);
+    // An artifact is put in place unfenced (the first attempt wins); its
+    // marker is what makes it the task's output: none after a cancel.
+    at.check_cancelled()?;
     commit::record(ws, &at, &output)?;
     Ok(output)
 }
