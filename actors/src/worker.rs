@@ -436,7 +436,7 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     };
     reporter.abort();
     let status = match result {
-        Ok(Err(e @ conveyor_etl::EtlError::Cancelled { .. })) => {
+        Ok(Err(e @ conveyor_etl::EtlError::Cancelled)) => {
             // The run ended as the work noticed; the coordinator is done with it.
             info!(delivery = n, reason = %e, "Aborted the attempt: its run ended; nothing was committed, acking it");
             settle_ack(delivery).await;
@@ -546,9 +546,7 @@ fn execute(
     let verdict = std::cell::OnceCell::new();
     let coordinator_listens = || {
         if cancel.is_raised() {
-            return Err(conveyor_etl::EtlError::Cancelled {
-                flow_run: msg.flow_run.clone(),
-            });
+            return Err(conveyor_etl::EtlError::Cancelled);
         }
         if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())

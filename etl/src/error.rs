@@ -32,8 +32,8 @@ pub enum EtlError {
     Abandoned { reply_to: String },
     /// The attempt's run ended (cancelled, or failed) while it ran: it
     /// stopped and committed nothing. Expected, not a failure of the task.
-    #[error("flow run {flow_run} ended while this attempt ran; it stopped and committed nothing")]
-    Cancelled { flow_run: String },
+    #[error("the attempt's run ended while it ran (cancelled, or failed); it stopped and committed nothing")]
+    Cancelled,
     #[error("{0}")]
     Internal(String),
 }
@@ -66,7 +66,7 @@ impl EtlError {
             EtlError::Data { .. }
             | EtlError::Spec(_)
             | EtlError::Abandoned { .. }
-            | EtlError::Cancelled { .. }
+            | EtlError::Cancelled
             | EtlError::Internal(_) => false,
         }
     }
@@ -77,7 +77,7 @@ impl EtlError {
             EtlError::Spec(_) => ErrorKind::Spec,
             EtlError::Io { .. } | EtlError::Fetch { .. } => ErrorKind::Io,
             EtlError::Abandoned { .. } => ErrorKind::Abandoned,
-            EtlError::Cancelled { .. } => ErrorKind::Cancelled,
+            EtlError::Cancelled => ErrorKind::Cancelled,
             EtlError::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -96,9 +96,7 @@ impl Attempt<'_> {
     /// An error of kind `Cancelled` once the attempt's run ended.
     pub fn check_cancelled(&self) -> Result<()> {
         match self.cancel {
-            Some(flag) if flag.load(Ordering::Acquire) => Err(EtlError::Cancelled {
-                flow_run: self.flow_run.to_string(),
-            }),
+            Some(flag) if flag.load(Ordering::Acquire) => Err(EtlError::Cancelled),
             _ => Ok(()),
         }
     }
@@ -138,6 +136,7 @@ pub fn run_task(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<TaskOut
         tag: &tag,
         max_record: ws.max_record_bytes,
         policy: &ws.sources,
+        cancel: at.cancel,
     };
     let batches = sources::open(&spec.source, &cx)?;
     let rows_in = std::cell::Cell::new(0u64);
