@@ -22,6 +22,12 @@ use crate::harness::{broker::*, configs::*, processes::*, workdir::*};
 /// in this process: runs `body` with its handle, then stops it.
 fn with_coordinator<T>(config: &Path, body: impl AsyncFnOnce(CoordinatorHandle) -> T) -> T {
     let cfg = NodeConfig::load(config).unwrap_or_else(|p| panic!("{p}"));
+    with_node(&cfg, body)
+}
+
+/// A node of config `cfg` with a coordinator role, in this process: runs
+/// `body` with its handle, then stops it.
+fn with_node<T>(cfg: &NodeConfig, body: impl AsyncFnOnce(CoordinatorHandle) -> T) -> T {
     let roles = cfg.roles(Launch::Node).unwrap();
     let io = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -30,7 +36,7 @@ fn with_coordinator<T>(config: &Path, body: impl AsyncFnOnce(CoordinatorHandle) 
         .unwrap();
     let system = actix::System::new();
     let out = system.block_on(async {
-        let node = Node::start(&cfg, &roles, io.handle().clone())
+        let node = Node::start(cfg, &roles, io.handle().clone())
             .await
             .unwrap_or_else(|e| panic!("coordinator node: {e}"));
         let handle = node.coordinator.clone().expect("a coordinator role");
@@ -56,6 +62,25 @@ fn coordinator_config(dir: &TestDir, ns: &str, storage: &Path) -> std::path::Pat
             ),
         ),
     )
+}
+
+/// Waits, without blocking the actix thread, until a line of `node`'s log
+/// has every one of `needles`. The coordinator must stay up meanwhile: the
+/// run's end it announces is still on its way to the worker.
+async fn log_line(node: &NodeProcess, needles: &[&str], within: Duration) {
+    let deadline = Instant::now() + within;
+    while !node
+        .log_text()
+        .lines()
+        .any(|l| needles.iter().all(|n| l.contains(n)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node log never showed a line with {needles:?}:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Every task of `report` by name, with its state.
@@ -159,7 +184,7 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
     let coord_cfg = coordinator_config(&dir, &ns, &storage);
     let connections = server.connections.clone();
 
-    let (id, cancelled_at, report, second, saved) =
+    let (id, report, second, saved) =
         with_coordinator(&coord_cfg, async |handle: CoordinatorHandle| {
             let run = handle.submit(Arc::new(flow), source).await.unwrap();
             let id = run.flow_run.clone();
@@ -183,6 +208,9 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
                 .await
                 .expect("the run ends within 5 s of the cancel")
                 .unwrap();
+            // The worker stopped the attempt, within 5 s of the cancel.
+            let left = Duration::from_secs(5).saturating_sub(cancelled_at.elapsed());
+            log_line(&worker, &["Aborted the attempt", &format!("{id}.e")], left).await;
             let second = handle.cancel(&id).await;
             // As saved in the database, once the coordinator let go of it.
             let saved = loop {
@@ -192,7 +220,7 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
-            (id, cancelled_at, report, second, saved)
+            (id, report, second, saved)
         });
 
     assert_eq!(report.state, FlowState::Cancelled, "{report:?}");
@@ -208,9 +236,6 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
         matches!(&second, Err(CoordinatorError::Conflict(m)) if m.contains("already ended (Cancelled)")),
         "a second cancel is a conflict: {second:?}"
     );
-    // The worker stopped the attempt, within 5 s of the cancel.
-    let left = Duration::from_secs(5).saturating_sub(cancelled_at.elapsed());
-    worker.wait_for_line(&["Aborted the attempt", &format!("{id}.e")], left);
     // The abandoned read stopped too, at its next chunk: it hung up.
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.dropped.load(Ordering::Relaxed) == 0 {
@@ -238,6 +263,126 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
     for kind in [TaskKind::Extract, TaskKind::Transform, TaskKind::Load] {
         assert_eq!(queue_depth(&names.task_queue(kind)), 0, "{kind} queue");
     }
+}
+
+/// Waits until task `index` of the watched run is in `state`.
+async fn task_reaches(
+    progress: &mut tokio::sync::watch::Receiver<RunReport>,
+    index: usize,
+    state: TaskState,
+) {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|r| r.tasks[index].state == state),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("task {index} never reached {state:?}"))
+    .unwrap();
+}
+
+#[test]
+fn a_queued_task_of_a_cancelled_run_is_acked_without_starting() {
+    let dir = TestDir::new("engine_cancel_queued");
+    let ns = namespace("engine_cancel_queued");
+    let storage = dir.join("shared");
+    let server = TricklingServer::start();
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    // One extract at a time: the second run's extract waits in the queue.
+    let w_cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "load"], &storage, "").replace(
+            "[workers]\n",
+            &format!("[workers]\nallow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
+        ),
+    );
+    let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), &[]);
+    dir.write("in.csv", "a\n1\n");
+    let flow = |name: &str, source: &str| {
+        let path = dir.write(
+            &format!("{name}.toml"),
+            &format!("[flow]\nname = \"{name}\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\n{source}\nformat = \"csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n"),
+        );
+        FlowSpec::load_with_source(&path).unwrap()
+    };
+    let (slow, slow_source) = flow("slow", &format!("url = \"{url}rows.csv\""));
+    let (quick, quick_source) = flow("quick", "path = \"in.csv\"");
+    let coord_cfg = coordinator_config(&dir, &ns, &storage);
+
+    let (quick_id, quick_report) =
+        with_coordinator(&coord_cfg, async |handle: CoordinatorHandle| {
+            let a = handle.submit(Arc::new(slow), slow_source).await.unwrap();
+            task_reaches(&mut a.progress.clone(), 0, TaskState::Running).await;
+            let b = handle.submit(Arc::new(quick), quick_source).await.unwrap();
+            task_reaches(&mut b.progress.clone(), 0, TaskState::Queued).await;
+            // Published to the broker, where it waits: the worker's one
+            // extract slot is busy.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            handle.cancel(&b.flow_run).await.unwrap();
+            let quick_report = b.done.await.unwrap();
+            // Frees the extract slot: the queued message is delivered now.
+            handle.cancel(&a.flow_run).await.unwrap();
+            a.done.await.unwrap();
+            let quick_e = format!("{}.e", b.flow_run);
+            log_line(
+                &worker,
+                &["Not starting a task of a run that ended", &quick_e],
+                Duration::from_secs(10),
+            )
+            .await;
+            (b.flow_run, quick_report)
+        });
+    assert_eq!(quick_report.state, FlowState::Cancelled);
+    let log = worker.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(&format!("{quick_id}.e")) && l.contains("Task started")),
+        "{log}"
+    );
+    assert!(!storage.join("out/quick.csv").exists());
+    let names = names_of(&ns);
+    assert_eq!(queue_depth(&names.task_queue(TaskKind::Extract)), 0);
+    assert_eq!(queue_depth(&names.task_queue(TaskKind::Load)), 0);
+}
+
+/// The embedded default: every role in one process on the in-process bus,
+/// which carries the run's end to the worker as the broker does.
+#[test]
+fn an_embedded_cancel_stops_the_in_process_worker_too() {
+    let dir = TestDir::new("engine_cancel_embedded");
+    let server = TricklingServer::start();
+    let flow_path = dir.write(
+        "slow.toml",
+        &format!("[flow]\nname = \"slow\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\nurl = \"http://127.0.0.1:{}/rows.csv\"\nformat = \"csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"slow.csv\"\n", server.port),
+    );
+    let (flow, source) = FlowSpec::load_with_source(&flow_path).unwrap();
+    let mut cfg = NodeConfig::embedded(&dir.path);
+    if let Some(c) = cfg.coordinator.as_mut() {
+        c.db = Some(dir.join("c.db"));
+    }
+    let connections = server.connections.clone();
+    let report = with_node(&cfg, async |handle: CoordinatorHandle| {
+        let run = handle.submit(Arc::new(flow), source).await.unwrap();
+        task_reaches(&mut run.progress.clone(), 0, TaskState::Running).await;
+        while connections.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.cancel(&run.flow_run).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), run.done)
+            .await
+            .expect("ends within 5 s")
+            .unwrap()
+    });
+    assert_eq!(report.state, FlowState::Cancelled);
+    // The in-process worker heard the end and dropped its download.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.dropped.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded download still reads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.join("out/slow.csv").exists());
 }
 
 #[test]
