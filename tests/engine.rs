@@ -538,3 +538,66 @@ fn params_reach_the_tasks_through_run_and_submit() {
         "Name,HEX,RGB\ntomato,#FF6347,\"(255,99,71)\"\n"
     );
 }
+
+/// A worker node that was not up when a run was cancelled never heard of
+/// it: when it starts one of its queued tasks, the coordinator says again
+/// that the run ended, and the worker stops the attempt.
+#[test]
+fn a_worker_that_missed_the_cancel_hears_it_again_when_it_starts_the_task() {
+    let dir = TestDir::new("engine_cancel_missed");
+    let ns = namespace("engine_cancel_missed");
+    let storage = dir.join("shared");
+    let server = TricklingServer::start();
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let w_cfg = dir.write(
+        "w.toml",
+        &node_config("w", &ns, &["extract", "load"], &storage, "").replace(
+            "[workers]\n",
+            &format!("[workers]\nallow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
+        ),
+    );
+    let mut first = NodeProcess::start(&w_cfg, &dir.join("w1.log"), &[]);
+    let flow = |name: &str| {
+        let path = dir.write(
+            &format!("{name}.toml"),
+            &format!("[flow]\nname = \"{name}\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\nurl = \"{url}{name}.csv\"\ntimeout = \"5m\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n"),
+        );
+        FlowSpec::load_with_source(&path).unwrap()
+    };
+    let (busy, busy_source) = flow("busy");
+    let (missed, missed_source) = flow("missed");
+    let coord_cfg = coordinator_config(&dir, &ns, &storage);
+
+    let (missed_id, second) = with_coordinator(&coord_cfg, async |handle: CoordinatorHandle| {
+        let a = handle.submit(Arc::new(busy), busy_source).await.unwrap();
+        task_reaches(&mut a.progress.clone(), 0, TaskState::Running).await;
+        let b = handle
+            .submit(Arc::new(missed), missed_source)
+            .await
+            .unwrap();
+        task_reaches(&mut b.progress.clone(), 0, TaskState::Queued).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        handle.cancel(&b.flow_run).await.unwrap();
+        b.done.await.unwrap();
+        // The only node that heard it goes; one that did not comes.
+        first.sigkill();
+        let second = NodeProcess::start(&w_cfg, &dir.join("w2.log"), &[]);
+        handle.cancel(&a.flow_run).await.unwrap();
+        a.done.await.unwrap();
+        let missed_e = format!("{}.e", b.flow_run);
+        log_line(
+            &second,
+            &["Aborted the attempt", &missed_e],
+            Duration::from_secs(15),
+        )
+        .await;
+        (b.flow_run, second)
+    });
+    let log = second.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{missed_id}.e")) && l.contains("Task started")),
+        "the new node started the task, not having heard of the cancel:\n{log}"
+    );
+    assert!(!storage.join("out/missed.csv").exists());
+}

@@ -198,6 +198,24 @@ impl Coordinator {
         });
     }
 
+    /// A worker started a task of a run this coordinator does not hold: if
+    /// the run ended without succeeding, the worker missed its end (it
+    /// started later, or the event was lost), so say it again and the
+    /// worker stops the attempt.
+    fn announce_again(&mut self, flow_run: &str) {
+        match self.store.load(flow_run) {
+            Ok(Some(saved))
+                if saved.snapshot.state.is_terminal()
+                    && saved.snapshot.state != conveyor_schemas::FlowState::Succeeded =>
+            {
+                info!(flow_run = %flow_run, state = %saved.snapshot.state, "A worker started a task of a run that ended; announcing its end again");
+                self.announce_finished(flow_run, saved.snapshot.state);
+            }
+            Ok(_) => {}
+            Err(e) => self.give_up(e),
+        }
+    }
+
     /// Sends one event to a submitting client. Confirmed, but not retried
     /// past the transport's own retries: the run's state is in the database.
     fn send_event(&self, queue: &str, request_id: &str, event: FlowEventKind) {
@@ -865,6 +883,9 @@ impl Handler<UpdateFromWorker> for Coordinator {
         self.check()?;
         let Some(run) = self.runs.get_mut(&update.flow_run) else {
             info!(flow_run = %update.flow_run, task_run = %update.task_run, "Update for a flow run this coordinator does not hold; ignoring");
+            if matches!(update.status, conveyor_schemas::UpdateStatus::Started) {
+                self.announce_again(&update.flow_run);
+            }
             return Ok(());
         };
         let mut rng = rand::rng();
