@@ -131,6 +131,19 @@ impl FlowSpec {
         )
     }
 
+    /// The params a flow declares, each with its default (none: required),
+    /// without parsing the rest: for a list of flows and their params.
+    pub fn declared_params(file: &str, text: &str) -> Result<Declared, Problems> {
+        let doc = parse_document(file, text)?;
+        let diag = Diag::new(text);
+        let mut root = Tbl::new(&diag, "", doc.as_table(), None);
+        let declared = read_params(&mut root, &BTreeMap::new(), false);
+        root.skip_rest();
+        root.finish();
+        diag.finish(file)?;
+        Ok(declared)
+    }
+
     /// Parses a flow that is given no params (each takes its default);
     /// relative extract paths resolve against `base`.
     pub fn parse(file: &str, text: &str, base: &Path) -> Result<FlowSpec, Problems> {
@@ -156,7 +169,7 @@ impl FlowSpec {
         let mut fail_fast = false;
         let mut defaults = RetryPolicy::default();
         let mut default_timeout = DEFAULT_TIMEOUT;
-        let params = read_params(&mut root, given);
+        let params = read_params(&mut root, given, true);
         match root.table("flow").map(|t| t.fixed(FLOW_SHAPE)) {
             Some(mut flow) => {
                 name = flow.req_str("name").unwrap_or_default();
@@ -249,7 +262,7 @@ impl FlowSpec {
 
 /// Reads `[params]`, checks the `given` values against it, and from then on
 /// has the walk fill placeholders in. Returns what the flow declares.
-fn read_params(root: &mut Tbl, given: &BTreeMap<String, String>) -> Declared {
+fn read_params(root: &mut Tbl, given: &BTreeMap<String, String>, require: bool) -> Declared {
     let mut declared = Declared::new();
     let mut spans = HashMap::new();
     let diag = root.diag;
@@ -309,7 +322,7 @@ fn read_params(root: &mut Tbl, given: &BTreeMap<String, String>) -> Declared {
         }
     }
     for (name, default) in &declared {
-        if default.is_none() && !given.contains_key(name) {
+        if require && default.is_none() && !given.contains_key(name) {
             diag.report(
                 &format!("params.{name}"),
                 spans.get(name).cloned().flatten(),
@@ -1109,6 +1122,11 @@ path = "out/{{ params.region }}/{{ params.day }}.csv"
             SinkSpec::File(target) => assert_eq!(target.path, "out/us/2026-11-30.csv"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            FlowSpec::declared_params("p.toml", PARAMS).unwrap(),
+            flow.params,
+            "declared params are read without values"
+        );
         // The same flow without its required param: one problem, at its declaration.
         let err = FlowSpec::parse("p.toml", PARAMS, Path::new("/")).unwrap_err();
         let got: Vec<(&str, Option<usize>)> = err
