@@ -400,9 +400,11 @@ fn retry_after_a_failed_load_reuses_the_extract_and_the_transform() {
     dir.write("shared/out/result.csv/keep", "not a file\n");
     let flow_path = dir.write(
         "r.toml",
-        "[flow]\nname = \"r\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.t]\nkind = \"transform\"\ninput = \"e\"\nsteps = [{ drop = [\"secret\"] }]\n[tasks.l]\nkind = \"load\"\ninput = \"t\"\npath = \"result.csv\"\n",
+        "[flow]\nname = \"r\"\nmax_attempts = 1\n[params]\nout = {}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.t]\nkind = \"transform\"\ninput = \"e\"\nsteps = [{ drop = [\"secret\"] }]\n[tasks.l]\nkind = \"load\"\ninput = \"t\"\npath = \"{{ params.out }}.csv\"\n",
     );
-    let (flow, source) = FlowSpec::load_with_source(&flow_path).unwrap();
+    // The retry runs with the old run's params: the load writes result.csv.
+    let params = [("out".to_string(), "result".to_string())].into();
+    let (flow, source) = FlowSpec::load_with_params(&flow_path, &params).unwrap();
     let coord_cfg = coordinator_config(&dir, &ns, &storage);
     let out_dir = storage.join("out/result.csv");
 
