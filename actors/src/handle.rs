@@ -18,7 +18,9 @@ use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::RunReport;
 use tokio::sync::watch;
 
-use crate::coordinator::{Coordinator, LiveReport, Submit, Submitted, WatchRun};
+use crate::coordinator::{
+    CancelRun, Coordinator, LiveReport, RetryRun, Submit, Submitted, WatchRun,
+};
 use crate::runstore::{RunPage, RunQuery, RunReader, RunSummary, StoreError};
 use crate::schedules::Registry;
 
@@ -236,16 +238,27 @@ impl CoordinatorHandle {
             .map_err(|_| CoordinatorError::Stopped)
     }
 
-    /// Cancels a run. Not in this version.
-    pub async fn cancel(&self, _id: &str) -> Result<(), CoordinatorError> {
-        Err(CoordinatorError::NotSupported("cancelling a run"))
+    /// Cancels run `id`: it ends `Cancelled` at once (every task not yet
+    /// ended is `Cancelled`), saved and announced, and the workers running
+    /// its attempts stop them and commit nothing. `Conflict` if the run
+    /// already ended (a second cancel too); `NotFound` if there is no such run.
+    pub async fn cancel(&self, id: &str) -> Result<(), CoordinatorError> {
+        self.addr
+            .send(CancelRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Starts a new run that re-runs the failed, cancelled and skipped tasks
-    /// of run `id` and reuses the committed outputs of its succeeded ones.
-    /// Not in this version.
-    pub async fn retry(&self, _id: &str) -> Result<Submitted, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("retrying a run"))
+    /// of run `id` and reuses the committed outputs of its succeeded ones
+    /// (shown as `Reused`), from the same flow text and params; the new run
+    /// records `retry_of`. `Conflict` if `id` succeeded or is still running;
+    /// `NotFound` if there is no such run; `NoHistory` in memory.
+    pub async fn retry(&self, id: &str) -> Result<Submitted, CoordinatorError> {
+        self.addr
+            .send(RetryRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Every attempt of every task of run `id`, in start order. Not in this
@@ -446,9 +459,23 @@ mod tests {
             let listed: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
             assert!(page.next.is_some());
+            // A run that ended can be neither cancelled nor, having
+            // succeeded, retried; an unknown one is not found.
             assert!(matches!(
                 handle.cancel(&ids[0]).await,
-                Err(CoordinatorError::NotSupported(_))
+                Err(CoordinatorError::Conflict(m)) if m.contains("already ended (Succeeded)")
+            ));
+            assert!(matches!(
+                handle.retry(&ids[0]).await,
+                Err(CoordinatorError::Conflict(m)) if m.contains("nothing to retry")
+            ));
+            assert!(matches!(
+                handle.cancel("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
+            ));
+            assert!(matches!(
+                handle.retry("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
             ));
             node.shutdown(Duration::from_secs(1)).await;
         });
