@@ -66,11 +66,29 @@ impl Registered {
 }
 
 /// The params `flow` declares, with their defaults.
-///
-/// Flow params (`[params]`) come with the `engine` part of issue 11, which
-/// adds them to [`FlowSpec`]; until then a flow declares none.
-fn declared_params(_flow: &FlowSpec) -> BTreeMap<String, Option<String>> {
-    BTreeMap::new()
+fn declared_params(flow: &FlowSpec) -> BTreeMap<String, Option<String>> {
+    flow.params.clone()
+}
+
+/// Loads a flow to register. A scheduled flow may declare `slot` without a
+/// default (each of its scheduled runs gets one): it is checked with a slot.
+fn load_registered(path: &Path) -> Result<(FlowSpec, FlowSource), conveyor_flow::Problems> {
+    FlowSpec::load_with_source(path).or_else(|problems| {
+        let sample = BTreeMap::from([(
+            SLOT_PARAM.to_string(),
+            "1970-01-01T00:00:00+00:00".to_string(),
+        )]);
+        match FlowSpec::load_with_params(path, &sample) {
+            Ok((flow, source)) if flow.schedule.is_some() => Ok((
+                flow,
+                FlowSource {
+                    params: BTreeMap::new(),
+                    ..source
+                },
+            )),
+            _ => Err(problems),
+        }
+    })
 }
 
 /// Why the registered flows could not be loaded: every problem at once.
@@ -117,7 +135,7 @@ impl Registry {
         let mut flows: BTreeMap<String, Registered> = BTreeMap::new();
         let mut problems = Vec::new();
         for path in paths {
-            let (flow, source) = match FlowSpec::load_with_source(&path) {
+            let (flow, source) = match load_registered(&path) {
                 Ok(loaded) => loaded,
                 Err(p) => {
                     problems.push(p.to_string());

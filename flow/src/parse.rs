@@ -46,8 +46,15 @@ use crate::params::{Declared, ParamValues};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Keys that shape the DAG (or name the flow): params cannot set them.
-const FLOW_SHAPE: &[&str] = &["name", "fuse", "fail_fast"];
+/// Keys that shape the DAG, name the flow or schedule it: params cannot set them.
+const FLOW_SHAPE: &[&str] = &[
+    "name",
+    "fuse",
+    "fail_fast",
+    "schedule",
+    "timezone",
+    "catchup",
+];
 const TASK_SHAPE: &[&str] = &["kind", "input", "after", "partitions", "parts"];
 
 fn format_from_path(p: &str) -> Option<DataFormat> {
