@@ -510,7 +510,6 @@ fn hostile_bodies_ids_and_queries_get_clear_4xx_and_change_nothing() {
 
 /// Params the flow does not declare are refused (422) before a run starts.
 #[test]
-#[ignore = "needs the flow params of the `engine` branch (FlowSpec::parse_source applying params)"]
 fn unknown_params_are_refused() {
     let api = Api::start("api_params");
     let before = api.total_runs();
@@ -678,4 +677,74 @@ fn registered_flows_are_listed_and_triggered_through_the_api_and_the_cli() {
             .any(|l| l.starts_with("conveyor_runs_total{") && l.contains("daily")),
         "{text}"
     );
+}
+
+/// Cancel and retry through the API and the CLI: a cancelled run ends
+/// `Cancelled` and a second cancel is a 409; a failed run retried after its
+/// input appears succeeds as a new run linked to the old one.
+#[test]
+fn runs_are_cancelled_and_retried_through_the_api_and_the_cli() {
+    let api = Api::start_with(
+        "api_cancel_retry",
+        &[("CONVEYOR_FAILPOINTS", "sleep=3000@e")],
+    );
+    api.dir.write("in.csv", "id\n1\n");
+    let (status, created) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": flow_text("slow", "in.csv") }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap().to_string();
+    let (status, body) = api.post(
+        &format!("/api/v1/runs/{id}/cancel"),
+        Some(OPERATE),
+        &json!({}),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({ "run_id": id, "state": "Cancelled" }));
+    let events = api.events(&id);
+    assert_eq!(events.last().unwrap().1["state"], "Cancelled", "{events:?}");
+    let (status, err) = api.post(
+        &format!("/api/v1/runs/{id}/cancel"),
+        Some(OPERATE),
+        &json!({}),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("conflict")),
+        "{err}"
+    );
+    let out = api.cli(&["runs", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let out = api.cli(&["runs", "watch", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+
+    // A run that fails for want of its input, retried once the input is there.
+    let (status, created) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": flow_text("late", "late.csv") }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let failed = created["run_id"].as_str().unwrap().to_string();
+    assert_eq!(api.events(&failed).last().unwrap().1["state"], "Failed");
+    api.dir.write("late.csv", "id\n7\n");
+    let (status, retried) = api.post(
+        &format!("/api/v1/runs/{failed}/retry"),
+        Some(OPERATE),
+        &json!({}),
+    );
+    assert_eq!(status, 201, "{retried}");
+    assert_eq!(retried["retry_of"], failed.as_str());
+    let new = retried["run_id"].as_str().unwrap().to_string();
+    assert_eq!(api.events(&new).last().unwrap().1["state"], "Succeeded");
+    let (_, run) = api.get(&format!("/api/v1/runs/{new}"), Some(READ));
+    assert_eq!(run["retry_of"], failed.as_str(), "{run}");
+    // The CLI retries too; the new run's id is on stdout.
+    let out = api.cli(&["runs", "retry", &failed]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let again = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = api.cli(&["runs", "watch", &again]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod conformance;
 mod coordinator;
 mod embedded;
+mod engine;
 mod faults;
 mod harness;
 mod layers;

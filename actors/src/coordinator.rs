@@ -30,6 +30,7 @@ use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
 use crate::fatal::Fatal;
+use crate::handle::CoordinatorError;
 use crate::metrics::CoordinatorMetrics;
 use crate::notify::Notifier;
 use crate::runstore::{RunStore, RunUpdate, StoreError};
@@ -257,6 +258,24 @@ impl Coordinator {
         });
     }
 
+    /// A worker started a task of a run this coordinator does not hold: if
+    /// the run ended without succeeding, the worker missed its end (it
+    /// started later, or the event was lost), so say it again and the
+    /// worker stops the attempt.
+    fn announce_again(&mut self, flow_run: &str) {
+        match self.store.load(flow_run) {
+            Ok(Some(saved))
+                if saved.snapshot.state.is_terminal()
+                    && saved.snapshot.state != conveyor_schemas::FlowState::Succeeded =>
+            {
+                info!(flow_run = %flow_run, state = %saved.snapshot.state, "A worker started a task of a run that ended; announcing its end again");
+                self.announce_finished(flow_run, saved.snapshot.state);
+            }
+            Ok(_) => {}
+            Err(e) => self.give_up(e),
+        }
+    }
+
     /// Sends one event to a submitting client. Confirmed, but not retried
     /// past the transport's own retries: the run's state is in the database.
     fn send_event(&self, queue: &str, request_id: &str, event: FlowEventKind) {
@@ -388,14 +407,21 @@ impl Coordinator {
         client: Option<Client>,
         origin: Origin,
         ctx: &mut Context<Self>,
-    ) -> Result<
-        (
-            String,
-            watch::Receiver<RunReport>,
-            oneshot::Receiver<RunReport>,
-        ),
-        NotTaken,
-    > {
+    ) -> Result<Started, NotTaken> {
+        self.start(flow, source, client, origin, None, ctx)
+    }
+
+    /// [`Self::start_run`], reusing the outputs of the tasks that succeeded
+    /// in `reuse`, the snapshot of the run this one retries.
+    fn start(
+        &mut self,
+        flow: Arc<FlowSpec>,
+        source: &FlowSource,
+        client: Option<Client>,
+        origin: Origin,
+        reuse: Option<&FlowSnapshot>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Started, NotTaken> {
         let id = format!(
             "{}-{}",
             flow.name,
@@ -403,13 +429,17 @@ impl Coordinator {
         );
         let now = Instant::now();
         let flow_name = flow.name.clone();
-        let machine = FlowRun::new(
+        let mut machine = FlowRun::new(
             id.clone(),
             flow,
             self.reply_queue.clone(),
             self.worker_wait,
             now,
         );
+        if let Some(old) = reuse {
+            let reused = machine.reuse(old);
+            info!(flow_run = %id, retry_of = origin.retry_of.as_deref().unwrap_or_default(), reused, "Retrying a flow run: reusing the outputs of its succeeded tasks");
+        }
         let clock = Clock::now();
         let request = client
             .as_ref()
@@ -627,6 +657,13 @@ impl Coordinator {
     }
 }
 
+/// A run just started: its id, its reports as they change, its final report.
+type Started = (
+    String,
+    watch::Receiver<RunReport>,
+    oneshot::Receiver<RunReport>,
+);
+
 /// Saves a run's snapshot, and its report once it has ended, in one row update.
 fn save(
     store: &RunStore,
@@ -715,6 +752,91 @@ impl Handler<Submit> for Coordinator {
         self.check()?;
         let (flow_run, progress, done) =
             self.start_run(msg.flow, &msg.source, None, Origin::default(), ctx)?;
+        Ok(Submitted {
+            flow_run,
+            progress,
+            done,
+        })
+    }
+}
+
+/// Cancels a run: see [`crate::handle::CoordinatorHandle::cancel`].
+#[derive(Message)]
+#[rtype(result = "Result<(), CoordinatorError>")]
+pub struct CancelRun(pub String);
+
+impl Handler<CancelRun> for Coordinator {
+    type Result = Result<(), CoordinatorError>;
+
+    fn handle(&mut self, CancelRun(id): CancelRun, ctx: &mut Context<Self>) -> Self::Result {
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))?;
+        let Some(run) = self.runs.get_mut(&id) else {
+            return Err(match self.store.load(&id)? {
+                Some(saved) => CoordinatorError::Conflict(format!(
+                    "flow run {id} already ended ({}); only a run in flight can be cancelled",
+                    saved.snapshot.state
+                )),
+                None => CoordinatorError::NotFound(format!("no flow run {id}")),
+            });
+        };
+        if !run.machine.cancel(Instant::now()) {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} already ended ({})",
+                run.machine.state()
+            )));
+        }
+        info!(flow_run = %id, "Cancelling a flow run; its workers are told to stop");
+        // Saves it, tells its client, announces its end to the workers.
+        self.advance(Some(&id), ctx);
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))
+    }
+}
+
+/// Retries a run: see [`crate::handle::CoordinatorHandle::retry`].
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, CoordinatorError>")]
+pub struct RetryRun(pub String);
+
+impl Handler<RetryRun> for Coordinator {
+    type Result = Result<Submitted, CoordinatorError>;
+
+    fn handle(&mut self, RetryRun(id): RetryRun, ctx: &mut Context<Self>) -> Self::Result {
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))?;
+        if self.runs.contains_key(&id) {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} is still running; only a run that ended can be retried"
+            )));
+        }
+        if !self.store.is_durable() {
+            return Err(CoordinatorError::NoHistory);
+        }
+        let Some(old) = self.store.load(&id)? else {
+            return Err(CoordinatorError::NotFound(format!("no flow run {id}")));
+        };
+        if old.snapshot.state == conveyor_schemas::FlowState::Succeeded {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} succeeded; there is nothing to retry"
+            )));
+        }
+        let flow = FlowSpec::parse_source(&old.source).map_err(|problems| {
+            CoordinatorError::Invalid(format!(
+                "flow run {id} cannot be retried: its flow no longer parses\n{problems}"
+            ))
+        })?;
+        let origin = Origin {
+            retry_of: Some(id),
+            slot: None,
+        };
+        let (flow_run, progress, done) = self
+            .start(
+                Arc::new(flow),
+                &old.source,
+                None,
+                origin,
+                Some(&old.snapshot),
+                ctx,
+            )
+            .map_err(|e| CoordinatorError::NotTaken(e.0))?;
         Ok(Submitted {
             flow_run,
             progress,
@@ -821,19 +943,20 @@ impl Handler<SubmitRemote> for Coordinator {
             );
             return Ok(());
         }
-        let flow = match FlowSpec::parse(&sub.flow_file, &sub.flow_text, base) {
-            Ok(f) => f,
-            Err(problems) => {
-                reject(self, format!("invalid flow\n{problems}"));
-                return Ok(());
-            }
-        };
+        let flow =
+            match FlowSpec::parse_with_params(&sub.flow_file, &sub.flow_text, base, &sub.params) {
+                Ok(f) => f,
+                Err(problems) => {
+                    reject(self, format!("invalid flow\n{problems}"));
+                    return Ok(());
+                }
+            };
         info!(request_id = %sub.request_id, client = %sub.client, flow = %flow.name, "Flow submitted by a client");
         let source = FlowSource {
             file: sub.flow_file.clone(),
             text: sub.flow_text.clone(),
             base: sub.flow_base.clone(),
-            params: Default::default(),
+            params: sub.params.clone(),
         };
         let client = Client {
             request_id: sub.request_id.clone(),
@@ -919,6 +1042,9 @@ impl Handler<UpdateFromWorker> for Coordinator {
         self.check()?;
         let Some(run) = self.runs.get_mut(&update.flow_run) else {
             info!(flow_run = %update.flow_run, task_run = %update.task_run, "Update for a flow run this coordinator does not hold; ignoring");
+            if matches!(update.status, conveyor_schemas::UpdateStatus::Started) {
+                self.announce_again(&update.flow_run);
+            }
             return Ok(());
         };
         let mut rng = rand::rng();

@@ -18,7 +18,9 @@ use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::RunReport;
 use tokio::sync::watch;
 
-use crate::coordinator::{Coordinator, ListNodes, LiveReport, Submit, Submitted, WatchRun};
+use crate::coordinator::{
+    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, Submit, Submitted, WatchRun,
+};
 use crate::runstore::{RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
 use crate::schedules::Registry;
 
@@ -236,16 +238,27 @@ impl CoordinatorHandle {
             .map_err(|_| CoordinatorError::Stopped)
     }
 
-    /// Cancels a run. Not in this version.
-    pub async fn cancel(&self, _id: &str) -> Result<(), CoordinatorError> {
-        Err(CoordinatorError::NotSupported("cancelling a run"))
+    /// Cancels run `id`: it ends `Cancelled` at once (every task not yet
+    /// ended is `Cancelled`), saved and announced, and the workers running
+    /// its attempts stop them and commit nothing. `Conflict` if the run
+    /// already ended (a second cancel too); `NotFound` if there is no such run.
+    pub async fn cancel(&self, id: &str) -> Result<(), CoordinatorError> {
+        self.addr
+            .send(CancelRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Starts a new run that re-runs the failed, cancelled and skipped tasks
-    /// of run `id` and reuses the committed outputs of its succeeded ones.
-    /// Not in this version.
-    pub async fn retry(&self, _id: &str) -> Result<Submitted, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("retrying a run"))
+    /// of run `id` and reuses the committed outputs of its succeeded ones
+    /// (shown as `Reused`), from the same flow text and params; the new run
+    /// records `retry_of`. `Conflict` if `id` succeeded or is still running;
+    /// `NotFound` if there is no such run; `NoHistory` in memory.
+    pub async fn retry(&self, id: &str) -> Result<Submitted, CoordinatorError> {
+        self.addr
+            .send(RetryRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Every attempt of every task of run `id`, in start order. Not in this
@@ -322,7 +335,7 @@ impl CoordinatorHandle {
     }
 
     /// Starts a run of registered flow `flow` with `params` (a param not
-    /// given takes its default).
+    /// given takes its default; an unknown or missing one is `Invalid`).
     pub async fn trigger(
         &self,
         flow: &str,
@@ -333,26 +346,6 @@ impl CoordinatorHandle {
             .as_ref()
             .and_then(|r| r.get(flow))
             .ok_or_else(|| CoordinatorError::NotFound(format!("no registered flow `{flow}`")))?;
-        let declared = registered.params();
-        let unknown: Vec<&str> = params
-            .keys()
-            .filter(|k| !declared.contains_key(*k))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            let known = if declared.is_empty() {
-                "it declares none".to_string()
-            } else {
-                let names: Vec<&str> = declared.keys().map(String::as_str).collect();
-                format!("it declares {}", names.join(", "))
-            };
-            return Err(CoordinatorError::Invalid(format!(
-                "flow `{flow}` ({}): unknown param{} {}; {known}",
-                registered.path.display(),
-                if unknown.len() == 1 { "" } else { "s" },
-                unknown.join(", ")
-            )));
-        }
         let source = registered.source_with(params);
         let spec = FlowSpec::parse_source(&source).map_err(|problems| {
             CoordinatorError::Invalid(format!("flow `{flow}` with these params: {problems}"))
@@ -464,9 +457,23 @@ mod tests {
             let listed: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
             assert!(page.next.is_some());
+            // A run that ended can be neither cancelled nor, having
+            // succeeded, retried; an unknown one is not found.
             assert!(matches!(
                 handle.cancel(&ids[0]).await,
-                Err(CoordinatorError::NotSupported(_))
+                Err(CoordinatorError::Conflict(m)) if m.contains("already ended (Succeeded)")
+            ));
+            assert!(matches!(
+                handle.retry(&ids[0]).await,
+                Err(CoordinatorError::Conflict(m)) if m.contains("nothing to retry")
+            ));
+            assert!(matches!(
+                handle.cancel("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
+            ));
+            assert!(matches!(
+                handle.retry("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
             ));
             node.shutdown(Duration::from_secs(1)).await;
         });
@@ -481,15 +488,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("flows")).unwrap();
         std::fs::write(dir.join("flows/in.csv"), "a,b\n1,x\n").unwrap();
-        let flow = |name: &str, extra: &str| {
-            format!("[flow]\nname = \"{name}\"\n{extra}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n")
+        let flow = |name: &str, extra: &str, params: &str, out: &str| {
+            format!("[flow]\nname = \"{name}\"\n{extra}\n[params]\n{params}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{out}\"\n")
         };
-        std::fs::write(dir.join("flows/manual.toml"), flow("manual", "")).unwrap();
+        std::fs::write(
+            dir.join("flows/manual.toml"),
+            flow(
+                "manual",
+                "",
+                "day = { default = \"d1\" }",
+                "manual-{{ params.day }}.csv",
+            ),
+        )
+        .unwrap();
+        // `slot` needs no default: every scheduled run is given one.
         std::fs::write(
             dir.join("flows/tick.toml"),
             flow(
                 "tick",
                 "schedule = \"* * * * * *\"\ntimezone = \"Europe/Paris\"",
+                "slot = {}",
+                "tick.csv",
             ),
         )
         .unwrap();
@@ -521,18 +540,33 @@ mod tests {
             let next = flows[1].next_fire_ms.unwrap();
             assert!(next > now && next <= now + 1000, "{next} vs {now}");
             assert!(flows[1].file.ends_with("tick.toml"), "{}", flows[1].file);
+            assert_eq!(
+                flows[0].params,
+                BTreeMap::from([("day".to_string(), Some("d1".to_string()))])
+            );
+            assert_eq!(
+                flows[1].params,
+                BTreeMap::from([("slot".to_string(), None)])
+            );
 
-            let run = handle.trigger("manual", BTreeMap::new()).await.unwrap();
+            let day = BTreeMap::from([("day".to_string(), "d2".to_string())]);
+            let run = handle.trigger("manual", day).await.unwrap();
             let done = run.done.await.unwrap();
             assert_eq!(done.state, FlowState::Succeeded, "{done:?}");
+            assert!(dir.join("out/manual-d2.csv").is_file());
             assert!(matches!(
                 handle.trigger("nope", BTreeMap::new()).await,
                 Err(CoordinatorError::NotFound(m)) if m.contains("`nope`")
             ));
-            let bad = BTreeMap::from([("day".to_string(), "1".to_string())]);
+            let bad = BTreeMap::from([("month".to_string(), "1".to_string())]);
             assert!(matches!(
                 handle.trigger("manual", bad).await,
-                Err(CoordinatorError::Invalid(m)) if m.contains("unknown param day")
+                Err(CoordinatorError::Invalid(m)) if m.contains("params.month") && m.contains("declares only day")
+            ));
+            // A scheduled flow triggered by hand must be given its slot.
+            assert!(matches!(
+                handle.trigger("tick", BTreeMap::new()).await,
+                Err(CoordinatorError::Invalid(m)) if m.contains("params.slot") && m.contains("is required")
             ));
             // The schedule fires within a few seconds, and its runs succeed.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -549,6 +583,19 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
             assert!(ticked.starts_with("tick-"), "{ticked}");
+            // Its run got the slot, in the flow's zone (Paris in winter or summer).
+            let db = rusqlite::Connection::open(dir.join("c.db")).unwrap();
+            let params: String = db
+                .query_row(
+                    "SELECT params FROM flow_runs WHERE id = ?1",
+                    [&ticked],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                params.starts_with("{\"slot\":\"20") && (params.ends_with("+01:00\"}") || params.ends_with("+02:00\"}")),
+                "{params}"
+            );
             assert!(handle.schedule_lags().contains_key("tick"));
             let page = handle
                 .list(RunQuery {

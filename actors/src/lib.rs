@@ -12,7 +12,8 @@ machine, the data plane and the broker.
   API, dashboard) talks to it; [`runstore`] is its SQLite history;
   [`schedules`] its registered flows and the slots their schedules fire.
 - [`supervisor`] and [`worker`]: one worker actor per kind, restarted with
-  backoff; each task runs off the actix thread.
+  backoff; each task runs off the actix thread. [`cancel`]: the cancel
+  flags of a node's attempts, raised when their run ends.
 - [`transport`]: RabbitMQ through lapin, and the in-process bus of the
   embedded default, behind one [`transport::Transport`].
 - [`metrics`]: Prometheus metrics (names, recorder, the handles hot paths
@@ -23,6 +24,7 @@ machine, the data plane and the broker.
 */
 
 pub mod backoff;
+pub mod cancel;
 pub mod coordinator;
 pub mod failpoint;
 pub mod fatal;

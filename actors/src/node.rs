@@ -186,8 +186,10 @@ impl Node {
                     None
                 }
             };
+            let cancels = crate::cancel::RunCancels::default();
             io.spawn(housekeeping(
                 store.clone(),
+                cancels.clone(),
                 runs_finished,
                 cfg.keep_failed,
                 stopping.subscribe(),
@@ -209,6 +211,7 @@ impl Node {
                 failpoints: Failpoints::from_env(),
                 consuming: Arc::new(consuming_tx),
                 metrics: crate::metrics::WorkerMetrics::new(roles.workers.keys().copied()),
+                cancels,
             };
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
@@ -381,6 +384,7 @@ impl Node {
             flow_base: source.base,
             reply_to: queue,
             client: self.name.clone(),
+            params: source.params,
         };
         let t = self.transport.clone();
         on_io(&self.io, async move {
@@ -521,11 +525,13 @@ async fn pump_events(
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A worker node's artifact housekeeping: a run that ended is cleaned at
-/// once (a succeeded one's artifacts deleted, a failed one's kept for a
-/// retry), and expired runs are swept at start and hourly. File work runs on
+/// once (a succeeded one's artifacts deleted, a failed or cancelled one's
+/// kept for a retry, and its attempts on this node stopped), and expired
+/// runs are swept at start and hourly. File work runs on
 /// the blocking pool.
 async fn housekeeping(
     store: Arc<dyn ArtifactStore>,
+    cancels: crate::cancel::RunCancels,
     mut runs_finished: Option<mpsc::Receiver<RunFinished>>,
     keep_failed: Duration,
     mut stopping: watch::Receiver<bool>,
@@ -555,6 +561,13 @@ async fn housekeeping(
                 // The transport closed: the node is stopping.
                 let Some(ev) = ev else { return };
                 let succeeded = ev.state == conveyor_schemas::FlowState::Succeeded;
+                if !succeeded {
+                    // Before the file work: the attempts stop at once.
+                    let stopped = cancels.run_ended(&ev.flow_run);
+                    if stopped > 0 {
+                        info!(flow_run = %ev.flow_run, state = %ev.state, attempts = stopped, "Run ended; stopping its attempts on this node");
+                    }
+                }
                 let (s, run) = (store.clone(), ev.flow_run.clone());
                 match tokio::task::spawn_blocking(move || s.run_finished(&run, succeeded)).await {
                     Ok(Ok(())) if succeeded => info!(flow_run = %ev.flow_run, "Removed the artifacts of a succeeded run"),

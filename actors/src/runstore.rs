@@ -369,6 +369,11 @@ impl RunStore {
         .map_err(|e| self.fail(e))
     }
 
+    /// One run by its id, ended or not; none in memory.
+    pub fn load(&self, id: &str) -> Result<Option<StoredRun>, StoreError> {
+        Ok(self.select("WHERE id = ?1", params![id])?.pop())
+    }
+
     /// Every run not yet Succeeded, Failed or Cancelled, oldest first.
     pub fn unfinished(&self) -> Result<Vec<StoredRun>, StoreError> {
         self.select(

@@ -66,11 +66,73 @@ impl Registered {
 }
 
 /// The params `flow` declares, with their defaults.
-///
-/// Flow params (`[params]`) come with the `engine` part of issue 11, which
-/// adds them to [`FlowSpec`]; until then a flow declares none.
-fn declared_params(_flow: &FlowSpec) -> BTreeMap<String, Option<String>> {
-    BTreeMap::new()
+fn declared_params(flow: &FlowSpec) -> BTreeMap<String, Option<String>> {
+    flow.params.clone()
+}
+
+/// Loads a flow to register. A flow may declare params without a default:
+/// a trigger must give them, so the flow is checked here with a sample value
+/// for each. A scheduled run gets only `slot`, so a scheduled flow's other
+/// params need defaults.
+fn load_registered(path: &Path) -> Result<(FlowSpec, FlowSource), conveyor_flow::Problems> {
+    FlowSpec::load_with_source(path).or_else(|problems| {
+        let file = path.display().to_string();
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Err(problems);
+        };
+        let Ok(declared) = FlowSpec::declared_params(&file, &text) else {
+            return Err(problems);
+        };
+        let required: Vec<&String> = declared
+            .iter()
+            .filter(|(_, default)| default.is_none())
+            .map(|(name, _)| name)
+            .collect();
+        if required.is_empty() {
+            return Err(problems);
+        }
+        let sample: BTreeMap<String, String> = required
+            .iter()
+            .map(|name| {
+                let value = if name.as_str() == SLOT_PARAM {
+                    "1970-01-01T00:00:00+00:00"
+                } else {
+                    "sample"
+                };
+                (name.to_string(), value.to_string())
+            })
+            .collect();
+        let (flow, source) = FlowSpec::load_with_params(path, &sample).map_err(|_| problems)?;
+        let unscheduled: Vec<&str> = required
+            .iter()
+            .map(|n| n.as_str())
+            .filter(|n| *n != SLOT_PARAM)
+            .collect();
+        if flow.schedule.is_some() && !unscheduled.is_empty() {
+            return Err(conveyor_flow::Problems {
+                file,
+                problems: vec![conveyor_flow::Problem {
+                    key: "params".into(),
+                    line: None,
+                    message: format!(
+                    "flow `{}` is scheduled, but its param{} `{}` {} no default; a scheduled run is given only `{SLOT_PARAM}`: give {} a default",
+                    flow.name,
+                    if unscheduled.len() == 1 { "" } else { "s" },
+                    unscheduled.join("`, `"),
+                    if unscheduled.len() == 1 { "has" } else { "have" },
+                    if unscheduled.len() == 1 { "it" } else { "them" },
+                ),
+                }],
+            });
+        }
+        Ok((
+            flow,
+            FlowSource {
+                params: BTreeMap::new(),
+                ..source
+            },
+        ))
+    })
 }
 
 /// Why the registered flows could not be loaded: every problem at once.
@@ -117,7 +179,7 @@ impl Registry {
         let mut flows: BTreeMap<String, Registered> = BTreeMap::new();
         let mut problems = Vec::new();
         for path in paths {
-            let (flow, source) = match FlowSpec::load_with_source(&path) {
+            let (flow, source) = match load_registered(&path) {
                 Ok(loaded) => loaded,
                 Err(p) => {
                     problems.push(p.to_string());
@@ -319,6 +381,36 @@ mod tests {
     }
 
     const T0: u64 = 1_796_000_000_000; // a whole second
+
+    /// A flow whose load path takes param `day` (no default), and `slot` if
+    /// asked.
+    fn flow_with_params(name: &str, schedule: &str, params: &str) -> String {
+        format!("[flow]\nname = \"{name}\"\n{schedule}\n[params]\n{params}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out-{{{{ params.day }}}}.csv\"\n")
+    }
+
+    #[test]
+    fn a_flow_with_required_params_registers_but_a_scheduled_one_needs_defaults() {
+        let d = dir("required");
+        std::fs::write(d.join("r.toml"), flow_with_params("r", "", "day = {}")).unwrap();
+        let reg = Registry::load(&d).unwrap();
+        let r = reg.get("r").unwrap();
+        assert_eq!(r.params(), BTreeMap::from([("day".to_string(), None)]));
+        // A trigger's params go into the run's source; none are saved here.
+        assert!(r.source.params.is_empty());
+
+        std::fs::write(
+            d.join("s.toml"),
+            flow_with_params("s", "schedule = \"0 2 * * *\"", "day = {}\nslot = {}"),
+        )
+        .unwrap();
+        let err = Registry::load(&d).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("flow `s` is scheduled, but its param `day` has no default"),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn the_registry_loads_every_flow_and_reports_every_problem_at_once() {

@@ -14,6 +14,12 @@ what makes a task's effect happen once:
 3. run the task to a committed output (tmp file, fsync, rename) and write the marker;
 4. publish the result (confirmed), and only then ack.
 
+A run that ends while its attempt runs here (cancelled, or failed; see
+[`crate::cancel`]) raises the attempt's flag: the worker stops waiting for the
+blocking work, acks, and frees its slot at once; the work stops at its next
+batch and commits nothing. A task of a run known to have ended is acked
+without starting.
+
 A panic in the task leaves the delivery unacked and stops the actor; the
 supervisor restarts it with backoff and the broker redelivers the task (and
 dead-letters it once it passes the delivery limit).
@@ -60,6 +66,9 @@ pub struct WorkerEnv {
     pub consuming: Arc<watch::Sender<BTreeSet<TaskKind>>>,
     /// Task counts, durations and volumes, by kind.
     pub metrics: WorkerMetrics,
+    /// Cancel flags of the attempts running here, raised when their run
+    /// ends; and the runs heard to end, whose tasks are not started.
+    pub cancels: crate::cancel::RunCancels,
 }
 
 pub struct Worker {
@@ -355,6 +364,19 @@ async fn process(
     let Ok(_slot) = slots.acquire_owned().await else {
         return Outcome::Settled;
     };
+    // Checked once a slot is free: the run may have ended while it waited.
+    if env.cancels.has_ended(&msg.flow_run) {
+        return async move {
+            info!(
+                delivery = delivery.delivery,
+                "Not starting a task of a run that ended; acking it"
+            );
+            settle_ack(delivery).await;
+            Outcome::Settled
+        }
+        .instrument(span)
+        .await;
+    }
     run_one(env, msg, delivery).instrument(span).await
 }
 
@@ -399,14 +421,30 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         n,
         progress.clone(),
     ));
-    let result = tokio::task::spawn_blocking(move || {
-        let done = execute(&work_env, &work_msg, n, &progress, routed_rx)?;
+    let cancel = env.cancels.register(&msg.flow_run);
+    let flag = cancel.flag.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let done = execute(&work_env, &work_msg, n, &progress, &flag, routed_rx)?;
         // Its bytes cost a few `stat` calls: only when metrics are on.
         let moved = (!done.duplicate && crate::metrics::recording())
             .then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
         Ok((done, moved))
-    })
-    .await;
+    });
+    // The blocking work may sit in a read for long (a slow download): when
+    // the run ends, stop waiting for it. It is abandoned, not killed: it
+    // stops at its next batch, and its flag fences any commit it reaches.
+    let result = tokio::select! {
+        result = work => result,
+        _ = cancel.flag.raised() => {
+            reporter.abort();
+            env.metrics
+                .of(msg.spec.kind())
+                .finished(TaskOutcome::Cancelled, began.elapsed());
+            info!(delivery = n, "Aborted the attempt: its run ended; acking it (the work left behind stops at its next batch and commits nothing)");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+    };
     reporter.abort();
     let metrics = env.metrics.of(msg.spec.kind());
     let outcome = match &result {
@@ -417,6 +455,12 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     };
     metrics.finished(outcome, began.elapsed());
     let status = match result {
+        Ok(Err(e @ conveyor_etl::EtlError::Cancelled)) => {
+            // The run ended as the work noticed; the coordinator is done with it.
+            info!(delivery = n, reason = %e, "Aborted the attempt: its run ended; nothing was committed, acking it");
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
         Ok(Ok((done, moved))) => {
             if let Some(moved) = moved {
                 metrics.moved(&moved);
@@ -512,6 +556,7 @@ fn execute(
     msg: &TaskMessage,
     delivery: u32,
     progress: &AtomicU64,
+    cancel: &crate::cancel::CancelFlag,
     routed: std::sync::mpsc::Receiver<bool>,
 ) -> conveyor_etl::Result<Executed> {
     let ws = &env.workspace;
@@ -533,6 +578,9 @@ fn execute(
     // the result's publish decides.
     let verdict = std::cell::OnceCell::new();
     let coordinator_listens = || {
+        if cancel.is_raised() {
+            return Err(conveyor_etl::EtlError::Cancelled);
+        }
         if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())
         } else {
@@ -548,6 +596,7 @@ fn execute(
         delivery,
         progress,
         before_commit: Some(&coordinator_listens),
+        cancel: Some(cancel.flag()),
     };
     env.failpoints.before_task(&msg.task);
     let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;

@@ -10,6 +10,8 @@ the HTTP API and the dashboard can parse flows cheaply
   (the wire's source, steps and sink, with [`TaskInput`] for inputs that
   exist only at dispatch), [`RetryPolicy`], and the [`FlowSource`] a run
   keeps to parse it again.
+- [`params`]: `[params]` and `{{ params.NAME }}`: the one substitution
+  function, with the caller's escaping rule.
 - [`parse`]: flow files: every problem with its key and line, in one pass.
 - [`graph`]: graph checks (unknown references, cycles) and task ordering.
 - [`fuse`]: `fuse = true`: single-reader chains folded into one task.
@@ -27,6 +29,7 @@ pub mod diag;
 pub(crate) mod fuse;
 pub(crate) mod graph;
 pub mod model;
+pub mod params;
 pub mod parse;
 pub(crate) mod partition;
 pub mod schedule;

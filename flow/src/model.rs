@@ -22,6 +22,8 @@ pub struct FlowSpec {
     /// skips every other task. By default only the tasks that depend on it
     /// are skipped; independent branches run to completion.
     pub fail_fast: bool,
+    /// `[params]`: each param with its default (none: a run must give it).
+    pub params: crate::params::Declared,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -432,4 +432,15 @@ mod tests {
         let err = parse("[flow]\nname = \"f\"\ntimezone = \"UTC\"\n").unwrap_err();
         assert!(err.to_string().contains("has no `schedule`"), "{err}");
     }
+
+    #[test]
+    fn a_param_cannot_set_the_schedule() {
+        let text = "[flow]\nname = \"f\"\nschedule = \"{{ params.cron }}\"\n[params]\ncron = { default = \"0 2 * * *\" }\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n";
+        let err = crate::FlowSpec::parse("f.toml", text, std::path::Path::new("/d")).unwrap_err();
+        assert_eq!(
+            (err.problems[0].key.as_str(), err.problems[0].line),
+            ("flow.schedule", Some(3)),
+            "{err}"
+        );
+    }
 }

@@ -46,6 +46,7 @@ Examples:\n  conveyor run flows/colors.toml                 # embedded, no broke
 conveyor runs list --state Failed                # through a coordinator's API\n  \
 conveyor node --config worker.toml              # a worker node of a cluster\n  \
 conveyor run flows/colors.toml --config client.toml --json\n  \
+conveyor run flows/colors_pick.toml --param name=coral\n  \
 conveyor validate flows/colors.toml"
 )]
 struct Cli {
@@ -76,6 +77,25 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// One `--param NAME=VALUE`.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    conveyor_flow::params::parse_assignment(text)
+}
+
+/// The `--param`s as a map; a name given twice is an error, not a silent
+/// choice of one of the values.
+fn param_map(
+    params: Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, value) in params {
+        if map.insert(name.clone(), value).is_some() {
+            return Err(format!("--param {name} is given twice"));
+        }
+    }
+    Ok(map)
 }
 
 #[derive(Subcommand)]
@@ -127,11 +147,23 @@ enum Command {
         /// With --submit: how long a coordinator has to accept the flow.
         #[arg(long, default_value = "30s", value_parser = parse_positive_duration, requires = "submit")]
         accept_timeout: Duration,
+        /// A value for one of the flow's [params], used wherever the flow
+        /// writes `{{ params.NAME }}`; repeat for each param. A param not
+        /// given takes its default; one without a default must be given.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Check a flow file or a node config; report every problem at once.
+    ///
+    /// For a flow, --param gives values to its [params] as `run` would, and
+    /// a param given that the flow does not declare, or a required one not
+    /// given, is reported with the other problems.
     Validate {
         /// A flow file (has [flow]) or a node config (has [node]).
         file: PathBuf,
+        /// A value for one of the flow's [params]; repeat for each param.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Print (or write) the JSON Schemas of the wire contract.
     Schemas {
@@ -227,7 +259,15 @@ fn main() -> ExitCode {
             submit,
             detach,
             accept_timeout,
+            params,
         } => {
+            let params = match param_map(params) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
             let how = match (submit, detach) {
                 (false, _) => How::Here,
                 (true, false) => How::Submit {
@@ -239,9 +279,22 @@ fn main() -> ExitCode {
                     detach: true,
                 },
             };
-            cmd_run(&flow, config.as_deref(), json, how, cli.connect_timeout)
+            cmd_run(
+                &flow,
+                &params,
+                config.as_deref(),
+                json,
+                how,
+                cli.connect_timeout,
+            )
         }
-        Command::Validate { file } => cmd_validate(&file),
+        Command::Validate { file, params } => match param_map(params) {
+            Ok(params) => cmd_validate(&file, &params),
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_BAD_INPUT
+            }
+        },
         Command::Schemas { out, openapi } => {
             if openapi {
                 print!("{}", conveyor_api::openapi::document());
@@ -293,12 +346,13 @@ enum Outcome {
 
 fn cmd_run(
     flow_path: &Path,
+    params: &std::collections::BTreeMap<String, String>,
     config: Option<&Path>,
     json: bool,
     how: How,
     connect_timeout: Option<Duration>,
 ) -> u8 {
-    let (flow, source) = match FlowSpec::load_with_source(flow_path) {
+    let (flow, source) = match FlowSpec::load_with_params(flow_path, params) {
         Ok(f) => f,
         Err(problems) => {
             eprint!("error: invalid flow\n{problems}");
@@ -605,7 +659,7 @@ fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), S
     Ok(())
 }
 
-fn cmd_validate(file: &Path) -> u8 {
+fn cmd_validate(file: &Path, params: &std::collections::BTreeMap<String, String>) -> u8 {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -617,11 +671,31 @@ fn cmd_validate(file: &Path) -> u8 {
         let l = l.trim();
         l == "[flow]" || l.starts_with("[tasks.") || l == "[tasks]"
     });
+    if !is_flow && !params.is_empty() {
+        eprintln!(
+            "error: {}: --param gives values to a flow's [params]; this is a node config",
+            file.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
     if is_flow {
-        match FlowSpec::load(file) {
-            Ok(flow) => {
+        match FlowSpec::load_with_params(file, params) {
+            Ok((flow, _)) => {
+                let declared: Vec<String> = flow
+                    .params
+                    .iter()
+                    .map(|(name, default)| match default {
+                        Some(d) => format!("{name} (default {d:?})"),
+                        None => format!("{name} (required)"),
+                    })
+                    .collect();
+                let params = if declared.is_empty() {
+                    String::new()
+                } else {
+                    format!("; params: {}", declared.join(", "))
+                };
                 println!(
-                    "ok: {} is a valid flow `{}` with {} tasks",
+                    "ok: {} is a valid flow `{}` with {} tasks{params}",
                     file.display(),
                     flow.name,
                     flow.tasks.len()
