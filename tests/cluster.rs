@@ -796,17 +796,6 @@ fn a_new_client_dispatches_at_once_to_workers_that_started_before_it() {
     );
 }
 
-/// The shared test broker's host port, from its URL.
-fn shared_broker_port() -> u16 {
-    let url = amqp_url();
-    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    host_port
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(5672)
-}
-
 /// A node started while its broker is down keeps trying with backoff, and
 /// comes up when the broker does (issue 10, item 9).
 #[test]

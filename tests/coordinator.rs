@@ -345,6 +345,7 @@ fn thousand_flows_finish_exactly_once_while_workers_are_killed() {
                         flow_base: base.clone(),
                         reply_to: queue.clone(),
                         client: "k-client".into(),
+                        params: Default::default(),
                     };
                     let body = serde_json::to_vec(&sub).unwrap();
                     confirms.push(
@@ -485,6 +486,7 @@ fn a_submission_delivered_twice_runs_once() {
         flow_base: c.dir.path.to_string_lossy().into_owned(),
         reply_to: names_of(&c.ns).reply_queue("nobody"),
         client: "test".into(),
+        params: Default::default(),
     };
     let body = serde_json::to_vec(&sub).unwrap();
     publish_raw(
@@ -543,6 +545,7 @@ fn a_submitting_client_sees_held_back_progress_within_a_window() {
         flow_base: dir.path.to_string_lossy().into_owned(),
         reply_to: queue.clone(),
         client: "test".into(),
+        params: Default::default(),
     };
     // (seconds since the submission, event) until the run finished.
     let events: Vec<(f64, conveyor_schemas::FlowEventKind)> = block_on(async {

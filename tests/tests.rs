@@ -2,13 +2,17 @@
 //! `CONVEYOR_TEST_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f)
 //! and use a namespace of their own.
 
+mod api;
 mod cluster;
 mod conformance;
 mod coordinator;
 mod embedded;
+mod engine;
 mod faults;
 mod harness;
 mod layers;
 mod logs;
+mod metrics;
+mod schedules;
 mod schemas;
 mod security;

@@ -30,7 +30,11 @@ use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
 
 use crate::fatal::Fatal;
+use crate::handle::CoordinatorError;
+use crate::metrics::CoordinatorMetrics;
+use crate::notify::Notifier;
 use crate::runstore::{RunStore, RunUpdate, StoreError};
+use crate::schedules::{Registry, Scheduler};
 use crate::state::{Applied, Clock, FlowRun, FlowSnapshot, RestoreError};
 use crate::transport::Transport;
 
@@ -40,24 +44,63 @@ const CLIENT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often the coordinator looks for schedule slots that are due: the
+/// most a run starts after its slot, on an idle node.
+const SCHEDULE_TICK: Duration = Duration::from_millis(100);
+
 /// Which nodes serve which kinds, from their heartbeats.
 #[derive(Default)]
 pub struct Liveness {
-    nodes: HashMap<String, (Vec<TaskKind>, Instant, Duration)>,
+    nodes: HashMap<String, Seen>,
+}
+
+/// A node's last heartbeat, and when it came.
+struct Seen {
+    heartbeat: Heartbeat,
+    at: Instant,
+}
+
+impl Seen {
+    /// A node is live until three of its heartbeat intervals pass in silence.
+    fn is_live(&self, now: Instant) -> bool {
+        let interval = Duration::from_millis(self.heartbeat.interval_ms.max(1));
+        now.duration_since(self.at) < interval * 3
+    }
 }
 
 impl Liveness {
     pub fn saw(&mut self, hb: &Heartbeat, now: Instant) {
-        let interval = Duration::from_millis(hb.interval_ms.max(1));
-        self.nodes
-            .insert(hb.node.clone(), (hb.kinds.clone(), now, interval));
+        self.nodes.insert(
+            hb.node.clone(),
+            Seen {
+                heartbeat: hb.clone(),
+                at: now,
+            },
+        );
     }
 
-    /// A node is live until three of its heartbeat intervals pass in silence.
     pub fn is_live(&self, kind: TaskKind, now: Instant) -> bool {
-        self.nodes.values().any(|(kinds, seen, interval)| {
-            kinds.contains(&kind) && now.duration_since(*seen) < *interval * 3
-        })
+        self.nodes
+            .values()
+            .any(|s| s.heartbeat.kinds.contains(&kind) && s.is_live(now))
+    }
+
+    /// The live nodes, by name; forgets the ones gone silent.
+    pub fn nodes(&mut self, now: Instant) -> Vec<crate::handle::NodeView> {
+        self.nodes.retain(|_, s| s.is_live(now));
+        let mut out: Vec<_> = self
+            .nodes
+            .values()
+            .map(|s| crate::handle::NodeView {
+                node: s.heartbeat.node.clone(),
+                kinds: s.heartbeat.kinds.clone(),
+                in_flight: s.heartbeat.in_flight.clone(),
+                heartbeat_age_ms: now.duration_since(s.at).as_millis() as u64,
+                version: s.heartbeat.version.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
     }
 }
 
@@ -94,6 +137,14 @@ pub struct Coordinator {
     broken: Option<StoreError>,
     /// Where attempts are recorded; none for an in-memory coordinator.
     history: Option<crate::history::History>,
+    /// Posts the final reports of runs to `[coordinator] notify` webhooks.
+    notifier: Notifier,
+    metrics: CoordinatorMetrics,
+    /// The registered flows, until the scheduler takes them at start.
+    registry: Option<Arc<Registry>>,
+    /// Fires the slots of the registered flows' schedules (a durable
+    /// coordinator with scheduled flows only).
+    schedules: Option<Scheduler>,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -111,10 +162,16 @@ pub struct CoordinatorSetup {
     pub failpoints: Failpoints,
     pub fatal: mpsc::UnboundedSender<Fatal>,
     pub history: Option<crate::history::History>,
+    /// `[coordinator] notify`: the webhooks told of runs that end.
+    pub notify: Vec<conveyor_flow::NotifyConfig>,
+    /// `[coordinator] flows`: the registered flows, whose schedules this
+    /// coordinator fires.
+    pub registry: Option<Arc<Registry>>,
 }
 
 impl Coordinator {
     pub fn new(setup: CoordinatorSetup) -> Self {
+        let notifier = Notifier::new(&setup.notify, setup.io.handle().clone());
         Coordinator {
             node: setup.node,
             transport: setup.transport,
@@ -125,9 +182,13 @@ impl Coordinator {
             live: Liveness::default(),
             store: setup.store,
             failpoints: setup.failpoints,
+            notifier,
             fatal: setup.fatal,
             broken: None,
             history: setup.history,
+            metrics: CoordinatorMetrics::new(),
+            registry: setup.registry,
+            schedules: None,
         }
     }
 
@@ -199,6 +260,24 @@ impl Coordinator {
                 info!(flow_run = %ev.flow_run, error = %e, "Could not announce the end of a run; workers sweep it later");
             }
         });
+    }
+
+    /// A worker started a task of a run this coordinator does not hold: if
+    /// the run ended without succeeding, the worker missed its end (it
+    /// started later, or the event was lost), so say it again and the
+    /// worker stops the attempt.
+    fn announce_again(&mut self, flow_run: &str) {
+        match self.store.load(flow_run) {
+            Ok(Some(saved))
+                if saved.snapshot.state.is_terminal()
+                    && saved.snapshot.state != conveyor_schemas::FlowState::Succeeded =>
+            {
+                info!(flow_run = %flow_run, state = %saved.snapshot.state, "A worker started a task of a run that ended; announcing its end again");
+                self.announce_finished(flow_run, saved.snapshot.state);
+            }
+            Ok(_) => {}
+            Err(e) => self.give_up(e),
+        }
     }
 
     /// Sends one event to a submitting client. Confirmed, but not retried
@@ -314,11 +393,14 @@ impl Coordinator {
                     );
                 }
                 self.announce_finished(&id, report.state);
+                self.metrics.run_ended(&report.flow, report.state);
+                self.notifier.run_ended(&report);
                 if let Some(done) = run.done.take() {
                     let _ = done.send(report);
                 }
             }
         }
+        self.metrics.active(self.runs.len());
     }
 
     /// Starts a new run: records it, then dispatches its first tasks.
@@ -329,14 +411,21 @@ impl Coordinator {
         client: Option<Client>,
         origin: Origin,
         ctx: &mut Context<Self>,
-    ) -> Result<
-        (
-            String,
-            watch::Receiver<RunReport>,
-            oneshot::Receiver<RunReport>,
-        ),
-        NotTaken,
-    > {
+    ) -> Result<Started, NotTaken> {
+        self.start(flow, source, client, origin, None, ctx)
+    }
+
+    /// [`Self::start_run`], reusing the outputs of the tasks that succeeded
+    /// in `reuse`, the snapshot of the run this one retries.
+    fn start(
+        &mut self,
+        flow: Arc<FlowSpec>,
+        source: &FlowSource,
+        client: Option<Client>,
+        origin: Origin,
+        reuse: Option<&FlowSnapshot>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Started, NotTaken> {
         let id = format!(
             "{}-{}",
             flow.name,
@@ -344,13 +433,17 @@ impl Coordinator {
         );
         let now = Instant::now();
         let flow_name = flow.name.clone();
-        let machine = FlowRun::new(
+        let mut machine = FlowRun::new(
             id.clone(),
             flow,
             self.reply_queue.clone(),
             self.worker_wait,
             now,
         );
+        if let Some(old) = reuse {
+            let reused = machine.reuse(old);
+            info!(flow_run = %id, retry_of = origin.retry_of.as_deref().unwrap_or_default(), reused, "Retrying a flow run: reusing the outputs of its succeeded tasks");
+        }
         let clock = Clock::now();
         let request = client
             .as_ref()
@@ -394,6 +487,94 @@ impl Coordinator {
         Ok((id, progress_rx, done_rx))
     }
 
+    /// Resumes the registered flows' schedules from the latest slot each
+    /// recorded, and fires what is due (the slots missed while down, per
+    /// `catchup`). Only a durable coordinator schedules: a slot must be
+    /// recorded with its run.
+    fn start_schedules(&mut self, ctx: &mut Context<Self>) {
+        let Some(registry) = self.registry.take() else {
+            return;
+        };
+        if !self.store.is_durable() || self.broken.is_some() {
+            return;
+        }
+        let mut failure = None;
+        let store = &self.store;
+        let scheduler = Scheduler::new(
+            registry,
+            |flow| {
+                store.last_slot(flow).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    None
+                })
+            },
+            Clock::now().wall_ms,
+        );
+        if let Some(e) = failure {
+            self.give_up(e);
+            return;
+        }
+        if scheduler.next_due().is_none() {
+            return;
+        }
+        self.schedules = Some(scheduler);
+        self.fire_due(ctx);
+        ctx.run_interval(SCHEDULE_TICK, |act, ctx| act.fire_due(ctx));
+    }
+
+    /// Starts one run per schedule slot that is due. The slot is recorded
+    /// in the run's own transaction ([`RunStore::insert`]).
+    fn fire_due(&mut self, ctx: &mut Context<Self>) {
+        if self.broken.is_some() {
+            return;
+        }
+        let Some(scheduler) = self.schedules.as_mut() else {
+            return;
+        };
+        let fires = scheduler.due(Clock::now().wall_ms);
+        let registry = scheduler.registry().clone();
+        for fire in fires {
+            let Some(registered) = registry.get(&fire.flow) else {
+                continue;
+            };
+            let slot = registered
+                .flow
+                .schedule
+                .as_ref()
+                .map(|s| s.slot_text(fire.slot_ms))
+                .unwrap_or_default();
+            let source = registered.scheduled_source(fire.slot_ms);
+            let flow = match FlowSpec::parse_source(&source) {
+                Ok(flow) => Arc::new(flow),
+                Err(problems) => {
+                    // Checked when the flow was registered: not expected.
+                    error!(flow = %fire.flow, slot = %slot, problems = %problems, "A scheduled run does not parse; its slot is skipped");
+                    continue;
+                }
+            };
+            let origin = Origin {
+                retry_of: None,
+                slot: Some(crate::runstore::ScheduleSlot {
+                    flow: fire.flow.clone(),
+                    slot_ms: fire.slot_ms,
+                }),
+            };
+            match self.start_run(flow, &source, None, origin, ctx) {
+                Ok((id, _, _)) => {
+                    let lag_ms = self
+                        .schedules
+                        .as_ref()
+                        .map(|s| s.started(&fire, Clock::now().wall_ms))
+                        .unwrap_or_default();
+                    crate::metrics::set_schedule_lag(Duration::from_millis(lag_ms));
+                    info!(flow = %fire.flow, flow_run = %id, slot = %slot, lag_ms, "Schedule slot fired");
+                }
+                // The database failed: the coordinator is stopping.
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Loads every unfinished run of the database and publishes again what
     /// was recorded as dispatched but never confirmed.
     fn resume(&mut self, ctx: &mut Context<Self>) {
@@ -433,11 +614,11 @@ impl Coordinator {
                         error: Some(reason.clone()),
                         tasks: Vec::new(),
                     };
-                    let report = serde_json::to_string(&report).unwrap_or_default();
+                    let report_text = serde_json::to_string(&report).unwrap_or_default();
                     let update = RunUpdate {
                         snapshot: &text,
                         state: snap.state,
-                        report: Some(&report),
+                        report: Some(&report_text),
                         ended_ms: snap.finished_ms,
                         now_ms: clock.wall_ms,
                     };
@@ -445,6 +626,8 @@ impl Coordinator {
                         self.give_up(e);
                         return;
                     }
+                    self.metrics.run_ended(&report.flow, report.state);
+                    self.notifier.run_ended(&report);
                     if let Some((request, queue)) = &s.client {
                         self.send_event(queue, request, FlowEventKind::Rejected { error: reason });
                     }
@@ -477,6 +660,13 @@ impl Coordinator {
         }
     }
 }
+
+/// A run just started: its id, its reports as they change, its final report.
+type Started = (
+    String,
+    watch::Receiver<RunReport>,
+    oneshot::Receiver<RunReport>,
+);
 
 /// Saves a run's snapshot, and its report once it has ended, in one row update.
 fn save(
@@ -531,6 +721,7 @@ impl Actor for Coordinator {
         info!(node = %self.node, reply_queue = %self.reply_queue, durable = self.store.is_durable(), "Coordinator started");
         self.resume(ctx);
         ctx.run_interval(TICK, |act, ctx| act.advance(None, ctx));
+        self.start_schedules(ctx);
     }
 }
 
@@ -565,6 +756,91 @@ impl Handler<Submit> for Coordinator {
         self.check()?;
         let (flow_run, progress, done) =
             self.start_run(msg.flow, &msg.source, None, Origin::default(), ctx)?;
+        Ok(Submitted {
+            flow_run,
+            progress,
+            done,
+        })
+    }
+}
+
+/// Cancels a run: see [`crate::handle::CoordinatorHandle::cancel`].
+#[derive(Message)]
+#[rtype(result = "Result<(), CoordinatorError>")]
+pub struct CancelRun(pub String);
+
+impl Handler<CancelRun> for Coordinator {
+    type Result = Result<(), CoordinatorError>;
+
+    fn handle(&mut self, CancelRun(id): CancelRun, ctx: &mut Context<Self>) -> Self::Result {
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))?;
+        let Some(run) = self.runs.get_mut(&id) else {
+            return Err(match self.store.load(&id)? {
+                Some(saved) => CoordinatorError::Conflict(format!(
+                    "flow run {id} already ended ({}); only a run in flight can be cancelled",
+                    saved.snapshot.state
+                )),
+                None => CoordinatorError::NotFound(format!("no flow run {id}")),
+            });
+        };
+        if !run.machine.cancel(Instant::now()) {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} already ended ({})",
+                run.machine.state()
+            )));
+        }
+        info!(flow_run = %id, "Cancelling a flow run; its workers are told to stop");
+        // Saves it, tells its client, announces its end to the workers.
+        self.advance(Some(&id), ctx);
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))
+    }
+}
+
+/// Retries a run: see [`crate::handle::CoordinatorHandle::retry`].
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, CoordinatorError>")]
+pub struct RetryRun(pub String);
+
+impl Handler<RetryRun> for Coordinator {
+    type Result = Result<Submitted, CoordinatorError>;
+
+    fn handle(&mut self, RetryRun(id): RetryRun, ctx: &mut Context<Self>) -> Self::Result {
+        self.check().map_err(|e| CoordinatorError::NotTaken(e.0))?;
+        if self.runs.contains_key(&id) {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} is still running; only a run that ended can be retried"
+            )));
+        }
+        if !self.store.is_durable() {
+            return Err(CoordinatorError::NoHistory);
+        }
+        let Some(old) = self.store.load(&id)? else {
+            return Err(CoordinatorError::NotFound(format!("no flow run {id}")));
+        };
+        if old.snapshot.state == conveyor_schemas::FlowState::Succeeded {
+            return Err(CoordinatorError::Conflict(format!(
+                "flow run {id} succeeded; there is nothing to retry"
+            )));
+        }
+        let flow = FlowSpec::parse_source(&old.source).map_err(|problems| {
+            CoordinatorError::Invalid(format!(
+                "flow run {id} cannot be retried: its flow no longer parses\n{problems}"
+            ))
+        })?;
+        let origin = Origin {
+            retry_of: Some(id),
+            slot: None,
+        };
+        let (flow_run, progress, done) = self
+            .start(
+                Arc::new(flow),
+                &old.source,
+                None,
+                origin,
+                Some(&old.snapshot),
+                ctx,
+            )
+            .map_err(|e| CoordinatorError::NotTaken(e.0))?;
         Ok(Submitted {
             flow_run,
             progress,
@@ -671,19 +947,20 @@ impl Handler<SubmitRemote> for Coordinator {
             );
             return Ok(());
         }
-        let flow = match FlowSpec::parse(&sub.flow_file, &sub.flow_text, base) {
-            Ok(f) => f,
-            Err(problems) => {
-                reject(self, format!("invalid flow\n{problems}"));
-                return Ok(());
-            }
-        };
+        let flow =
+            match FlowSpec::parse_with_params(&sub.flow_file, &sub.flow_text, base, &sub.params) {
+                Ok(f) => f,
+                Err(problems) => {
+                    reject(self, format!("invalid flow\n{problems}"));
+                    return Ok(());
+                }
+            };
         info!(request_id = %sub.request_id, client = %sub.client, flow = %flow.name, "Flow submitted by a client");
         let source = FlowSource {
             file: sub.flow_file.clone(),
             text: sub.flow_text.clone(),
             base: sub.flow_base.clone(),
-            params: Default::default(),
+            params: sub.params.clone(),
         };
         let client = Client {
             request_id: sub.request_id.clone(),
@@ -769,6 +1046,9 @@ impl Handler<UpdateFromWorker> for Coordinator {
         self.check()?;
         let Some(run) = self.runs.get_mut(&update.flow_run) else {
             info!(flow_run = %update.flow_run, task_run = %update.task_run, "Update for a flow run this coordinator does not hold; ignoring");
+            if matches!(update.status, conveyor_schemas::UpdateStatus::Started) {
+                self.announce_again(&update.flow_run);
+            }
             return Ok(());
         };
         let mut rng = rand::rng();
@@ -837,6 +1117,19 @@ impl Handler<HeartbeatSeen> for Coordinator {
     }
 }
 
+/// The nodes whose heartbeats this coordinator hears.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::handle::NodeView>")]
+pub struct ListNodes;
+
+impl Handler<ListNodes> for Coordinator {
+    type Result = Vec<crate::handle::NodeView>;
+
+    fn handle(&mut self, _: ListNodes, _ctx: &mut Context<Self>) -> Self::Result {
+        self.live.nodes(Instant::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,12 +1145,19 @@ mod tests {
                 kinds: vec![TaskKind::Load],
                 in_flight: vec![],
                 interval_ms: 100,
-                version: None,
+                version: Some("0.1.0".into()),
             },
             t0,
         );
         assert!(live.is_live(TaskKind::Load, t0 + Duration::from_millis(250)));
         assert!(!live.is_live(TaskKind::Extract, t0));
+        let nodes = live.nodes(t0 + Duration::from_millis(250));
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            (nodes[0].heartbeat_age_ms, nodes[0].version.as_deref()),
+            (250, Some("0.1.0"))
+        );
         assert!(!live.is_live(TaskKind::Load, t0 + Duration::from_millis(300)));
+        assert!(live.nodes(t0 + Duration::from_millis(300)).is_empty());
     }
 }

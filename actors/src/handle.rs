@@ -18,8 +18,11 @@ use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::RunReport;
 use tokio::sync::watch;
 
-use crate::coordinator::{Coordinator, LiveReport, Submit, Submitted, WatchRun};
-use crate::runstore::{RunPage, RunQuery, RunReader, RunSummary, StoreError};
+use crate::coordinator::{
+    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, Submit, Submitted, WatchRun,
+};
+use crate::runstore::{RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
+use crate::schedules::Registry;
 
 /// Why the coordinator could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,8 @@ pub struct CoordinatorHandle {
     /// connection is enough for a control plane; the mutex keeps it to one
     /// query at a time.
     reader: Option<Arc<Mutex<RunReader>>>,
+    /// `[coordinator] flows`, loaded at start; none if not set.
+    registry: Option<Arc<Registry>>,
 }
 
 impl CoordinatorHandle {
@@ -161,7 +166,17 @@ impl CoordinatorHandle {
             .map(RunReader::open)
             .transpose()?
             .map(|r| Arc::new(Mutex::new(r)));
-        Ok(CoordinatorHandle { addr, reader })
+        Ok(CoordinatorHandle {
+            addr,
+            reader,
+            registry: None,
+        })
+    }
+
+    /// This handle, answering for the registered flows of `registry`.
+    pub fn with_registry(mut self, registry: Option<Arc<Registry>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Starts a run of `flow`; the coordinator saves it before it answers.
@@ -223,16 +238,27 @@ impl CoordinatorHandle {
             .map_err(|_| CoordinatorError::Stopped)
     }
 
-    /// Cancels a run. Not in this version.
-    pub async fn cancel(&self, _id: &str) -> Result<(), CoordinatorError> {
-        Err(CoordinatorError::NotSupported("cancelling a run"))
+    /// Cancels run `id`: it ends `Cancelled` at once (every task not yet
+    /// ended is `Cancelled`), saved and announced, and the workers running
+    /// its attempts stop them and commit nothing. `Conflict` if the run
+    /// already ended (a second cancel too); `NotFound` if there is no such run.
+    pub async fn cancel(&self, id: &str) -> Result<(), CoordinatorError> {
+        self.addr
+            .send(CancelRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Starts a new run that re-runs the failed, cancelled and skipped tasks
-    /// of run `id` and reuses the committed outputs of its succeeded ones.
-    /// Not in this version.
-    pub async fn retry(&self, _id: &str) -> Result<Submitted, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("retrying a run"))
+    /// of run `id` and reuses the committed outputs of its succeeded ones
+    /// (shown as `Reused`), from the same flow text and params; the new run
+    /// records `retry_of`. `Conflict` if `id` succeeded or is still running;
+    /// `NotFound` if there is no such run; `NoHistory` in memory.
+    pub async fn retry(&self, id: &str) -> Result<Submitted, CoordinatorError> {
+        self.addr
+            .send(RetryRun(id.to_string()))
+            .await
+            .map_err(|_| CoordinatorError::Stopped)?
     }
 
     /// Every attempt of every task of run `id`, in start order: node, start,
@@ -285,24 +311,94 @@ impl CoordinatorHandle {
             .map_err(|_| CoordinatorError::Stopped)
     }
 
-    /// The nodes whose heartbeats the coordinator hears. Not in this version.
+    /// The live nodes whose heartbeats the coordinator hears, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("listing nodes"))
+        self.addr
+            .send(ListNodes)
+            .await
+            .map_err(|_| CoordinatorError::Stopped)
     }
 
-    /// The flows registered with `[coordinator] flows`. Not in this version.
+    /// What run `id` was started with (params, the run it retries); none
+    /// if the history does not have it.
+    pub async fn origin(&self, id: &str) -> Result<Option<RunOrigin>, CoordinatorError> {
+        let id = id.to_string();
+        self.read(move |r| r.origin(&id)).await
+    }
+
+    /// Runs by state, of one flow or of all (see [`RunReader::counts`]).
+    pub async fn counts(
+        &self,
+        flow: Option<String>,
+    ) -> Result<Vec<(conveyor_schemas::FlowState, u64)>, CoordinatorError> {
+        self.read(move |r| r.counts(flow.as_deref())).await
+    }
+
+    /// The flows registered with `[coordinator] flows`, by name, each with
+    /// its next slot and its latest run (one indexed query per flow, off
+    /// the actor's thread); empty when no `flows` directory is set.
     pub async fn flows(&self) -> Result<Vec<RegisteredFlow>, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("registered flows"))
+        let Some(registry) = self.registry.clone() else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = registry.iter().map(|(name, _)| name.clone()).collect();
+        let last_runs = match self.reader {
+            Some(_) => {
+                self.read(move |r| {
+                    names
+                        .iter()
+                        .map(|name| r.last_run(name))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?
+            }
+            None => vec![None; registry.iter().count()],
+        };
+        let now_ms = crate::state::Clock::now().wall_ms;
+        Ok(registry
+            .iter()
+            .zip(last_runs)
+            .map(|((name, r), last_run)| {
+                let schedule = r.flow.schedule.as_ref();
+                RegisteredFlow {
+                    name: name.clone(),
+                    file: r.path.display().to_string(),
+                    params: r.params(),
+                    schedule: schedule.map(|s| s.cron.clone()),
+                    timezone: schedule.map(|s| s.timezone.clone()),
+                    next_fire_ms: schedule.and_then(|s| s.next_after(now_ms)),
+                    last_run,
+                }
+            })
+            .collect())
     }
 
-    /// Starts a run of registered flow `flow` with `params`. Not in this
-    /// version.
+    /// Starts a run of registered flow `flow` with `params` (a param not
+    /// given takes its default; an unknown or missing one is `Invalid`).
     pub async fn trigger(
         &self,
-        _flow: &str,
-        _params: BTreeMap<String, String>,
+        flow: &str,
+        params: BTreeMap<String, String>,
     ) -> Result<Submitted, CoordinatorError> {
-        Err(CoordinatorError::NotSupported("registered flows"))
+        let registered = self
+            .registry
+            .as_ref()
+            .and_then(|r| r.get(flow))
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no registered flow `{flow}`")))?;
+        let source = registered.source_with(params);
+        let spec = FlowSpec::parse_source(&source).map_err(|problems| {
+            CoordinatorError::Invalid(format!("flow `{flow}` with these params: {problems}"))
+        })?;
+        self.submit(Arc::new(spec), source).await
+    }
+
+    /// The latest schedule lag of each scheduled flow that fired, in ms
+    /// (now − slot time when its run started), for metrics.
+    pub fn schedule_lags(&self) -> BTreeMap<String, u64> {
+        self.registry
+            .as_ref()
+            .map(|r| r.schedule_lags())
+            .unwrap_or_default()
     }
 
     async fn read<T: Send + 'static>(
@@ -400,10 +496,154 @@ mod tests {
             let listed: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
             assert!(page.next.is_some());
+            // A run that ended can be neither cancelled nor, having
+            // succeeded, retried; an unknown one is not found.
             assert!(matches!(
                 handle.cancel(&ids[0]).await,
-                Err(CoordinatorError::NotSupported(_))
+                Err(CoordinatorError::Conflict(m)) if m.contains("already ended (Succeeded)")
             ));
+            assert!(matches!(
+                handle.retry(&ids[0]).await,
+                Err(CoordinatorError::Conflict(m)) if m.contains("nothing to retry")
+            ));
+            assert!(matches!(
+                handle.cancel("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
+            ));
+            assert!(matches!(
+                handle.retry("h-nosuchrun000").await,
+                Err(CoordinatorError::NotFound(_))
+            ));
+            node.shutdown(Duration::from_secs(1)).await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A coordinator node with `[coordinator] flows`: it lists its flows,
+    /// triggers one by name, and fires the scheduled one by itself.
+    #[test]
+    fn registered_flows_are_listed_triggered_and_scheduled() {
+        let dir = std::env::temp_dir().join(format!("conveyor-handle-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("flows")).unwrap();
+        std::fs::write(dir.join("flows/in.csv"), "a,b\n1,x\n").unwrap();
+        let flow = |name: &str, extra: &str, params: &str, out: &str| {
+            format!("[flow]\nname = \"{name}\"\n{extra}\n[params]\n{params}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{out}\"\n")
+        };
+        std::fs::write(
+            dir.join("flows/manual.toml"),
+            flow(
+                "manual",
+                "",
+                "day = { default = \"d1\" }",
+                "manual-{{ params.day }}.csv",
+            ),
+        )
+        .unwrap();
+        // `slot` needs no default: every scheduled run is given one.
+        std::fs::write(
+            dir.join("flows/tick.toml"),
+            flow(
+                "tick",
+                "schedule = \"* * * * * *\"\ntimezone = \"Europe/Paris\"",
+                "slot = {}",
+                "tick.csv",
+            ),
+        )
+        .unwrap();
+        let mut cfg = NodeConfig::embedded(&dir);
+        if let Some(c) = cfg.coordinator.as_mut() {
+            c.db = Some(dir.join("c.db"));
+            c.flows = Some(dir.join("flows"));
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let system = actix::System::new();
+        system.block_on(async {
+            let roles = cfg.roles(Launch::Node).unwrap();
+            let node = Node::start(&cfg, &roles, io.handle().clone())
+                .await
+                .unwrap();
+            let handle = node.coordinator.clone().unwrap();
+            let flows = handle.flows().await.unwrap();
+            let names: Vec<&str> = flows.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["manual", "tick"]);
+            assert_eq!(flows[0].schedule, None);
+            assert_eq!(flows[0].next_fire_ms, None);
+            assert_eq!(flows[1].schedule.as_deref(), Some("* * * * * *"));
+            assert_eq!(flows[1].timezone.as_deref(), Some("Europe/Paris"));
+            let now = crate::state::Clock::now().wall_ms;
+            let next = flows[1].next_fire_ms.unwrap();
+            assert!(next > now && next <= now + 1000, "{next} vs {now}");
+            assert!(flows[1].file.ends_with("tick.toml"), "{}", flows[1].file);
+            assert_eq!(
+                flows[0].params,
+                BTreeMap::from([("day".to_string(), Some("d1".to_string()))])
+            );
+            assert_eq!(
+                flows[1].params,
+                BTreeMap::from([("slot".to_string(), None)])
+            );
+
+            let day = BTreeMap::from([("day".to_string(), "d2".to_string())]);
+            let run = handle.trigger("manual", day).await.unwrap();
+            let done = run.done.await.unwrap();
+            assert_eq!(done.state, FlowState::Succeeded, "{done:?}");
+            assert!(dir.join("out/manual-d2.csv").is_file());
+            assert!(matches!(
+                handle.trigger("nope", BTreeMap::new()).await,
+                Err(CoordinatorError::NotFound(m)) if m.contains("`nope`")
+            ));
+            let bad = BTreeMap::from([("month".to_string(), "1".to_string())]);
+            assert!(matches!(
+                handle.trigger("manual", bad).await,
+                Err(CoordinatorError::Invalid(m)) if m.contains("params.month") && m.contains("declares only day")
+            ));
+            // A scheduled flow triggered by hand must be given its slot.
+            assert!(matches!(
+                handle.trigger("tick", BTreeMap::new()).await,
+                Err(CoordinatorError::Invalid(m)) if m.contains("params.slot") && m.contains("is required")
+            ));
+            // The schedule fires within a few seconds, and its runs succeed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let ticked = loop {
+                let flows = handle.flows().await.unwrap();
+                assert_eq!(flows[0].last_run.as_deref(), Some(run.flow_run.as_str()));
+                if let Some(id) = flows[1].last_run.clone() {
+                    break id;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the schedule did not fire"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(ticked.starts_with("tick-"), "{ticked}");
+            // Its run got the slot, in the flow's zone (Paris in winter or summer).
+            let db = rusqlite::Connection::open(dir.join("c.db")).unwrap();
+            let params: String = db
+                .query_row(
+                    "SELECT params FROM flow_runs WHERE id = ?1",
+                    [&ticked],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                params.starts_with("{\"slot\":\"20") && (params.ends_with("+01:00\"}") || params.ends_with("+02:00\"}")),
+                "{params}"
+            );
+            assert!(handle.schedule_lags().contains_key("tick"));
+            let page = handle
+                .list(RunQuery {
+                    flow: Some("tick".into()),
+                    ..RunQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(!page.runs.is_empty());
             node.shutdown(Duration::from_secs(1)).await;
         });
         let _ = std::fs::remove_dir_all(&dir);

@@ -64,6 +64,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Registry(#[from] crate::schedules::RegistryError),
+    #[error(transparent)]
     Fatal(#[from] Fatal),
     #[error("internal: {0}")]
     Internal(String),
@@ -185,8 +187,10 @@ impl Node {
                     None
                 }
             };
+            let cancels = crate::cancel::RunCancels::default();
             io.spawn(housekeeping(
                 store.clone(),
+                cancels.clone(),
                 runs_finished,
                 cfg.keep_failed,
                 stopping.subscribe(),
@@ -207,6 +211,8 @@ impl Node {
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),
                 consuming: Arc::new(consuming_tx),
+                metrics: crate::metrics::WorkerMetrics::new(roles.workers.keys().copied()),
+                cancels,
             };
             let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
             Some(
@@ -222,6 +228,7 @@ impl Node {
         };
 
         let mut db = None;
+        let mut registered = None;
         let coordinator = match mode {
             CoordinatorMode::Off => None,
             mode => {
@@ -229,6 +236,15 @@ impl Node {
                 let worker_wait = coord_cfg.worker_wait;
                 // Only a coordinator node is durable: `conveyor run` holds one
                 // run that lives and dies with the process.
+                // Registered flows are a coordinator node's; a bad one
+                // stops it before it takes any run.
+                let registry = match (mode, &coord_cfg.flows) {
+                    (CoordinatorMode::Service, Some(dir)) => {
+                        Some(Arc::new(crate::schedules::Registry::load(dir)?))
+                    }
+                    _ => None,
+                };
+                registered = registry.clone();
                 let store = match (mode, &coord_cfg.db) {
                     (CoordinatorMode::Service, Some(path)) => {
                         let store = RunStore::open(path)?;
@@ -268,6 +284,8 @@ impl Node {
                     failpoints: Failpoints::from_env(),
                     fatal: fatal_tx.clone(),
                     history: history.clone(),
+                    notify: coord_cfg.notify.clone(),
+                    registry,
                 })
                 .start();
                 let a = addr.clone();
@@ -293,7 +311,9 @@ impl Node {
             }
         };
         let handle = match &coordinator {
-            Some(addr) => Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?),
+            Some(addr) => {
+                Some(CoordinatorHandle::new(addr.clone(), db.as_deref())?.with_registry(registered))
+            }
             None => None,
         };
         Ok(Node {
@@ -371,6 +391,7 @@ impl Node {
             flow_base: source.base,
             reply_to: queue,
             client: self.name.clone(),
+            params: source.params,
         };
         let t = self.transport.clone();
         on_io(&self.io, async move {
@@ -511,11 +532,13 @@ async fn pump_events(
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A worker node's artifact housekeeping: a run that ended is cleaned at
-/// once (a succeeded one's artifacts deleted, a failed one's kept for a
-/// retry), and expired runs are swept at start and hourly. File work runs on
+/// once (a succeeded one's artifacts deleted, a failed or cancelled one's
+/// kept for a retry, and its attempts on this node stopped), and expired
+/// runs are swept at start and hourly. File work runs on
 /// the blocking pool.
 async fn housekeeping(
     store: Arc<dyn ArtifactStore>,
+    cancels: crate::cancel::RunCancels,
     mut runs_finished: Option<mpsc::Receiver<RunFinished>>,
     keep_failed: Duration,
     mut stopping: watch::Receiver<bool>,
@@ -545,6 +568,13 @@ async fn housekeeping(
                 // The transport closed: the node is stopping.
                 let Some(ev) = ev else { return };
                 let succeeded = ev.state == conveyor_schemas::FlowState::Succeeded;
+                if !succeeded {
+                    // Before the file work: the attempts stop at once.
+                    let stopped = cancels.run_ended(&ev.flow_run);
+                    if stopped > 0 {
+                        info!(flow_run = %ev.flow_run, state = %ev.state, attempts = stopped, "Run ended; stopping its attempts on this node");
+                    }
+                }
                 let (s, run) = (store.clone(), ev.flow_run.clone());
                 match tokio::task::spawn_blocking(move || s.run_finished(&run, succeeded)).await {
                     Ok(Ok(())) if succeeded => info!(flow_run = %ev.flow_run, "Removed the artifacts of a succeeded run"),

@@ -214,6 +214,7 @@ impl RunStore {
         migrate(&conn).map_err(|e| err(e.to_string()))?;
         conn.execute_batch(INDEXES)
             .map_err(|e| err(e.to_string()))?;
+        count_runs_by_state(&conn).map_err(|e| err(e.to_string()))?;
         Ok(RunStore::Sqlite {
             conn,
             path: path.to_path_buf(),
@@ -363,6 +364,26 @@ impl RunStore {
         Ok(out)
     }
 
+    /// The latest schedule slot recorded for `flow` (a primary-key lookup):
+    /// the scheduler resumes after it, so a recorded slot never fires again.
+    pub fn last_slot(&self, flow: &str) -> Result<Option<u64>, StoreError> {
+        let RunStore::Sqlite { conn, .. } = self else {
+            return Ok(None);
+        };
+        conn.query_row(
+            "SELECT MAX(slot_ms) FROM schedule_slots WHERE flow = ?1",
+            params![flow],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map(|ms| ms.map(|ms| ms as u64))
+        .map_err(|e| self.fail(e))
+    }
+
+    /// One run by its id, ended or not; none in memory.
+    pub fn load(&self, id: &str) -> Result<Option<StoredRun>, StoreError> {
+        Ok(self.select("WHERE id = ?1", params![id])?.pop())
+    }
+
     /// Every run not yet Succeeded, Failed or Cancelled, oldest first.
     pub fn unfinished(&self) -> Result<Vec<StoredRun>, StoreError> {
         self.select(
@@ -370,6 +391,47 @@ impl RunStore {
             [],
         )
     }
+}
+
+/// Runs by flow and state, kept by triggers in the writer's own
+/// transactions: counting runs by state reads a handful of rows, however
+/// long the history (a `GROUP BY` over 100k runs is a scan).
+const RUN_COUNTS: &str = "
+CREATE TABLE run_counts (
+    flow  TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (flow, state)
+) WITHOUT ROWID;
+INSERT INTO run_counts (flow, state, n)
+    SELECT coalesce(flow, ''), state, count(*) FROM flow_runs GROUP BY 1, 2;
+CREATE TRIGGER run_counts_insert AFTER INSERT ON flow_runs BEGIN
+    INSERT INTO run_counts (flow, state, n) VALUES (coalesce(NEW.flow, ''), NEW.state, 1)
+        ON CONFLICT (flow, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER run_counts_update AFTER UPDATE OF state, flow ON flow_runs
+    WHEN OLD.state IS NOT NEW.state OR OLD.flow IS NOT NEW.flow BEGIN
+    UPDATE run_counts SET n = n - 1 WHERE flow = coalesce(OLD.flow, '') AND state = OLD.state;
+    INSERT INTO run_counts (flow, state, n) VALUES (coalesce(NEW.flow, ''), NEW.state, 1)
+        ON CONFLICT (flow, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER run_counts_delete AFTER DELETE ON flow_runs BEGIN
+    UPDATE run_counts SET n = n - 1 WHERE flow = coalesce(OLD.flow, '') AND state = OLD.state;
+END;
+";
+
+/// Creates the run counts and fills them from the runs already there, once,
+/// in one transaction.
+fn count_runs_by_state(conn: &Connection) -> rusqlite::Result<()> {
+    let have: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'run_counts'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !have {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {RUN_COUNTS} COMMIT;"))?;
+    }
+    Ok(())
 }
 
 /// Adds the columns a database written by an older version lacks.
@@ -405,6 +467,14 @@ pub struct RunSummary {
     /// The final report; none while the run is in flight (its coordinator
     /// reports it live).
     pub report: Option<RunReport>,
+}
+
+/// What a run was started with, besides its flow.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOrigin {
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
 }
 
 /// Where a page of runs starts: after this run, in newest-first order.
@@ -529,6 +599,64 @@ impl RunReader {
             .optional()
             .map_err(|e| self.fail(e))?;
         row.map(|r| self.with_report(r)).transpose()
+    }
+
+    /// What a run was started with: its params and the run it retries.
+    pub fn origin(&self, id: &str) -> Result<Option<RunOrigin>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT params, retry_of FROM flow_runs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        let Some((params, retry_of)) = row else {
+            return Ok(None);
+        };
+        let params = match params {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| self.fail(format!("run {id}: saved params: {e}")))?,
+            None => Default::default(),
+        };
+        Ok(Some(RunOrigin { params, retry_of }))
+    }
+
+    /// How many runs are in each state, of one flow or of all; states with
+    /// no run are left out. Read from the counts the writer keeps, so it
+    /// costs the same at 1k and 100k runs.
+    pub fn counts(&self, flow: Option<&str>) -> Result<Vec<(FlowState, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT state, sum(n) FROM run_counts WHERE ?1 IS NULL OR flow = ?1 GROUP BY state",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(params![flow], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.fail(e))?;
+            if let Some(state) = parse_state(&state).filter(|_| n > 0) {
+                out.push((state, n as u64));
+            }
+        }
+        out.sort_by_key(|(s, _)| FlowState::ALL.iter().position(|a| a == s));
+        Ok(out)
+    }
+
+    /// The id of the latest run of `flow` (through `flow_runs_by_flow`).
+    pub fn last_run(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM flow_runs WHERE flow = ?1 ORDER BY created_ms DESC, id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![flow], |r| r.get(0)).optional())
+            .map_err(|e| self.fail(e))
     }
 
     /// A page of runs, newest first. Every filter is served by an index on
@@ -690,15 +818,31 @@ mod tests {
                 second.to_string().contains("another coordinator"),
                 "{second}"
             );
+            // A retry, with params: both read back as its origin.
+            let with_params = FlowSource {
+                params: [("day".to_string(), "2026-11-30".to_string())].into(),
+                ..source.clone()
+            };
+            store
+                .insert(&NewRun {
+                    retry_of: Some("b"),
+                    ..new_run("c", &with_params, &running, 8)
+                })
+                .unwrap();
             // Readers are welcome while the coordinator runs.
             let reader = RunReader::open(&path).unwrap();
+            let origin = reader.origin("c").unwrap().unwrap();
+            assert_eq!(origin.params, with_params.params);
+            assert_eq!(origin.retry_of.as_deref(), Some("b"));
+            assert_eq!(reader.origin("b").unwrap(), Some(RunOrigin::default()));
+            assert_eq!(reader.origin("nosuch").unwrap(), None);
             let b = reader.get("b").unwrap().unwrap();
             assert_eq!((b.state, b.ended_ms), (FlowState::Succeeded, Some(7)));
             assert_eq!(b.report.unwrap().flow_run, "b");
         }
         let store = RunStore::open(&path).unwrap();
         let runs = store.unfinished().unwrap();
-        assert_eq!(runs.len(), 1);
+        assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].id, "a");
         assert_eq!(runs[0].source, source);
         assert_eq!(runs[0].client, Some(("req-1".into(), "client-q".into())));
@@ -803,6 +947,66 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("flow_runs_by_flow"), "{plan}");
+        // 4 of the 7 were saved Succeeded; the counts follow every change.
+        assert_eq!(
+            reader.counts(None).unwrap(),
+            [(FlowState::Running, 3), (FlowState::Succeeded, 4)]
+        );
+        assert_eq!(
+            reader.counts(Some("b")).unwrap(),
+            [(FlowState::Running, 1), (FlowState::Succeeded, 1)]
+        );
+        update(&store, "b-000000000001", FlowState::Failed, Some(20), 20);
+        assert_eq!(
+            reader.counts(Some("b")).unwrap(),
+            [(FlowState::Succeeded, 1), (FlowState::Failed, 1)]
+        );
+        assert!(reader.counts(Some("nosuch")).unwrap().is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_slot_is_recorded_with_its_run_and_only_once() {
+        let (dir, path) = temp_db("slots");
+        let store = RunStore::open(&path).unwrap();
+        let source = FlowSource {
+            file: "f.toml".into(),
+            text: String::new(),
+            base: "/".into(),
+            params: Default::default(),
+        };
+        let running = snap(FlowState::Running);
+        let slot = |ms| {
+            Some(ScheduleSlot {
+                flow: "f".into(),
+                slot_ms: ms,
+            })
+        };
+        assert_eq!(store.last_slot("f").unwrap(), None);
+        for (id, ms) in [("f-000000000001", 1000), ("f-000000000002", 2000)] {
+            store
+                .insert(&NewRun {
+                    slot: slot(ms),
+                    ..new_run(id, &source, &running, ms)
+                })
+                .unwrap();
+        }
+        assert_eq!(store.last_slot("f").unwrap(), Some(2000));
+        assert_eq!(store.last_slot("g").unwrap(), None);
+        // The same slot again: refused, and its run is not recorded either.
+        let again = store.insert(&NewRun {
+            slot: slot(2000),
+            ..new_run("f-000000000003", &source, &running, 3000)
+        });
+        assert!(again.is_err());
+        let reader = RunReader::open(&path).unwrap();
+        assert!(reader.get("f-000000000003").unwrap().is_none());
+        assert_eq!(
+            reader.last_run("f").unwrap().as_deref(),
+            Some("f-000000000002")
+        );
+        assert_eq!(reader.last_run("g").unwrap(), None);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -829,6 +1033,8 @@ mod tests {
             ("colors", FlowState::Succeeded)
         );
         assert!(run.report.is_none());
+        // The counts start from the runs the old database holds.
+        assert_eq!(reader.counts(None).unwrap(), [(FlowState::Succeeded, 1)]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -12,7 +12,12 @@ Queued/Running ──Succeeded──▶ Succeeded
 Queued/Running ──Failed(retryable) or timeout, attempts left──▶ RetryWaiting ──backoff──▶ (ready)
 Queued/Running ──Failed(not retryable) or no attempts left──▶ Failed
 any non-terminal ──flow failed──▶ Skipped
+any non-terminal ──run cancelled──▶ Cancelled
+Pending ──a retry, and it succeeded in the old run──▶ Reused (its old output)
 ```
+
+`Reused` counts as succeeded for the tasks that read it and for the run's
+final state.
 
 Every dispatch bumps the task's `attempt`; an update whose attempt is not the
 current one is stale and ignored. That is the fence against late results.
@@ -101,6 +106,11 @@ impl Phase {
 
     fn is_terminal(self) -> bool {
         self.state().is_terminal()
+    }
+
+    /// Succeeded here, or in the run this one retries: its readers may run.
+    fn has_output(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Reused)
     }
 }
 
@@ -349,7 +359,7 @@ impl FlowRun {
             let alive = live(kind);
             let deps_done = self.graph.after[i]
                 .iter()
-                .all(|&j| self.tasks[j].state() == TaskState::Succeeded);
+                .all(|&j| self.tasks[j].phase.has_output());
             let worker_wait = self.worker_wait;
             let run = &mut self.tasks[i];
             match run.phase {
@@ -623,7 +633,7 @@ impl FlowRun {
     fn settle(&mut self, now: Instant) {
         if !self.state.is_terminal() {
             if self.tasks.iter().all(|t| t.phase.is_terminal()) {
-                self.state = if self.tasks.iter().all(|t| t.phase == Phase::Succeeded) {
+                self.state = if self.tasks.iter().all(|t| t.phase.has_output()) {
                     FlowState::Succeeded
                 } else {
                     FlowState::Failed
@@ -641,6 +651,47 @@ impl FlowRun {
         if self.state.is_terminal() && self.finished.is_none() {
             self.finished = Some(now);
         }
+    }
+
+    /// Ends the run `Cancelled` now: every task not yet ended is
+    /// `Cancelled`, and what is in flight is fenced (a late result is stale).
+    /// False if the run had already ended.
+    pub fn cancel(&mut self, now: Instant) -> bool {
+        if self.state.is_terminal() {
+            return false;
+        }
+        for t in &mut self.tasks {
+            if !t.phase.is_terminal() {
+                t.phase = Phase::Cancelled;
+                t.rows_so_far = None;
+            }
+        }
+        self.state = FlowState::Cancelled;
+        self.error = Some("the run was cancelled".into());
+        self.finished = Some(now);
+        self.generation += 1;
+        true
+    }
+
+    /// Makes this new run a retry of `old`: each task that succeeded (or was
+    /// reused) there starts `Reused`, with that output, and is not run
+    /// again; the others run as in a new run. Returns how many are reused.
+    pub fn reuse(&mut self, old: &FlowSnapshot) -> usize {
+        let mut reused = 0;
+        for (def, run) in self.flow.tasks.iter().zip(self.tasks.iter_mut()) {
+            let Some(was) = old.tasks.iter().find(|t| t.name == def.name) else {
+                continue;
+            };
+            let done = matches!(was.state, TaskState::Succeeded | TaskState::Reused);
+            if done && was.output.is_some() && run.phase == Phase::Pending {
+                run.phase = Phase::Reused;
+                run.output = was.output.clone();
+                run.node = was.node.clone();
+                reused += 1;
+            }
+        }
+        self.generation += 1;
+        reused
     }
 
     /// The broker confirmed attempt `attempt` of `task`.
@@ -1402,5 +1453,133 @@ path = "b.parquet"
         assert_eq!(backoff_delay(&p, 3, 1.0), Duration::from_secs(4));
         assert_eq!(backoff_delay(&p, 9, 1.0), Duration::from_secs(5));
         assert_eq!(backoff_delay(&p, 3, 0.5), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn cancel_ends_the_run_at_once_and_fences_what_is_in_flight() {
+        let t0 = Instant::now();
+        let mut fr = run(t0);
+        let e = fr.poll(t0, &all_live, &mut one).remove(0);
+        fr.apply(&update(&e, UpdateStatus::Started), t0, &mut one);
+        let before = fr.generation();
+        let later = t0 + Duration::from_secs(2);
+        assert!(fr.cancel(later));
+        assert!(fr.generation() > before, "a cancel is saved");
+        assert_eq!(fr.state(), FlowState::Cancelled);
+        let report = fr.report(t0 + Duration::from_secs(9));
+        assert!(report.tasks.iter().all(|t| t.state == TaskState::Cancelled));
+        assert_eq!(report.elapsed_ms, 2000, "it ended when cancelled");
+        assert!(report.error.unwrap().contains("cancelled"));
+        // The running attempt's late result is stale; nothing more goes out.
+        assert_eq!(fr.apply(&success(&e, 3), later, &mut one), Applied::Stale);
+        assert!(fr.poll(later, &all_live, &mut one).is_empty());
+        assert!(!fr.cancel(later), "a second cancel finds it ended");
+        // A run that already ended cannot be cancelled.
+        let mut done = run(t0);
+        drive_to_success(&mut done, t0);
+        assert!(!done.cancel(t0));
+        assert_eq!(done.state(), FlowState::Succeeded);
+        // Cancelled survives a restart.
+        let clock = Clock {
+            now: t0,
+            wall_ms: 1_000_000,
+        };
+        let back =
+            FlowRun::restore("fr1".into(), fr.flow.clone(), &fr.snapshot(&clock), &clock).unwrap();
+        assert_eq!(back.state(), FlowState::Cancelled);
+    }
+
+    #[test]
+    fn a_retry_reuses_succeeded_outputs_and_runs_only_the_rest() {
+        let t0 = Instant::now();
+        let clock = Clock {
+            now: t0,
+            wall_ms: 1_000_000,
+        };
+        // e, t and l2 succeed; l1 fails for good: the run fails.
+        let mut old = run(t0);
+        for _ in 0..4 {
+            for m in old.poll(t0, &all_live, &mut one) {
+                let u = if m.task == "l1" {
+                    failure(&m, false)
+                } else {
+                    success(&m, 3)
+                };
+                old.apply(&u, t0, &mut one);
+            }
+        }
+        assert_eq!(old.state(), FlowState::Failed);
+        let saved = old.snapshot(&clock);
+
+        let mut retry = FlowRun::new(
+            "fr2".into(),
+            old.flow.clone(),
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        assert_eq!(retry.reuse(&saved), 3);
+        let state_of = |fr: &FlowRun, name: &str| {
+            fr.report(t0)
+                .tasks
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap()
+                .state
+        };
+        for name in ["e", "t", "l2"] {
+            assert_eq!(state_of(&retry, name), TaskState::Reused, "{name}");
+        }
+        // Only the failed load goes out, reading the old run's artifact.
+        let sent = retry.poll(t0, &all_live, &mut one);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].task, "l1");
+        assert_eq!(sent[0].flow_run, "fr2");
+        assert_eq!(
+            sent[0].spec.source,
+            SourceSpec::Artifact(ArtifactRef {
+                path: "fr1/t.arrow".into(),
+                rows: 3
+            })
+        );
+        retry.apply(&success(&sent[0], 3), t0, &mut one);
+        assert_eq!(
+            retry.state(),
+            FlowState::Succeeded,
+            "Reused counts as succeeded"
+        );
+        let report = retry.report(t0);
+        let t = report.tasks.iter().find(|t| t.name == "t").unwrap();
+        assert_eq!((t.rows_out, t.attempts), (Some(3), 0));
+        // A retry of the retry reuses the reused outputs too.
+        let mut again = FlowRun::new(
+            "fr3".into(),
+            old.flow.clone(),
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        assert_eq!(again.reuse(&retry.snapshot(&clock)), 4);
+        // Failed, cancelled and skipped tasks run again.
+        let mut cancelled = run(t0);
+        let e = cancelled.poll(t0, &all_live, &mut one).remove(0);
+        cancelled.apply(&success(&e, 3), t0, &mut one);
+        cancelled.poll(t0, &all_live, &mut one);
+        cancelled.cancel(t0);
+        let mut third = FlowRun::new(
+            "fr4".into(),
+            old.flow.clone(),
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        assert_eq!(third.reuse(&cancelled.snapshot(&clock)), 1);
+        let mut sent: Vec<String> = third
+            .poll(t0, &all_live, &mut one)
+            .into_iter()
+            .map(|m| m.task)
+            .collect();
+        sent.sort();
+        assert_eq!(sent, ["l2", "t"]);
     }
 }

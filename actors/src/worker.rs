@@ -14,6 +14,12 @@ what makes a task's effect happen once:
 3. run the task to a committed output (tmp file, fsync, rename) and write the marker;
 4. publish the result (confirmed), and only then ack.
 
+A run that ends while its attempt runs here (cancelled, or failed; see
+[`crate::cancel`]) raises the attempt's flag: the worker stops waiting for the
+blocking work, acks, and frees its slot at once; the work stops at its next
+batch and commits nothing. A task of a run known to have ended is acked
+without starting.
+
 A panic in the task leaves the delivery unacked and stops the actor; the
 supervisor restarts it with backoff and the broker redelivers the task (and
 dead-letters it once it passes the delivery limit).
@@ -34,6 +40,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
 
 use crate::failpoint::Failpoints;
+use crate::metrics::{Moved, TaskOutcome, WorkerMetrics};
 use crate::transport::{Delivery, Subscription, Transport, TransportError};
 
 /// Tells the supervisor that a worker actor stopped.
@@ -57,6 +64,11 @@ pub struct WorkerEnv {
     /// The kinds whose worker consumes its queue right now, so that the node
     /// can tell when every role has started.
     pub consuming: Arc<watch::Sender<BTreeSet<TaskKind>>>,
+    /// Task counts, durations and volumes, by kind.
+    pub metrics: WorkerMetrics,
+    /// Cancel flags of the attempts running here, raised when their run
+    /// ends; and the runs heard to end, whose tasks are not started.
+    pub cancels: crate::cancel::RunCancels,
 }
 
 pub struct Worker {
@@ -352,11 +364,25 @@ async fn process(
     let Ok(_slot) = slots.acquire_owned().await else {
         return Outcome::Settled;
     };
+    // Checked once a slot is free: the run may have ended while it waited.
+    if env.cancels.has_ended(&msg.flow_run) {
+        return async move {
+            info!(
+                delivery = delivery.delivery,
+                "Not starting a task of a run that ended; acking it"
+            );
+            settle_ack(delivery).await;
+            Outcome::Settled
+        }
+        .instrument(span)
+        .await;
+    }
     run_one(env, msg, delivery).instrument(span).await
 }
 
 async fn run_one(env: WorkerEnv, msg: TaskMessage, delivery: Delivery) -> Outcome {
     let n = delivery.delivery;
+    let _running = env.metrics.of(msg.spec.kind()).running();
     if let Ok(mut set) = env.in_flight.lock() {
         set.insert(msg.task_run.clone());
     }
@@ -397,17 +423,62 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         n,
         progress.clone(),
     ));
+    let cancel = env.cancels.register(&msg.flow_run);
+    let flag = cancel.flag.clone();
     // The blocking work runs in the attempt's span, so that what the data
     // plane logs is the attempt's too.
     let span = tracing::Span::current();
-    let result = tokio::task::spawn_blocking(move || {
+    let work = tokio::task::spawn_blocking(move || {
         let _in = span.enter();
-        execute(&work_env, &work_msg, n, &progress, routed_rx)
-    })
-    .await;
+        let done = execute(&work_env, &work_msg, n, &progress, &flag, routed_rx)?;
+        // Its bytes cost a few `stat` calls: only when metrics are on.
+        let moved = (!done.duplicate && crate::metrics::recording())
+            .then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
+        Ok((done, moved))
+    });
+    // The blocking work may sit in a read for long (a slow download): when
+    // the run ends, stop waiting for it. It is abandoned, not killed: it
+    // stops at its next batch, and its flag fences any commit it reaches.
+    let result = tokio::select! {
+        result = work => result,
+        _ = cancel.flag.raised() => {
+            reporter.abort();
+            env.metrics
+                .of(msg.spec.kind())
+                .finished(TaskOutcome::Cancelled, began.elapsed());
+            info!(delivery = n, "Aborted the attempt: its run ended; acking it (the work left behind stops at its next batch and commits nothing)");
+            if let Some(log) = &mut log {
+                log.finish().await;
+            }
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+    };
     reporter.abort();
+    let metrics = env.metrics.of(msg.spec.kind());
+    let outcome = match &result {
+        Ok(Ok((done, _))) if done.duplicate => TaskOutcome::Duplicate,
+        Ok(Ok(_)) => TaskOutcome::Succeeded,
+        Ok(Err(e)) => TaskOutcome::of_error(e),
+        Err(_) => TaskOutcome::Failed,
+    };
+    metrics.finished(outcome, began.elapsed());
     let status = match result {
-        Ok(Ok(output)) => UpdateStatus::Succeeded(output),
+        Ok(Err(e @ conveyor_etl::EtlError::Cancelled)) => {
+            // The run ended as the work noticed; the coordinator is done with it.
+            info!(delivery = n, reason = %e, "Aborted the attempt: its run ended; nothing was committed, acking it");
+            if let Some(log) = &mut log {
+                log.finish().await;
+            }
+            settle_ack(delivery).await;
+            return Outcome::Settled;
+        }
+        Ok(Ok((done, moved))) => {
+            if let Some(moved) = moved {
+                metrics.moved(&moved);
+            }
+            UpdateStatus::Succeeded(done.output)
+        }
         Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
             // Expected, not a failure: the gate kept the output as it was.
             info!(reason = %e, "Task dropped; its run was abandoned");
@@ -500,21 +571,31 @@ async fn report_progress(env: WorkerEnv, msg: TaskMessage, delivery: u32, rows: 
 /// its coordinator.
 const START_VERDICT_WAIT: Duration = Duration::from_secs(10);
 
+/// A task's committed output, and whether an earlier delivery committed it.
+struct Executed {
+    output: conveyor_schemas::TaskOutput,
+    duplicate: bool,
+}
+
 /// Runs the task to a committed output. Blocking: call from `spawn_blocking`.
 fn execute(
     env: &WorkerEnv,
     msg: &TaskMessage,
     delivery: u32,
     progress: &AtomicU64,
+    cancel: &crate::cancel::CancelFlag,
     routed: std::sync::mpsc::Receiver<bool>,
-) -> conveyor_etl::Result<conveyor_schemas::TaskOutput> {
+) -> conveyor_etl::Result<Executed> {
     let ws = &env.workspace;
     if let Some(output) = commit::committed_output(ws, &msg.flow_run, &msg.task, &msg.spec)? {
         info!(
             delivery,
             "Duplicate delivery of a committed task; answering with the recorded output"
         );
-        return Ok(output);
+        return Ok(Executed {
+            output,
+            duplicate: true,
+        });
     }
     // Whether the task's start reached its coordinator; asked once, by the
     // commit of a load or gather. Only a broker's "unroutable" answer says
@@ -524,6 +605,9 @@ fn execute(
     // the result's publish decides.
     let verdict = std::cell::OnceCell::new();
     let coordinator_listens = || {
+        if cancel.is_raised() {
+            return Err(conveyor_etl::EtlError::Cancelled);
+        }
         if *verdict.get_or_init(|| routed.recv_timeout(START_VERDICT_WAIT).unwrap_or(true)) {
             Ok(())
         } else {
@@ -539,10 +623,14 @@ fn execute(
         delivery,
         progress,
         before_commit: Some(&coordinator_listens),
+        cancel: Some(cancel.flag()),
     };
     env.failpoints.before_task(&msg.task);
     let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;
     env.failpoints.after_commit(&msg.task);
     commit::record(ws, &at, &output)?;
-    Ok(output)
+    Ok(Executed {
+        output,
+        duplicate: false,
+    })
 }

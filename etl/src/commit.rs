@@ -247,6 +247,8 @@ pub fn commit_fenced(
         gate()?;
     }
     let _lock = ws.store.lock_task(at.flow_run, at.task)?;
+    // Last look under the lock: an attempt whose run ended commits nothing.
+    at.check_cancelled()?;
     if ws.store.marker(at.flow_run, at.task)?.is_some() {
         tracing::info!(
             flow_run = at.flow_run,

@@ -30,6 +30,10 @@ pub enum EtlError {
     /// queue is gone): the output is left as it was. Expected, not a bug.
     #[error("the coordinator's reply queue {reply_to} is gone (the run was abandoned); leaving the output as it was")]
     Abandoned { reply_to: String },
+    /// The attempt's run ended (cancelled, or failed) while it ran: it
+    /// stopped and committed nothing. Expected, not a failure of the task.
+    #[error("the attempt's run ended while it ran (cancelled, or failed); it stopped and committed nothing")]
+    Cancelled,
     #[error("{0}")]
     Internal(String),
 }
@@ -62,6 +66,7 @@ impl EtlError {
             EtlError::Data { .. }
             | EtlError::Spec(_)
             | EtlError::Abandoned { .. }
+            | EtlError::Cancelled
             | EtlError::Internal(_) => false,
         }
     }
@@ -72,6 +77,7 @@ impl EtlError {
             EtlError::Spec(_) => ErrorKind::Spec,
             EtlError::Io { .. } | EtlError::Fetch { .. } => ErrorKind::Io,
             EtlError::Abandoned { .. } => ErrorKind::Abandoned,
+            EtlError::Cancelled => ErrorKind::Cancelled,
             EtlError::Internal(_) => ErrorKind::Internal,
         }
     }

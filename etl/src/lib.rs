@@ -41,7 +41,7 @@ pub mod transform;
 pub mod typing;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use conveyor_schemas::{SourceSpec, TaskOutput, TaskSpec};
 
@@ -76,6 +76,9 @@ pub struct Attempt<'a> {
     /// the broker to route the task's start to its coordinator, so a task
     /// whose coordinator is gone never overwrites what a user can see.
     pub before_commit: Option<&'a dyn Fn() -> Result<()>>,
+    /// Set when the attempt's run ended (cancelled, or failed): the attempt
+    /// stops at the next batch, and commits nothing from then on.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 impl Attempt<'_> {
@@ -90,16 +93,27 @@ impl Attempt<'_> {
         self.attempt > 1 || self.delivery > 1
     }
 
-    /// Counts the rows of `batches` into `progress` as they are read.
+    /// An error of kind `Cancelled` once the attempt's run ended.
+    pub fn check_cancelled(&self) -> Result<()> {
+        match self.cancel {
+            Some(flag) if flag.load(Ordering::Acquire) => Err(EtlError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts the rows of `batches` into `progress` as they are read, and
+    /// stops them with a `Cancelled` error once the run ended.
     fn counted<'b>(
         &'b self,
         batches: impl Iterator<Item = Result<arrow::array::RecordBatch>> + 'b,
     ) -> impl Iterator<Item = Result<arrow::array::RecordBatch>> + 'b {
-        batches.inspect(|b| {
-            if let Ok(b) = b {
+        batches.map(|b| {
+            self.check_cancelled()?;
+            if let Ok(b) = &b {
                 self.progress
                     .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
             }
+            b
         })
     }
 }
@@ -157,6 +171,7 @@ fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<Tas
         tag: &tag,
         max_record: ws.max_record_bytes,
         policy: &ws.sources,
+        cancel: at.cancel,
     };
     let batches = sources::open(&spec.source, &cx)?;
     let rows_in = std::cell::Cell::new(0u64);
@@ -168,6 +183,7 @@ fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<Tas
     )?;
     let pending = sinks::open(&spec.sink, ws, at)?.write(schema, &mut iter)?;
     drop(iter);
+    at.check_cancelled()?;
     pending.commit(rows_in.get())
 }
 
@@ -304,6 +320,7 @@ mod tests {
             delivery: 1,
             progress: &progress,
             before_commit: None,
+            cancel: None,
         };
         let extracted =
             run_task(&ws, &at("e", 1), &extract_spec(&dir.join("in.csv"), None)).unwrap();
@@ -371,6 +388,7 @@ mod tests {
             delivery: 1,
             progress: &progress,
             before_commit: None,
+            cancel: None,
         };
         let names_e = ["e@0", "e@1", "e@2", "e@3", "e@4", "e@5", "e@6"];
         let names_l = ["l@0", "l@1", "l@2", "l@3", "l@4", "l@5", "l@6"];
@@ -425,6 +443,7 @@ mod tests {
             delivery: 1,
             progress: &progress,
             before_commit: None,
+            cancel: None,
         };
         let e = run_task(
             &ws,
@@ -476,6 +495,7 @@ mod tests {
             delivery: 1,
             progress: &progress,
             before_commit: None,
+            cancel: None,
         };
         let spec = gather_spec(
             rels.iter()
@@ -498,6 +518,43 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_attempt_stops_with_kind_cancelled_and_commits_nothing() {
+        let (dir, ws) = workspace("cancelled");
+        std::fs::write(dir.join("in.csv"), "a\n1\n2\n").unwrap();
+        let progress = AtomicU64::new(0);
+        let cancel = AtomicBool::new(false);
+        let at = Attempt {
+            flow_run: "c",
+            task: "e",
+            attempt: 1,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+            cancel: Some(&cancel),
+        };
+        let e = run_task(&ws, &at, &extract_spec(&dir.join("in.csv"), None)).unwrap();
+        cancel.store(true, Ordering::Release);
+        let again = Attempt {
+            task: "e2",
+            ..at.clone()
+        };
+        let err = run_task(&ws, &again, &extract_spec(&dir.join("in.csv"), None)).unwrap_err();
+        assert_eq!(err.kind(), conveyor_schemas::ErrorKind::Cancelled, "{err}");
+        assert!(!err.retryable());
+        let load = load_spec(e.artifact.unwrap(), DataFormat::Csv, "o.csv", true, None);
+        let l = Attempt {
+            task: "l",
+            ..at.clone()
+        };
+        let err = run_task(&ws, &l, &load).unwrap_err();
+        assert_eq!(err.kind(), conveyor_schemas::ErrorKind::Cancelled, "{err}");
+        assert!(!dir.join("out/o.csv").exists(), "nothing committed");
+        assert!(ws.store.marker("c", "l").unwrap().is_none());
+        assert!(ws.store.marker("c", "e2").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_closed_commit_gate_keeps_the_output_as_it_was_and_leaves_no_temporary_file() {
         let (dir, ws) = workspace("gate");
         std::fs::write(dir.join("in.csv"), "a\n1\n").unwrap();
@@ -511,6 +568,7 @@ mod tests {
             delivery: 1,
             progress: &progress,
             before_commit: None,
+            cancel: None,
         };
         let e = run_task(
             &ws,

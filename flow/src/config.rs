@@ -99,6 +99,140 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+impl ApiConfig {
+    /// Why this API must not start: it would listen beyond this machine
+    /// with no token, so anyone who reaches the port could start runs.
+    pub fn exposure_problem(&self) -> Option<String> {
+        let listen = self.listen.as_deref()?;
+        if !self.tokens.is_empty() || is_loopback(listen) {
+            return None;
+        }
+        Some(format!(
+            "[api] listen = \"{listen}\" is not a loopback address and no API token is set: \
+             add [api] tokens = [{{ token_env = \"NAME\", role = \"operate\" }}], set {API_TOKEN_ENV}, \
+             or listen on 127.0.0.1"
+        ))
+    }
+}
+
+/// Whether `HOST:PORT` names this machine only (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback(listen: &str) -> bool {
+    let host = match listen.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => listen,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads `[api]`: `listen`, `max_body` and `tokens`. A token is given as
+/// `token = "..."` or, to keep it out of the file, `token_env = "NAME"`.
+fn parse_api(mut api: Tbl) -> ApiConfig {
+    let mut out = ApiConfig::default();
+    if let Some(listen) = api.str("listen") {
+        if listen == "off" {
+            out.listen = None;
+        } else if listen.parse::<std::net::SocketAddr>().is_ok()
+            || listen.rsplit_once(':').is_some_and(|(h, p)| {
+                h.eq_ignore_ascii_case("localhost") && p.parse::<u16>().is_ok()
+            })
+        {
+            out.listen = Some(listen);
+        } else {
+            api.error(
+                "listen",
+                format!("`{listen}` is not HOST:PORT (e.g. \"127.0.0.1:7070\") or \"off\""),
+            );
+        }
+    }
+    if let Some(text) = api.str("max_body") {
+        match parse_size(&text) {
+            Some(n) if n >= 1024 => out.max_body_bytes = n,
+            _ => api.error(
+                "max_body",
+                format!("`{text}` is not a size of at least 1KiB, e.g. \"1MiB\""),
+            ),
+        }
+    }
+    if let Some(found) = api.get("tokens") {
+        let diag = api.diag;
+        let entries: Vec<&dyn toml_edit::TableLike> = if let Some(a) = found.item.as_array() {
+            a.iter()
+                .filter_map(|v| v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike))
+                .collect()
+        } else if let Some(a) = found.item.as_array_of_tables() {
+            a.iter().map(|t| t as &dyn toml_edit::TableLike).collect()
+        } else {
+            Vec::new()
+        };
+        let count = found
+            .item
+            .as_array()
+            .map(|a| a.len())
+            .or_else(|| found.item.as_array_of_tables().map(|a| a.len()));
+        if count != Some(entries.len()) {
+            diag.report(
+                &found.path,
+                found.span.clone(),
+                "must be a list of tables like { token_env = \"NAME\", role = \"read\" }",
+            );
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            let mut t = Tbl::new(
+                diag,
+                format!("{}[{i}]", found.path),
+                entry,
+                found.span.clone(),
+            );
+            let token = match (t.str("token"), t.str("token_env")) {
+                (Some(token), None) => Some(token),
+                (None, Some(name)) => match std::env::var(&name) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        t.error(
+                            "token_env",
+                            format!("environment variable `{name}` is not set"),
+                        );
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    t.error("token", "set either `token` or `token_env`, not both");
+                    None
+                }
+                (None, None) => {
+                    t.error("token", "is required (or `token_env = \"NAME\"`)");
+                    None
+                }
+            };
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                t.error("token", "must be at least 16 characters");
+            }
+            let role = match t.req_str("role").as_deref() {
+                Some("read") => Some(ApiRole::Read),
+                Some("operate") => Some(ApiRole::Operate),
+                Some(other) => {
+                    t.error(
+                        "role",
+                        format!("`{other}` is not a role; expected \"read\" or \"operate\""),
+                    );
+                    None
+                }
+                None => None,
+            };
+            t.finish();
+            if let (Some(token), Some(role)) = (token, role) {
+                out.tokens.push(ApiToken { token, role });
+            }
+        }
+    }
+    api.finish();
+    out
+}
+
 /// `[metrics]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsConfig {
@@ -107,11 +241,47 @@ pub struct MetricsConfig {
 }
 
 /// `[coordinator] notify`: where to POST a run's final report.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct NotifyConfig {
     pub url: String,
     /// The final states that are sent (`Failed` by default).
     pub states: Vec<conveyor_schemas::FlowState>,
+    /// `timeout`: how long one delivery may take, from connect to the
+    /// receiver's answer.
+    pub timeout: Duration,
+    /// `attempts`: deliveries tried, with backoff between them, before the
+    /// notification is given up with a warning.
+    pub attempts: u32,
+}
+
+/// Default `timeout` of a `[coordinator] notify` webhook.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `attempts` of a `[coordinator] notify` webhook.
+pub const DEFAULT_NOTIFY_ATTEMPTS: u32 = 5;
+
+impl NotifyConfig {
+    /// A webhook told of the runs that end `Failed`, with the defaults.
+    pub fn new(url: impl Into<String>) -> NotifyConfig {
+        NotifyConfig {
+            url: url.into(),
+            states: vec![conveyor_schemas::FlowState::Failed],
+            timeout: DEFAULT_NOTIFY_TIMEOUT,
+            attempts: DEFAULT_NOTIFY_ATTEMPTS,
+        }
+    }
+}
+
+// A webhook URL may carry credentials: never print them.
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("url", &redact_url(&self.url))
+            .field("states", &self.states)
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -372,7 +542,14 @@ impl NodeConfig {
         let (file, text) = read_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let broker_env = std::env::var(BROKER_URL_ENV).ok().filter(|s| !s.is_empty());
-        NodeConfig::parse(&file, &text, base, broker_env)
+        let mut cfg = NodeConfig::parse(&file, &text, base, broker_env)?;
+        if let Some(token) = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+            cfg.api.tokens.push(ApiToken {
+                token,
+                role: ApiRole::Operate,
+            });
+        }
+        Ok(cfg)
     }
 
     pub fn parse(
@@ -484,6 +661,8 @@ impl NodeConfig {
                         .unwrap_or_else(|| DEFAULT_COORDINATOR_DB.into()),
                 ),
             );
+            c.notify = parse_notify(&mut coord);
+            c.flows = coord.str("flows").map(|dir| base.join(dir));
             coord.finish();
             cfg.coordinator = Some(c);
         }
@@ -563,6 +742,24 @@ impl NodeConfig {
             workers.finish();
         }
 
+        if let Some(api) = root.table("api") {
+            cfg.api = parse_api(api);
+        }
+
+        if let Some(mut metrics) = root.table("metrics") {
+            cfg.metrics.listen =
+                metrics
+                    .str("listen")
+                    .and_then(|listen| match check_listen(&listen) {
+                        Ok(addr) => addr,
+                        Err(e) => {
+                            metrics.error("listen", e);
+                            None
+                        }
+                    });
+            metrics.finish();
+        }
+
         if let Some(mut storage) = root.table("storage") {
             if let Some(p) = storage.str("artifacts") {
                 cfg.artifacts = base.join(p);
@@ -588,6 +785,113 @@ impl NodeConfig {
         diag.finish(file)?;
         Ok(cfg)
     }
+}
+
+/// A `listen` address: `"HOST:PORT"` (`None` for `"off"`), or why not.
+/// The host is checked when the node binds it, which names it too.
+pub fn check_listen(text: &str) -> Result<Option<String>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let port = text
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    match port {
+        Some(_) => Ok(Some(text.to_string())),
+        None => Err(format!(
+            "`{text}` is not HOST:PORT (or \"off\"), e.g. \"127.0.0.1:9100\""
+        )),
+    }
+}
+
+/// `[coordinator] notify`: one webhook as a table, `notify = { url = "…" }`,
+/// or several, as `[[coordinator.notify]]` tables or an array of inline
+/// tables. Every problem is reported, with its key.
+fn parse_notify(coord: &mut Tbl) -> Vec<NotifyConfig> {
+    let Some(found) = coord.get("notify") else {
+        return Vec::new();
+    };
+    let diag = coord.diag;
+    let mut tables = Vec::new();
+    if let Some(t) = found.item.as_table_like() {
+        tables.push(Tbl::new(diag, found.path.clone(), t, found.span.clone()));
+    } else if let Some(array) = found.item.as_array_of_tables() {
+        for (i, t) in array.iter().enumerate() {
+            tables.push(Tbl::new(
+                diag,
+                format!("{}[{i}]", found.path),
+                t,
+                t.span().or(found.span.clone()),
+            ));
+        }
+    } else if let Some(array) = found.item.as_array() {
+        for (i, v) in array.iter().enumerate() {
+            match v.as_inline_table() {
+                Some(t) => tables.push(Tbl::new(
+                    diag,
+                    format!("{}[{i}]", found.path),
+                    t,
+                    v.span().or(found.span.clone()),
+                )),
+                None => diag.report(
+                    &format!("{}[{i}]", found.path),
+                    v.span().or(found.span.clone()),
+                    "must be a table such as { url = \"https://hooks.example.org/conveyor\" }",
+                ),
+            }
+        }
+    } else {
+        diag.report(
+            &found.path,
+            found.span,
+            "must be a table such as { url = \"https://hooks.example.org/conveyor\", states = [\"Failed\"] }, or an array of them",
+        );
+        return Vec::new();
+    }
+    let mut hooks = Vec::new();
+    for mut t in tables {
+        let url = t.req_str("url");
+        if let Some(u) = &url {
+            let host = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"))
+                .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+            if host.is_none_or(|h| h.rsplit('@').next().unwrap_or("").is_empty()) {
+                t.error(
+                    "url",
+                    format!("`{}` is not an http(s) URL with a host", redact_url(u)),
+                );
+            }
+        }
+        let mut hook = NotifyConfig::new(url.unwrap_or_default());
+        if let Some(names) = t.str_list("states") {
+            let mut states = Vec::new();
+            for name in &names {
+                match conveyor_schemas::FlowState::parse(name).filter(|s| s.is_terminal()) {
+                    Some(state) if !states.contains(&state) => states.push(state),
+                    Some(_) => {}
+                    None => t.error(
+                        "states",
+                        format!("`{name}` is not a final run state; expected Succeeded, Failed or Cancelled"),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                t.error("states", "is empty: name at least one of Succeeded, Failed or Cancelled (or remove the webhook)");
+            }
+            hook.states = states;
+        }
+        if let Some(d) = t.positive_duration("timeout") {
+            hook.timeout = d;
+        }
+        if let Some(n) = t.uint("attempts", 1, 100) {
+            hook.attempts = n as u32;
+        }
+        t.finish();
+        hooks.push(hook);
+    }
+    hooks
 }
 
 #[cfg(test)]
@@ -763,6 +1067,200 @@ mod tests {
         assert_eq!(err.problems[0].key, "workers.allow_urls", "{err}");
     }
 
+    const COORD: &str = "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n";
+
+    #[test]
+    fn metrics_listen_parses_and_bad_addresses_name_the_key() {
+        let cfg = parse(
+            &format!("{COORD}[coordinator]\n[metrics]\nlisten = \"127.0.0.1:9100\"\n"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.metrics.listen.as_deref(), Some("127.0.0.1:9100"));
+        let off = parse(
+            &format!("{COORD}[coordinator]\n[metrics]\nlisten = \"off\"\n"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(off.metrics.listen, None);
+        let absent = parse(&format!("{COORD}[coordinator]\n"), None).unwrap();
+        assert_eq!(absent.metrics.listen, None, "metrics are off unless set");
+        for bad in ["9100", ":9100", "localhost:http", "h:70000"] {
+            let err = parse(
+                &format!("{COORD}[coordinator]\n[metrics]\nlisten = \"{bad}\"\nport = 1\n"),
+                None,
+            )
+            .unwrap_err();
+            let found: Vec<(&str, Option<usize>)> = err
+                .problems
+                .iter()
+                .map(|p| (p.key.as_str(), p.line))
+                .collect();
+            assert_eq!(
+                found,
+                [("metrics.listen", Some(7)), ("metrics.port", Some(8))],
+                "{err}"
+            );
+            assert!(err.to_string().contains("is not HOST:PORT"), "{err}");
+        }
+    }
+
+    #[test]
+    fn notify_is_a_table_or_an_array_of_tables_with_defaults() {
+        use conveyor_schemas::FlowState;
+        let one = parse(
+            &format!("{COORD}[coordinator]\nnotify = {{ url = \"https://u:secret@hooks.example.org/c\" }}\n"),
+            None,
+        )
+        .unwrap();
+        let hooks = one.coordinator.unwrap().notify;
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0].states, [FlowState::Failed]);
+        assert_eq!(hooks[0].timeout, DEFAULT_NOTIFY_TIMEOUT);
+        assert_eq!(hooks[0].attempts, DEFAULT_NOTIFY_ATTEMPTS);
+        assert!(
+            !format!("{hooks:?}").contains("secret"),
+            "a webhook password leaked in Debug: {hooks:?}"
+        );
+        let many = parse(
+            &format!("{COORD}[coordinator]\n[[coordinator.notify]]\nurl = \"http://127.0.0.1:8/a\"\nstates = [\"Succeeded\", \"Cancelled\"]\ntimeout = \"2s\"\nattempts = 2\n[[coordinator.notify]]\nurl = \"http://127.0.0.1:8/b\"\n"),
+            None,
+        )
+        .unwrap();
+        let hooks = many.coordinator.unwrap().notify;
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(
+            hooks[0].states,
+            [FlowState::Succeeded, FlowState::Cancelled]
+        );
+        assert_eq!(
+            (hooks[0].timeout, hooks[0].attempts),
+            (Duration::from_secs(2), 2)
+        );
+        assert_eq!(hooks[1].url, "http://127.0.0.1:8/b");
+        let inline = parse(
+            &format!("{COORD}[coordinator]\nnotify = [{{ url = \"http://a/x\" }}, {{ url = \"http://b/y\", states = [\"Succeeded\"] }}]\n"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(inline.coordinator.unwrap().notify.len(), 2);
+    }
+
+    #[test]
+    fn every_notify_problem_is_reported_with_its_key() {
+        let err = parse(
+            &format!("{COORD}[coordinator]\n[[coordinator.notify]]\nurl = \"ftp://u:secret@h/x\"\nstates = [\"Running\", \"Failed\", \"Exploded\"]\ntimeout = \"0s\"\nattempts = 0\nretries = 3\n[[coordinator.notify]]\nstates = []\n"),
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "coordinator.notify[0].url",
+                "coordinator.notify[0].states",
+                "coordinator.notify[0].states",
+                "coordinator.notify[0].timeout",
+                "coordinator.notify[0].attempts",
+                "coordinator.notify[0].retries",
+                "coordinator.notify[1].url",
+                "coordinator.notify[1].states",
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(
+            text.contains("`Running` is not a final run state"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`Exploded` is not a final run state"),
+            "{text}"
+        );
+        let err = parse(
+            &format!("{COORD}[coordinator]\nnotify = \"http://h/x\"\n"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "coordinator.notify", "{err}");
+        assert_eq!(err.problems[0].line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn the_registered_flows_dir_resolves_against_the_config() {
+        let cfg = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\nflows = \"flows\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.coordinator.unwrap().flows,
+            Some(PathBuf::from("/etc/conveyor/flows"))
+        );
+    }
+
+    #[test]
+    fn the_api_section_parses_tokens_and_reports_each_problem() {
+        std::env::set_var("CONVEYOR_TEST_API_TOKEN_SET", "a-token-from-the-env-0123");
+        let cfg = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"0.0.0.0:8080\"\nmax_body = \"2MiB\"\ntokens = [{ token = \"an-operate-token-012345\", role = \"operate\" }, { token_env = \"CONVEYOR_TEST_API_TOKEN_SET\", role = \"read\" }]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.api.listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(cfg.api.max_body_bytes, 2 << 20);
+        assert_eq!(
+            cfg.api.tokens,
+            [
+                ApiToken {
+                    token: "an-operate-token-012345".into(),
+                    role: ApiRole::Operate
+                },
+                ApiToken {
+                    token: "a-token-from-the-env-0123".into(),
+                    role: ApiRole::Read
+                }
+            ]
+        );
+        assert!(!format!("{:?}", cfg.api).contains("an-operate-token"));
+        assert_eq!(cfg.api.exposure_problem(), None);
+        let open = ApiConfig {
+            tokens: Vec::new(),
+            ..cfg.api.clone()
+        };
+        assert!(open.exposure_problem().unwrap().contains("not a loopback"));
+        assert_eq!(ApiConfig::default().exposure_problem(), None);
+        assert!(
+            is_loopback("[::1]:7070") && is_loopback("localhost:1") && !is_loopback("10.0.0.1:80")
+        );
+
+        let err = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"everywhere\"\nmax_body = \"lots\"\ntokens = [{ token = \"short\", role = \"admin\" }, { token_env = \"CONVEYOR_TEST_API_TOKEN_UNSET\", role = \"read\" }]\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "api.listen",
+                "api.max_body",
+                "api.tokens[0].token",
+                "api.tokens[0].role",
+                "api.tokens[1].token_env"
+            ],
+            "{err}"
+        );
+        assert_eq!(err.problems[0].line, Some(7));
+        let off = parse(
+            "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n[coordinator]\n[api]\nlisten = \"off\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(off.api.listen, None);
+    }
+
     #[test]
     fn roles_follow_the_command() {
         let worker = parse(
@@ -789,6 +1287,7 @@ mod tests {
         let roles = coord.roles(Launch::Node).unwrap();
         assert_eq!(roles.coordinator, CoordinatorMode::Service);
         assert_eq!(roles.coordinator_config.worker_wait, Duration::from_secs(5));
+        assert_eq!(roles.coordinator_config.flows, None);
         assert_eq!(roles.describe(), "coordinator");
         let embedded = NodeConfig::embedded(Path::new("/tmp"));
         let err = embedded.roles(Launch::Submit).unwrap_err();

@@ -6,13 +6,16 @@ Phase two (in [`crate::config`] and [`crate::parse`]) checks meaning and
 derives values.
 */
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
+
+use crate::params::{ParamValues, PlaceholderError};
 
 /// One problem in a file, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,10 @@ impl std::error::Error for Problems {}
 pub struct Diag<'t> {
     text: &'t str,
     problems: RefCell<Vec<Problem>>,
+    /// A flow's params, once its `[params]` is read: string values read
+    /// after that have their `{{ params.NAME }}` filled in. Unset for node
+    /// configs, whose strings are taken as written.
+    params: OnceCell<ParamValues>,
 }
 
 impl<'t> Diag<'t> {
@@ -67,6 +74,72 @@ impl<'t> Diag<'t> {
         Diag {
             text,
             problems: RefCell::new(Vec::new()),
+            params: OnceCell::new(),
+        }
+    }
+
+    /// From now on, fill in placeholders with `params`.
+    pub fn set_params(&self, params: ParamValues) {
+        let _ = self.params.set(params);
+    }
+
+    /// `value` (found at `path`) with its placeholders filled in; `None`
+    /// after reporting why it cannot be. A `fixed` key shapes the DAG, so a
+    /// placeholder there is a problem whatever the param's value.
+    pub fn fill<'v>(
+        &self,
+        path: &str,
+        span: Option<Range<usize>>,
+        value: &'v Value,
+        fixed: bool,
+    ) -> Option<Cow<'v, Value>> {
+        let Some(params) = self.params.get() else {
+            return Some(Cow::Borrowed(value));
+        };
+        let has = |v: &Value| v.as_str().is_some_and(crate::params::has_placeholder);
+        let any = match value {
+            Value::Array(a) => a.iter().any(has),
+            v => has(v),
+        };
+        if !any {
+            return Some(Cow::Borrowed(value));
+        }
+        if fixed {
+            self.report(
+                path,
+                span,
+                "shapes the DAG, so it cannot use a `{{ params.NAME }}` placeholder: a param value never changes which tasks run or in what order",
+            );
+            return None;
+        }
+        let fill_one = |s: &str| match params.fill(s) {
+            Ok(text) => Some(Value::from(text.into_owned())),
+            Err(errors) => {
+                for e in errors {
+                    // A required param not given is reported once, at [params].
+                    if !matches!(e, PlaceholderError::Missing(_)) {
+                        self.report(path, span.clone(), e.to_string());
+                    }
+                }
+                None
+            }
+        };
+        match value {
+            Value::Array(a) => {
+                let mut out = toml_edit::Array::new();
+                let mut ok = true;
+                for item in a.iter() {
+                    match item.as_str() {
+                        Some(s) => match fill_one(s) {
+                            Some(v) => out.push(v),
+                            None => ok = false,
+                        },
+                        None => out.push(item.clone()),
+                    }
+                }
+                ok.then(|| Cow::Owned(Value::Array(out)))
+            }
+            v => fill_one(v.as_str()?).map(Cow::Owned),
         }
     }
 
@@ -141,6 +214,8 @@ pub struct Tbl<'a, 't> {
     table: &'a dyn TableLike,
     span: Option<Range<usize>>,
     used: HashSet<String>,
+    /// Keys of this table that shape the DAG: they take no params.
+    fixed: &'static [&'static str],
 }
 
 /// A value found under a key, with its dotted path and span.
@@ -163,7 +238,25 @@ impl<'a, 't> Tbl<'a, 't> {
             table,
             span,
             used: HashSet::new(),
+            fixed: &[],
         }
+    }
+
+    /// Marks `keys` as shaping the DAG: a placeholder in them is a problem.
+    pub fn fixed(mut self, keys: &'static [&'static str]) -> Self {
+        self.fixed = keys;
+        self
+    }
+
+    /// The value of a found key with its placeholders filled in.
+    pub fn fill<'v>(&self, key: &str, found: &Found<'v>) -> Option<Cow<'v, Value>> {
+        let value = found.item.as_value()?;
+        self.diag.fill(
+            &found.path,
+            found.span.clone(),
+            value,
+            self.fixed.contains(&key),
+        )
     }
 
     pub fn key_path(&self, key: &str) -> String {
@@ -209,7 +302,11 @@ impl<'a, 't> Tbl<'a, 't> {
 
     fn typed<T>(&mut self, key: &str, what: &str, f: impl Fn(&Value) -> Option<T>) -> Option<T> {
         let found = self.get(key)?;
-        match found.item.as_value().and_then(&f) {
+        let value = match found.item.as_value() {
+            Some(_) => Some(self.fill(key, &found)?),
+            None => None,
+        };
+        match value.as_deref().and_then(&f) {
             Some(v) => Some(v),
             None => {
                 self.diag

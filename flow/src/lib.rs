@@ -10,9 +10,13 @@ the HTTP API and the dashboard can parse flows cheaply
   (the wire's source, steps and sink, with [`TaskInput`] for inputs that
   exist only at dispatch), [`RetryPolicy`], and the [`FlowSource`] a run
   keeps to parse it again.
+- [`params`]: `[params]` and `{{ params.NAME }}`: the one substitution
+  function, with the caller's escaping rule.
 - [`parse`]: flow files: every problem with its key and line, in one pass.
 - [`graph`]: graph checks (unknown references, cycles) and task ordering.
 - [`fuse`]: `fuse = true`: single-reader chains folded into one task.
+- [`schedule`]: `[flow] schedule`, `timezone` and `catchup`: cron slots in
+  a time zone.
 - [`partition`]: `partitions = N`: one task per partition, and gathers.
 - [`config`]: the node config file ([`NodeConfig`]).
 - [`diag`]: the TOML walk that collects problems ([`Problems`]).
@@ -25,8 +29,10 @@ pub mod diag;
 pub(crate) mod fuse;
 pub(crate) mod graph;
 pub mod model;
+pub mod params;
 pub mod parse;
 pub(crate) mod partition;
+pub mod schedule;
 
 pub use conveyor_schemas::names;
 
@@ -38,3 +44,4 @@ pub use diag::{Problem, Problems};
 pub use model::{
     partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
 };
+pub use schedule::{Catchup, Schedule};

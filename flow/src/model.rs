@@ -16,10 +16,14 @@ pub struct FlowSpec {
     pub tasks: Vec<TaskDef>,
     /// Overrides the coordinator's wait for a live worker.
     pub worker_wait: Option<Duration>,
+    /// `[flow] schedule`: when a registered flow runs by itself.
+    pub schedule: Option<crate::schedule::Schedule>,
     /// `[flow] fail_fast = true`: the first failed task ends the run and
     /// skips every other task. By default only the tasks that depend on it
     /// are skipped; independent branches run to completion.
     pub fail_fast: bool,
+    /// `[params]`: each param with its default (none: a run must give it).
+    pub params: crate::params::Declared,
 }
 
 #[derive(Clone, Debug, PartialEq)]

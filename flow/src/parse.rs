@@ -42,8 +42,20 @@ use crate::graph::{self, RefSpans};
 use crate::model::{
     FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
 };
+use crate::params::{Declared, ParamValues};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Keys that shape the DAG, name the flow or schedule it: params cannot set them.
+const FLOW_SHAPE: &[&str] = &[
+    "name",
+    "fuse",
+    "fail_fast",
+    "schedule",
+    "timezone",
+    "catchup",
+];
+const TASK_SHAPE: &[&str] = &["kind", "input", "after", "partitions", "parts"];
 
 fn format_from_path(p: &str) -> Option<DataFormat> {
     let lower = p.to_ascii_lowercase();
@@ -92,40 +104,81 @@ impl FlowSpec {
     /// Loads a flow and keeps its text, so that a coordinator can parse it
     /// again (after a restart, or on another node).
     pub fn load_with_source(path: &Path) -> Result<(FlowSpec, FlowSource), Problems> {
+        FlowSpec::load_with_params(path, &BTreeMap::new())
+    }
+
+    /// Loads a flow with the values of its params for one run.
+    pub fn load_with_params(
+        path: &Path,
+        params: &BTreeMap<String, String>,
+    ) -> Result<(FlowSpec, FlowSource), Problems> {
         let (file, text) = read_file(path)?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-        let flow = FlowSpec::parse(&file, &text, &base)?;
+        let flow = FlowSpec::parse_with_params(&file, &text, &base, params)?;
         let source = FlowSource {
             file,
             text,
             base: base.to_string_lossy().into_owned(),
-            params: Default::default(),
+            params: params.clone(),
         };
         Ok((flow, source))
     }
 
-    /// Parses a flow; relative extract paths resolve against `base`.
     /// Parses a run's flow as saved: its text, with its params.
     pub fn parse_source(source: &FlowSource) -> Result<FlowSpec, Problems> {
-        FlowSpec::parse(&source.file, &source.text, Path::new(&source.base))
+        FlowSpec::parse_with_params(
+            &source.file,
+            &source.text,
+            Path::new(&source.base),
+            &source.params,
+        )
     }
 
+    /// The params a flow declares, each with its default (none: required),
+    /// without parsing the rest: for a list of flows and their params.
+    pub fn declared_params(file: &str, text: &str) -> Result<Declared, Problems> {
+        let doc = parse_document(file, text)?;
+        let diag = Diag::new(text);
+        let mut root = Tbl::new(&diag, "", doc.as_table(), None);
+        let declared = read_params(&mut root, &BTreeMap::new(), false);
+        root.skip_rest();
+        root.finish();
+        diag.finish(file)?;
+        Ok(declared)
+    }
+
+    /// Parses a flow that is given no params (each takes its default);
+    /// relative extract paths resolve against `base`.
     pub fn parse(file: &str, text: &str, base: &Path) -> Result<FlowSpec, Problems> {
+        FlowSpec::parse_with_params(file, text, base, &BTreeMap::new())
+    }
+
+    /// Parses a flow with `given` values for its `[params]`; a param not
+    /// given takes its default. Param problems (unknown, missing, a
+    /// placeholder where it cannot be) come with the flow's other problems.
+    pub fn parse_with_params(
+        file: &str,
+        text: &str,
+        base: &Path,
+        given: &BTreeMap<String, String>,
+    ) -> Result<FlowSpec, Problems> {
         let doc = parse_document(file, text)?;
         let diag = Diag::new(text);
         let mut root = Tbl::new(&diag, "", doc.as_table(), None);
 
         let mut name = String::new();
         let mut worker_wait = None;
+        let mut schedule = None;
         let mut fuse = false;
         let mut fail_fast = false;
         let mut defaults = RetryPolicy::default();
         let mut default_timeout = DEFAULT_TIMEOUT;
-        match root.table("flow") {
+        let params = read_params(&mut root, given, true);
+        match root.table("flow").map(|t| t.fixed(FLOW_SHAPE)) {
             Some(mut flow) => {
                 name = flow.req_str("name").unwrap_or_default();
                 if !name.is_empty() {
@@ -137,6 +190,7 @@ impl FlowSpec {
                 fuse = flow.bool("fuse").unwrap_or(false);
                 fail_fast = flow.bool("fail_fast").unwrap_or(false);
                 read_retry(&mut flow, &mut defaults);
+                schedule = crate::schedule::read_schedule(&mut flow);
                 if let Some(t) = flow.positive_duration("timeout") {
                     default_timeout = t;
                 }
@@ -159,7 +213,7 @@ impl FlowSpec {
                 }
                 for task_name in names {
                     declared.insert(task_name.clone());
-                    let Some(mut t) = table.table(&task_name) else {
+                    let Some(mut t) = table.table(&task_name).map(|t| t.fixed(TASK_SHAPE)) else {
                         continue;
                     };
                     if let Err(e) = check_name("task name", &task_name) {
@@ -208,10 +262,91 @@ impl FlowSpec {
         Ok(FlowSpec {
             name,
             tasks,
+            schedule,
             worker_wait,
             fail_fast,
+            params,
         })
     }
+}
+
+/// Reads `[params]`, checks the `given` values against it, and from then on
+/// has the walk fill placeholders in. Returns what the flow declares.
+fn read_params(root: &mut Tbl, given: &BTreeMap<String, String>, require: bool) -> Declared {
+    let mut declared = Declared::new();
+    let mut spans = HashMap::new();
+    let diag = root.diag;
+    let header = root.key_span("params");
+    if let Some(mut table) = root.table("params") {
+        for name in table.keys() {
+            let found = table.get(&name);
+            spans.insert(name.clone(), table.key_span(&name));
+            if let Err(e) = check_name("param name", &name) {
+                table.error(&name, e.to_string());
+                continue;
+            }
+            let Some(decl) = found.as_ref().and_then(|f| f.item.as_table_like()) else {
+                table.error(
+                    &name,
+                    "must be `{}` (a required param) or `{ default = \"VALUE\" }`",
+                );
+                continue;
+            };
+            let mut decl = Tbl::new(diag, table.key_path(&name), decl, table.key_span(&name));
+            let default = decl.str("default");
+            if let Some(d) = &default {
+                if crate::params::has_placeholder(d) {
+                    decl.error(
+                        "default",
+                        "is written as it is: it cannot use a placeholder",
+                    );
+                } else if let Err(why) = crate::params::check_value(d) {
+                    decl.error("default", why);
+                }
+            }
+            let bad_default = default.is_none() && decl.has("default");
+            decl.finish();
+            if !bad_default {
+                declared.insert(name, default);
+            }
+        }
+        table.finish();
+    }
+    let known = || {
+        if declared.is_empty() {
+            "the flow declares no params".to_string()
+        } else {
+            let list: Vec<&str> = declared.keys().map(String::as_str).collect();
+            format!("the flow declares only {}", list.join(", "))
+        }
+    };
+    for (name, value) in given {
+        let key = format!("params.{name}");
+        match spans.get(name) {
+            None => diag.report(&key, header.clone(), format!("is given, but {}", known())),
+            Some(span) => {
+                if let Err(why) = crate::params::check_value(value) {
+                    diag.report(&key, span.clone(), format!("the given value {why}"));
+                }
+            }
+        }
+    }
+    for (name, default) in &declared {
+        if require && default.is_none() && !given.contains_key(name) {
+            diag.report(
+                &format!("params.{name}"),
+                spans.get(name).cloned().flatten(),
+                format!(
+                    "is required: give it with `--param {name}=VALUE` (or in the API's `params`)"
+                ),
+            );
+        }
+    }
+    diag.set_params(ParamValues {
+        declared: declared.clone(),
+        given: given.clone(),
+    });
+    declared
 }
 
 fn read_retry(t: &mut Tbl, policy: &mut RetryPolicy) {
@@ -272,7 +407,8 @@ fn read_task(
             if input.is_none() && after.len() == 1 {
                 input = Some(after[0].clone());
             }
-            if input.is_none() {
+            // One written but unreadable was reported as it was read.
+            if input.is_none() && !t.has("input") {
                 t.error(
                     "input",
                     format!(
@@ -488,7 +624,7 @@ fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
                 parsed
             });
             let value = match f.get("value") {
-                Some(found) => literal(&found, f.diag),
+                Some(found) => literal(&f, "value", &found),
                 None => {
                     f.error("value", "is required");
                     None
@@ -531,8 +667,13 @@ fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
     }
 }
 
-fn literal(found: &Found, diag: &Diag) -> Option<Literal> {
-    match found.item.as_value() {
+fn literal(t: &Tbl, key: &str, found: &Found) -> Option<Literal> {
+    let diag = t.diag;
+    let value = match found.item.as_value() {
+        Some(_) => Some(t.fill(key, found)?),
+        None => None,
+    };
+    match value.as_deref() {
         Some(Value::Boolean(b)) => Some(Literal::Bool(*b.value())),
         Some(Value::Integer(i)) => Some(Literal::Int(*i.value())),
         Some(Value::Float(x)) => Some(Literal::Float(*x.value())),
@@ -912,5 +1053,210 @@ after = ["l"]
         assert_eq!(flow.task("a@1").unwrap().input.as_deref(), Some("t2@1"));
         assert_eq!(flow.task("b@0").unwrap().after, ["t2@0", "l"]);
         assert!(flow.task("e").is_none() && flow.task("t").is_none());
+    }
+
+    fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const PARAMS: &str = r#"[flow]
+name = "p"
+timeout = "{{ params.timeout }}"
+[params]
+day = { default = "2026-01-01" }
+region = {}
+timeout = { default = "90s" }
+[tasks.e]
+kind = "extract"
+url = "http://data.example/{{ params.region }}/{{ params.day }}.csv"
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ filter = { column = "{{ params.region }}_day", op = "eq", value = "{{ params.day }}" } }]
+[tasks.l]
+kind = "load"
+input = "t"
+path = "out/{{ params.region }}/{{ params.day }}.csv"
+"#;
+
+    #[test]
+    fn params_fill_every_string_value_with_given_values_then_defaults() {
+        let flow = FlowSpec::parse_with_params(
+            "p.toml",
+            PARAMS,
+            Path::new("/"),
+            &given(&[("region", "eu")]),
+        )
+        .unwrap();
+        assert_eq!(
+            flow.params,
+            [
+                ("day".to_string(), Some("2026-01-01".to_string())),
+                ("region".to_string(), None),
+                ("timeout".to_string(), Some("90s".to_string())),
+            ]
+            .into_iter()
+            .collect()
+        );
+        match flow.task("e").unwrap().body.source() {
+            Some(SourceSpec::Url { url, .. }) => {
+                assert_eq!(url, "http://data.example/eu/2026-01-01.csv")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(flow.task("e").unwrap().timeout, Duration::from_secs(90));
+        assert_eq!(
+            flow.task("t").unwrap().body.steps,
+            [Step::Filter(FilterStep {
+                column: "eu_day".into(),
+                op: CompareOp::Eq,
+                value: Literal::String("2026-01-01".into()),
+            })]
+        );
+        match &flow.task("l").unwrap().body.sink {
+            SinkSpec::File(target) => assert_eq!(target.path, "out/eu/2026-01-01.csv"),
+            other => panic!("{other:?}"),
+        }
+        // A given value wins over the default; the saved source parses the same.
+        let source = FlowSource {
+            file: "p.toml".into(),
+            text: PARAMS.into(),
+            base: "/".into(),
+            params: given(&[("region", "us"), ("day", "2026-11-30")]),
+        };
+        let again = FlowSpec::parse_source(&source).unwrap();
+        match &again.task("l").unwrap().body.sink {
+            SinkSpec::File(target) => assert_eq!(target.path, "out/us/2026-11-30.csv"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            FlowSpec::declared_params("p.toml", PARAMS).unwrap(),
+            flow.params,
+            "declared params are read without values"
+        );
+        // The same flow without its required param: one problem, at its declaration.
+        let err = FlowSpec::parse("p.toml", PARAMS, Path::new("/")).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
+        assert_eq!(got, [("params.region", Some(6))], "{err}");
+        assert!(err.to_string().contains("--param region=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn every_param_problem_is_reported_with_its_line_in_one_pass() {
+        let text = r#"[flow]
+name = "{{ params.name }}"
+[params]
+day = {}
+"bad name" = {}
+mode = "fast"
+name = { default = "x" }
+[tasks.e]
+kind = "extract"
+path = "in/{{ params.dya }}.csv"
+partitions = "{{ params.n }}"
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ drop = ["{{ day }}"] }]
+[tasks.k]
+kind = "{{ params.kind }}"
+[tasks.l]
+kind = "load"
+input = "{{ params.day }}"
+after = ["t", "{{ params.day }}"]
+path = "o.csv"
+bogus = 1
+"#;
+        let err = FlowSpec::parse_with_params(
+            "p.toml",
+            text,
+            Path::new("/"),
+            &given(&[("day", "1"), ("colour", "red")]),
+        )
+        .unwrap_err();
+        let got: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("flow.name", Some(2)),
+                ("params.colour", Some(3)),
+                ("params.bad name", Some(5)),
+                ("params.mode", Some(6)),
+                ("tasks.e.path", Some(10)),
+                ("tasks.e.partitions", Some(11)),
+                ("tasks.t.steps[0].drop", Some(15)),
+                ("tasks.k.kind", Some(17)),
+                ("tasks.l.input", Some(20)),
+                ("tasks.l.after", Some(21)),
+                ("tasks.l.bogus", Some(23)),
+            ],
+            "{err}"
+        );
+        let message = |key: &str| {
+            err.problems
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.message.clone())
+                .unwrap()
+        };
+        for shape in [
+            "flow.name",
+            "tasks.e.partitions",
+            "tasks.k.kind",
+            "tasks.l.input",
+            "tasks.l.after",
+        ] {
+            assert!(message(shape).contains("shapes the DAG"), "{shape}: {err}");
+        }
+        assert!(
+            message("params.colour").contains("the flow declares only day, name"),
+            "{err}"
+        );
+        assert!(
+            message("tasks.e.path")
+                .contains("`{{ params.dya }}` names a param the flow does not declare"),
+            "{err}"
+        );
+        assert!(
+            message("tasks.t.steps[0].drop").contains("write `{{ params.NAME }}`"),
+            "{err}"
+        );
+        assert!(message("params.mode").contains("{ default = "), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_param_value_meets_the_same_checks_as_the_file() {
+        let text = "[flow]\nname = \"p\"\n[params]\ndir = {}\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{{ params.dir }}/out.csv\"\n";
+        let parse = |dir: &str| {
+            FlowSpec::parse_with_params("p.toml", text, Path::new("/"), &given(&[("dir", dir)]))
+        };
+        assert!(parse("2026/11").is_ok());
+        for hostile in ["../../etc", "/etc"] {
+            let err = parse(hostile).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert_eq!(
+                (err.problems[0].key.as_str(), err.problems[0].line),
+                ("tasks.l.path", Some(11)),
+                "{err}"
+            );
+        }
+        let err = parse("a\nb").unwrap_err();
+        assert_eq!(
+            (err.problems[0].key.as_str(), err.problems[0].line),
+            ("params.dir", Some(4)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("control character"), "{err}");
     }
 }

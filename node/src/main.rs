@@ -3,11 +3,14 @@ The `conveyor` binary: parses the CLI, loads config, decides the process's
 roles once ([`conveyor_flow::NodeConfig::roles`]), sets up tracing, and hands
 over to `conveyor-actors`. One binary per server; its config file says which
 roles it plays. `display` draws live progress and the summary; `notify`
-tells a service manager (systemd `Type=notify`) when the node is ready.
+tells a service manager (systemd `Type=notify`) when the node is ready;
+`scrape` serves Prometheus metrics at `/metrics` on `[metrics] listen`.
 */
 
+mod client;
 mod display;
 mod notify;
+mod scrape;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use conveyor_actors::node::{Node, NodeError};
-use conveyor_flow::{FlowSpec, Launch, NodeConfig};
+use conveyor_api::{ApiServer, ApiSetup};
+use conveyor_flow::{CoordinatorMode, FlowSpec, Launch, NodeConfig};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -42,8 +46,10 @@ Every server runs this same binary; its config file says which roles it plays (c
 extract/transform/load workers). Nodes coordinate through RabbitMQ. With no broker configured, \
 `conveyor run` plays every role in one process.\n\n\
 Examples:\n  conveyor run flows/colors.toml                 # embedded, no broker\n  \
+conveyor runs list --state Failed                # through a coordinator's API\n  \
 conveyor node --config worker.toml              # a worker node of a cluster\n  \
 conveyor run flows/colors.toml --config client.toml --json\n  \
+conveyor run flows/colors_pick.toml --param name=coral\n  \
 conveyor validate flows/colors.toml"
 )]
 struct Cli {
@@ -74,6 +80,25 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// One `--param NAME=VALUE`.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    conveyor_flow::params::parse_assignment(text)
+}
+
+/// The `--param`s as a map; a name given twice is an error, not a silent
+/// choice of one of the values.
+fn param_map(
+    params: Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, value) in params {
+        if map.insert(name.clone(), value).is_some() {
+            return Err(format!("--param {name} is given twice"));
+        }
+    }
+    Ok(map)
 }
 
 #[derive(Subcommand)]
@@ -125,17 +150,75 @@ enum Command {
         /// With --submit: how long a coordinator has to accept the flow.
         #[arg(long, default_value = "30s", value_parser = parse_positive_duration, requires = "submit")]
         accept_timeout: Duration,
+        /// A value for one of the flow's [params], used wherever the flow
+        /// writes `{{ params.NAME }}`; repeat for each param. A param not
+        /// given takes its default; one without a default must be given.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Check a flow file or a node config; report every problem at once.
+    ///
+    /// For a flow, --param gives values to its [params] as `run` would, and
+    /// a param given that the flow does not declare, or a required one not
+    /// given, is reported with the other problems.
     Validate {
         /// A flow file (has [flow]) or a node config (has [node]).
         file: PathBuf,
+        /// A value for one of the flow's [params]; repeat for each param.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Print (or write) the JSON Schemas of the wire contract.
     Schemas {
         /// Write one file per message into this directory instead of printing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "openapi")]
         out: Option<PathBuf>,
+        /// Print the HTTP API's OpenAPI document instead (checked in as
+        /// schemas/openapi.json).
+        #[arg(long)]
+        openapi: bool,
+    },
+    /// Operate runs on a coordinator node, through its HTTP API.
+    ///
+    /// The server comes from --server or CONVEYOR_SERVER (default
+    /// http://127.0.0.1:7070), the token from CONVEYOR_API_TOKEN. Tables by
+    /// default, --json for the API's JSON.
+    ///
+    /// Exit code: 0 ok, 1 a watched run ended other than Succeeded, 2 bad
+    /// usage or a request the server refused (4xx), 70 server unreachable
+    /// or failing (5xx).
+    Runs {
+        #[command(subcommand)]
+        cmd: client::RunsCmd,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// List the flows registered with a coordinator node (its
+    /// `[coordinator] flows` directory), through its HTTP API.
+    Flows {
+        #[command(subcommand)]
+        cmd: client::FlowsCmd,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Start a run of a registered flow, through a coordinator node's HTTP
+    /// API; print its run id.
+    ///
+    /// Exit code: 0 started (with --watch: succeeded), 1 with --watch: the
+    /// run ended other than Succeeded, 2 bad usage or refused (4xx), 70
+    /// server unreachable or failing (5xx).
+    Trigger {
+        /// The registered flow's name.
+        flow: String,
+        /// A value for one of the flow's [params], as NAME=VALUE; repeat
+        /// for more.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = client::parse_param)]
+        params: Vec<(String, String)>,
+        /// Follow the run to its end, as `conveyor runs watch` does.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        server: client::ServerArgs,
     },
 }
 
@@ -184,7 +267,15 @@ fn main() -> ExitCode {
             submit,
             detach,
             accept_timeout,
+            params,
         } => {
+            let params = match param_map(params) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
             let how = match (submit, detach) {
                 (false, _) => How::Here,
                 (true, false) => How::Submit {
@@ -196,10 +287,38 @@ fn main() -> ExitCode {
                     detach: true,
                 },
             };
-            cmd_run(&flow, config.as_deref(), json, how, cli.connect_timeout)
+            cmd_run(
+                &flow,
+                &params,
+                config.as_deref(),
+                json,
+                how,
+                cli.connect_timeout,
+            )
         }
-        Command::Validate { file } => cmd_validate(&file),
-        Command::Schemas { out } => cmd_schemas(out.as_deref()),
+        Command::Validate { file, params } => match param_map(params) {
+            Ok(params) => cmd_validate(&file, &params),
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_BAD_INPUT
+            }
+        },
+        Command::Schemas { out, openapi } => {
+            if openapi {
+                print!("{}", conveyor_api::openapi::document());
+                0
+            } else {
+                cmd_schemas(out.as_deref())
+            }
+        }
+        Command::Runs { cmd, server } => client::runs(cmd, &server),
+        Command::Flows { cmd, server } => client::flows(cmd, &server),
+        Command::Trigger {
+            flow,
+            params,
+            watch,
+            server,
+        } => client::trigger(&flow, params, watch, &server),
     };
     ExitCode::from(code)
 }
@@ -235,12 +354,13 @@ enum Outcome {
 
 fn cmd_run(
     flow_path: &Path,
+    params: &std::collections::BTreeMap<String, String>,
     config: Option<&Path>,
     json: bool,
     how: How,
     connect_timeout: Option<Duration>,
 ) -> u8 {
-    let (flow, source) = match FlowSpec::load_with_source(flow_path) {
+    let (flow, source) = match FlowSpec::load_with_params(flow_path, params) {
         Ok(f) => f,
         Err(problems) => {
             eprint!("error: invalid flow\n{problems}");
@@ -434,6 +554,19 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
         roles.connect_timeout = connect_timeout;
     }
     warn_if_sources_unrestricted(&cfg, &roles);
+    let serves_api = roles.coordinator == CoordinatorMode::Service;
+    if serves_api {
+        if let Some(problem) = cfg.api.exposure_problem() {
+            eprintln!("error: {}: {problem}", config.display());
+            stop_runtime(io);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if let Err(e) = start_metrics(&cfg, &io) {
+        eprintln!("error: {}: {e}", config.display());
+        stop_runtime(io);
+        return EXIT_NODE_FAILED;
+    }
     let system = actix::System::new();
     let code = system.block_on(async {
         let mut node = match Node::start(&cfg, &roles, io.handle().clone()).await {
@@ -442,6 +575,35 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                 tracing::error!(error = %e, "Node failed to start");
                 return EXIT_NODE_FAILED;
             }
+        };
+        let api = match (&node.coordinator, serves_api) {
+            (Some(handle), true) => {
+                let flow_base = roles
+                    .coordinator_config
+                    .flows
+                    .clone()
+                    .unwrap_or_else(|| config_dir(config));
+                let setup = ApiSetup {
+                    config: cfg.api.clone(),
+                    node: cfg.node_name.clone(),
+                    flow_base,
+                    // `/metrics` on this listener too (start_metrics
+                    // installed the recorder for it).
+                    metrics: Some(Arc::new(|| {
+                        conveyor_actors::metrics::render().unwrap_or_default()
+                    })),
+                    extra: None,
+                };
+                match ApiServer::start(setup, handle.clone()) {
+                    Ok(api) => api,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Node failed to start its API");
+                        node.shutdown(Duration::from_secs(1)).await;
+                        return EXIT_NODE_FAILED;
+                    }
+                }
+            }
+            _ => None,
         };
         tracing::info!(node = %cfg.node_name, roles = %roles.describe(), "Node running; stop with SIGINT or SIGTERM");
         actix::spawn(notify::ready_when(node.roles_started()));
@@ -462,14 +624,50 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
             }
         };
         notify::stopping();
+        // The node first, so that a client following a run is told the
+        // coordinator stopped (an `error` event) rather than cut off.
         node.shutdown(grace).await;
+        if let Some(api) = api {
+            api.stop().await;
+        }
         code
     });
     stop_runtime(io);
     code
 }
 
-fn cmd_validate(file: &Path) -> u8 {
+/// The directory of the config file, absolute, where the paths of an
+/// ad-hoc flow resolve when `[coordinator] flows` is not set.
+fn config_dir(config: &Path) -> PathBuf {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Installs the metrics recorder on a node that shows its metrics (`[metrics]
+/// listen`, or a coordinator's API), before its roles start so that they
+/// record from the first task; then serves `/metrics` on `[metrics] listen`.
+fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), String> {
+    let api = cfg.coordinator.is_some() && cfg.api.listen.is_some();
+    if cfg.metrics.listen.is_none() && !api {
+        return Ok(());
+    }
+    conveyor_actors::metrics::install().map_err(|e| e.to_string())?;
+    if let Some(listen) = &cfg.metrics.listen {
+        let listener = io
+            .block_on(scrape::bind(listen))
+            .map_err(|e| e.to_string())?;
+        io.spawn(scrape::serve(
+            listener,
+            Arc::new(|| conveyor_actors::metrics::render().unwrap_or_default()),
+        ));
+    }
+    Ok(())
+}
+
+fn cmd_validate(file: &Path, params: &std::collections::BTreeMap<String, String>) -> u8 {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -481,11 +679,31 @@ fn cmd_validate(file: &Path) -> u8 {
         let l = l.trim();
         l == "[flow]" || l.starts_with("[tasks.") || l == "[tasks]"
     });
+    if !is_flow && !params.is_empty() {
+        eprintln!(
+            "error: {}: --param gives values to a flow's [params]; this is a node config",
+            file.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
     if is_flow {
-        match FlowSpec::load(file) {
-            Ok(flow) => {
+        match FlowSpec::load_with_params(file, params) {
+            Ok((flow, _)) => {
+                let declared: Vec<String> = flow
+                    .params
+                    .iter()
+                    .map(|(name, default)| match default {
+                        Some(d) => format!("{name} (default {d:?})"),
+                        None => format!("{name} (required)"),
+                    })
+                    .collect();
+                let params = if declared.is_empty() {
+                    String::new()
+                } else {
+                    format!("; params: {}", declared.join(", "))
+                };
                 println!(
-                    "ok: {} is a valid flow `{}` with {} tasks",
+                    "ok: {} is a valid flow `{}` with {} tasks{params}",
                     file.display(),
                     flow.name,
                     flow.tasks.len()
@@ -506,12 +724,37 @@ fn cmd_validate(file: &Path) -> u8 {
                     file.display(),
                     cfg.node_name
                 );
-                0
+                match cfg.coordinator.as_ref().and_then(|c| c.flows.as_deref()) {
+                    Some(dir) => validate_registered_flows(dir),
+                    None => 0,
+                }
             }
             Err(problems) => {
                 eprint!("{problems}");
                 EXIT_BAD_INPUT
             }
+        }
+    }
+}
+
+/// Loads `[coordinator] flows` as the node would at start.
+fn validate_registered_flows(dir: &Path) -> u8 {
+    match conveyor_actors::schedules::Registry::load(dir) {
+        Ok(registry) => {
+            let total = registry.iter().count();
+            let scheduled = registry
+                .iter()
+                .filter(|(_, r)| r.flow.schedule.is_some())
+                .count();
+            println!(
+                "ok: {} registers {total} flows ({scheduled} scheduled)",
+                dir.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_BAD_INPUT
         }
     }
 }

@@ -725,6 +725,10 @@ pub struct FlowSubmission {
     pub reply_to: String,
     /// The submitting node's name, for logs.
     pub client: String,
+    /// Values of the flow's `[params]` for this run (`--param NAME=VALUE`);
+    /// a param not given takes its default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 /// What a coordinator tells the client of a submitted flow.

@@ -10,6 +10,17 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
 }
 
+/// The shared test broker's host port, from its URL.
+pub fn shared_broker_port() -> u16 {
+    let url = amqp_url();
+    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(5672)
+}
+
 /// The queue and exchange names of a test's namespace, as the nodes build them.
 pub fn names_of(ns: &str) -> Names {
     Names::new(ns)

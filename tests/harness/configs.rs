@@ -24,8 +24,15 @@ pub fn node_config_at(
     } else {
         format!("[workers]\nkinds = [{}]\n", kinds.join(", "))
     };
+    // A coordinator node serves its API on 127.0.0.1:7070 by default; tests
+    // run side by side, so each takes a port of its own (its log says which).
+    let api = if extra.contains("[coordinator]") && !extra.contains("[api]") {
+        "\n[api]\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
     format!(
-        "[node]\nname = \"{name}\"\nheartbeat = \"200ms\"\n\n[broker]\nurl = \"{url}\"\nnamespace = \"{ns}\"\n\n{workers}\n[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n{extra}",
+        "[node]\nname = \"{name}\"\nheartbeat = \"200ms\"\n\n[broker]\nurl = \"{url}\"\nnamespace = \"{ns}\"\n\n{workers}\n[storage]\nartifacts = \"{}\"\noutput_root = \"{}\"\n{extra}{api}",
         storage.join("artifacts").display(),
         storage.join("out").display()
     )

@@ -260,6 +260,7 @@ impl AmqpTransport {
             }
             match self.open().await {
                 Ok(live) => {
+                    crate::metrics::broker_reconnected();
                     tracing::info!(broker = %conveyor_flow::config::redact_url(&self.shared.url), failures = backoff.failures(), "Reconnected to the broker; topology declared again");
                     *self.shared.live.write().await = Some(live.clone());
                     return Ok(live);

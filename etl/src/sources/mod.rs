@@ -59,6 +59,9 @@ pub struct ReadContext<'a> {
     pub max_record: u64,
     /// What this node's sources may read and fetch.
     pub policy: &'a crate::policy::SourcePolicy,
+    /// The attempt's cancel flag ([`crate::Attempt::cancel`]): a download
+    /// checks it between chunks, so an abandoned attempt stops soon.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Something a task reads rows from.
