@@ -88,7 +88,10 @@ fn logs_and_attempts_are_read_while_a_task_runs_and_after_its_worker_exited() {
             &ns,
             &[],
             &storage,
-            &format!("[coordinator]\ndb = \"{}\"\n", db.display()),
+            &format!(
+                "[coordinator]\ndb = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+                db.display()
+            ),
         ),
     );
     let worker_cfg = dir.write(
@@ -99,7 +102,7 @@ fn logs_and_attempts_are_read_while_a_task_runs_and_after_its_worker_exited() {
         "client.toml",
         &node_config("client", &ns, &[], &dir.join("client"), ""),
     );
-    let _coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
+    let coord = NodeProcess::start(&coord_cfg, &dir.join("coord.log"), &[]);
     // The worker prints only errors: what it ships does not depend on that.
     // Its load takes 2.5 s, so that its lines are seen while it runs.
     let mut worker = NodeProcess::start(
@@ -265,4 +268,82 @@ fn logs_and_attempts_are_read_while_a_task_runs_and_after_its_worker_exited() {
         .len();
     assert_eq!(load.bytes_out, Some(written), "{load:?}");
     assert!(load.bytes_in.is_some_and(|b| b > 0), "{load:?}");
+
+    // The same, through the HTTP API (open on loopback without a token).
+    let base = format!("http://{}/api/v1/runs/{run}", api_addr(&coord));
+    let (status, page) = http_get(&format!("{base}/tasks/e/logs"));
+    assert_eq!(status, 200, "{page}");
+    let lines = page["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), extract.lines.len(), "{page}");
+    assert_eq!(page["live"], false, "{page}");
+    assert_eq!(lines[1]["level"], "WARN", "{page}");
+    let (_, first_only) = http_get(&format!("{base}/tasks/e/logs?attempt=1"));
+    let first_only = first_only["lines"].as_array().unwrap();
+    assert!(
+        !first_only.is_empty() && first_only.iter().all(|l| l["attempt"] == 1),
+        "{first_only:?}"
+    );
+    // Followed: every line, then the end, since no more can come.
+    let events = http_events(&format!("{base}/tasks/e/logs?follow=true"));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "line").count(),
+        lines.len(),
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    let (status, detail) = http_get(&base);
+    assert_eq!(status, 200, "{detail}");
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{detail}");
+    assert_eq!(attempts[0]["outcome"], "Failed", "{detail}");
+    assert_eq!(attempts[0]["error"]["kind"], "io", "{detail}");
+    let (status, missing) = http_get(&format!("{base}/tasks/nosuchtask/logs"));
+    assert_eq!(status, 404, "{missing}");
+}
+
+/// The address a node's API listens on, from its log.
+fn api_addr(node: &NodeProcess) -> String {
+    node.wait_for_line(&["API listening"], Duration::from_secs(10));
+    let log = node.log_text();
+    let line = log.lines().find(|l| l.contains("API listening")).unwrap();
+    let addr = line.split("addr=").nth(1).expect("addr= in the log line");
+    addr.split_whitespace().next().unwrap().to_string()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `GET url`: the status and the body as JSON.
+fn http_get(url: &str) -> (u16, serde_json::Value) {
+    let res = agent().get(url).call().expect("GET");
+    let status = res.status().as_u16();
+    let text = res.into_body().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Server-Sent Events from `url` until the stream closes: (event, data).
+fn http_events(url: &str) -> Vec<(String, serde_json::Value)> {
+    use std::io::BufRead;
+    let res = agent().get(url).call().expect("GET events");
+    assert_eq!(res.status().as_u16(), 200);
+    let reader = std::io::BufReader::new(res.into_body().into_reader());
+    let (mut events, mut name) = (Vec::new(), String::new());
+    for line in reader.lines() {
+        let line = line.expect("read events");
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            events.push((name.clone(), serde_json::from_str(d).unwrap_or_default()));
+        }
+    }
+    events
 }
