@@ -620,7 +620,8 @@ pub fn read_logs(
 
 /// Every attempt of every task of `run`, in start order. An attempt still
 /// `Running` that a later attempt replaced, or whose run is no longer in
-/// flight, is `Lost`, and ends where it was last seen.
+/// flight, is `Lost` (`Cancelled` if its run was), and ends where it was
+/// last seen.
 pub fn read_attempts(
     conn: &Connection,
     run: &str,
@@ -630,7 +631,8 @@ pub fn read_attempts(
         "SELECT task, attempt, delivery, node, started_ms, ended_ms, last_seen_ms, outcome,
             rows_in, rows_out, bytes_in, bytes_out, error,
             EXISTS (SELECT 1 FROM task_attempts b WHERE b.run = a.run AND b.task = a.task
-                    AND b.attempt > a.attempt)
+                    AND b.attempt > a.attempt),
+            (SELECT state FROM flow_runs f WHERE f.id = a.run)
          FROM task_attempts a WHERE run = ?1
          ORDER BY coalesce(started_ms, last_seen_ms), task, attempt",
     )?;
@@ -640,6 +642,12 @@ pub fn read_attempts(
         let superseded: bool = r.get(13)?;
         let last_seen: i64 = r.get(6)?;
         let lost = outcome == "Running" && (superseded || !run_live);
+        // An attempt aborted because its run was cancelled reports nothing.
+        let run_state: Option<String> = r.get(14)?;
+        let gone = match run_state.as_deref() {
+            Some("Cancelled") if !superseded => "Cancelled",
+            _ => "Lost",
+        };
         let error: Option<String> = r.get(12)?;
         Ok(AttemptView {
             task: r.get(0)?,
@@ -652,7 +660,7 @@ pub fn read_attempts(
             } else {
                 opt(r.get(5)?)
             },
-            outcome: if lost { "Lost".into() } else { outcome },
+            outcome: if lost { gone.into() } else { outcome },
             rows_in: opt(r.get(8)?),
             rows_out: opt(r.get(9)?),
             bytes_in: opt(r.get(10)?),
@@ -839,9 +847,21 @@ mod tests {
             },
         ));
         history.attempt(event(3, 60, AttemptChange::Started));
+        // Another run, cancelled while its attempt ran: the worker aborted
+        // the attempt and reported nothing.
+        history.attempt(AttemptEvent {
+            run: "c".into(),
+            ..event(1, 70, AttemptChange::Started)
+        });
         // A log batch is committed after every event sent before it.
         block_on(history.logs(batch(3, 1, 0, 1, true))).unwrap();
         let conn = Connection::open(&path).unwrap();
+        // The run store's table (only the columns read here).
+        conn.execute_batch(
+            "CREATE TABLE flow_runs (id TEXT PRIMARY KEY, state TEXT);
+             INSERT INTO flow_runs VALUES ('c', 'Cancelled'), ('r', 'Succeeded');",
+        )
+        .unwrap();
         let attempts = read_attempts(&conn, "r", true).unwrap();
         let seen: Vec<(u32, &str, Option<u64>, Option<u64>)> = attempts
             .iter()
@@ -866,6 +886,12 @@ mod tests {
             (Some(9), Some(8), Some(100))
         );
         assert_eq!(attempts[2].node.as_deref(), Some("w1"));
+        let cancelled = read_attempts(&conn, "c", false).unwrap();
+        assert_eq!(
+            (cancelled[0].outcome.as_str(), cancelled[0].ended_ms),
+            ("Cancelled", Some(70))
+        );
+        assert_eq!(read_attempts(&conn, "r", false).unwrap()[1].outcome, "Lost");
         drop(history);
         let _ = std::fs::remove_dir_all(&dir);
     }
