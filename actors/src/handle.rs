@@ -428,11 +428,15 @@ mod tests {
     use crate::node::Node;
     use crate::runstore::RunQuery;
 
-    /// A coordinator node with a database, all roles in this process: the
-    /// handle answers live questions from the actor and history from SQLite.
-    #[test]
-    fn the_handle_submits_watches_gets_and_lists_runs() {
-        let dir = std::env::temp_dir().join(format!("conveyor-handle-{}", std::process::id()));
+    /// Runs `body` with the handle of a coordinator node that has a database
+    /// and plays every role in this process, and a two-task flow `h` (`e`
+    /// reads two rows of `in.csv`, `l` loads them).
+    fn with_in_process_node(
+        name: &str,
+        body: impl AsyncFnOnce(CoordinatorHandle, Arc<FlowSpec>, FlowSource, &NodeConfig),
+    ) {
+        let dir =
+            std::env::temp_dir().join(format!("conveyor-handle-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
@@ -461,6 +465,17 @@ mod tests {
                 .await
                 .unwrap();
             let handle = node.coordinator.clone().unwrap();
+            body(handle, flow, source, &cfg).await;
+            node.shutdown(Duration::from_secs(1)).await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A coordinator node with a database, all roles in this process: the
+    /// handle answers live questions from the actor and history from SQLite.
+    #[test]
+    fn the_handle_submits_watches_gets_and_lists_runs() {
+        with_in_process_node("runs", async |handle, flow, source, _cfg| {
             let mut ids = Vec::new();
             for _ in 0..3 {
                 let run = handle.submit(flow.clone(), source.clone()).await.unwrap();
@@ -514,9 +529,7 @@ mod tests {
                 handle.retry("h-nosuchrun000").await,
                 Err(CoordinatorError::NotFound(_))
             ));
-            node.shutdown(Duration::from_secs(1)).await;
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A coordinator node with `[coordinator] flows`: it lists its flows,
@@ -661,34 +674,7 @@ mod tests {
         let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(
             crate::tasklog::TaskLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO),
         ));
-        let dir = std::env::temp_dir().join(format!("conveyor-handle-logs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("in.csv"), "a,b\n1,x\n2,y\n").unwrap();
-        let flow_text = "[flow]\nname = \"h\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"out.csv\"\n";
-        let flow = Arc::new(FlowSpec::parse("h.toml", flow_text, &dir).unwrap());
-        let source = FlowSource {
-            file: "h.toml".into(),
-            text: flow_text.into(),
-            base: dir.display().to_string(),
-            params: Default::default(),
-        };
-        let mut cfg = NodeConfig::embedded(&dir);
-        if let Some(c) = cfg.coordinator.as_mut() {
-            c.db = Some(dir.join("c.db"));
-        }
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let system = actix::System::new();
-        system.block_on(async {
-            let roles = cfg.roles(Launch::Node).unwrap();
-            let node = Node::start(&cfg, &roles, io.handle().clone())
-                .await
-                .unwrap();
-            let handle = node.coordinator.clone().unwrap();
+        with_in_process_node("logs", async |handle, flow, source, cfg| {
             let run = handle.submit(flow.clone(), source.clone()).await.unwrap();
             let id = run.flow_run.clone();
             assert_eq!(run.done.await.unwrap().state, FlowState::Succeeded);
@@ -757,8 +743,6 @@ mod tests {
                 handle.attempts("h-nosuchrun000").await,
                 Err(CoordinatorError::NotFound(_))
             ));
-            node.shutdown(Duration::from_secs(1)).await;
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
