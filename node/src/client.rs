@@ -286,8 +286,10 @@ fn time(ms: Option<u64>) -> String {
 fn took(start: Option<u64>, end: Option<u64>) -> String {
     match (start, end) {
         (Some(s), Some(e)) => {
-            humantime::format_duration(Duration::from_millis(e.saturating_sub(s) / 100 * 100))
-                .to_string()
+            let ms = e.saturating_sub(s);
+            // Milliseconds under a second; tenths of a second above.
+            let shown = if ms < 1000 { ms } else { ms / 100 * 100 };
+            humantime::format_duration(Duration::from_millis(shown)).to_string()
         }
         _ => "-".into(),
     }
@@ -702,4 +704,16 @@ pub fn trigger(flow: &str, params: Vec<(String, String)>, watch_it: bool, s: &Se
         }
         Ok(EXIT_OK)
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_show_milliseconds_under_a_second_and_tenths_above() {
+        assert_eq!(took(Some(1_000), Some(1_030)), "30ms");
+        assert_eq!(took(Some(0), Some(2_345)), "2s 300ms");
+        assert_eq!(took(Some(5), None), "-");
+    }
 }
