@@ -42,7 +42,12 @@ use crate::transport::Transport;
 /// than this costs the broker two events (accepted, finished), no more.
 const CLIENT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-const TICK: Duration = Duration::from_millis(50);
+/// How often every run in flight is polled for its timers (deadlines,
+/// backoff, the wait for a worker, the client's held-back progress). Worker
+/// updates and confirms advance their own run at once, so the tick is on no
+/// task's path; polling thousands of runs every 50 ms cost W1 a tenth of
+/// the coordinator's CPU.
+const TICK: Duration = Duration::from_millis(200);
 
 /// How often the coordinator looks for schedule slots that are due: the
 /// most a run starts after its slot, on an idle node.
@@ -310,24 +315,18 @@ impl Coordinator {
         let mut jitter = || rng.random_range(0.5..=1.0);
         let mut to_publish = Vec::new();
         let mut finished = Vec::new();
-        let mut failure = None;
         let mut events = Vec::new();
-        for (id, run) in self.runs.iter_mut() {
-            if only.is_some_and(|o| o != id) {
-                continue;
-            }
-            let live = &self.live;
+        let (live, store) = (&self.live, &self.store);
+        // One run's round: poll it, save what changed, collect what to send.
+        let mut step = |id: &str, run: &mut Run| -> Result<(), StoreError> {
             let msgs = run
                 .machine
                 .poll(now, &|k| live.is_live(k, now), &mut jitter);
             let generation = run.machine.generation();
             if run.saved != Some(generation) {
                 let report = run.machine.report(now);
-                if self.store.is_durable() {
-                    if let Err(e) = save(&self.store, id, &run.machine, &report, &clock) {
-                        failure = Some(e);
-                        break;
-                    }
+                if store.is_durable() {
+                    save(store, id, &run.machine, &report, &clock)?;
                 }
                 run.saved = Some(generation);
                 run.progress.send_replace(report);
@@ -357,9 +356,23 @@ impl Coordinator {
             }
             to_publish.extend(msgs);
             if run.machine.state().is_terminal() {
-                finished.push(id.clone());
+                finished.push(id.to_string());
             }
-        }
+            Ok(())
+        };
+        // One run is looked up, not searched for: with thousands of runs in
+        // flight, every worker update would otherwise scan them all.
+        let failure = match only {
+            Some(id) => match self.runs.get_mut(id) {
+                Some(run) => step(id, run).err(),
+                None => None,
+            },
+            None => self
+                .runs
+                .iter_mut()
+                .try_for_each(|(id, run)| step(id, run))
+                .err(),
+        };
         if let Some(reason) = failure {
             // Nothing of this round is published: the saved state is older.
             self.give_up(reason);
