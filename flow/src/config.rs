@@ -1091,11 +1091,7 @@ mod tests {
                 None,
             )
             .unwrap_err();
-            let found: Vec<(&str, Option<usize>)> = err
-                .problems
-                .iter()
-                .map(|p| (p.key.as_str(), p.line))
-                .collect();
+            let found = err.keys_and_lines();
             assert_eq!(
                 found,
                 [("metrics.listen", Some(7)), ("metrics.port", Some(8))],

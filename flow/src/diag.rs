@@ -41,6 +41,17 @@ pub struct Problems {
     pub problems: Vec<Problem>,
 }
 
+impl Problems {
+    /// Each problem's key and line, in order: what a test compares.
+    #[cfg(test)]
+    pub(crate) fn keys_and_lines(&self) -> Vec<(&str, Option<usize>)> {
+        self.problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect()
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();

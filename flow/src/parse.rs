@@ -783,11 +783,7 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
     fn zero_durations_that_would_expire_at_once_are_errors_with_key_and_line() {
         let text = "[flow]\nname = \"f\"\nworker_wait = \"0s\"\nmax_backoff = \"0ms\"\nbackoff = \"0s\"\n[tasks.e]\nkind = \"extract\"\npath = \"x.csv\"\ntimeout = \"0s\"\n";
         let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
-        let got: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.key.as_str(), p.line))
-            .collect();
+        let got = err.keys_and_lines();
         // An immediate retry (`backoff = "0s"`) is a choice, not a mistake.
         assert_eq!(
             got,
@@ -840,11 +836,7 @@ input = "missing"
 steps = []
 "#;
         let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
-        let got: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.key.as_str(), p.line))
-            .collect();
+        let got = err.keys_and_lines();
         assert_eq!(
             got,
             [
@@ -1139,11 +1131,7 @@ path = "out/{{ params.region }}/{{ params.day }}.csv"
         );
         // The same flow without its required param: one problem, at its declaration.
         let err = FlowSpec::parse("p.toml", PARAMS, Path::new("/")).unwrap_err();
-        let got: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.key.as_str(), p.line))
-            .collect();
+        let got = err.keys_and_lines();
         assert_eq!(got, [("params.region", Some(6))], "{err}");
         assert!(err.to_string().contains("--param region=VALUE"), "{err}");
     }
@@ -1181,11 +1169,7 @@ bogus = 1
             &given(&[("day", "1"), ("colour", "red")]),
         )
         .unwrap_err();
-        let got: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.key.as_str(), p.line))
-            .collect();
+        let got = err.keys_and_lines();
         assert_eq!(
             got,
             [

@@ -410,11 +410,7 @@ mod tests {
         );
         assert!(parse("[flow]\nname = \"f\"\n").unwrap().schedule.is_none());
         let err = parse("[flow]\nname = \"f\"\nschedule = \"0 25 * * *\"\ntimezone = \"Europe/Pariss\"\ncatchup = \"some\"\n").unwrap_err();
-        let found: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.key.as_str(), p.line))
-            .collect();
+        let found = err.keys_and_lines();
         assert_eq!(
             found,
             [
