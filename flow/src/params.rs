@@ -21,7 +21,11 @@ meets the same path and name rules as a value written in the file.
 
 [`substitute`] is the one function that fills placeholders in. Its caller
 gives the escaping rule: the flow parser inserts values as they are
-([`verbatim`]); a SQL step will give one that quotes SQL literals.
+([`verbatim`]) in most strings, and fills SQL text (a PostgreSQL source's
+`query`, a `sql` step) with [`ParamValues::fill_sql`]: there a value always
+becomes one SQL string literal, and a placeholder inside quotes or a comment,
+where a literal cannot stand, is refused. A param can never stand for an
+identifier or for SQL text.
 */
 
 use std::borrow::Cow;
@@ -53,6 +57,9 @@ pub enum PlaceholderError {
     NotAParam(String),
     Undeclared(String),
     Missing(String),
+    /// In SQL text, a placeholder inside a quoted string, a quoted
+    /// identifier or a comment: only a whole value may be a param.
+    InSqlQuotes(&'static str),
 }
 
 impl fmt::Display for PlaceholderError {
@@ -70,6 +77,10 @@ impl fmt::Display for PlaceholderError {
             PlaceholderError::Missing(name) => {
                 write!(f, "param `{name}` has no value in this run")
             }
+            PlaceholderError::InSqlQuotes(place) => write!(
+                f,
+                "has a placeholder inside {place}; in SQL a param stands for a whole value and becomes a quoted literal, so write `WHERE day = {{{{ params.day }}}}`, not `'{{{{ params.day }}}}'`"
+            ),
         }
     }
 }
@@ -77,6 +88,121 @@ impl fmt::Display for PlaceholderError {
 /// Inserts a value as it is.
 pub fn verbatim(value: &str) -> Cow<'_, str> {
     Cow::Borrowed(value)
+}
+
+/// A value as one SQL string literal: `'...'` with each `'` doubled.
+///
+/// This is the standard SQL rule, which DataFusion follows and PostgreSQL
+/// follows with `standard_conforming_strings = on` (the default since 9.1;
+/// a PostgreSQL connector sets it on each session, so a backslash in a value
+/// is never an escape). Values hold no control characters ([`check_value`]).
+pub fn sql_literal(value: &str) -> Cow<'_, str> {
+    Cow::Owned(format!("'{}'", value.replace('\'', "''")))
+}
+
+/// Where each placeholder of SQL text sits: `Err` with the place's name when
+/// one is inside a quoted string or identifier, a dollar-quoted body, or a
+/// comment.
+pub fn check_sql_placeholders(sql: &str) -> Result<(), &'static str> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' if b.get(i + 1) == Some(&b'{') => i += 2,
+            b'\'' => {
+                // E'...' strings take backslash escapes.
+                let escapes = i > 0
+                    && matches!(b[i - 1], b'e' | b'E')
+                    && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'));
+                i = skip_quoted(b, i, b'\'', escapes, "a quoted string")?;
+            }
+            b'"' => i = skip_quoted(b, i, b'"', false, "a quoted identifier")?,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+                if sql[i..end].contains("{{") {
+                    return Err("a comment");
+                }
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                let start = i;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                if sql[start..i].contains("{{") {
+                    return Err("a comment");
+                }
+            }
+            b'$' => {
+                // $tag$ ... $tag$, where tag is empty or an identifier.
+                let tag_len = sql[i + 1..]
+                    .bytes()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                    .count();
+                let after = i + 1 + tag_len;
+                let starts_tag = b.get(after) == Some(&b'$')
+                    && (tag_len == 0 || !b[i + 1].is_ascii_digit())
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'));
+                if !starts_tag {
+                    i += 1;
+                    continue;
+                }
+                let tag = &sql[i..=after];
+                let body_start = after + 1;
+                let body_end = sql[body_start..]
+                    .find(tag)
+                    .map_or(b.len(), |n| body_start + n);
+                if sql[body_start..body_end].contains("{{") {
+                    return Err("a dollar-quoted string");
+                }
+                i = (body_end + tag.len()).min(b.len());
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The index just past the quoted run that starts at `open`; `Err` if a
+/// placeholder is inside it.
+fn skip_quoted(
+    b: &[u8],
+    open: usize,
+    quote: u8,
+    escapes: bool,
+    place: &'static str,
+) -> Result<usize, &'static str> {
+    let mut i = open + 1;
+    while i < b.len() {
+        if escapes && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return Ok(i + 1);
+        }
+        if b[i] == b'{' && b.get(i + 1) == Some(&b'{') {
+            return Err(place);
+        }
+        i += 1;
+    }
+    Ok(b.len())
 }
 
 /// Whether `text` has anything that looks like a placeholder.
@@ -162,6 +288,17 @@ impl ParamValues {
     /// Fills in `text` as the flow parser does: values as they are.
     pub fn fill<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, Vec<PlaceholderError>> {
         substitute(text, &|name| self.lookup(name), &verbatim)
+    }
+
+    /// Fills in SQL text: each value becomes one quoted literal
+    /// ([`sql_literal`]), and a placeholder inside quotes or a comment is
+    /// refused ([`check_sql_placeholders`]).
+    pub fn fill_sql<'t>(&self, sql: &'t str) -> Result<Cow<'t, str>, Vec<PlaceholderError>> {
+        if !has_placeholder(sql) {
+            return Ok(Cow::Borrowed(sql));
+        }
+        check_sql_placeholders(sql).map_err(|place| vec![PlaceholderError::InSqlQuotes(place)])?;
+        substitute(sql, &|name| self.lookup(name), &sql_literal)
     }
 }
 
@@ -253,6 +390,44 @@ mod tests {
             .collect(),
         };
         assert_eq!(p.fill("{{ params.a }}").unwrap(), "{{ params.b }}");
+    }
+
+    #[test]
+    fn sql_text_gets_literals_and_refuses_placeholders_in_quotes_or_comments() {
+        let p = ParamValues {
+            declared: [("who".to_string(), None)].into_iter().collect(),
+            given: [("who".to_string(), r#"x' OR 1=1; DROP TABLE t; --\"#.to_string())]
+                .into_iter()
+                .collect(),
+        };
+        assert_eq!(
+            p.fill_sql("SELECT * FROM t WHERE name = {{ params.who }}")
+                .unwrap(),
+            r#"SELECT * FROM t WHERE name = 'x'' OR 1=1; DROP TABLE t; --\'"#
+        );
+        for bad in [
+            "SELECT '{{ params.who }}'",
+            "SELECT E'it\\'s {{ params.who }}'",
+            r#"SELECT * FROM "{{ params.who }}""#,
+            "SELECT 1 -- {{ params.who }}\n",
+            "SELECT /* a /* b */ {{ params.who }} */ 1",
+            "SELECT $q$ {{ params.who }} $q$",
+            "SELECT $$ {{ params.who }} $$",
+        ] {
+            let err = p.fill_sql(bad).unwrap_err();
+            assert!(
+                matches!(err[..], [PlaceholderError::InSqlQuotes(_)]),
+                "{bad}: {err:?}"
+            );
+        }
+        // Quotes that close before the placeholder leave it a value.
+        assert_eq!(
+            p.fill_sql("SELECT 'a''b', \"c\", $1 /* c */ , {{ params.who }} -- done")
+                .unwrap()
+                .matches("'x'' OR")
+                .count(),
+            1
+        );
     }
 
     #[test]
