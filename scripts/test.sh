@@ -39,6 +39,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the real `conveyor` binary. `cargo test` builds
 # test harnesses, not the binaries of other packages, so build it first.
 # The fault tests need failpoints, which release builds do not have.
-cargo build -p conveyor-node --features failpoints --quiet
+# One feature set for both commands: building the binary alone
+# (`-p conveyor-node`) resolves its dependencies' features without the
+# tests' dev-dependencies, which compiles arrow and DataFusion a second time.
+features=(--workspace --features conveyor-node/failpoints)
+cargo build "${features[@]}" --all-targets --quiet
 # --show-output prints the one-line report of each fault scenario.
-cargo test --workspace "$@" -- --show-output
+cargo test "${features[@]}" "$@" -- --show-output
