@@ -517,14 +517,11 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
         for key in s.keys() {
             let ty = s.str(&key);
             match ty.as_deref().map(|x| (x, ColumnType::parse(x))) {
-                Some((_, Some(column_type))) => cols.push(ColumnSpec {
+                Some((_, Ok(column_type))) => cols.push(ColumnSpec {
                     name: key,
                     column_type,
                 }),
-                Some((x, None)) => s.error(
-                    &key,
-                    format!("unknown type `{x}`; expected string, int64, float64 or boolean"),
-                ),
+                Some((x, Err(why))) => s.error(&key, format!("unknown type `{x}`; {why}")),
                 None => {}
             }
         }
@@ -640,15 +637,12 @@ fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
         "cast" => {
             let mut c = st.table("cast")?;
             let column = c.req_str("column");
-            let to = c.req_str("to").and_then(|to| {
-                let parsed = ColumnType::parse(&to);
-                if parsed.is_none() {
-                    c.error(
-                        "to",
-                        format!("unknown type `{to}`; expected string, int64, float64 or boolean"),
-                    );
+            let to = c.req_str("to").and_then(|to| match ColumnType::parse(&to) {
+                Ok(parsed) => Some(parsed),
+                Err(why) => {
+                    c.error("to", format!("unknown type `{to}`; {why}"));
+                    None
                 }
-                parsed
             });
             c.finish();
             Some(Step::Cast(CastStep {
@@ -776,6 +770,54 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
                 ("tasks.l.colour".to_string(), Some(14)),
             ],
             "{err}"
+        );
+    }
+
+    #[test]
+    fn dates_timestamps_and_decimals_are_types_and_a_bad_one_is_an_error_with_its_line() {
+        let text = r#"[flow]
+name = "f"
+[tasks.e]
+kind = "extract"
+path = "x.csv"
+schema = { d = "date", t = "timestamp", z = "timestamptz", m = "decimal(38,10)" }
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ cast = { column = "m", to = "decimal(12,2)" } }]
+"#;
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap();
+        let Some(SourceSpec::File { read, .. }) = flow.task("e").unwrap().body.source() else {
+            panic!()
+        };
+        let types: Vec<String> = read
+            .schema
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.column_type.to_string())
+            .collect();
+        assert_eq!(
+            types,
+            ["date", "timestamp", "timestamptz", "decimal(38,10)"]
+        );
+        let bad = text
+            .replace("decimal(38,10)", "decimal(40,2)")
+            .replace("decimal(12,2)", "timestamp(UTC)");
+        let err = FlowSpec::parse("f.toml", &bad, Path::new("/")).unwrap_err();
+        assert_eq!(
+            err.keys_and_lines(),
+            [
+                ("tasks.e.schema.m", Some(6)),
+                ("tasks.t.steps[0].cast.to", Some(10)),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("precision 40 is out of range")
+                && text.contains("unknown type `timestamp(UTC)`; expected string, int64, float64, boolean, date, timestamp, timestamptz or decimal(P,S)"),
+            "{text}"
         );
     }
 
