@@ -471,12 +471,20 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
     let url = t.str("url");
     let source = match (path, url) {
         (Some(p), None) => {
-            let full = base.join(&p);
-            let full = full.display().to_string();
+            // A path that a secret starts is the worker's to know: its
+            // value is used as it is, not against the flow's directory.
+            let full = if p.starts_with(conveyor_schemas::secrets::OPEN) {
+                p.clone()
+            } else {
+                base.join(&p).display().to_string()
+            };
             Some((Located::Path(full), p))
         }
         (None, Some(u)) => {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            let scheme_ok = u.starts_with("http://")
+                || u.starts_with("https://")
+                || u.starts_with(conveyor_schemas::secrets::OPEN);
+            if !scheme_ok {
                 t.error("url", "must start with http:// or https://");
             }
             Some((Located::Url(u.clone()), u))
@@ -1094,6 +1102,62 @@ after = ["l"]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn secrets_stay_text_for_the_worker_and_a_malformed_one_is_an_error_with_its_line() {
+        let text = r#"[flow]
+name = "s"
+[tasks.e]
+kind = "extract"
+path = "${env:DATA_DIR}/in.csv"
+[tasks.u]
+kind = "extract"
+url = "${env:SOURCE_URL}"
+format = "csv"
+[tasks.l]
+kind = "load"
+input = "e"
+path = "out/${env:TENANT}.csv"
+"#;
+        let flow = FlowSpec::parse("s.toml", text, Path::new("/flows")).unwrap();
+        match flow.task("e").unwrap().body.source() {
+            // Not resolved against the flow's directory: the value says where.
+            Some(SourceSpec::File { path, .. }) => assert_eq!(path, "${env:DATA_DIR}/in.csv"),
+            other => panic!("{other:?}"),
+        }
+        match flow.task("u").unwrap().body.source() {
+            Some(SourceSpec::Url { url, .. }) => assert_eq!(url, "${env:SOURCE_URL}"),
+            other => panic!("{other:?}"),
+        }
+        match &flow.task("l").unwrap().body.sink {
+            SinkSpec::File(target) => assert_eq!(target.path, "out/${env:TENANT}.csv"),
+            other => panic!("{other:?}"),
+        }
+        let bad = text
+            .replace("${env:TENANT}", "${env:TEN-ANT}")
+            .replace("name = \"s\"", "name = \"${env:X}\"");
+        let err = FlowSpec::parse("s.toml", &bad, Path::new("/flows")).unwrap_err();
+        assert_eq!(
+            err.keys_and_lines(),
+            [("flow.name", Some(2)), ("tasks.l.path", Some(13))],
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("`${env:TEN-` is not a secret reference"),
+            "{err}"
+        );
+        // Whoever starts a run cannot name a secret through a param.
+        let with_param = "[flow]\nname = \"p\"\n[params]\nday = {}\n[tasks.e]\nkind = \"extract\"\npath = \"{{ params.day }}.csv\"\n";
+        let err = FlowSpec::parse_with_params(
+            "p.toml",
+            with_param,
+            Path::new("/"),
+            &given(&[("day", "${env:HOME}")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot name a secret"), "{err}");
     }
 
     const PARAMS: &str = r#"[flow]

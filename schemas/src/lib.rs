@@ -17,6 +17,8 @@ are generated from these types and a test fails when they drift.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
 - [`names`]: the rules for names and relative paths that messages carry.
 - [`redact`]: secrets (URL userinfo) out of logs, reports and errors.
+- [`secrets`]: `${env:NAME}` references, expanded by the worker that runs
+  a task and kept out of what it reports.
 
 # Versioning
 Every message carries `schema_version` ([`SCHEMA_VERSION`]); a receiver
@@ -39,6 +41,7 @@ gather) with one [`TaskSpec`]: a source, steps and a sink.
 
 pub mod names;
 pub mod redact;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 
