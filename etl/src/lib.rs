@@ -7,7 +7,8 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
   lines, Parquet, Arrow IPC artifacts, files under the output root and parts).
 - [`transform`]: the transform steps; [`typing`]: lossless inference and
-  conversion of text columns.
+  conversion of text columns; [`canonical`]: the one text of each date,
+  timestamp and decimal value, which is all that reads into those types.
 - [`gather`]: putting the parts of a partitioned load in place.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
@@ -26,6 +27,7 @@ a gather) to a committed output. It is blocking: callers run it off their
 event loop.
 */
 
+pub mod canonical;
 pub mod commit;
 pub mod error;
 pub mod gather;

@@ -263,6 +263,14 @@ pub fn check_value(value: &str) -> Result<(), String> {
             c
         ));
     }
+    // The worker would expand it: a run's caller could read the worker's
+    // environment into a path, a filter or a query.
+    if conveyor_schemas::secrets::has_reference(value) {
+        return Err(
+            "contains `${env:`; a param value cannot name a secret (write the `${env:NAME}` in the flow itself)"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -396,9 +404,12 @@ mod tests {
     fn sql_text_gets_literals_and_refuses_placeholders_in_quotes_or_comments() {
         let p = ParamValues {
             declared: [("who".to_string(), None)].into_iter().collect(),
-            given: [("who".to_string(), r#"x' OR 1=1; DROP TABLE t; --\"#.to_string())]
-                .into_iter()
-                .collect(),
+            given: [(
+                "who".to_string(),
+                r#"x' OR 1=1; DROP TABLE t; --\"#.to_string(),
+            )]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(
             p.fill_sql("SELECT * FROM t WHERE name = {{ params.who }}")
@@ -435,6 +446,9 @@ mod tests {
         assert!(check_value("2026-11-30").is_ok());
         assert!(check_value("a\nb").unwrap_err().contains("control"));
         assert!(check_value(&"x".repeat(MAX_VALUE_BYTES + 1)).is_err());
+        assert!(check_value("a${env:HOME}")
+            .unwrap_err()
+            .contains("cannot name a secret"));
         assert_eq!(
             parse_assignment("day=2026-11-30=x").unwrap(),
             ("day".to_string(), "2026-11-30=x".to_string())
