@@ -36,8 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
-    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TaskError, TaskKind, TaskMessage,
-    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
+    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TableSource, TaskError, TaskKind,
+    TaskMessage, TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus,
+    SCHEMA_VERSION,
 };
 
 use conveyor_flow::{FlowSpec, RetryPolicy, TaskInput};
@@ -446,6 +447,22 @@ impl FlowRun {
                     .and_then(|name| self.artifact_of(name))
                     .expect("a task is dispatched after its input succeeded"),
             ),
+            TaskInput::Tables(tables) => SourceSpec::Tables {
+                tables: tables
+                    .iter()
+                    .map(|t| TableSource {
+                        name: t.name.clone(),
+                        artifacts: t
+                            .tasks
+                            .iter()
+                            .map(|name| {
+                                self.artifact_of(name)
+                                    .expect("a task is dispatched after its inputs succeeded")
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
             TaskInput::Parts { format, tasks } => SourceSpec::Parts {
                 format: *format,
                 parts: tasks
@@ -1121,6 +1138,57 @@ path = "b.parquet"
             ),
             other => panic!("{other:?}"),
         }
+        assert_eq!(fr.state(), FlowState::Succeeded);
+    }
+
+    #[test]
+    fn a_sql_task_waits_for_all_its_tables_and_gets_every_partition_of_each() {
+        let text = "[flow]\nname = \"s\"\n[tasks.o]\nkind = \"extract\"\npath = \"o.csv\"\npartitions = 2\n\
+            [tasks.c]\nkind = \"extract\"\npath = \"c.csv\"\n\
+            [tasks.j]\nkind = \"transform\"\ninputs = { orders = \"o\", customers = \"c\" }\n\
+            steps = [{ sql = \"SELECT * FROM orders JOIN customers USING (id)\" }]\n";
+        let flow = Arc::new(FlowSpec::parse("s.toml", text, Path::new("/")).unwrap());
+        let t0 = Instant::now();
+        let mut fr = FlowRun::new(
+            "fr1".into(),
+            flow,
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        let first = fr.poll(t0, &all_live, &mut one);
+        let names: Vec<&str> = first.iter().map(|m| m.task.as_str()).collect();
+        assert_eq!(names, ["o@0", "o@1", "c"], "the SQL task waits");
+        for m in &first {
+            fr.apply(&success(m, 3), t0, &mut one);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            for m in fr.poll(t0, &all_live, &mut one) {
+                fr.apply(&success(&m, 3), t0, &mut one);
+                seen.push(m);
+            }
+        }
+        let j = seen.iter().find(|m| m.task == "j").unwrap();
+        let SourceSpec::Tables { tables } = &j.spec.source else {
+            panic!("{:?}", j.spec.source)
+        };
+        let named: Vec<(&str, Vec<&str>)> = tables
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.artifacts.iter().map(|a| a.path.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("orders", vec!["fr1/o@0.arrow", "fr1/o@1.arrow"]),
+                ("customers", vec!["fr1/c.arrow"]),
+            ]
+        );
         assert_eq!(fr.state(), FlowState::Succeeded);
     }
 
