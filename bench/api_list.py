@@ -3,6 +3,9 @@
 history: p50 and p99 of a page of 50, for the first page, a deep page (by
 cursor, half-way down the history), a state filter and a flow filter.
 Target (issue 11): p99 <= 20 ms at 100k, and flat from 1k to 100k.
+Beside each figure, the same query as the dashboard's HTML runs page
+(GET /runs, issue 12: a page of 50 rows with the counts by state and the
+filter form): target <= 100 ms server time at 100k.
 
 The runs are written straight into the coordinator's database with sqlite3,
 in the schema the node itself creates (it is started once on an empty
@@ -86,13 +89,20 @@ def seed(db, n):
 
 
 def measure(host, port, path, requests):
+    """p50 and p99 in ms of GET path, and the rows of the last page: the
+    API's JSON runs, or the dashboard's `tr.run` rows (with its session
+    cookie, kept from the first answer)."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
     times = []
+    cookie = None
     for i in range(requests + 20):
         t = time.perf_counter()
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         res = conn.getresponse()
         body = res.read()
+        set_cookie = res.getheader("Set-Cookie")
+        if set_cookie and not cookie:
+            cookie = set_cookie.split(";")[0]
         dt = time.perf_counter() - t
         if res.status != 200:
             sys.exit(f"GET {path}: {res.status} {body[:300]!r}")
@@ -100,8 +110,11 @@ def measure(host, port, path, requests):
             times.append(dt * 1000)
     conn.close()
     times.sort()
-    page = json.loads(body)
-    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))], len(page["runs"])
+    if path.startswith("/api/"):
+        rows = len(json.loads(body)["runs"])
+    else:
+        rows = body.decode().count('<tr class="run"')
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))], rows
 
 
 def main():
@@ -111,7 +124,8 @@ def main():
     args = ap.parse_args()
     bin_path = binary()
     print(f"binary: {os.path.relpath(bin_path, ROOT)}; {args.requests} requests per figure, one connection")
-    print(f"{'runs':>7}  {'query':<34} {'p50 ms':>7} {'p99 ms':>7}  rows")
+    print(f"{'':>7}  {'':<30} {'API /api/v1/runs':^22} {'page /runs (HTML)':^22}")
+    print(f"{'runs':>7}  {'query':<30} {'p50 ms':>7} {'p99 ms':>7} {'rows':>5}  {'p50 ms':>7} {'p99 ms':>7} {'rows':>5}")
     for n in [int(x) for x in args.runs.split(",")]:
         work = tempfile.mkdtemp(prefix="conveyor-api-list-")
         with open(os.path.join(work, "node.toml"), "w") as f:
@@ -125,14 +139,16 @@ def main():
         proc, host, port = start_node(bin_path, work)
         try:
             queries = [
-                ("first page", "/api/v1/runs?limit=50"),
-                ("deep page (cursor, half-way)", f"/api/v1/runs?limit=50&cursor={mid_ms}.{mid_id}"),
-                ("state=Failed", "/api/v1/runs?limit=50&state=Failed"),
-                ("flow=flow3", "/api/v1/runs?limit=50&flow=flow3"),
+                ("first page", "/api/v1/runs?limit=50", "/runs"),
+                ("deep page (cursor, half-way)", f"/api/v1/runs?limit=50&cursor={mid_ms}.{mid_id}",
+                 f"/runs?cursor={mid_ms}.{mid_id}"),
+                ("state=Failed", "/api/v1/runs?limit=50&state=Failed", "/runs?state=Failed"),
+                ("flow=flow3", "/api/v1/runs?limit=50&flow=flow3", "/runs?flow=flow3"),
             ]
-            for name, path in queries:
-                p50, p99, rows = measure(host, port, path, args.requests)
-                print(f"{n:>7}  {name:<34} {p50:>7.2f} {p99:>7.2f}  {rows}")
+            for name, api, html in queries:
+                a50, a99, arows = measure(host, port, api, args.requests)
+                h50, h99, hrows = measure(host, port, html, args.requests)
+                print(f"{n:>7}  {name:<30} {a50:>7.2f} {a99:>7.2f} {arows:>5}  {h50:>7.2f} {h99:>7.2f} {hrows:>5}")
         finally:
             stop_node(proc)
             shutil.rmtree(work, ignore_errors=True)

@@ -169,7 +169,7 @@ impl Api {
 }
 
 /// The address a node's API listens on, from its log.
-fn api_addr(node: &NodeProcess) -> String {
+pub(crate) fn api_addr(node: &NodeProcess) -> String {
     node.wait_for_line(&["API listening"], Duration::from_secs(10));
     let log = node.log_text();
     let line = log.lines().find(|l| l.contains("API listening")).unwrap();

@@ -7,6 +7,7 @@ mod cluster;
 mod conformance;
 mod coordinator;
 mod dashboard;
+mod dashboard_http;
 mod embedded;
 mod engine;
 mod faults;

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use conveyor_schemas::{
-    FlowEvent, FlowEventKind, FlowSubmission, Heartbeat, RunReport, TaskKind, TaskMessage,
+    FlowEvent, FlowEventKind, FlowState, FlowSubmission, Heartbeat, RunReport, TaskKind, TaskMessage,
     TaskUpdate, SCHEMA_VERSION,
 };
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::failpoint::{Failpoints, PublishPoint};
@@ -125,7 +125,22 @@ struct Run {
     client: Option<Client>,
     /// The generation last saved and reported.
     saved: Option<u64>,
+    /// The state last announced on [`Coordinator::changes`].
+    announced: Option<FlowState>,
 }
+
+/// A run started or changed state: announced to the dashboard's live
+/// lists (see [`SubscribeRuns`]) after the change is saved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunChange {
+    pub id: String,
+    pub flow: String,
+    pub state: FlowState,
+}
+
+/// How many changes a slow listener may lag behind before it misses some
+/// (it is told, and reads the history again).
+const CHANGES_BUFFER: usize = 1024;
 
 pub struct Coordinator {
     node: String,
@@ -150,6 +165,8 @@ pub struct Coordinator {
     /// Fires the slots of the registered flows' schedules (a durable
     /// coordinator with scheduled flows only).
     schedules: Option<Scheduler>,
+    /// Every run's start and state changes, for live lists.
+    changes: broadcast::Sender<RunChange>,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -194,6 +211,7 @@ impl Coordinator {
             metrics: CoordinatorMetrics::new(),
             registry: setup.registry,
             schedules: None,
+            changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
 
@@ -316,7 +334,7 @@ impl Coordinator {
         let mut to_publish = Vec::new();
         let mut finished = Vec::new();
         let mut events = Vec::new();
-        let (live, store) = (&self.live, &self.store);
+        let (live, store, changes) = (&self.live, &self.store, &self.changes);
         // One run's round: poll it, save what changed, collect what to send.
         let mut step = |id: &str, run: &mut Run| -> Result<(), StoreError> {
             let msgs = run
@@ -329,6 +347,15 @@ impl Coordinator {
                     save(store, id, &run.machine, &report, &clock)?;
                 }
                 run.saved = Some(generation);
+                if run.announced != Some(report.state) {
+                    run.announced = Some(report.state);
+                    // Nobody listening is not an error.
+                    let _ = changes.send(RunChange {
+                        id: id.to_string(),
+                        flow: report.flow.clone(),
+                        state: report.state,
+                    });
+                }
                 run.progress.send_replace(report);
                 if let Some(client) = &mut run.client {
                     client.held_back = true;
@@ -494,6 +521,7 @@ impl Coordinator {
                 done: Some(done),
                 client,
                 saved: None,
+                announced: None,
             },
         );
         self.advance(Some(&id), ctx);
@@ -664,6 +692,7 @@ impl Coordinator {
                         held_back: false,
                     }),
                     saved: Some(0),
+                    announced: None,
                 },
             );
         }
@@ -887,6 +916,19 @@ impl Handler<WatchRun> for Coordinator {
 
     fn handle(&mut self, WatchRun(id): WatchRun, _ctx: &mut Context<Self>) -> Self::Result {
         self.runs.get(&id).map(|run| run.progress.subscribe())
+    }
+}
+
+/// Every run's start and state changes from now on.
+#[derive(Message)]
+#[rtype(result = "broadcast::Receiver<RunChange>")]
+pub struct SubscribeRuns;
+
+impl Handler<SubscribeRuns> for Coordinator {
+    type Result = MessageResult<SubscribeRuns>;
+
+    fn handle(&mut self, _: SubscribeRuns, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.changes.subscribe())
     }
 }
 

@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::RunReport;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::coordinator::{
-    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, Submit, Submitted, WatchRun,
+    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, RunChange, Submit, SubscribeRuns,
+    Submitted, WatchRun,
 };
-use crate::runstore::{RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
+use crate::runstore::{
+    Overview, RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError,
+};
 use crate::schedules::Registry;
 
 /// Why the coordinator could not answer.
@@ -390,6 +393,49 @@ impl CoordinatorHandle {
             CoordinatorError::Invalid(format!("flow `{flow}` with these params: {problems}"))
         })?;
         self.submit(Arc::new(spec), source).await
+    }
+
+    /// Every run's start and state changes from now on, each announced
+    /// after it is saved (the dashboard's live lists).
+    pub async fn changes(&self) -> Result<broadcast::Receiver<RunChange>, CoordinatorError> {
+        self.addr
+            .send(SubscribeRuns)
+            .await
+            .map_err(|_| CoordinatorError::Stopped)
+    }
+
+    /// The saved rows of the runs among `ids` (no reports).
+    pub async fn summaries(&self, ids: Vec<String>) -> Result<Vec<RunSummary>, CoordinatorError> {
+        self.read(move |r| r.summaries(&ids)).await
+    }
+
+    /// Runs per hour, failures and p50/p95 durations per flow, of the runs
+    /// created since `since_ms` (see [`RunReader::overview`]).
+    pub async fn overview(&self, since_ms: u64) -> Result<Overview, CoordinatorError> {
+        self.read(move |r| r.overview(since_ms)).await
+    }
+
+    /// The flow run `id` was started from, parsed again with its params
+    /// (for its tasks' graph); none if the history does not have it or it
+    /// no longer parses.
+    pub async fn flow_of(&self, id: &str) -> Result<Option<FlowSpec>, CoordinatorError> {
+        let id = id.to_string();
+        let source = self.read(move |r| r.source(&id)).await?;
+        Ok(source.and_then(|s| FlowSpec::parse_source(&s).ok()))
+    }
+
+    /// The last `limit` log lines of a task before sequence number
+    /// `before`, oldest first (a bounded tail, and pages further back).
+    pub async fn log_tail(
+        &self,
+        run: &str,
+        task: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, CoordinatorError> {
+        let (run, task) = (run.to_string(), task.to_string());
+        self.read(move |r| r.task_log_tail(&run, &task, None, before, limit))
+            .await
     }
 
     /// The latest schedule lag of each scheduled flow that fired, in ms

@@ -693,6 +693,43 @@ impl RunReader {
         Ok(LogPage { lines, live })
     }
 
+    /// The last `limit` log lines of a task's attempts (one, or all) before
+    /// sequence number `before` (all if none), oldest first: a bounded tail,
+    /// read backwards through the `(run, task, seq)` key.
+    pub fn task_log_tail(
+        &self,
+        run: &str,
+        task: &str,
+        attempt: Option<u32>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let limit = limit.clamp(1, MAX_LOG_PAGE);
+        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+        let attempt = attempt.map(i64::from);
+        self.query(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, attempt, ts_ms, level, node, message FROM task_logs
+                 WHERE run = ?1 AND task = ?2 AND seq < ?3 AND (?4 IS NULL OR attempt = ?4)
+                 ORDER BY seq DESC LIMIT ?5",
+            )?;
+            let mut lines = stmt
+                .query_map(params![run, task, before, attempt, limit as i64], |r| {
+                    Ok(LogLine {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        attempt: r.get(1)?,
+                        ts_ms: r.get::<_, i64>(2)? as u64,
+                        level: r.get(3)?,
+                        node: r.get(4)?,
+                        message: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            lines.reverse();
+            Ok(lines)
+        })
+    }
+
     /// Every attempt of every task of `run`, in start order; see [`read_attempts`].
     pub fn attempts(&self, run: &str, run_live: bool) -> Result<Vec<AttemptView>, StoreError> {
         self.query(|c| read_attempts(c, run, run_live))

@@ -523,6 +523,40 @@ pub struct RunPage {
     pub next: Option<Cursor>,
 }
 
+/// Most flows [`RunReader::overview`] reports.
+pub const OVERVIEW_FLOWS: usize = 20;
+
+/// Runs created in one hour, counted from [`Overview::since_ms`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HourStat {
+    /// Hours after `since_ms` (0 = the first).
+    pub hour: u32,
+    pub runs: u64,
+    pub failed: u64,
+    /// Runs that ended (succeeded, failed or cancelled).
+    pub ended: u64,
+}
+
+/// One flow's ended runs over the overview's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowStat {
+    pub flow: String,
+    pub ended: u64,
+    pub failed: u64,
+    /// Median and 95th percentile run duration (nearest rank).
+    pub p50_ms: u64,
+    pub p95_ms: u64,
+}
+
+/// Runs per hour, failures, and durations per flow since a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overview {
+    pub since_ms: u64,
+    /// Only the hours that had runs, in order.
+    pub hours: Vec<HourStat>,
+    pub flows: Vec<FlowStat>,
+}
+
 /// A read-only connection to a coordinator's database, for the API and the
 /// dashboard: its queries never block the coordinator's writes (WAL).
 pub struct RunReader {
@@ -657,6 +691,125 @@ impl RunReader {
             )
             .and_then(|mut stmt| stmt.query_row(params![flow], |r| r.get(0)).optional())
             .map_err(|e| self.fail(e))
+    }
+
+    /// The runs among `ids` that the history has, without their reports
+    /// (one query by primary key), in no particular order.
+    pub fn summaries(&self, ids: &[String]) -> Result<Vec<RunSummary>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT id, flow, state, created_ms, started_ms, ended_ms, NULL FROM flow_runs WHERE id IN ({marks})"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(ids.iter()), |r| self.summary(r))
+            .map_err(|e| self.fail(e))?;
+        rows.map(|r| r.map(|(run, _)| run).map_err(|e| self.fail(e)))
+            .collect()
+    }
+
+    /// The flow a run was started from, to draw its tasks' graph.
+    pub fn source(&self, id: &str) -> Result<Option<FlowSource>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT flow_file, flow_text, flow_base, params FROM flow_runs WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.fail(e))?;
+        let Some((file, text, base, params)) = row else {
+            return Ok(None);
+        };
+        let params = match params {
+            Some(p) => serde_json::from_str(&p)
+                .map_err(|e| self.fail(format!("run {id}: saved params: {e}")))?,
+            None => Default::default(),
+        };
+        Ok(Some(FlowSource {
+            file,
+            text,
+            base,
+            params,
+        }))
+    }
+
+    /// Runs created since `since_ms` (through `flow_runs_by_time`): how
+    /// many per hour and how many failed, and each flow's p50 and p95
+    /// duration over its ended runs (window functions, in SQLite). At most
+    /// [`OVERVIEW_FLOWS`] flows, the busiest first.
+    pub fn overview(&self, since_ms: u64) -> Result<Overview, StoreError> {
+        const HOUR: i64 = 3_600_000;
+        let since = since_ms as i64;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (created_ms - ?1) / ?2 AS h, count(*),
+                        sum(state = 'Failed'), sum(state IN ('Succeeded', 'Failed', 'Cancelled'))
+                 FROM flow_runs WHERE created_ms >= ?1 GROUP BY h ORDER BY h",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(params![since, HOUR], |r| {
+                Ok(HourStat {
+                    hour: r.get::<_, i64>(0)?.max(0) as u32,
+                    runs: r.get::<_, i64>(1)? as u64,
+                    failed: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                    ended: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        let hours = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.fail(e))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "WITH d AS (
+                    SELECT flow, state, ended_ms - coalesce(started_ms, created_ms) AS ms
+                    FROM flow_runs WHERE created_ms >= ?1 AND ended_ms IS NOT NULL
+                 ), r AS (
+                    SELECT flow, state, ms,
+                        row_number() OVER (PARTITION BY flow ORDER BY ms) AS i,
+                        count(*) OVER (PARTITION BY flow) AS n
+                    FROM d
+                 )
+                 SELECT flow, n, sum(state = 'Failed'),
+                    max(CASE WHEN i = (n * 50 + 99) / 100 THEN ms END),
+                    max(CASE WHEN i = (n * 95 + 99) / 100 THEN ms END)
+                 FROM r GROUP BY flow ORDER BY n DESC, flow LIMIT ?2",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map(params![since, OVERVIEW_FLOWS as i64], |r| {
+                Ok(FlowStat {
+                    flow: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    ended: r.get::<_, i64>(1)? as u64,
+                    failed: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                    p50_ms: r.get::<_, Option<i64>>(3)?.unwrap_or(0).max(0) as u64,
+                    p95_ms: r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        let flows = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.fail(e))?;
+        Ok(Overview {
+            since_ms,
+            hours,
+            flows,
+        })
     }
 
     /// A page of runs, newest first. Every filter is served by an index on

@@ -31,6 +31,20 @@ impl Auth {
         self.tokens.is_empty()
     }
 
+    /// The role of `given` (the dashboard's login form asks this), none if
+    /// it is no configured token. Every token is compared, each in time
+    /// that depends only on the configured token's length, so timing tells
+    /// nothing of which or how much of a token matched.
+    pub fn role_of(&self, given: &str) -> Option<ApiRole> {
+        let mut role = None;
+        for t in &self.tokens {
+            if same_bytes(given.as_bytes(), t.token.as_bytes()) {
+                role = role.max(Some(t.role));
+            }
+        }
+        role
+    }
+
     /// The role of the request's token.
     fn role(&self, req: &HttpRequest) -> Result<ApiRole, ApiError> {
         if self.is_open() {
@@ -49,22 +63,14 @@ impl Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
             })?;
-        // Every token is compared, each in time that depends only on the
-        // configured token's length, so timing tells nothing of which or how
-        // much of a token matched.
-        let mut role = None;
-        for t in &self.tokens {
-            if same_bytes(given.as_bytes(), t.token.as_bytes()) {
-                role = role.max(Some(t.role));
-            }
-        }
-        role.ok_or_else(|| ApiError::unauthorized("the token is not valid for this API"))
+        self.role_of(given)
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid for this API"))
     }
 }
 
 /// Compares `given` with `secret` in time that depends only on `secret`'s
 /// length.
-fn same_bytes(given: &[u8], secret: &[u8]) -> bool {
+pub fn same_bytes(given: &[u8], secret: &[u8]) -> bool {
     let mut diff = (given.len() != secret.len()) as u8;
     for (i, s) in secret.iter().enumerate() {
         diff |= given.get(i).copied().unwrap_or(0) ^ s;

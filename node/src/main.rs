@@ -592,7 +592,8 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     metrics: Some(Arc::new(|| {
                         conveyor_actors::metrics::render().unwrap_or_default()
                     })),
-                    extra: None,
+                    // The dashboard, at `/` on the same listener.
+                    extra: Some(conveyor_dashboard::mount(handle.clone())),
                 };
                 match ApiServer::start(setup, handle.clone()) {
                     Ok(api) => api,
