@@ -420,7 +420,10 @@ impl Drop for Browser {
             });
         }
         // chromedriver's own way out: it quits any browser it still has
-        // and exits. Then the driver process itself, by its pid only.
+        // and exits. Then the driver process itself, by its pid only: never
+        // a process group through `kill -SIG -PGID`, which Debian 12's procps
+        // (4.0.2) misreads: `kill -KILL -15123` calls kill(-1, SIGKILL), that
+        // is every process on the machine.
         let _ = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
