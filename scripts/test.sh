@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Conveyor's whole test suite: lint checks, unit tests, and the
 # integration tests against a real RabbitMQ. Installs and starts RabbitMQ
-# (Debian's rabbitmq-server) when nothing listens on the test broker's port.
+# (Debian's rabbitmq-server) when nothing listens on the test broker's port,
+# and Debian's chromium and chromium-driver (for the dashboard's browser
+# tests) when either is missing.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh cluster    # only tests whose name contains "cluster"
@@ -33,6 +35,21 @@ if ! broker_up; then
   broker_up || { echo "test.sh: RabbitMQ did not open port $port within 120 s" >&2; exit 1; }
 fi
 echo "test.sh: broker reachable at $host:$port" >&2
+
+# The dashboard's tests (tests/dashboard.rs) drive a real headless Chromium
+# through chromedriver. Debian's chromium and chromium-driver provide both.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "test.sh: installing chromium and chromium-driver" >&2
+  install_chromium() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  # Refresh the package lists only when they are missing or stale (the
+  # install fails on a version the mirror no longer has).
+  if ! apt-cache show chromium chromium-driver >/dev/null 2>&1 || ! install_chromium; then
+    $sudo apt-get update -qq
+    install_chromium
+  fi
+fi
+echo "test.sh: $(chromium --version 2>/dev/null || echo 'chromium ?'), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)" >&2
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

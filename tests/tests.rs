@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod conformance;
 mod coordinator;
+mod dashboard;
 mod dashboard_http;
 mod embedded;
 mod engine;

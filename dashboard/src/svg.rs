@@ -89,7 +89,7 @@ pub fn dag(tasks: &[DagTask]) -> Markup {
     let height = col_h.iter().copied().fold(PAD, f64::max).max(60.0);
     let x_of = |gi: usize| PAD + depth[gi] as f64 * COL_W;
     html! {
-        svg #dag viewBox=(format!("0 0 {width:.0} {height:.0}")) role="img"
+        svg #dag viewBox=(format!("0 0 {width:.0} {height:.0}")) width=(format!("{width:.0}")) height=(format!("{height:.0}")) role="img"
             aria-label="Task graph, coloured by state" preserveAspectRatio="xMinYMin meet" {
             @for &(from, to) in &edges {
                 @let (x1, y1) = (x_of(from) + BOX_W, y_of[from] + 20.0);

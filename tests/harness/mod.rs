@@ -11,8 +11,11 @@
 //! - [`broker`]: admin of the shared broker: namespaces, queue depth, publish.
 //! - [`private_broker`]: a RabbitMQ node of a test's own, to stop or kill.
 //! - [`fault_proxy`]: a TCP proxy that delays, blackholes or resets links.
+//! - [`browser`]: a headless Chromium driven through chromedriver, with
+//!   waits and screenshots, for the dashboard's tests.
 
 pub mod broker;
+pub mod browser;
 pub mod colors;
 pub mod configs;
 pub mod fault_proxy;
