@@ -269,7 +269,7 @@ impl Moved {
             SourceSpec::File { path, .. } => bytes_at(Path::new(path)),
             SourceSpec::Artifact(a) => stored(&a.path),
             SourceSpec::Parts { parts, .. } => parts.iter().map(|p| stored(&p.path)).sum(),
-            SourceSpec::Glob { .. } | SourceSpec::Url { .. } => None,
+            SourceSpec::Glob { .. } | SourceSpec::Url { .. } | SourceSpec::Postgres { .. } => None,
         };
         let bytes_out = match &output.artifact {
             Some(a) => stored(&a.path),
