@@ -600,7 +600,7 @@ fn check_unique_key(
     target: &PgTarget,
 ) -> std::result::Result<(), Checked> {
     let exists = tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
         .map_err(Checked::Pg)?;
     if !exists.get::<_, bool>(0) {
         return Err(Checked::Spec(
@@ -611,7 +611,7 @@ fn check_unique_key(
     key.sort();
     let found = tx
         .query_opt(
-            "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique \
+            "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::text::regclass AND i.indisunique \
              AND i.indpred IS NULL AND i.indexprs IS NULL \
              AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2::text[] \
