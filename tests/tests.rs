@@ -15,6 +15,7 @@ mod harness;
 mod layers;
 mod logs;
 mod metrics;
+mod postgres;
 mod schedules;
 mod schemas;
 mod security;

@@ -13,12 +13,14 @@
 //! - [`fault_proxy`]: a TCP proxy that delays, blackholes or resets links.
 //! - [`browser`]: a headless Chromium driven through chromedriver, with
 //!   waits and screenshots, for the dashboard's tests.
+//! - [`postgres`]: a PostgreSQL database of a test's own.
 
 pub mod broker;
 pub mod browser;
 pub mod colors;
 pub mod configs;
 pub mod fault_proxy;
+pub mod postgres;
 pub mod private_broker;
 pub mod processes;
 pub mod workdir;
