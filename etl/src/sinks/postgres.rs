@@ -27,6 +27,7 @@ transaction:
    columns, only where a value differs (an unchanged row is not rewritten),
    and needs a primary key or unique index on exactly `key`;
 4. a last look at the attempt's cancel flag, then `COMMIT`.
+
 The task run's marker in the store is then written too, so that a redelivery
 answers at once.
 
