@@ -186,7 +186,7 @@ fn a_value_whose_text_would_change_fails_naming_row_column_and_value() {
     ];
     for (column, value, why) in cases {
         let dir = TestDir::new(&format!("types_refused_{column}"));
-        let mut row = vec![
+        let mut row = [
             "9",
             "2026-01-05",
             "2026-01-05T10:30:00",
