@@ -153,7 +153,11 @@ impl Dash {
 
     /// The sender of a POST: a session with a role whose CSRF token is the
     /// form's `csrf` field or the `X-CSRF-Token` header; else 403.
-    pub fn poster(&self, req: &HttpRequest, form_csrf: Option<&str>) -> Result<Viewer, HttpResponse> {
+    pub fn poster(
+        &self,
+        req: &HttpRequest,
+        form_csrf: Option<&str>,
+    ) -> Result<Viewer, HttpResponse> {
         let session = session_of(req, self).filter(|s| s.role.is_some());
         let Some(session) = session else {
             return Err(forbidden(
