@@ -27,6 +27,10 @@ token (the hidden `csrf` field, or an `X-CSRF-Token` header), also when the
 API has no tokens; a `read` session sees no buttons, and its POSTs get 403.
 */
 
+// A refused request's `Err` is the response itself (a 303 or a 403 page),
+// returned by the handler as it is: boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod fmt;
 pub mod live;
 pub mod pages;
