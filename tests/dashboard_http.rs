@@ -163,7 +163,10 @@ fn cookie_of(set_cookie: &str) -> String {
 /// The value of the first hidden `csrf` field of a page.
 fn csrf_of(page: &str) -> String {
     let key = "name=\"csrf\" value=\"";
-    let i = page.find(key).unwrap_or_else(|| panic!("no csrf field in {page}")) + key.len();
+    let i = page
+        .find(key)
+        .unwrap_or_else(|| panic!("no csrf field in {page}"))
+        + key.len();
     page[i..i + page[i..].find('"').unwrap()].to_string()
 }
 
@@ -238,7 +241,11 @@ fn dashboard_pages_render_for_a_session_and_every_post_is_guarded() {
     let res = dash.post("/flows/daily/run", None, &[("param.day", "d9")]);
     assert_eq!(res.status, 403);
     let csrf = csrf_of(&dash.get("/login", Some(&visitor)).body);
-    let res = dash.post("/login", Some(&visitor), &[("csrf", &csrf), ("token", "wrong-token-0123456789")]);
+    let res = dash.post(
+        "/login",
+        Some(&visitor),
+        &[("csrf", &csrf), ("token", "wrong-token-0123456789")],
+    );
     assert_eq!(res.status, 401, "{}", res.body);
     assert!(res.body.contains("class=\"form-error\""));
 
@@ -247,20 +254,33 @@ fn dashboard_pages_render_for_a_session_and_every_post_is_guarded() {
     assert_eq!(flows.status, 200, "{}", flows.body);
     assert!(flows.body.contains("<nav aria-label=\"Pages\">"));
     assert!(
-        flows.body.contains("class=\"run-now\" data-flow=\"daily\"") && flows.body.contains("action=\"/flows/daily/run\""),
+        flows.body.contains("class=\"run-now\" data-flow=\"daily\"")
+            && flows.body.contains("action=\"/flows/daily/run\""),
         "{}",
         flows.body
     );
     assert!(flows.body.contains("name=\"param.day\""), "{}", flows.body);
-    assert!(flows.body.contains("<label for=\"p-daily-day\">"), "{}", flows.body);
+    assert!(
+        flows.body.contains("<label for=\"p-daily-day\">"),
+        "{}",
+        flows.body
+    );
     let csrf = csrf_of(&flows.body);
     // CSRF: missing, or another session's, is a 403 and starts nothing.
     let res = dash.post("/flows/daily/run", Some(&op), &[("param.day", "d2")]);
     assert_eq!(res.status, 403);
-    let res = dash.post("/flows/daily/run", Some(&op), &[("csrf", &"0".repeat(64)), ("param.day", "d2")]);
+    let res = dash.post(
+        "/flows/daily/run",
+        Some(&op),
+        &[("csrf", &"0".repeat(64)), ("param.day", "d2")],
+    );
     assert_eq!(res.status, 403);
     // A param the flow does not declare: the form again, with the API's error.
-    let res = dash.post("/flows/daily/run", Some(&op), &[("csrf", &csrf), ("param.month", "1")]);
+    let res = dash.post(
+        "/flows/daily/run",
+        Some(&op),
+        &[("csrf", &csrf), ("param.month", "1")],
+    );
     assert_eq!(res.status, 422, "{}", res.body);
     assert!(
         res.body.contains("class=\"form-error\"") && res.body.contains("params.month"),
@@ -282,28 +302,44 @@ fn dashboard_pages_render_for_a_session_and_every_post_is_guarded() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let res = dash.post("/flows/daily/run", Some(&op), &[("csrf", &csrf), ("param.day", "d2")]);
+    let res = dash.post(
+        "/flows/daily/run",
+        Some(&op),
+        &[("csrf", &csrf), ("param.day", "d2")],
+    );
     assert_eq!(res.status, 303, "{}", res.body);
     let to = res.location.unwrap();
     let id = to.strip_prefix("/runs/").unwrap().to_string();
     assert!(id.starts_with("daily-"), "{id}");
     assert_eq!(dash.wait_ended(&id), "Succeeded");
     let events = stream.join().unwrap();
-    let new = events.iter().find(|(n, _)| n == "new").expect("a `new` row");
+    let new = events
+        .iter()
+        .find(|(n, _)| n == "new")
+        .expect("a `new` row");
     assert!(new.1.contains(&format!("data-run=\"{id}\"")), "{events:?}");
     assert!(
-        events.iter().any(|(n, d)| (*n == format!("run-{id}") || n == "new")
-            && d.contains(&format!("data-run=\"{id}\" data-state=\"Succeeded\""))),
+        events
+            .iter()
+            .any(|(n, d)| (*n == format!("run-{id}") || n == "new")
+                && d.contains(&format!("data-run=\"{id}\" data-state=\"Succeeded\""))),
         "{events:?}"
     );
-    assert!(events.iter().any(|(n, d)| n == "counts" && d.contains("data-count-state=\"Succeeded\"")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(n, d)| n == "counts" && d.contains("data-count-state=\"Succeeded\"")),
+        "{events:?}"
+    );
 
     // The runs page: the row, its state, its link, the counts and filters.
     let runs = dash.get("/runs?flow=daily", Some(&op));
     assert_eq!(runs.status, 200, "{}", runs.body);
     assert!(runs.body.contains("<table id=\"runs\">"));
     assert!(
-        runs.body.contains(&format!("<tr class=\"run\" data-run=\"{id}\" data-state=\"Succeeded\"")),
+        runs.body.contains(&format!(
+            "<tr class=\"run\" data-run=\"{id}\" data-state=\"Succeeded\""
+        )),
         "{}",
         runs.body
     );
@@ -332,21 +368,39 @@ fn dashboard_pages_render_for_a_session_and_every_post_is_guarded() {
     ] {
         assert!(run.body.contains(needle), "no {needle} in {}", run.body);
     }
-    assert!(!run.body.contains("id=\"cancel-form\""), "a run that ended has no Cancel");
+    assert!(
+        !run.body.contains("id=\"cancel-form\""),
+        "a run that ended has no Cancel"
+    );
     // Its stream: the run's part, then the end.
-    let events = events_until(&dash.base, &format!("/live/runs/{id}?task=l"), &op, |_| false);
+    let events = events_until(&dash.base, &format!("/live/runs/{id}?task=l"), &op, |_| {
+        false
+    });
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"run"), "{events:?}");
     assert_eq!(names.last(), Some(&"end"), "{events:?}");
 
     let overview = dash.get("/", Some(&op));
     assert_eq!(overview.status, 200, "{}", overview.body);
-    for needle in ["<svg id=\"runs-per-hour\"", "<svg id=\"failure-rate\"", "<svg id=\"durations\"", "data-flow=\"daily\""] {
-        assert!(overview.body.contains(needle), "no {needle} in {}", overview.body);
+    for needle in [
+        "<svg id=\"runs-per-hour\"",
+        "<svg id=\"failure-rate\"",
+        "<svg id=\"durations\"",
+        "data-flow=\"daily\"",
+    ] {
+        assert!(
+            overview.body.contains(needle),
+            "no {needle} in {}",
+            overview.body
+        );
     }
     let nodes = dash.get("/nodes", Some(&op));
     assert!(nodes.body.contains("<table id=\"nodes\">"));
-    assert!(nodes.body.contains("<tr class=\"node\" data-node=\"w\">"), "{}", nodes.body);
+    assert!(
+        nodes.body.contains("<tr class=\"node\" data-node=\"w\">"),
+        "{}",
+        nodes.body
+    );
     let js = dash.get("/static/htmx.min.js", None);
     assert_eq!(js.status, 200);
     assert!(js.cache_control.unwrap().contains("max-age=31536000"));
@@ -361,13 +415,21 @@ fn dashboard_pages_render_for_a_session_and_every_post_is_guarded() {
     let flows = dash.get("/flows", Some(&ro));
     assert!(!flows.body.contains("class=\"run-now\""), "{}", flows.body);
     let ro_csrf = csrf_of(&flows.body); // the logout form's
-    for path in [format!("/runs/{id}/retry"), format!("/runs/{id}/cancel"), "/flows/daily/run".to_string()] {
+    for path in [
+        format!("/runs/{id}/retry"),
+        format!("/runs/{id}/cancel"),
+        "/flows/daily/run".to_string(),
+    ] {
         let res = dash.post(&path, Some(&ro), &[("csrf", &ro_csrf)]);
         assert_eq!(res.status, 403, "{path}: {}", res.body);
     }
     // Retry, by the operate session: a new run, and the page goes there.
     let res = dash.post(&format!("/runs/{id}/retry"), Some(&op), &[("csrf", &csrf)]);
-    assert_eq!(res.status, 409, "a succeeded run has nothing to retry: {}", res.body);
+    assert_eq!(
+        res.status, 409,
+        "a succeeded run has nothing to retry: {}",
+        res.body
+    );
     // Logging out ends the session.
     let res = dash.post("/logout", Some(&ro), &[("csrf", &ro_csrf)]);
     assert_eq!((res.status, res.location.as_deref()), (303, Some("/login")));
@@ -386,11 +448,23 @@ fn without_tokens_pages_open_but_posts_still_need_the_csrf_token() {
     let csrf = csrf_of(&flows.body);
     let res = dash.post("/flows/daily/run", Some(&cookie), &[("param.day", "x")]);
     assert_eq!(res.status, 403, "no CSRF token");
-    let res = dash.post("/flows/daily/run", None, &[("csrf", &csrf), ("param.day", "x")]);
+    let res = dash.post(
+        "/flows/daily/run",
+        None,
+        &[("csrf", &csrf), ("param.day", "x")],
+    );
     assert_eq!(res.status, 403, "a CSRF token without its session");
-    let res = dash.post("/flows/daily/run", Some(&cookie), &[("csrf", &csrf), ("param.day", "x")]);
+    let res = dash.post(
+        "/flows/daily/run",
+        Some(&cookie),
+        &[("csrf", &csrf), ("param.day", "x")],
+    );
     assert_eq!(res.status, 303, "{}", res.body);
-    let id = res.location.unwrap().trim_start_matches("/runs/").to_string();
+    let id = res
+        .location
+        .unwrap()
+        .trim_start_matches("/runs/")
+        .to_string();
     assert_eq!(dash.wait_ended(&id), "Succeeded");
     let run = dash.get(&format!("/runs/{id}"), Some(&cookie));
     assert!(run.body.contains("<form id=\"retry-form\""), "{}", run.body);

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use conveyor_schemas::{
-    FlowEvent, FlowEventKind, FlowState, FlowSubmission, Heartbeat, RunReport, TaskKind, TaskMessage,
-    TaskUpdate, SCHEMA_VERSION,
+    FlowEvent, FlowEventKind, FlowState, FlowSubmission, Heartbeat, RunReport, TaskKind,
+    TaskMessage, TaskUpdate, SCHEMA_VERSION,
 };
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};

@@ -19,12 +19,10 @@ use conveyor_schemas::RunReport;
 use tokio::sync::{broadcast, watch};
 
 use crate::coordinator::{
-    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, RunChange, Submit, SubscribeRuns,
-    Submitted, WatchRun,
+    CancelRun, Coordinator, ListNodes, LiveReport, RetryRun, RunChange, Submit, Submitted,
+    SubscribeRuns, WatchRun,
 };
-use crate::runstore::{
-    Overview, RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError,
-};
+use crate::runstore::{Overview, RunOrigin, RunPage, RunQuery, RunReader, RunSummary, StoreError};
 use crate::schedules::Registry;
 
 /// Why the coordinator could not answer.

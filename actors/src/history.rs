@@ -705,7 +705,9 @@ impl RunReader {
         limit: usize,
     ) -> Result<Vec<LogLine>, StoreError> {
         let limit = limit.clamp(1, MAX_LOG_PAGE);
-        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+        let before = before
+            .map(|b| b.min(i64::MAX as u64) as i64)
+            .unwrap_or(i64::MAX);
         let attempt = attempt.map(i64::from);
         self.query(|c| {
             let mut stmt = c.prepare_cached(

@@ -27,6 +27,10 @@ token (the hidden `csrf` field, or an `X-CSRF-Token` header), also when the
 API has no tokens; a `read` session sees no buttons, and its POSTs get 403.
 */
 
+// A refused request's `Err` is the response itself (a 303 or a 403 page),
+// returned by the handler as it is: boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod fmt;
 pub mod live;
 pub mod pages;
@@ -153,7 +157,11 @@ impl Dash {
 
     /// The sender of a POST: a session with a role whose CSRF token is the
     /// form's `csrf` field or the `X-CSRF-Token` header; else 403.
-    pub fn poster(&self, req: &HttpRequest, form_csrf: Option<&str>) -> Result<Viewer, HttpResponse> {
+    pub fn poster(
+        &self,
+        req: &HttpRequest,
+        form_csrf: Option<&str>,
+    ) -> Result<Viewer, HttpResponse> {
         let session = session_of(req, self).filter(|s| s.role.is_some());
         let Some(session) = session else {
             return Err(forbidden(

@@ -97,7 +97,12 @@ pub async fn runs(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
     // Subscribed before the page is read again: no change falls between.
     let mut changes = match dash.handle.changes().await {
         Ok(c) => c,
-        Err(e) => return crate::views::error_page(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            return crate::views::error_page(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                &e.to_string(),
+            )
+        }
     };
     let (tx, rx) = mpsc::channel(64);
     let dash = dash.into_inner();
@@ -121,13 +126,20 @@ pub async fn runs(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
         // The rows this page has; a run created after the newest of them
         // that matches the filters is added at the top.
         let mut known: HashSet<String> = first.iter().map(|r| r.id.clone()).collect();
-        let newest = first.iter().map(|r| Cursor {
-            created_ms: r.created_ms,
-            id: r.id.clone(),
-        }).next();
+        let newest = first
+            .iter()
+            .map(|r| Cursor {
+                created_ms: r.created_ms,
+                id: r.id.clone(),
+            })
+            .next();
         for run in &first {
             let row = run_row(run, now, true).into_string();
-            if tx.send(event(&format!("run-{}", run.id), None, &row)).await.is_err() {
+            if tx
+                .send(event(&format!("run-{}", run.id), None, &row))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -173,7 +185,9 @@ pub async fn runs(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
                     && added < MAX_NEW_ROWS
                     && filters.takes_new(&run.flow, run.state)
                     && filters.since_ms.is_none_or(|s| run.created_ms >= s)
-                    && newest.as_ref().is_none_or(|n| (run.created_ms, &run.id) > (n.created_ms, &n.id));
+                    && newest
+                        .as_ref()
+                        .is_none_or(|n| (run.created_ms, &run.id) > (n.created_ms, &n.id));
                 let sent = if known.contains(&run.id) {
                     tx.send(event(&format!("run-{}", run.id), None, &row)).await
                 } else if is_new {
@@ -212,11 +226,21 @@ pub async fn run(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
     };
     let id = match run_id(&req) {
         Ok(id) => id,
-        Err(e) => return crate::views::error_page(actix_web::http::StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return crate::views::error_page(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            )
+        }
     };
     let q = match Query::parse(&req, &["task", "after"]) {
         Ok(q) => q,
-        Err(e) => return crate::views::error_page(actix_web::http::StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return crate::views::error_page(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            )
+        }
     };
     let task = q.get("task").map(str::to_string);
     // A reconnecting EventSource says the last line it got.
@@ -225,10 +249,19 @@ pub async fn run(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
         .get("last-event-id")
         .and_then(|h| h.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    let after = q.uint("after", 0, i64::MAX as u64).ok().flatten().max(resumed);
+    let after = q
+        .uint("after", 0, i64::MAX as u64)
+        .ok()
+        .flatten()
+        .max(resumed);
     let mut watch = match dash.handle.watch(&id).await {
         Ok(w) => w,
-        Err(e) => return crate::views::error_page(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            return crate::views::error_page(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                &e.to_string(),
+            )
+        }
     };
     let spec = dash.handle.flow_of(&id).await.ok().flatten();
     let (tx, rx) = mpsc::channel(64);
@@ -258,7 +291,9 @@ pub async fn run(req: HttpRequest, dash: web::Data<Dash>) -> HttpResponse {
                 last_render = Some(Instant::now());
                 quiet = Duration::ZERO;
             }
-            let ended = watch.as_ref().is_none_or(|w| w.borrow().state.is_terminal());
+            let ended = watch
+                .as_ref()
+                .is_none_or(|w| w.borrow().state.is_terminal());
             // New log lines of the task shown.
             let mut logs_live = false;
             if task.is_some() {

@@ -175,7 +175,10 @@ pub async fn overview(req: HttpRequest, dash: D) -> HttpResponse {
             }
         }
     };
-    v.finish(html_response(StatusCode::OK, page("Overview", Some(&v), "/", body)))
+    v.finish(html_response(
+        StatusCode::OK,
+        page("Overview", Some(&v), "/", body),
+    ))
 }
 
 // ----- Runs -----
@@ -292,7 +295,11 @@ pub async fn runs(req: HttpRequest, dash: D) -> HttpResponse {
         after: filters.cursor.clone(),
     };
     let list = try_page!(dash.handle.list(page_q).await.map_err(failed));
-    let counts = try_page!(dash.handle.counts(filters.flow.clone()).await.map_err(failed));
+    let counts = try_page!(dash
+        .handle
+        .counts(filters.flow.clone())
+        .await
+        .map_err(failed));
     let registered = try_page!(dash.handle.flows().await.map_err(failed));
     let mut flow_names: Vec<String> = registered.into_iter().map(|f| f.name).collect();
     if let Some(f) = &filters.flow {
@@ -302,7 +309,11 @@ pub async fn runs(req: HttpRequest, dash: D) -> HttpResponse {
     }
     let now = fmt::now_ms();
     let q = filters.query();
-    let live_url = format!("/live/runs?{q}{}new={}", if q.is_empty() { "" } else { "&" }, u8::from(filters.takes_new_any()));
+    let live_url = format!(
+        "/live/runs?{q}{}new={}",
+        if q.is_empty() { "" } else { "&" },
+        u8::from(filters.takes_new_any())
+    );
     let body = html! {
         h1 { "Runs" }
         form #filters method="get" action="/runs" {
@@ -544,7 +555,11 @@ pub async fn run(req: HttpRequest, dash: D) -> HttpResponse {
     let origin = try_page!(dash.handle.origin(&id).await.map_err(failed)).unwrap_or_default();
     let task = log_task(&parts, q.get("task"));
     let lines = match &task {
-        Some(t) => try_page!(dash.handle.log_tail(&id, t, before, LOG_TAIL).await.map_err(failed)),
+        Some(t) => try_page!(dash
+            .handle
+            .log_tail(&id, t, before, LOG_TAIL)
+            .await
+            .map_err(failed)),
         None => Vec::new(),
     };
     let now = fmt::now_ms();
@@ -556,7 +571,9 @@ pub async fn run(req: HttpRequest, dash: D) -> HttpResponse {
     let after = lines.last().map_or(0, |l| l.seq);
     let live_url = format!(
         "/live/runs/{id}?after={after}{}",
-        task.as_ref().map(|t| format!("&task={t}")).unwrap_or_default()
+        task.as_ref()
+            .map(|t| format!("&task={t}"))
+            .unwrap_or_default()
     );
     let body = html! {
         h1 { "Run " span.mono { (id) } }
@@ -584,7 +601,10 @@ pub async fn run(req: HttpRequest, dash: D) -> HttpResponse {
             (logs_panel(&id, &parts, task.as_deref(), &lines, before, false))
         }
     };
-    v.finish(html_response(StatusCode::OK, page(&format!("Run {id}"), Some(&v), "/runs", body)))
+    v.finish(html_response(
+        StatusCode::OK,
+        page(&format!("Run {id}"), Some(&v), "/runs", body),
+    ))
 }
 
 fn logs_panel(
@@ -695,10 +715,18 @@ async fn flows_page(dash: &Dash, v: &Viewer, refused: Option<Refused<'_>>) -> Ht
     } else {
         StatusCode::OK
     };
-    v.finish(html_response(status, page("Flows", Some(v), "/flows", body)))
+    v.finish(html_response(
+        status,
+        page("Flows", Some(v), "/flows", body),
+    ))
 }
 
-fn flow_card(f: &RegisteredFlow, runs: &[RunSummary], v: &Viewer, refused: Option<&Refused>) -> Markup {
+fn flow_card(
+    f: &RegisteredFlow,
+    runs: &[RunSummary],
+    v: &Viewer,
+    refused: Option<&Refused>,
+) -> Markup {
     let now = fmt::now_ms();
     html! {
         section.flow id=(format!("flow-{}", f.name)) data-flow=(f.name) {
@@ -827,7 +855,10 @@ pub async fn nodes(req: HttpRequest, dash: D) -> HttpResponse {
         }
         @if nodes.is_empty() { p.empty { "No node has sent a heartbeat yet." } }
     };
-    v.finish(html_response(StatusCode::OK, page("Nodes", Some(&v), "/nodes", body)))
+    v.finish(html_response(
+        StatusCode::OK,
+        page("Nodes", Some(&v), "/nodes", body),
+    ))
 }
 
 // ----- Login -----
@@ -891,7 +922,10 @@ pub async fn login(req: HttpRequest, dash: D, body: web::Bytes) -> HttpResponse 
         tracing::info!("Dashboard login refused: not a configured token");
         return html_response(
             StatusCode::UNAUTHORIZED,
-            login_page(&visitor.csrf, Some("This token is not valid for this node.")),
+            login_page(
+                &visitor.csrf,
+                Some("This token is not valid for this node."),
+            ),
         );
     };
     // A new id on login: a session id seen before it is worth nothing after.
@@ -923,12 +957,30 @@ pub async fn logout(req: HttpRequest, dash: D, body: web::Bytes) -> HttpResponse
 /// A vendored or own file, embedded in the binary.
 pub fn asset_bytes(name: &str) -> Option<(&'static [u8], &'static str)> {
     Some(match name {
-        "htmx.min.js" => (include_bytes!("../static/htmx.min.js"), "text/javascript; charset=utf-8"),
-        "htmx-ext-sse.min.js" => (include_bytes!("../static/htmx-ext-sse.min.js"), "text/javascript; charset=utf-8"),
-        "app.js" => (include_bytes!("../static/app.js"), "text/javascript; charset=utf-8"),
-        "app.css" => (include_bytes!("../static/app.css"), "text/css; charset=utf-8"),
-        "LICENSE-htmx.txt" => (include_bytes!("../static/LICENSE-htmx.txt"), "text/plain; charset=utf-8"),
-        "LICENSE-htmx-ext-sse.txt" => (include_bytes!("../static/LICENSE-htmx-ext-sse.txt"), "text/plain; charset=utf-8"),
+        "htmx.min.js" => (
+            include_bytes!("../static/htmx.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx-ext-sse.min.js" => (
+            include_bytes!("../static/htmx-ext-sse.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "app.js" => (
+            include_bytes!("../static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "app.css" => (
+            include_bytes!("../static/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        "LICENSE-htmx.txt" => (
+            include_bytes!("../static/LICENSE-htmx.txt"),
+            "text/plain; charset=utf-8",
+        ),
+        "LICENSE-htmx-ext-sse.txt" => (
+            include_bytes!("../static/LICENSE-htmx-ext-sse.txt"),
+            "text/plain; charset=utf-8",
+        ),
         _ => return None,
     })
 }

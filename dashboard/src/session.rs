@@ -91,11 +91,7 @@ impl Sessions {
             map.retain(|_, s| s.expires > now);
         }
         if map.len() >= self.max {
-            if let Some(oldest) = map
-                .values()
-                .min_by_key(|s| s.expires)
-                .map(|s| s.id.clone())
-            {
+            if let Some(oldest) = map.values().min_by_key(|s| s.expires).map(|s| s.id.clone()) {
                 map.remove(&oldest);
             }
         }
@@ -184,9 +180,7 @@ mod tests {
         let s = sessions.create(Some(ApiRole::Operate));
         assert_eq!(sessions.get(&s.id), None, "a session past its expiry");
         let sessions = Sessions::new(LIFETIME, 3);
-        let ids: Vec<String> = (0..10)
-            .map(|_| sessions.create(None).id)
-            .collect();
+        let ids: Vec<String> = (0..10).map(|_| sessions.create(None).id).collect();
         assert_eq!(sessions.len(), 3);
         assert!(sessions.get(&ids[9]).is_some(), "the newest stays");
         assert!(sessions.get(&ids[0]).is_none(), "the oldest went");

@@ -170,8 +170,8 @@ pub fn timeline(tasks: &[String], attempts: &[AttemptView], now_ms: u64) -> Mark
             aria-label="Timeline of every attempt, by task" preserveAspectRatio="xMinYMin meet" {
             @for i in 0..=4u64 {
                 @let ms = t0 + (t1 - t0) * i / 4;
-                line.tick x1=(x(ms)) x2=(x(ms)) y1="18" y2=(height) {}
-                text.axis x=(x(ms)) y="12" text-anchor=(if i == 4 { "end" } else if i == 0 { "start" } else { "middle" }) {
+                line.tick x1=(format!("{:.1}", x(ms))) x2=(format!("{:.1}", x(ms))) y1="18" y2=(height) {}
+                text.axis x=(format!("{:.1}", x(ms))) y="12" text-anchor=(if i == 4 { "end" } else if i == 0 { "start" } else { "middle" }) {
                     "+" (duration(ms - t0))
                 }
             }
@@ -282,7 +282,14 @@ fn fmt_num(v: f64) -> String {
 mod tests {
     use super::*;
 
-    fn attempt(task: &str, n: u32, node: &str, start: u64, end: Option<u64>, outcome: &str) -> AttemptView {
+    fn attempt(
+        task: &str,
+        n: u32,
+        node: &str,
+        start: u64,
+        end: Option<u64>,
+        outcome: &str,
+    ) -> AttemptView {
         AttemptView {
             task: task.into(),
             attempt: n,
@@ -336,10 +343,14 @@ mod tests {
         assert_eq!((r[0].0.as_str(), r[0].1.as_str()), ("e", "1"));
         assert_eq!((r[1].0.as_str(), r[1].1.as_str()), ("e", "2"));
         // Both attempts of `e` in one lane (same y), the second after the first.
-        let ys: Vec<&str> = svg.split("<rect class=\"attempt").skip(1).map(|el| {
-            let i = el.find(" y=\"").unwrap() + 4;
-            &el[i..i + el[i..].find('"').unwrap()]
-        }).collect();
+        let ys: Vec<&str> = svg
+            .split("<rect class=\"attempt")
+            .skip(1)
+            .map(|el| {
+                let i = el.find(" y=\"").unwrap() + 4;
+                &el[i..i + el[i..].find('"').unwrap()]
+            })
+            .collect();
         assert_eq!(ys[0], ys[1]);
         assert_ne!(ys[0], ys[2]);
         assert!(r[1].2 >= r[0].2 + r[0].3, "{r:?}");
@@ -360,9 +371,15 @@ mod tests {
         assert_eq!(r.len(), 2);
         let scale = (TL_W - GUTTER - 10.0) / 9_000.0;
         let end_lost = r[0].2 + r[0].3;
-        assert!((end_lost - (GUTTER + 4_000.0 * scale)).abs() < 0.05, "{r:?}");
+        assert!(
+            (end_lost - (GUTTER + 4_000.0 * scale)).abs() < 0.05,
+            "{r:?}"
+        );
         let end_running = r[1].2 + r[1].3;
-        assert!((end_running - (GUTTER + 9_000.0 * scale)).abs() < 0.05, "{r:?}");
+        assert!(
+            (end_running - (GUTTER + 9_000.0 * scale)).abs() < 0.05,
+            "{r:?}"
+        );
         assert!(svg.contains("data-end=\"4000\""));
         assert!(svg.contains("outcome-Lost"));
     }
@@ -370,8 +387,12 @@ mod tests {
     #[test]
     fn hostile_task_names_and_errors_are_escaped() {
         let tasks = vec!["<script>".to_string()];
-        let svg = timeline(&tasks, &[attempt("<script>", 1, "\"w", 0, Some(1), "Failed")], 1)
-            .into_string();
+        let svg = timeline(
+            &tasks,
+            &[attempt("<script>", 1, "\"w", 0, Some(1), "Failed")],
+            1,
+        )
+        .into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("&lt;script&gt;"));
         assert!(svg.contains("data-node=\"&quot;w\""));
