@@ -16,3 +16,4 @@ mod metrics;
 mod schedules;
 mod schemas;
 mod security;
+mod sql;

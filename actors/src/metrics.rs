@@ -269,6 +269,11 @@ impl Moved {
             SourceSpec::File { path, .. } => bytes_at(Path::new(path)),
             SourceSpec::Artifact(a) => stored(&a.path),
             SourceSpec::Parts { parts, .. } => parts.iter().map(|p| stored(&p.path)).sum(),
+            SourceSpec::Tables { tables } => tables
+                .iter()
+                .flat_map(|t| &t.artifacts)
+                .map(|a| stored(&a.path))
+                .sum(),
             SourceSpec::Glob { .. } | SourceSpec::Url { .. } => None,
         };
         let bytes_out = match &output.artifact {

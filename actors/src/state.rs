@@ -36,8 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use conveyor_schemas::{
-    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TaskError, TaskKind, TaskMessage,
-    TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus, SCHEMA_VERSION,
+    ArtifactRef, ErrorKind, FlowState, RunReport, SourceSpec, TableSource, TaskError, TaskKind,
+    TaskMessage, TaskOutput, TaskReport, TaskSpec, TaskState, TaskUpdate, UpdateStatus,
+    SCHEMA_VERSION,
 };
 
 use conveyor_flow::{FlowSpec, RetryPolicy, TaskInput};
@@ -446,6 +447,22 @@ impl FlowRun {
                     .and_then(|name| self.artifact_of(name))
                     .expect("a task is dispatched after its input succeeded"),
             ),
+            TaskInput::Tables(tables) => SourceSpec::Tables {
+                tables: tables
+                    .iter()
+                    .map(|t| TableSource {
+                        name: t.name.clone(),
+                        artifacts: t
+                            .tasks
+                            .iter()
+                            .map(|name| {
+                                self.artifact_of(name)
+                                    .expect("a task is dispatched after its inputs succeeded")
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
             TaskInput::Parts { format, tasks } => SourceSpec::Parts {
                 format: *format,
                 parts: tasks

@@ -34,6 +34,11 @@ pub enum EtlError {
     /// stopped and committed nothing. Expected, not a failure of the task.
     #[error("the attempt's run ended while it ran (cancelled, or failed); it stopped and committed nothing")]
     Cancelled,
+    /// A SQL step failed: it did not parse or plan (`on_data` false: a
+    /// spec error), or it failed on the rows (a data error). The message
+    /// names the task, the step and the query.
+    #[error("{message}")]
+    Sql { message: String, on_data: bool },
     #[error("{0}")]
     Internal(String),
 }
@@ -65,6 +70,7 @@ impl EtlError {
             EtlError::Fetch { retryable, .. } => *retryable,
             EtlError::Data { .. }
             | EtlError::Spec(_)
+            | EtlError::Sql { .. }
             | EtlError::Abandoned { .. }
             | EtlError::Cancelled
             | EtlError::Internal(_) => false,
@@ -75,6 +81,8 @@ impl EtlError {
         match self {
             EtlError::Data { .. } => ErrorKind::Data,
             EtlError::Spec(_) => ErrorKind::Spec,
+            EtlError::Sql { on_data: false, .. } => ErrorKind::Spec,
+            EtlError::Sql { on_data: true, .. } => ErrorKind::Data,
             EtlError::Io { .. } | EtlError::Fetch { .. } => ErrorKind::Io,
             EtlError::Abandoned { .. } => ErrorKind::Abandoned,
             EtlError::Cancelled => ErrorKind::Cancelled,

@@ -6,8 +6,8 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
   (CSV, JSON lines, Parquet, a glob, a URL, an artifact), read batch by batch.
 - [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
   lines, Parquet, Arrow IPC artifacts, files under the output root and parts).
-- [`transform`]: the transform steps; [`typing`]: lossless inference and
-  conversion of text columns.
+- [`transform`]: the batch steps; [`sql`]: SQL steps on DataFusion;
+  [`typing`]: lossless inference and conversion of text columns.
 - [`gather`]: putting the parts of a partitioned load in place.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
@@ -36,6 +36,7 @@ pub mod policy;
 pub mod quoted_empty;
 pub mod sinks;
 pub mod sources;
+pub mod sql;
 pub mod store;
 pub mod transform;
 pub mod typing;
@@ -43,7 +44,7 @@ pub mod typing;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use conveyor_schemas::{SourceSpec, TaskOutput, TaskSpec};
+use conveyor_schemas::{SourceSpec, Step, TableSource, TaskOutput, TaskSpec};
 
 pub use error::{EtlError, Result};
 pub use store::{ArtifactStore, FsStore};
@@ -147,6 +148,11 @@ fn with_sizes(ws: &Workspace, spec: &TaskSpec, mut output: TaskOutput) -> TaskOu
             .iter()
             .map(|p| artifact_size(&p.path))
             .sum::<Option<u64>>(),
+        SourceSpec::Tables { tables } => tables
+            .iter()
+            .flat_map(|t| &t.artifacts)
+            .map(|a| artifact_size(&a.path))
+            .sum::<Option<u64>>(),
         _ => None,
     };
     output.bytes_out = match &output.artifact {
@@ -173,14 +179,8 @@ fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<Tas
         policy: &ws.sources,
         cancel: at.cancel,
     };
-    let batches = sources::open(&spec.source, &cx)?;
     let rows_in = std::cell::Cell::new(0u64);
-    let (schema, mut iter) = with_steps(
-        batches.schema,
-        at.counted(batches.iter),
-        &spec.steps,
-        &rows_in,
-    )?;
+    let (schema, mut iter) = open_with_steps(&spec.source, &spec.steps, &cx, at, &rows_in)?;
     let pending = sinks::open(&spec.sink, ws, at)?.write(schema, &mut iter)?;
     drop(iter);
     at.check_cancelled()?;
@@ -189,34 +189,107 @@ fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<Tas
 
 type Batch = Result<arrow::array::RecordBatch>;
 
-/// Maps `input` through the transform `steps` (none: unchanged), counting
-/// the rows that go in.
-fn with_steps<'a>(
-    schema: arrow::datatypes::SchemaRef,
-    input: impl Iterator<Item = Batch> + 'a,
-    steps: &'a [conveyor_schemas::Step],
-    rows_in: &'a std::cell::Cell<u64>,
-) -> Result<(
+/// A schema and the batches that follow it, as they flow between steps.
+type Rows<'a> = (
     arrow::datatypes::SchemaRef,
-    impl Iterator<Item = Batch> + 'a,
-)> {
-    let out_schema = if steps.is_empty() {
-        schema
-    } else {
-        transform::plan(&schema, steps)?
+    Box<dyn Iterator<Item = Batch> + 'a>,
+);
+
+/// The rows of a task: its source, through its steps, counting the rows
+/// that go in. Batch steps map each batch as it comes; a SQL step
+/// ([`sql`]) reads the rows so far as the table `input` or, as the first
+/// step, the task's named tables straight from the store.
+fn open_with_steps<'a>(
+    source: &SourceSpec,
+    steps: &'a [Step],
+    cx: &sources::ReadContext,
+    at: &'a Attempt,
+    rows_in: &'a std::cell::Cell<u64>,
+) -> Result<Rows<'a>> {
+    let first_sql = match steps.first() {
+        Some(Step::Sql { sql }) => Some(sql.as_str()),
+        _ => None,
     };
+    let tables = match (source, first_sql) {
+        (SourceSpec::Tables { tables }, Some(_)) => Some(tables.clone()),
+        (SourceSpec::Artifact(a), Some(_)) => Some(vec![TableSource {
+            name: "input".into(),
+            artifacts: vec![a.clone()],
+        }]),
+        _ => None,
+    };
+    let (mut rows, mut done): (Rows<'a>, usize) = match (tables, first_sql) {
+        (Some(tables), Some(sql)) => {
+            rows_in.set(
+                tables
+                    .iter()
+                    .flat_map(|t| &t.artifacts)
+                    .map(|a| a.rows)
+                    .sum(),
+            );
+            let mut named = Vec::with_capacity(tables.len());
+            for t in tables {
+                let paths = t
+                    .artifacts
+                    .iter()
+                    .map(|a| cx.store.open(&a.path))
+                    .collect::<Result<Vec<_>>>()?;
+                named.push((t.name, sql::TableRows::Artifacts(paths)));
+            }
+            let step = sql::SqlStep {
+                task: at.task,
+                number: 1,
+                sql,
+            };
+            (sql::query(&step, named, at)?, 1)
+        }
+        _ => {
+            let batches = sources::open(source, cx)?;
+            let iter = at.counted(batches.iter).inspect(move |b| {
+                if let Ok(b) = b {
+                    rows_in.set(rows_in.get() + b.num_rows() as u64);
+                }
+            });
+            ((batches.schema, Box::new(iter)), 0)
+        }
+    };
+    while done < steps.len() {
+        if let Step::Sql { sql } = &steps[done] {
+            let (schema, iter) = rows;
+            let batches = iter.collect::<Result<Vec<_>>>()?;
+            let step = sql::SqlStep {
+                task: at.task,
+                number: done + 1,
+                sql,
+            };
+            let input = vec![("input".to_string(), sql::TableRows::Memory(schema, batches))];
+            rows = sql::query(&step, input, at)?;
+            done += 1;
+            continue;
+        }
+        let end = steps[done..]
+            .iter()
+            .position(|s| matches!(s, Step::Sql { .. }))
+            .map_or(steps.len(), |i| done + i);
+        rows = with_steps(rows, &steps[done..end], done)?;
+        done = end;
+    }
+    Ok(rows)
+}
+
+/// Maps `rows` through the batch steps `steps` (numbered from `first` + 1
+/// in errors).
+fn with_steps<'a>(rows: Rows<'a>, steps: &'a [Step], first: usize) -> Result<Rows<'a>> {
+    let (schema, input) = rows;
+    let out_schema = transform::plan_from(&schema, steps, first)?;
     let mut row_base = 0usize;
     let iter = input.map(move |batch| {
         let batch = batch?;
-        rows_in.set(rows_in.get() + batch.num_rows() as u64);
-        if steps.is_empty() {
-            return Ok(batch);
-        }
-        let out = transform::apply(&batch, steps, row_base)?;
+        let out = transform::apply_from(&batch, steps, first, row_base)?;
         row_base += batch.num_rows();
         Ok(out)
     });
-    Ok((out_schema, iter))
+    Ok((out_schema, Box::new(iter)))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 /*!
-Transform steps: drop, select, rename, filter, cast. Each applies to one record
-batch at a time. [`plan`] runs the steps over an empty batch first, so a missing
+Batch steps: drop, select, rename, filter, cast. Each applies to one record
+batch at a time (SQL steps run over all the rows, in [`crate::sql`]). [`plan`] runs the steps over an empty batch first, so a missing
 column fails before any data is read, even for an empty input.
 */
 
@@ -18,16 +18,32 @@ use crate::typing::{arrow_type, convert_text};
 
 /// Checks `steps` against `input` and returns the output schema.
 pub fn plan(input: &SchemaRef, steps: &[Step]) -> Result<SchemaRef> {
+    plan_from(input, steps, 0)
+}
+
+/// [`plan`] for steps that follow `first` others (numbered from `first` + 1).
+pub fn plan_from(input: &SchemaRef, steps: &[Step], first: usize) -> Result<SchemaRef> {
     let empty = RecordBatch::new_empty(input.clone());
-    Ok(apply(&empty, steps, 0)?.schema())
+    Ok(apply_from(&empty, steps, first, 0)?.schema())
 }
 
 /// Applies every step to one batch. `row_base` numbers rows in errors.
 pub fn apply(batch: &RecordBatch, steps: &[Step], row_base: usize) -> Result<RecordBatch> {
+    apply_from(batch, steps, 0, row_base)
+}
+
+/// [`apply`] for steps that follow `first` others (numbered from `first` + 1).
+pub fn apply_from(
+    batch: &RecordBatch,
+    steps: &[Step],
+    first: usize,
+    row_base: usize,
+) -> Result<RecordBatch> {
     let mut batch = batch.clone();
     for (i, step) in steps.iter().enumerate() {
-        batch = apply_step(&batch, step, row_base)
-            .map_err(|e| EtlError::Spec(format!("step {} ({}): {e}", i + 1, step_name(step))))?;
+        batch = apply_step(&batch, step, row_base).map_err(|e| {
+            EtlError::Spec(format!("step {} ({}): {e}", first + i + 1, step_name(step)))
+        })?;
     }
     Ok(batch)
 }
@@ -39,6 +55,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::Rename(_) => "rename",
         Step::Filter(_) => "filter",
         Step::Cast(_) => "cast",
+        Step::Sql { .. } => "sql",
     }
 }
 
@@ -110,6 +127,9 @@ fn apply_step(
             filter_record_batch(batch, &mask).map_err(|e| e.to_string())
         }
         Step::Cast(c) => cast_column(batch, c, row_base),
+        // The pipeline runs SQL steps on DataFusion (crate::sql), over all
+        // the rows; one never reaches a single batch.
+        Step::Sql { .. } => Err("a SQL step runs over all the rows, not one batch".into()),
     }
 }
 

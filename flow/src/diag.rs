@@ -154,6 +154,27 @@ impl<'t> Diag<'t> {
         }
     }
 
+    /// SQL text (found at `path`) with its placeholders filled in as quoted
+    /// literals ([`ParamValues::fill_sql`]); `None` after reporting why it
+    /// cannot be. Without params (a node config), the text as written.
+    pub fn fill_sql(&self, path: &str, span: Option<Range<usize>>, sql: &str) -> Option<String> {
+        let Some(params) = self.params.get() else {
+            return Some(sql.to_string());
+        };
+        match params.fill_sql(sql) {
+            Ok(text) => Some(text.into_owned()),
+            Err(errors) => {
+                for e in errors {
+                    // A required param not given is reported once, at [params].
+                    if !matches!(e, PlaceholderError::Missing(_)) {
+                        self.report(path, span.clone(), e.to_string());
+                    }
+                }
+                None
+            }
+        }
+    }
+
     pub fn line_of(&self, span: Option<Range<usize>>) -> Option<usize> {
         let start = span?.start.min(self.text.len());
         Some(self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1)
@@ -222,7 +243,7 @@ pub fn parse_document(file: &str, text: &str) -> Result<toml_edit::Document<Stri
 pub struct Tbl<'a, 't> {
     pub diag: &'a Diag<'t>,
     pub path: String,
-    table: &'a dyn TableLike,
+    pub(crate) table: &'a dyn TableLike,
     span: Option<Range<usize>>,
     used: HashSet<String>,
     /// Keys of this table that shape the DAG: they take no params.

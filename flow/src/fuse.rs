@@ -15,7 +15,9 @@ use crate::model::{TaskDef, TaskInput};
 /// workers, keeps the extract's retry policy and the sum of the timeouts.
 ///
 /// Every task is a source, steps and a sink, so absorbing a reader is
-/// appending its steps and taking its sink.
+/// appending its steps and taking its sink. A reader with a SQL step is not
+/// fused into a partitioned extract (each partition would query its share
+/// alone), and a reader with `inputs` (several tables) never is.
 pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
     loop {
         let pair = tasks.iter().enumerate().find_map(|(i, e)| {
@@ -28,9 +30,17 @@ pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
                 .enumerate()
                 .filter(|(_, t)| t.after.contains(&e.name));
             let (j, reader) = readers.next()?;
+            // A SQL step reads all of its input at once: it must see every
+            // partition, so it is not fused into one.
+            let partitioned = e
+                .body
+                .source()
+                .and_then(|s| s.read_options())
+                .is_some_and(|r| r.partition.is_some());
             let only = readers.next().is_none()
                 && reader.input.as_ref() == Some(&e.name)
-                && reader.body.input == TaskInput::Upstream;
+                && reader.body.input == TaskInput::Upstream
+                && !(partitioned && reader.body.has_sql());
             only.then_some((i, j))
         });
         let Some((i, j)) = pair else {

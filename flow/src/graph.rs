@@ -9,7 +9,7 @@ use std::ops::Range;
 use conveyor_schemas::TaskKind;
 
 use crate::diag::Diag;
-use crate::model::TaskDef;
+use crate::model::{TaskDef, TaskInput};
 
 /// Where a task's references were written, so that graph problems point at them.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +17,8 @@ pub(crate) struct RefSpans {
     pub table: Option<Range<usize>>,
     pub input: Option<Range<usize>>,
     pub after: Option<Range<usize>>,
+    /// Each `inputs` entry: its table, the task it names, and where it is written.
+    pub inputs: Vec<(String, String, Option<Range<usize>>)>,
 }
 
 /// Reports every graph problem of `tasks` (the tasks that parsed, in file
@@ -37,12 +39,22 @@ pub(crate) fn check(
     let empty = RefSpans::default();
     for t in tasks {
         let at = spans.get(&t.name).unwrap_or(&empty);
-        // A dependency named by `input` is reported at `input`, the rest at `after`.
+        // A dependency named by `input` is reported at `input`, one named
+        // by `inputs` at its entry there, the rest at `after`.
+        let entry = |dep: &str| at.inputs.iter().find(|(_, task, _)| task == dep);
         let key_of = |dep: &str| {
             if t.input.as_deref() == Some(dep) && at.input.is_some() {
-                ("input", at.input.clone())
+                ("input".to_string(), at.input.clone())
+            } else if let Some((table, _, span)) = entry(dep) {
+                (
+                    format!("inputs.{table}"),
+                    span.clone().or_else(|| at.table.clone()),
+                )
             } else {
-                ("after", at.after.clone().or_else(|| at.table.clone()))
+                (
+                    "after".to_string(),
+                    at.after.clone().or_else(|| at.table.clone()),
+                )
             }
         };
         for dep in &t.after {
@@ -54,7 +66,11 @@ pub(crate) fn check(
                 diag.report(&key, span, format!("`{dep}` is not a task of this flow"));
             }
         }
-        if let Some(input) = &t.input {
+        let read = t.input.iter().chain(match &t.body.input {
+            TaskInput::Tables(tables) => tables.iter().flat_map(|x| x.tasks.iter()).collect(),
+            _ => Vec::new(),
+        });
+        for input in read {
             if let Some(&i) = index.get(input.as_str()) {
                 if tasks[i].kind == TaskKind::Load {
                     let (key, span) = key_of(input);

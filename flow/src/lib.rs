@@ -17,7 +17,9 @@ the HTTP API and the dashboard can parse flows cheaply
 - [`fuse`]: `fuse = true`: single-reader chains folded into one task.
 - [`schedule`]: `[flow] schedule`, `timezone` and `catchup`: cron slots in
   a time zone.
-- [`partition`]: `partitions = N`: one task per partition, and gathers.
+- [`partition`]: `partitions = N`: one task per partition, and gathers
+  (a task with a SQL step is not split: it reads every partition).
+- [`sql`]: SQL steps' syntax, checked at parse time with `sqlparser`.
 - [`config`]: the node config file ([`NodeConfig`]).
 - [`diag`]: the TOML walk that collects problems ([`Problems`]).
 - [`names`]: the rules for names and relative paths (from the wire contract,
@@ -33,6 +35,7 @@ pub mod params;
 pub mod parse;
 pub(crate) mod partition;
 pub mod schedule;
+pub mod sql;
 
 pub use conveyor_schemas::names;
 
@@ -42,6 +45,7 @@ pub use config::{
 };
 pub use diag::{Problem, Problems};
 pub use model::{
-    partition_name, FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
+    partition_name, FlowSource, FlowSpec, RetryPolicy, TableInput, TaskBody, TaskDef, TaskInput,
+    MAX_PARTITIONS,
 };
 pub use schedule::{Catchup, Schedule};

@@ -48,7 +48,9 @@ impl Default for RetryPolicy {
 pub struct TaskDef {
     pub name: String,
     pub kind: TaskKind,
-    /// The task whose output this one reads (transform and load).
+    /// The task whose output this one reads (transform and load, with
+    /// `input = "x"`). A transform with `inputs` has none: its tables are in
+    /// [`TaskInput::Tables`].
     pub input: Option<String>,
     /// Tasks that must succeed first; includes `input`.
     pub after: Vec<String>,
@@ -78,6 +80,11 @@ pub enum TaskInput {
     /// The artifact of the task named by [`TaskDef::input`], filled in as a
     /// [`SourceSpec::Artifact`] when this task is dispatched.
     Upstream,
+    /// Named tables for the task's first step, a SQL step: `inputs = {
+    /// orders = "orders" }` (or `input = "x"` over a partitioned `x`, as the
+    /// table `input`). Filled in as a [`SourceSpec::Tables`] when this task
+    /// is dispatched.
+    Tables(Vec<TableInput>),
     /// The parts written by these tasks, in partition order: a gather. Made
     /// by the flow parser, never written by users; it keeps the load's name.
     /// Filled in as a [`SourceSpec::Parts`] when the gather is dispatched.
@@ -87,7 +94,23 @@ pub enum TaskInput {
     },
 }
 
+/// One named table of [`TaskInput::Tables`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableInput {
+    /// The table's name in SQL.
+    pub name: String,
+    /// The tasks whose artifacts make the table, in order: the upstream
+    /// task, or after partition expansion each of its partitions.
+    pub tasks: Vec<String>,
+}
+
 impl TaskBody {
+    /// Whether a step is SQL: such a task reads its whole input at once, so
+    /// it is neither split per partition nor fused into a partitioned extract.
+    pub fn has_sql(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Sql { .. }))
+    }
+
     /// The source of a task that reads one, if it has its own.
     pub fn source(&self) -> Option<&SourceSpec> {
         match &self.input {

@@ -396,9 +396,12 @@ mod tests {
     fn sql_text_gets_literals_and_refuses_placeholders_in_quotes_or_comments() {
         let p = ParamValues {
             declared: [("who".to_string(), None)].into_iter().collect(),
-            given: [("who".to_string(), r#"x' OR 1=1; DROP TABLE t; --\"#.to_string())]
-                .into_iter()
-                .collect(),
+            given: [(
+                "who".to_string(),
+                r#"x' OR 1=1; DROP TABLE t; --\"#.to_string(),
+            )]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(
             p.fill_sql("SELECT * FROM t WHERE name = {{ params.who }}")

@@ -20,6 +20,13 @@ input = "transform"
 path = "colors.csv"                    # under the worker node's output root
 ```
 
+A transform's steps are `drop`, `select`, `rename`, `filter`, `cast` and
+`sql` (one query, its syntax checked here: [`crate::sql`]). With `inputs =
+{ orders = "orders", customers = "customers" }` instead of `input`, a
+transform reads several tasks' outputs as named tables, and its first step
+must be SQL; with `input = "x"`, SQL steps read the rows so far as the
+table `input`.
+
 Phase one collects every problem with its key and line. The graph checks
 ([`crate::graph`]) run in the same pass, over every task that parsed, so one
 `conveyor validate` shows every problem. A clean flow is then ordered, fused
@@ -40,7 +47,7 @@ use toml_edit::Value;
 use crate::diag::{parse_document, read_file, Diag, Found, Problems, Tbl};
 use crate::graph::{self, RefSpans};
 use crate::model::{
-    FlowSource, FlowSpec, RetryPolicy, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
+    FlowSource, FlowSpec, RetryPolicy, TableInput, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
 };
 use crate::params::{Declared, ParamValues};
 
@@ -55,7 +62,7 @@ const FLOW_SHAPE: &[&str] = &[
     "timezone",
     "catchup",
 ];
-const TASK_SHAPE: &[&str] = &["kind", "input", "after", "partitions", "parts"];
+const TASK_SHAPE: &[&str] = &["kind", "input", "inputs", "after", "partitions", "parts"];
 
 fn format_from_path(p: &str) -> Option<DataFormat> {
     let lower = p.to_ascii_lowercase();
@@ -225,6 +232,7 @@ impl FlowSpec {
                             table: t.span(),
                             input: t.key_span("input"),
                             after: t.key_span("after"),
+                            inputs: inputs_spans(&t),
                         },
                     );
                     if let Some(def) =
@@ -385,10 +393,24 @@ fn read_task(
     let timeout = t.positive_duration("timeout").unwrap_or(timeout);
     let mut after = t.str_list("after").unwrap_or_default();
     let mut input = t.str("input");
+    let tables = read_inputs(t);
     let Some(kind) = kind else {
         t.skip_rest();
         return None;
     };
+    if tables.is_some() {
+        if kind != TaskKind::Transform {
+            t.error(
+                "inputs",
+                format!("only a transform reads named tables; a {kind} cannot have `inputs`"),
+            );
+        } else if t.has("input") {
+            t.error(
+                "inputs",
+                "give either `input = \"TASK\"` (the table `input`) or `inputs = { NAME = \"TASK\" }`, not both",
+            );
+        }
+    }
     let body = match kind {
         TaskKind::Extract => {
             if input.is_some() {
@@ -403,12 +425,42 @@ fn read_task(
                 sink: SinkSpec::Artifact,
             }
         }
+        TaskKind::Transform if t.has("inputs") => {
+            let steps = read_steps(t);
+            if let Some(steps) = &steps {
+                if !matches!(steps.first(), Some(Step::Sql { .. })) {
+                    t.error(
+                        "steps",
+                        "with `inputs`, the first step must be a SQL step that reads the named tables, e.g. [{ sql = \"SELECT * FROM orders\" }]",
+                    );
+                }
+            } else if !t.has("steps") {
+                t.error(
+                    "steps",
+                    "with `inputs`, the first step must be a SQL step that reads the named tables, e.g. [{ sql = \"SELECT * FROM orders\" }]",
+                );
+            }
+            let tables = tables?;
+            for table in &tables {
+                for task in &table.tasks {
+                    if !after.contains(task) {
+                        after.push(task.clone());
+                    }
+                }
+            }
+            TaskBody {
+                input: TaskInput::Tables(tables),
+                steps: steps?,
+                sink: SinkSpec::Artifact,
+            }
+        }
         TaskKind::Transform | TaskKind::Load => {
             if input.is_none() && after.len() == 1 {
                 input = Some(after[0].clone());
             }
-            // One written but unreadable was reported as it was read.
-            if input.is_none() && !t.has("input") {
+            // One written but unreadable was reported as it was read, and
+            // `inputs` on a load was reported above.
+            if input.is_none() && !t.has("input") && !t.has("inputs") {
                 t.error(
                     "input",
                     format!(
@@ -464,6 +516,84 @@ fn read_task(
         timeout,
         body,
     })
+}
+
+/// `inputs = { orders = "orders", customers = "customers" }`: table name →
+/// upstream task. Each value names a task, so it shapes the DAG and takes
+/// no params; each name is how SQL refers to the table, so it must be a
+/// plain lowercase identifier (SQL folds unquoted names to lowercase).
+fn read_inputs(t: &mut Tbl) -> Option<Vec<TableInput>> {
+    let mut table = t.table("inputs")?;
+    let names = table.keys();
+    if names.is_empty() {
+        table.error(
+            "inputs",
+            "names no table; write inputs = { orders = \"TASK\" }",
+        );
+    }
+    // Entries that name a task are kept even next to a bad one, so that the
+    // graph checks still report what they reference.
+    let mut tables = Vec::new();
+    for name in names {
+        let found = table.get(&name);
+        let task = found.as_ref().and_then(|f| f.item.as_str());
+        let Some(task) = task else {
+            table.error(
+                &name,
+                "must be a string: the task whose output is this table",
+            );
+            continue;
+        };
+        if crate::params::has_placeholder(task) {
+            table.error(
+                &name,
+                "shapes the DAG, so it cannot use a `{{ params.NAME }}` placeholder: a param value never changes which tasks run or in what order",
+            );
+            continue;
+        }
+        if !is_table_name(&name) {
+            table.error(
+                &name,
+                format!("`{name}` cannot be a table name: use lowercase letters, digits and `_`, not starting with a digit"),
+            );
+        }
+        tables.push(TableInput {
+            name,
+            tasks: vec![task.to_string()],
+        });
+    }
+    table.finish();
+    Some(tables)
+}
+
+/// Where each entry of a task's `inputs` is written: (table, task, span).
+fn inputs_spans(t: &Tbl) -> Vec<(String, String, Option<std::ops::Range<usize>>)> {
+    let Some(found) = t.table.get("inputs") else {
+        return Vec::new();
+    };
+    let Some(table) = found.as_table_like() else {
+        return Vec::new();
+    };
+    table
+        .iter()
+        .filter_map(|(name, item)| {
+            let task = item.as_str()?.to_string();
+            let span = table
+                .get_key_value(name)
+                .and_then(|(k, _)| k.span())
+                .or_else(|| item.span());
+            Some((name.to_string(), task, span))
+        })
+        .collect()
+}
+
+/// A SQL table name that needs no quotes and keeps its case.
+fn is_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
@@ -581,7 +711,7 @@ fn read_steps(t: &mut Tbl) -> Option<Vec<Step>> {
             st.diag.report(
                 &path,
                 value.span(),
-                "a step has exactly one of drop, select, rename, filter, cast",
+                "a step has exactly one of drop, select, rename, filter, cast, sql",
             );
             ok = false;
             continue;
@@ -656,11 +786,24 @@ fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
                 to: to?,
             }))
         }
+        "sql" => {
+            let found = st.get("sql")?;
+            let Some(text) = found.item.as_str() else {
+                st.error("sql", "must be a string: one SELECT query");
+                return None;
+            };
+            let sql = st.diag.fill_sql(&found.path, found.span.clone(), text)?;
+            if let Err(why) = crate::sql::check_query(&sql) {
+                st.diag.report(&found.path, found.span, why);
+                return None;
+            }
+            Some(Step::Sql { sql })
+        }
         other => {
             st.get(other);
             st.error(
                 other,
-                "unknown step; expected drop, select, rename, filter or cast",
+                "unknown step; expected drop, select, rename, filter, cast or sql",
             );
             None
         }
@@ -1242,5 +1385,198 @@ bogus = 1
             "{err}"
         );
         assert!(err.to_string().contains("control character"), "{err}");
+    }
+
+    const SQL_FLOW: &str = r#"[flow]
+name = "sql"
+[params]
+region = { default = "eu" }
+[tasks.orders]
+kind = "extract"
+path = "orders.csv"
+partitions = 4
+[tasks.customers]
+kind = "extract"
+path = "customers.csv"
+[tasks.enrich]
+kind = "transform"
+inputs = { orders = "orders", customers = "customers" }
+steps = [
+  { sql = "SELECT c.region, sum(o.amount) AS total FROM orders o JOIN customers c USING (customer_id) WHERE c.region <> {{ params.region }} GROUP BY c.region" },
+  { rename = { total = "sum" } },
+]
+[tasks.clean]
+kind = "transform"
+input = "orders"
+steps = [{ drop = ["note"] }, { sql = "SELECT * FROM input WHERE amount > 0" }]
+[tasks.load]
+kind = "load"
+input = "enrich"
+path = "out.csv"
+"#;
+
+    #[test]
+    fn inputs_name_tables_and_a_sql_task_reads_every_partition_unsplit() {
+        let flow = FlowSpec::parse_with_params(
+            "f.toml",
+            SQL_FLOW,
+            Path::new("/flows"),
+            &given(&[("region", "it's")]),
+        )
+        .unwrap();
+        let enrich = flow.task("enrich").unwrap();
+        let orders: Vec<String> = (0..4).map(|i| format!("orders@{i}")).collect();
+        assert_eq!(
+            enrich.body.input,
+            TaskInput::Tables(vec![
+                TableInput {
+                    name: "orders".into(),
+                    tasks: orders.clone(),
+                },
+                TableInput {
+                    name: "customers".into(),
+                    tasks: vec!["customers".into()],
+                },
+            ])
+        );
+        for o in &orders {
+            assert!(enrich.after.contains(o), "{:?}", enrich.after);
+        }
+        // The param became one quoted literal.
+        let Step::Sql { sql } = &enrich.body.steps[0] else {
+            panic!("{:?}", enrich.body.steps)
+        };
+        assert!(sql.contains("c.region <> 'it''s' GROUP BY"), "{sql}");
+        // `input = "orders"` with a SQL step: one task, the table `input`
+        // made of the four partitions; not split, not partitioned downstream.
+        let clean = flow.task("clean").unwrap();
+        assert_eq!(
+            clean.body.input,
+            TaskInput::Tables(vec![TableInput {
+                name: "input".into(),
+                tasks: orders,
+            }])
+        );
+        assert!(flow.task("clean@0").is_none() && flow.task("enrich@0").is_none());
+        assert_eq!(flow.task("load").unwrap().input.as_deref(), Some("enrich"));
+        assert!(flow.task("load@0").is_none());
+        // Unpartitioned: `input` stays the upstream task's artifact.
+        let plain = SQL_FLOW.replace("partitions = 4\n", "");
+        let flow = FlowSpec::parse("f.toml", &plain, Path::new("/flows")).unwrap();
+        let clean = flow.task("clean").unwrap();
+        assert_eq!(
+            (clean.body.input.clone(), clean.input.as_deref()),
+            (TaskInput::Upstream, Some("orders"))
+        );
+    }
+
+    #[test]
+    fn a_sql_step_is_not_fused_into_a_partitioned_extract() {
+        let text = r#"[flow]
+name = "f"
+fuse = true
+[tasks.e]
+kind = "extract"
+path = "x.csv"
+partitions = 4
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ drop = ["a"] }]
+[tasks.s]
+kind = "transform"
+input = "t"
+steps = [{ sql = "SELECT count(*) AS n FROM input" }]
+[tasks.l]
+kind = "load"
+input = "s"
+path = "o.csv"
+"#;
+        // The extract absorbs the batch step, partition by partition; the
+        // SQL task is not fused into it and reads all four parts.
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/flows")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["t@0", "t@1", "t@2", "t@3", "s", "l"]);
+        let parts: Vec<String> = (0..4).map(|i| format!("t@{i}")).collect();
+        assert_eq!(
+            flow.task("s").unwrap().body.input,
+            TaskInput::Tables(vec![TableInput {
+                name: "input".into(),
+                tasks: parts,
+            }])
+        );
+        // Unpartitioned, the whole chain is one pass, the SQL over its rows.
+        let plain = text.replace("partitions = 4\n", "");
+        let flow = FlowSpec::parse("f.toml", &plain, Path::new("/flows")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["l"]);
+        let l = flow.task("l").unwrap();
+        assert!(l.body.source().is_some() && l.body.has_sql(), "{l:?}");
+    }
+
+    #[test]
+    fn bad_inputs_and_sql_steps_are_reported_with_their_lines_in_one_pass() {
+        let text = r#"[flow]
+name = "f"
+[tasks.e]
+kind = "extract"
+path = "x.csv"
+[tasks.l]
+kind = "load"
+input = "e"
+path = "o.csv"
+[tasks.a]
+kind = "transform"
+inputs = { orders = "nope", Bad = "e", loaded = "l" }
+steps = [{ sql = "SELECT 1" }]
+[tasks.b]
+kind = "transform"
+inputs = { x = "e" }
+steps = [{ drop = ["c"] }, { sql = "SELECT * FROM x" }]
+[tasks.c]
+kind = "transform"
+input = "e"
+steps = [{ sql = "SELECT a\nFROMM input" }, { sql = "DELETE FROM input" }]
+[tasks.d]
+kind = "load"
+inputs = { x = "e" }
+path = "d.csv"
+[tasks.g]
+kind = "transform"
+inputs = { x = "{{ params.t }}" }
+steps = [{ sql = "SELECT * FROM x WHERE a = '{{ params.t }}'" }]
+[params]
+t = { default = "e" }
+"#;
+        let err = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap_err();
+        assert_eq!(
+            err.keys_and_lines(),
+            [
+                ("tasks.a.inputs.Bad", Some(12)),
+                ("tasks.a.inputs.orders", Some(12)),
+                ("tasks.a.inputs.loaded", Some(12)),
+                ("tasks.b.steps", Some(17)),
+                ("tasks.c.steps[0].sql", Some(21)),
+                ("tasks.c.steps[1].sql", Some(21)),
+                ("tasks.d.inputs", Some(24)),
+                ("tasks.g.inputs.x", Some(28)),
+                ("tasks.g.steps[0].sql", Some(29)),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        for needle in [
+            "`nope` is not a task",
+            "reads `l`, but a load has no output",
+            "`Bad` cannot be a table name",
+            "the first step must be a SQL step",
+            "Line: 2, Column: 7",
+            "must be a query",
+            "only a transform reads named tables",
+            "cannot use a `{{ params.NAME }}` placeholder",
+            "inside a quoted string",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
     }
 }

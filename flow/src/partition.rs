@@ -6,12 +6,15 @@ use std::collections::HashMap;
 
 use conveyor_schemas::{FileTarget, Partition, SinkSpec, TaskKind};
 
-use crate::model::{partition_name, TaskBody, TaskDef, TaskInput};
+use crate::model::{partition_name, TableInput, TaskBody, TaskDef, TaskInput};
 
 /// Splits every task downstream of a partitioned extract into one task per
 /// partition: extract `e` with `partitions = N` becomes `e@0` .. `e@N-1`, a
 /// transform of it becomes `t@0` .. `t@N-1` (partition `i` reads `e@i`), and
 /// a load becomes its parts `l@i` plus a gather `l` that puts them in place.
+/// A task with a SQL step is not split: it reads every partition of its
+/// inputs as one table (a join or an aggregate must see all the rows), so
+/// its tables list the partitions, and its output is one artifact.
 /// `tasks` is in dependency order, and so is the result.
 pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (String, String)> {
     // Partitioned task → its partition count.
@@ -35,6 +38,10 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 .map(|p| p.count),
             None => def.input.as_ref().and_then(|i| counts.get(i).copied()),
         };
+        if def.body.has_sql() && def.body.source().is_none() {
+            out.push(gathered_for_sql(def, &counts, expand));
+            continue;
+        }
         let Some(n) = n else {
             if matches!(def.body.sink, SinkSpec::Dir(_)) {
                 return Err((
@@ -119,4 +126,46 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
         }
     }
     Ok(out)
+}
+
+/// A task with a SQL step over upstream tasks: not split, it reads each
+/// table from all the partitions of its task (`input = "x"` over a
+/// partitioned `x` becomes the table `input`).
+fn gathered_for_sql(
+    def: TaskDef,
+    counts: &HashMap<String, u32>,
+    expand: impl Fn(&[String]) -> Vec<String>,
+) -> TaskDef {
+    let parts_of = |task: &str| match counts.get(task) {
+        Some(&n) => (0..n).map(|i| partition_name(task, i)).collect(),
+        None => vec![task.to_string()],
+    };
+    let mut body = def.body;
+    body.input = match body.input {
+        TaskInput::Tables(tables) => TaskInput::Tables(
+            tables
+                .into_iter()
+                .map(|t| TableInput {
+                    tasks: t.tasks.iter().flat_map(|x| parts_of(x)).collect(),
+                    name: t.name,
+                })
+                .collect(),
+        ),
+        TaskInput::Upstream => match &def.input {
+            Some(x) if counts.contains_key(x) => TaskInput::Tables(vec![TableInput {
+                name: "input".into(),
+                tasks: parts_of(x),
+            }]),
+            _ => TaskInput::Upstream,
+        },
+        other => other,
+    };
+    let partitioned_input = matches!(&def.input, Some(x) if counts.contains_key(x));
+    TaskDef {
+        after: expand(&def.after),
+        // The partitions are its tables now; there is no one task to read.
+        input: if partitioned_input { None } else { def.input },
+        body,
+        ..def
+    }
 }

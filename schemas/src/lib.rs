@@ -161,6 +161,21 @@ pub enum SourceSpec {
         format: DataFormat,
         parts: Vec<ArtifactRef>,
     },
+    /// Named tables for a task whose first step is SQL (`inputs = { orders
+    /// = "orders" }`, or `input = "x"` as the table `input`): each table is
+    /// the artifacts of one upstream task, in partition order (one artifact
+    /// unless that task was partitioned), read as one table. Filled in by
+    /// the coordinator when it dispatches the task.
+    Tables { tables: Vec<TableSource> },
+}
+
+/// One named table of a [`SourceSpec::Tables`] source.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct TableSource {
+    /// The table's name in SQL: lowercase letters, digits and `_`.
+    pub name: String,
+    /// Its rows: these artifacts, one after another.
+    pub artifacts: Vec<ArtifactRef>,
 }
 
 /// How to read a file source: its format and that format's options.
@@ -190,7 +205,7 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } => None,
+            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Tables { .. } => None,
         }
     }
 
@@ -199,7 +214,7 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } => None,
+            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Tables { .. } => None,
         }
     }
 }
@@ -332,6 +347,11 @@ pub enum Step {
     Filter(FilterStep),
     /// Change a column's type; a value that does not convert is an error.
     Cast(CastStep),
+    /// Replace the rows with the result of a SQL query (Apache DataFusion),
+    /// which reads the rows so far as the table `input`, or, as a task's
+    /// first step, the task's named [`SourceSpec::Tables`]. Params are
+    /// already filled in as quoted literals.
+    Sql { sql: String },
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -886,7 +906,16 @@ mod tests {
             (
                 SourceSpec::Parts {
                     format: DataFormat::Csv,
-                    parts: vec![artifact],
+                    parts: vec![artifact.clone()],
+                },
+                SinkSpec::Artifact,
+            ),
+            (
+                SourceSpec::Tables {
+                    tables: vec![TableSource {
+                        name: "orders".into(),
+                        artifacts: vec![artifact.clone(), artifact.clone()],
+                    }],
                 },
                 SinkSpec::Artifact,
             ),
@@ -895,7 +924,12 @@ mod tests {
             let spec = TaskSpec {
                 kind: TaskKind::Load,
                 source,
-                steps: vec![Step::Drop(vec!["HEX".into()])],
+                steps: vec![
+                    Step::Drop(vec!["HEX".into()]),
+                    Step::Sql {
+                        sql: "SELECT * FROM input".into(),
+                    },
+                ],
                 sink,
             };
             let text = serde_json::to_string(&spec).unwrap();

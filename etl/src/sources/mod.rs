@@ -12,7 +12,8 @@ batches, so memory stays bounded by the batch size, not the file size.
 - [`csv`], [`jsonl`], [`parquet`]: the file formats;
 - [`glob`]: the files a glob matches, read one after another;
 - [`http`]: a URL, downloaded into the store's scratch directory;
-- [`artifact`]: an Arrow IPC artifact in the store.
+- [`artifact`]: an Arrow IPC artifact in the store, or the parts of one
+  table read one after another.
 
 A new connector (a database, say) is one file here implementing [`Source`]
 and one [`SourceSpec`] arm.
@@ -91,6 +92,18 @@ pub fn source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
                 "a parts source is only read by a gather, with no steps".into(),
             ))
         }
+        SourceSpec::Tables { tables } => match tables.as_slice() {
+            [one] => Box::new(artifact::ArtifactsSource {
+                name: one.name.clone(),
+                artifacts: one.artifacts.clone(),
+            }),
+            _ => {
+                return Err(EtlError::Spec(format!(
+                    "{} named tables are read by a SQL step: the first step must be SQL",
+                    tables.len()
+                )))
+            }
+        },
     })
 }
 
