@@ -748,3 +748,114 @@ fn runs_are_cancelled_and_retried_through_the_api_and_the_cli() {
     let out = api.cli(&["runs", "watch", &again]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
+
+/// The logs of `task` in run `id` as the API gives them, once a line
+/// starting with `start` is there.
+fn logs_with(api: &Api, id: &str, task: &str, start: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, logs) = api.get(&format!("/api/v1/runs/{id}/tasks/{task}/logs"), Some(READ));
+        assert_eq!(status, 200, "{logs}");
+        let has = logs.to_string().contains(&format!("\"message\":\"{start}"));
+        if has {
+            return logs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{start}` line in the logs of {task}: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn secrets_are_read_by_the_worker_and_never_reported_logged_or_served() {
+    let secret = "s3cr3t-9f8e7d6c";
+    let api = Api::start_with("api_secrets", &[("CONVEYOR_TEST_SECRET", secret)]);
+    api.dir.write("in.csv", "id,name\n1,ada\n2,grace\n");
+    let run = |flow: &str| {
+        let (status, created) =
+            api.post("/api/v1/runs", Some(OPERATE), &json!({ "flow_text": flow }));
+        assert_eq!(status, 201, "{created}");
+        let id = created["run_id"].as_str().unwrap().to_string();
+        let (last, report) = api.events(&id).pop().expect("an end event");
+        assert_eq!(last, "end");
+        (id, report)
+    };
+
+    // The load's path names the secret: the worker writes where its value
+    // says, and what comes back shows `***`.
+    let (id, report) = run("[flow]\nname = \"sec\"\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:CONVEYOR_TEST_SECRET}/out.csv\"\n");
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(api.dir.join(&format!("w/out/{secret}/out.csv"))).unwrap(),
+        "id,name\n1,ada\n2,grace\n"
+    );
+    let (_, served) = api.get(&format!("/api/v1/runs/{id}"), Some(READ));
+    let load = served["report"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "l")
+        .unwrap()
+        .clone();
+    assert!(
+        load["output"].as_str().unwrap().ends_with("/***/out.csv"),
+        "{load}"
+    );
+    let logs = logs_with(&api, &id, "l", "Task succeeded");
+
+    // A variable the worker node does not have: the task fails at once,
+    // naming the variable and the task, and is not retried.
+    let (missing, report) = run("[flow]\nname = \"nosec\"\nmax_attempts = 3\n[tasks.e]\nkind = \"extract\"\npath = \"in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:CONVEYOR_TEST_NOT_SET}/out.csv\"\n");
+    assert_eq!(report["state"], "Failed", "{report}");
+    let l = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "l")
+        .unwrap();
+    assert_eq!(l["attempts"], 1, "{l}");
+    assert_eq!(
+        (&l["error"]["kind"], &l["error"]["retryable"]),
+        (&json!("spec"), &json!(false)),
+        "{l}"
+    );
+    let message = l["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("task `l`")
+            && message.contains("`CONVEYOR_TEST_NOT_SET`")
+            && message.contains("not set on this worker node"),
+        "{message}"
+    );
+
+    // A URL whose password is the secret, in an error: `***`.
+    let (failed, report) = run("[flow]\nname = \"urlsec\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\nurl = \"http://reader:${env:CONVEYOR_TEST_SECRET}@127.0.0.1:9/in.csv\"\n");
+    assert_eq!(report["state"], "Failed", "{report}");
+    let e = &report["tasks"][0]["error"]["message"];
+    assert!(
+        e.as_str().unwrap().contains("reader:***@127.0.0.1:9"),
+        "{e}"
+    );
+    let failed_logs = logs_with(&api, &failed, "e", "Task failed");
+
+    // Nothing the API serves, the nodes log or the worker wrote about the
+    // runs holds the value; the flow text keeps the reference.
+    let (_, flow) = api.get(&format!("/api/v1/runs/{id}"), Some(READ));
+    let mut served = vec![flow.to_string(), logs.to_string(), failed_logs.to_string()];
+    for run in [&id, &missing, &failed] {
+        served.push(
+            api.get(&format!("/api/v1/runs/{run}"), Some(READ))
+                .1
+                .to_string(),
+        );
+    }
+    served.push(api.get("/api/v1/runs", Some(READ)).1.to_string());
+    served.push(api.coord.log_text());
+    served.push(std::fs::read_to_string(api.dir.join("w.log")).unwrap());
+    for text in &served {
+        assert!(!text.contains(secret), "the secret shows in: {text}");
+    }
+    let cli = api.cli(&["runs", "show", &id, "--json"]);
+    assert!(!String::from_utf8_lossy(&cli.stdout).contains(secret));
+}

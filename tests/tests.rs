@@ -17,3 +17,4 @@ mod schedules;
 mod schemas;
 mod security;
 mod sql;
+mod types;

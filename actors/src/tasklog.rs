@@ -16,12 +16,17 @@ attempt's span, captured and shipped to the attempt's coordinator.
 
 Events of the blocking pool are captured too, as long as the closure enters
 the attempt's span (the worker does).
+
+Every line is redacted as it is captured, before it is cut to length: the
+values of the attempt's `${env:NAME}` secrets and every URL's password show
+as `***` ([`conveyor_schemas::secrets::Secrets::redact`]).
 */
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use conveyor_schemas::secrets::Secrets;
 use conveyor_schemas::{TaskLogLine, TaskLogs, TaskMessage, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 use tracing::field::{Field, Visit};
@@ -46,6 +51,8 @@ pub const MAX_BATCH: usize = 500;
 #[derive(Debug, Default)]
 pub struct AttemptLog {
     pending: Mutex<Pending>,
+    /// What no line may show.
+    secrets: Secrets,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +75,14 @@ pub struct Batch {
 impl AttemptLog {
     pub fn new() -> Arc<AttemptLog> {
         Arc::new(AttemptLog::default())
+    }
+
+    /// A log whose lines show none of `secrets`.
+    pub fn redacting(secrets: Secrets) -> Arc<AttemptLog> {
+        Arc::new(AttemptLog {
+            secrets,
+            ..AttemptLog::default()
+        })
     }
 
     /// Attaches this log to `span`, so that the events inside it land here.
@@ -185,8 +200,9 @@ impl Shipper {
         msg: &TaskMessage,
         node: &str,
         delivery: u32,
+        secrets: Secrets,
     ) -> Option<Shipper> {
-        let log = AttemptLog::new();
+        let log = AttemptLog::redacting(secrets);
         if !log.attach(&tracing::Span::current()) {
             return None;
         }
@@ -264,7 +280,7 @@ where
         for span in scope {
             let log = span.extensions().get::<Arc<AttemptLog>>().cloned();
             if let Some(log) = log {
-                log.push(line_of(event));
+                log.push(line_of(event, &log.secrets));
                 return;
             }
         }
@@ -278,8 +294,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One event as a line: its message, then its other fields as `key=value`.
-fn line_of(event: &Event<'_>) -> TaskLogLine {
+/// One event as a line: its message, then its other fields as `key=value`,
+/// with `secrets` (and URL passwords) redacted.
+fn line_of(event: &Event<'_>, secrets: &Secrets) -> TaskLogLine {
     let mut text = LineText::default();
     event.record(&mut text);
     let mut message = text.message;
@@ -289,6 +306,7 @@ fn line_of(event: &Event<'_>) -> TaskLogLine {
         }
         message.push_str(&text.fields);
     }
+    let mut message = secrets.redact(&message);
     if message.len() > MAX_MESSAGE_BYTES {
         let mut cut = MAX_MESSAGE_BYTES;
         while !message.is_char_boundary(cut) {
@@ -407,6 +425,33 @@ mod tests {
             assert_eq!((batch.first_line, batch.dropped), (0, 0));
             assert!(batch.lines.iter().all(|l| l.ts_ms > 0));
             assert!(log.take().is_none());
+        });
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_never_reach_a_line() {
+        tracing::subscriber::with_default(subscriber(), || {
+            let span = info_span!("task");
+            let log = AttemptLog::redacting(Secrets::of(["hunter2".to_string()]));
+            assert!(log.attach(&span));
+            span.in_scope(|| {
+                warn!(path = "/data/hunter2/a.csv", "Cannot read");
+                info!(url = "postgres://app:pw@db/x", "Connecting");
+            });
+            let texts: Vec<String> = log
+                .take()
+                .unwrap()
+                .lines
+                .into_iter()
+                .map(|l| l.message)
+                .collect();
+            assert_eq!(
+                texts,
+                [
+                    "Cannot read path=/data/***/a.csv",
+                    "Connecting url=postgres://app:***@db/x"
+                ]
+            );
         });
     }
 

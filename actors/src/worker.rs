@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conveyor_etl::{commit, Attempt, Workspace};
+use conveyor_schemas::secrets::Secrets;
 use conveyor_schemas::{TaskKind, TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_VERSION};
 use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
@@ -409,8 +410,23 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             sent
         }
     });
+    // The task's `${env:NAME}` secrets, read from this node's environment
+    // just before it runs. Their values stay here: every error, output
+    // location and log line that leaves is redacted with them.
+    let (spec, secrets) =
+        match conveyor_schemas::secrets::expand_spec(&msg.spec, &|name| std::env::var(name).ok()) {
+            Ok((spec, secrets)) => (Ok(spec), secrets),
+            Err(e) => (
+                Err(conveyor_etl::EtlError::Spec(format!(
+                    "task `{}`: {e}",
+                    msg.task
+                ))),
+                Secrets::default(),
+            ),
+        };
     // Captures this attempt's log lines from here on, for its coordinator.
-    let mut log = crate::tasklog::Shipper::start(&env.transport, msg, &env.node, n);
+    let mut log =
+        crate::tasklog::Shipper::start(&env.transport, msg, &env.node, n, secrets.clone());
     info!(delivery = n, "Task started");
     let began = std::time::Instant::now();
 
@@ -430,10 +446,11 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     let span = tracing::Span::current();
     let work = tokio::task::spawn_blocking(move || {
         let _in = span.enter();
-        let done = execute(&work_env, &work_msg, n, &progress, &flag, routed_rx)?;
+        let spec = spec?;
+        let done = execute(&work_env, &work_msg, &spec, n, &progress, &flag, routed_rx)?;
         // Its bytes cost a few `stat` calls: only when metrics are on.
         let moved = (!done.duplicate && crate::metrics::recording())
-            .then(|| Moved::by(&work_env.workspace, &work_msg.spec, &done.output));
+            .then(|| Moved::by(&work_env.workspace, &spec, &done.output));
         Ok((done, moved))
     });
     // The blocking work may sit in a read for long (a slow download): when
@@ -477,7 +494,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             if let Some(moved) = moved {
                 metrics.moved(&moved);
             }
-            UpdateStatus::Succeeded(done.output)
+            let mut output = done.output;
+            output.location = secrets.redact(&output.location);
+            UpdateStatus::Succeeded(output)
         }
         Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
             // Expected, not a failure: the gate kept the output as it was.
@@ -487,10 +506,10 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             }
         }
         Ok(Err(e)) => {
-            warn!(error = %e, retryable = e.retryable(), "Task failed");
-            UpdateStatus::Failed {
-                error: e.to_task_error(),
-            }
+            let mut error = e.to_task_error();
+            error.message = secrets.redact(&error.message);
+            warn!(error = %error.message, retryable = error.retryable, "Task failed");
+            UpdateStatus::Failed { error }
         }
         Err(join) => {
             let why = if join.is_panic() {
@@ -581,13 +600,14 @@ struct Executed {
 fn execute(
     env: &WorkerEnv,
     msg: &TaskMessage,
+    spec: &conveyor_schemas::TaskSpec,
     delivery: u32,
     progress: &AtomicU64,
     cancel: &crate::cancel::CancelFlag,
     routed: std::sync::mpsc::Receiver<bool>,
 ) -> conveyor_etl::Result<Executed> {
     let ws = &env.workspace;
-    if let Some(output) = commit::committed_output(ws, &msg.flow_run, &msg.task, &msg.spec)? {
+    if let Some(output) = commit::committed_output(ws, &msg.flow_run, &msg.task, spec)? {
         info!(
             delivery,
             "Duplicate delivery of a committed task; answering with the recorded output"
@@ -626,7 +646,7 @@ fn execute(
         cancel: Some(cancel.flag()),
     };
     env.failpoints.before_task(&msg.task);
-    let output = conveyor_etl::run_task(ws, &at, &msg.spec)?;
+    let output = conveyor_etl::run_task(ws, &at, spec)?;
     env.failpoints.after_commit(&msg.task);
     commit::record(ws, &at, &output)?;
     Ok(Executed {

@@ -26,6 +26,7 @@ a gather) to a committed output. It is blocking: callers run it off their
 event loop.
 */
 
+pub mod canonical;
 pub mod commit;
 pub mod error;
 pub mod gather;

@@ -2,6 +2,18 @@
 Batch steps: drop, select, rename, filter, cast. Each applies to one record
 batch at a time (SQL steps run over all the rows, in [`crate::sql`]). [`plan`] runs the steps over an empty batch first, so a missing
 column fails before any data is read, even for an empty input.
+
+A cast from text into a date, timestamp or decimal reads only the canonical
+text (see [`crate::canonical`]), and one back to text writes it. A cast
+between a date, timestamp or decimal and another type must not change a
+value: the result is cast back and compared, and the first value that would
+come back different (a decimal rounded to a smaller scale, a timestamp's
+time of day dropped by a cast to date) fails the step, naming its row.
+
+A filter on a date, timestamp or decimal column compares in the column's
+type: a string value is read as that type's canonical text
+(`{ column = "day", op = "ge", value = "2026-01-05" }`), and an integer
+against a decimal column as that decimal.
 */
 
 use std::collections::HashSet;
@@ -14,7 +26,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{CastStep, CompareOp, FilterStep, Literal, Step};
 
 use crate::error::{EtlError, Result};
-use crate::typing::{arrow_type, convert_text};
+use crate::typing::{arrow_type, canonical_text, column_type, convert_text, has_canonical_text};
 
 /// Checks `steps` against `input` and returns the output schema.
 pub fn plan(input: &SchemaRef, steps: &[Step]) -> Result<SchemaRef> {
@@ -143,8 +155,19 @@ fn literal_array(value: &Literal) -> ArrayRef {
 }
 
 /// The type both sides are compared in: the literal's, except that an integer
-/// literal against a float column compares as float.
+/// literal against a float column compares as float, and a string (or, for a
+/// decimal, an integer) against a date, timestamp or decimal column compares
+/// in the column's type.
 fn compare_type(column: &DataType, value: &Literal) -> DataType {
+    if let Some(t) = column_type(column).filter(|t| has_canonical_text(*t)) {
+        match (t, value) {
+            (_, Literal::String(_))
+            | (conveyor_schemas::ColumnType::Decimal { .. }, Literal::Int(_)) => {
+                return column.clone()
+            }
+            _ => {}
+        }
+    }
     match (column, value) {
         (DataType::Float64, Literal::Int(_)) => DataType::Float64,
         (_, Literal::Bool(_)) => DataType::Boolean,
@@ -162,9 +185,8 @@ fn filter_mask(
     let idx = column_index(&batch.schema(), &f.column)?;
     let column = batch.column(idx);
     let target = compare_type(column.data_type(), &f.value);
-    let left = to_type(column, &target, &f.column, row_base)?;
-    let right = cast_with_options(&literal_array(&f.value), &target, &CastOptions::default())
-        .map_err(|e| e.to_string())?;
+    let left = to_type(column, &target, &f.column, row_base, false)?;
+    let right = literal_as(&f.value, &target)?;
     let right = Scalar::new(right);
     let mask = match f.op {
         CompareOp::Eq => cmp::eq(&left, &right),
@@ -178,41 +200,81 @@ fn filter_mask(
     Ok(mask)
 }
 
-/// Converts a column for comparison or cast. Text goes through the lenient
-/// parser so a bad value is reported with its row.
-fn to_type(
-    column: &ArrayRef,
-    target: &DataType,
-    name: &str,
-    row_base: usize,
-) -> std::result::Result<ArrayRef, String> {
-    if column.data_type() == target {
-        return Ok(column.clone());
-    }
-    if column.data_type() == &DataType::Utf8 {
-        let to = conveyor_schemas::ColumnType::ALL
-            .into_iter()
-            .find(|t| &arrow_type(*t) == target)
-            .ok_or_else(|| format!("cannot convert column `{name}` to {target}"))?;
-        return convert_text(column.as_string::<i32>(), to, false).map_err(|bad| {
-            format!(
-                "column `{name}`, data row {}: value `{}` is not a valid {}",
-                row_base + bad.index + 1,
-                bad.value.escape_debug(),
-                to.as_str()
-            )
-        });
+/// A filter's value in the type it is compared in.
+fn literal_as(value: &Literal, target: &DataType) -> std::result::Result<ArrayRef, String> {
+    let array = literal_array(value);
+    if let (Literal::String(_), Some(t)) = (value, column_type(target)) {
+        if has_canonical_text(t) {
+            return convert_text(array.as_string::<i32>(), t, false)
+                .map_err(|bad| format!("filter {}", bad.describe(t)));
+        }
     }
     let options = CastOptions {
         safe: false,
         ..Default::default()
     };
-    cast_with_options(column, target, &options).map_err(|e| {
+    cast_with_options(&array, target, &options)
+        .map_err(|e| format!("filter value cannot be compared as {target}: {e}"))
+}
+
+/// Converts a column for comparison or cast. Text goes through the lenient
+/// parser so a bad value is reported with its row. With `lossless`, a
+/// conversion into or out of a date, timestamp or decimal must give every
+/// value back when cast back.
+fn to_type(
+    column: &ArrayRef,
+    target: &DataType,
+    name: &str,
+    row_base: usize,
+    lossless: bool,
+) -> std::result::Result<ArrayRef, String> {
+    if column.data_type() == target {
+        return Ok(column.clone());
+    }
+    if column.data_type() == &DataType::Utf8 {
+        let to = column_type(target)
+            .ok_or_else(|| format!("cannot convert column `{name}` to {target}"))?;
+        return convert_text(column.as_string::<i32>(), to, false).map_err(|bad| {
+            format!(
+                "column `{name}`, data row {}: {}",
+                row_base + bad.index + 1,
+                bad.describe(to)
+            )
+        });
+    }
+    if target == &DataType::Utf8 {
+        if let Some(text) = canonical_text(column.as_ref()) {
+            return Ok(Arc::new(text));
+        }
+    }
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let cannot = |e: arrow::error::ArrowError| {
         format!(
             "cannot convert column `{name}` from {} to {target}: {e}",
             column.data_type()
         )
-    })
+    };
+    let out = cast_with_options(column, target, &options).map_err(cannot)?;
+    let exact = |t: &DataType| column_type(t).is_some_and(has_canonical_text);
+    if lossless && (exact(column.data_type()) || exact(target)) {
+        let back = cast_with_options(&out, column.data_type(), &options).map_err(cannot)?;
+        let changed = cmp::distinct(column, &back).map_err(|e| e.to_string())?;
+        if let Some(i) = changed.values().set_indices().next() {
+            let show = |a: &dyn Array| {
+                arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
+            };
+            return Err(format!(
+                "column `{name}`, data row {}: value `{}` would change in the cast to {target} (it would come back as `{}`)",
+                row_base + i + 1,
+                show(column.as_ref()),
+                show(back.as_ref())
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn cast_column(
@@ -223,7 +285,7 @@ fn cast_column(
     let schema = batch.schema();
     let idx = column_index(&schema, &c.column)?;
     let target = arrow_type(c.to);
-    let converted = to_type(batch.column(idx), &target, &c.column, row_base)?;
+    let converted = to_type(batch.column(idx), &target, &c.column, row_base, true)?;
     let mut columns = batch.columns().to_vec();
     columns[idx] = converted;
     let fields: Vec<Field> = schema
@@ -354,6 +416,123 @@ mod tests {
         });
         let err = apply(&sample(), &[bad], 0).unwrap_err().to_string();
         assert!(err.contains("`2.5`") && err.contains("data row 2"), "{err}");
+    }
+
+    fn texts(values: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values.to_vec()))]).unwrap()
+    }
+
+    fn cast(to: &str) -> Step {
+        Step::Cast(CastStep {
+            column: "v".into(),
+            to: conveyor_schemas::ColumnType::parse(to).unwrap(),
+        })
+    }
+
+    #[test]
+    fn casts_to_dates_timestamps_and_decimals_read_canonical_text_and_write_it_back() {
+        for (to, values) in [
+            ("date", vec!["2026-01-05", "1999-12-31"]),
+            (
+                "timestamp",
+                vec!["2026-01-05T10:30:00.25", "2026-01-05T00:00:00"],
+            ),
+            (
+                "timestamptz",
+                vec!["2026-01-05T10:30:00Z", "1969-07-20T20:17:40.000001Z"],
+            ),
+            (
+                "decimal(38,10)",
+                vec!["12345678901234567890.0123456789", "-0.0000000001"],
+            ),
+        ] {
+            let typed = apply(&texts(&values), &[cast(to)], 0).unwrap();
+            assert_eq!(
+                typed.schema().field(0).data_type(),
+                &arrow_type(conveyor_schemas::ColumnType::parse(to).unwrap())
+            );
+            let back = apply(&typed, &[cast("string")], 0).unwrap();
+            let back: Vec<&str> = back.column(0).as_string::<i32>().iter().flatten().collect();
+            assert_eq!(back, values, "{to}");
+        }
+    }
+
+    #[test]
+    fn a_cast_refuses_text_it_would_rewrite_naming_row_column_and_value() {
+        let err = apply(&texts(&["1.50", "1.5"]), &[cast("decimal(10,2)")], 40)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("column `v`, data row 42")
+                && err.contains("value `1.5` is not a valid decimal(10,2)")
+                && err.contains("written back as `1.50`"),
+            "{err}"
+        );
+        let err = apply(&texts(&["2026-13-01"]), &[cast("date")], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`2026-13-01` is not a valid date"), "{err}");
+    }
+
+    #[test]
+    fn a_cast_between_exact_types_that_would_lose_a_value_fails() {
+        let dec = apply(&texts(&["1.20", "1.25"]), &[cast("decimal(10,2)")], 0).unwrap();
+        // 1.20 fits one decimal place; 1.25 would be rounded.
+        let err = apply(&dec, &[cast("decimal(10,1)")], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data row 2") && err.contains("`1.25`"),
+            "{err}"
+        );
+        let ts = apply(
+            &texts(&["2026-01-05T00:00:00", "2026-01-05T10:00:00"]),
+            &[cast("timestamp")],
+            0,
+        )
+        .unwrap();
+        let err = apply(&ts, &[cast("date")], 0).unwrap_err().to_string();
+        assert!(err.contains("data row 2"), "{err}");
+        // Widening is exact.
+        let wider = apply(&dec, &[cast("decimal(12,4)")], 0).unwrap();
+        let text = apply(&wider, &[cast("string")], 0).unwrap();
+        assert_eq!(text.column(0).as_string::<i32>().value(1), "1.2500");
+    }
+
+    #[test]
+    fn a_filter_compares_dates_and_decimals_in_their_own_type() {
+        let days = apply(
+            &texts(&["2026-01-04", "2026-01-05", "2026-02-01"]),
+            &[cast("date")],
+            0,
+        )
+        .unwrap();
+        let since = Step::Filter(FilterStep {
+            column: "v".into(),
+            op: CompareOp::Ge,
+            value: Literal::String("2026-01-05".into()),
+        });
+        assert_eq!(apply(&days, &[since], 0).unwrap().num_rows(), 2);
+        let amounts = apply(
+            &texts(&["0.99", "1.00", "10.00"]),
+            &[cast("decimal(10,2)")],
+            0,
+        )
+        .unwrap();
+        let at_least_one = Step::Filter(FilterStep {
+            column: "v".into(),
+            op: CompareOp::Ge,
+            value: Literal::Int(1),
+        });
+        assert_eq!(apply(&amounts, &[at_least_one], 0).unwrap().num_rows(), 2);
+        let bad = Step::Filter(FilterStep {
+            column: "v".into(),
+            op: CompareOp::Eq,
+            value: Literal::String("2026-1-5".into()),
+        });
+        let err = apply(&days, &[bad], 0).unwrap_err().to_string();
+        assert!(err.contains("written back as `2026-01-05`"), "{err}");
     }
 
     #[test]

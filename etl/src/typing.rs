@@ -9,13 +9,28 @@ integers (no sign `+`, no leading zeros, no `-0`), `boolean` only to exactly
 
 Inference looks at the first batch. A later value that does not fit the
 inferred type is an error naming its row and column, never a silent change.
+
+Inference never picks `date`, `timestamp`, `timestamptz` or `decimal(P,S)`;
+a declared schema or a cast does, and then only the canonical text of each
+value is read (see [`crate::canonical`]), which is also what the CSV and
+JSON-lines writers write ([`text_columns`]).
 */
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringArray};
-use arrow::datatypes::DataType;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, RecordBatch, StringArray, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Schema, TimeUnit, TimestampMicrosecondType,
+};
 use conveyor_schemas::ColumnType;
+
+use crate::canonical::{self, Refusal};
+
+/// The zone of a `timestamptz` column.
+pub const UTC: &str = "UTC";
 
 pub fn arrow_type(t: ColumnType) -> DataType {
     match t {
@@ -23,7 +38,105 @@ pub fn arrow_type(t: ColumnType) -> DataType {
         ColumnType::Int64 => DataType::Int64,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
     }
+}
+
+/// The Conveyor type of an Arrow type, if it is one.
+pub fn column_type(t: &DataType) -> Option<ColumnType> {
+    Some(match t {
+        DataType::Utf8 => ColumnType::String,
+        DataType::Int64 => ColumnType::Int64,
+        DataType::Float64 => ColumnType::Float64,
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Date32 => ColumnType::Date,
+        DataType::Timestamp(TimeUnit::Microsecond, None) => ColumnType::Timestamp,
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == UTC => {
+            ColumnType::TimestampTz
+        }
+        DataType::Decimal128(precision, scale)
+            if *precision >= 1 && *scale >= 0 && (*scale as u8) <= *precision =>
+        {
+            ColumnType::Decimal {
+                precision: *precision,
+                scale: *scale as u8,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Whether values of `t` have one canonical text (see [`crate::canonical`]).
+pub fn has_canonical_text(t: ColumnType) -> bool {
+    matches!(
+        t,
+        ColumnType::Date
+            | ColumnType::Timestamp
+            | ColumnType::TimestampTz
+            | ColumnType::Decimal { .. }
+    )
+}
+
+/// A column of dates, timestamps or decimals as its canonical text; `None`
+/// for other columns.
+pub fn canonical_text(column: &dyn Array) -> Option<StringArray> {
+    let t = column_type(column.data_type()).filter(|t| has_canonical_text(*t))?;
+    Some(match t {
+        ColumnType::Date => column
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|v| v.map(canonical::format_date))
+            .collect(),
+        ColumnType::Timestamp | ColumnType::TimestampTz => {
+            let utc = t == ColumnType::TimestampTz;
+            column
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .map(|v| v.map(|v| canonical::format_timestamp(v, utc)))
+                .collect()
+        }
+        ColumnType::Decimal { scale, .. } => column
+            .as_primitive::<Decimal128Type>()
+            .iter()
+            .map(|v| v.map(|v| canonical::format_decimal(v, scale)))
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// The batch with its date, timestamp and decimal columns as their
+/// canonical text, for the text writers (CSV, JSON lines).
+pub fn text_columns(batch: &RecordBatch) -> arrow::error::Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| column_type(f.data_type()).is_some_and(has_canonical_text))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match canonical_text(column.as_ref()) {
+            Some(text) => {
+                fields.push(Field::new(
+                    field.name(),
+                    DataType::Utf8,
+                    field.is_nullable(),
+                ));
+                columns.push(Arc::new(text));
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 pub fn is_canonical_int(s: &str) -> bool {
@@ -56,16 +169,54 @@ pub fn infer_column(values: &StringArray) -> ColumnType {
     }
 }
 
-/// A value that would not convert: its index in the array and its text.
+/// A value that would not convert: its index in the array, its text, and
+/// why when there is more to say than that it is not of the type.
 #[derive(Debug)]
 pub struct BadValue {
     pub index: usize,
     pub value: String,
+    pub why: Option<String>,
+}
+
+impl BadValue {
+    /// `value `x` is not a valid T`, then the reason if there is one.
+    pub fn describe(&self, to: ColumnType) -> String {
+        let mut text = format!("value `{}` is not a valid {to}", self.value.escape_debug());
+        if let Some(why) = &self.why {
+            text.push_str(": ");
+            text.push_str(why);
+        }
+        text
+    }
+}
+
+/// Reads a text column with `parse`, which accepts only canonical text.
+fn canonical_column<T, B>(
+    values: &StringArray,
+    mut builder: B,
+    parse: impl Fn(&str) -> Result<T, Refusal>,
+    append: impl Fn(&mut B, Option<T>),
+) -> Result<B, BadValue> {
+    for (index, v) in values.iter().enumerate() {
+        match v {
+            None => append(&mut builder, None),
+            Some(s) => {
+                let value = parse(s).map_err(|why| BadValue {
+                    index,
+                    value: s.to_string(),
+                    why,
+                })?;
+                append(&mut builder, Some(value));
+            }
+        }
+    }
+    Ok(builder)
 }
 
 /// Converts a text column to `to`. With `strict`, only the exact text that the
 /// type writes back is accepted (for inferred types); otherwise the usual
-/// spellings are (for declared types and casts).
+/// spellings are (for declared types and casts). Dates, timestamps and
+/// decimals only ever accept their canonical text.
 pub fn convert_text(
     values: &StringArray,
     to: ColumnType,
@@ -74,6 +225,7 @@ pub fn convert_text(
     let bad = |index: usize, v: &str| BadValue {
         index,
         value: v.to_string(),
+        why: None,
     };
     Ok(match to {
         ColumnType::String => Arc::new(values.clone()),
@@ -127,6 +279,37 @@ pub fn convert_text(
                 }
             }
             Arc::new(b.finish())
+        }
+        ColumnType::Date => {
+            let b = Date32Builder::with_capacity(values.len());
+            let mut b =
+                canonical_column(values, b, canonical::parse_date, |b, v| b.append_option(v))?;
+            Arc::new(b.finish())
+        }
+        ColumnType::Timestamp | ColumnType::TimestampTz => {
+            let parse = if to == ColumnType::Timestamp {
+                canonical::parse_timestamp
+            } else {
+                canonical::parse_timestamptz
+            };
+            let b = TimestampMicrosecondBuilder::with_capacity(values.len());
+            let mut b = canonical_column(values, b, parse, |b, v| b.append_option(v))?;
+            let zone = (to == ColumnType::TimestampTz).then_some(UTC);
+            Arc::new(b.finish().with_timezone_opt(zone))
+        }
+        ColumnType::Decimal { precision, scale } => {
+            let b = Decimal128Builder::with_capacity(values.len());
+            let parse = |s: &str| canonical::parse_decimal(s, precision, scale);
+            let mut b = canonical_column(values, b, parse, |b, v| b.append_option(v))?;
+            let array = b
+                .finish()
+                .with_precision_and_scale(precision, scale as i8)
+                .map_err(|e| BadValue {
+                    index: 0,
+                    value: String::new(),
+                    why: Some(e.to_string()),
+                })?;
+            Arc::new(array)
         }
     })
 }

@@ -104,6 +104,9 @@ impl<'t> Diag<'t> {
         value: &'v Value,
         fixed: bool,
     ) -> Option<Cow<'v, Value>> {
+        if !self.check_secrets(path, span.clone(), value, fixed) {
+            return None;
+        }
         let Some(params) = self.params.get() else {
             return Some(Cow::Borrowed(value));
         };
@@ -173,6 +176,40 @@ impl<'t> Diag<'t> {
                 None
             }
         }
+    }
+
+    /// Checks the `${env:NAME}` references of `value`, which stay text for
+    /// the worker to expand; false after reporting a malformed one, or one
+    /// in a `fixed` key (nothing there reaches a worker).
+    fn check_secrets(
+        &self,
+        path: &str,
+        span: Option<Range<usize>>,
+        value: &Value,
+        fixed: bool,
+    ) -> bool {
+        let texts: Vec<&str> = match value {
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            v => v.as_str().into_iter().collect(),
+        };
+        for text in texts {
+            if !conveyor_schemas::secrets::has_reference(text) {
+                continue;
+            }
+            if fixed {
+                self.report(
+                    path,
+                    span,
+                    "shapes the DAG, so it cannot use a `${env:NAME}` secret: the worker running a task reads those",
+                );
+                return false;
+            }
+            if let Err(why) = conveyor_schemas::secrets::check(text) {
+                self.report(path, span, why);
+                return false;
+            }
+        }
+        true
     }
 
     pub fn line_of(&self, span: Option<Range<usize>>) -> Option<usize> {

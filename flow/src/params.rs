@@ -263,6 +263,14 @@ pub fn check_value(value: &str) -> Result<(), String> {
             c
         ));
     }
+    // The worker would expand it: a run's caller could read the worker's
+    // environment into a path, a filter or a query.
+    if conveyor_schemas::secrets::has_reference(value) {
+        return Err(
+            "contains `${env:`; a param value cannot name a secret (write the `${env:NAME}` in the flow itself)"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -438,6 +446,9 @@ mod tests {
         assert!(check_value("2026-11-30").is_ok());
         assert!(check_value("a\nb").unwrap_err().contains("control"));
         assert!(check_value(&"x".repeat(MAX_VALUE_BYTES + 1)).is_err());
+        assert!(check_value("a${env:HOME}")
+            .unwrap_err()
+            .contains("cannot name a secret"));
         assert_eq!(
             parse_assignment("day=2026-11-30=x").unwrap(),
             ("day".to_string(), "2026-11-30=x".to_string())

@@ -601,12 +601,20 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
     let url = t.str("url");
     let source = match (path, url) {
         (Some(p), None) => {
-            let full = base.join(&p);
-            let full = full.display().to_string();
+            // A path that a secret starts is the worker's to know: its
+            // value is used as it is, not against the flow's directory.
+            let full = if p.starts_with(conveyor_schemas::secrets::OPEN) {
+                p.clone()
+            } else {
+                base.join(&p).display().to_string()
+            };
             Some((Located::Path(full), p))
         }
         (None, Some(u)) => {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            let scheme_ok = u.starts_with("http://")
+                || u.starts_with("https://")
+                || u.starts_with(conveyor_schemas::secrets::OPEN);
+            if !scheme_ok {
                 t.error("url", "must start with http:// or https://");
             }
             Some((Located::Url(u.clone()), u))
@@ -647,14 +655,11 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
         for key in s.keys() {
             let ty = s.str(&key);
             match ty.as_deref().map(|x| (x, ColumnType::parse(x))) {
-                Some((_, Some(column_type))) => cols.push(ColumnSpec {
+                Some((_, Ok(column_type))) => cols.push(ColumnSpec {
                     name: key,
                     column_type,
                 }),
-                Some((x, None)) => s.error(
-                    &key,
-                    format!("unknown type `{x}`; expected string, int64, float64 or boolean"),
-                ),
+                Some((x, Err(why))) => s.error(&key, format!("unknown type `{x}`; {why}")),
                 None => {}
             }
         }
@@ -770,15 +775,12 @@ fn read_step(st: &mut Tbl, key: &str) -> Option<Step> {
         "cast" => {
             let mut c = st.table("cast")?;
             let column = c.req_str("column");
-            let to = c.req_str("to").and_then(|to| {
-                let parsed = ColumnType::parse(&to);
-                if parsed.is_none() {
-                    c.error(
-                        "to",
-                        format!("unknown type `{to}`; expected string, int64, float64 or boolean"),
-                    );
+            let to = c.req_str("to").and_then(|to| match ColumnType::parse(&to) {
+                Ok(parsed) => Some(parsed),
+                Err(why) => {
+                    c.error("to", format!("unknown type `{to}`; {why}"));
+                    None
                 }
-                parsed
             });
             c.finish();
             Some(Step::Cast(CastStep {
@@ -919,6 +921,54 @@ schema = { Name = "string", HEX = "string", RGB = "string" }
                 ("tasks.l.colour".to_string(), Some(14)),
             ],
             "{err}"
+        );
+    }
+
+    #[test]
+    fn dates_timestamps_and_decimals_are_types_and_a_bad_one_is_an_error_with_its_line() {
+        let text = r#"[flow]
+name = "f"
+[tasks.e]
+kind = "extract"
+path = "x.csv"
+schema = { d = "date", t = "timestamp", z = "timestamptz", m = "decimal(38,10)" }
+[tasks.t]
+kind = "transform"
+input = "e"
+steps = [{ cast = { column = "m", to = "decimal(12,2)" } }]
+"#;
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/")).unwrap();
+        let Some(SourceSpec::File { read, .. }) = flow.task("e").unwrap().body.source() else {
+            panic!()
+        };
+        let types: Vec<String> = read
+            .schema
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.column_type.to_string())
+            .collect();
+        assert_eq!(
+            types,
+            ["date", "timestamp", "timestamptz", "decimal(38,10)"]
+        );
+        let bad = text
+            .replace("decimal(38,10)", "decimal(40,2)")
+            .replace("decimal(12,2)", "timestamp(UTC)");
+        let err = FlowSpec::parse("f.toml", &bad, Path::new("/")).unwrap_err();
+        assert_eq!(
+            err.keys_and_lines(),
+            [
+                ("tasks.e.schema.m", Some(6)),
+                ("tasks.t.steps[0].cast.to", Some(10)),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("precision 40 is out of range")
+                && text.contains("unknown type `timestamp(UTC)`; expected string, int64, float64, boolean, date, timestamp, timestamptz or decimal(P,S)"),
+            "{text}"
         );
     }
 
@@ -1195,6 +1245,62 @@ after = ["l"]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn secrets_stay_text_for_the_worker_and_a_malformed_one_is_an_error_with_its_line() {
+        let text = r#"[flow]
+name = "s"
+[tasks.e]
+kind = "extract"
+path = "${env:DATA_DIR}/in.csv"
+[tasks.u]
+kind = "extract"
+url = "${env:SOURCE_URL}"
+format = "csv"
+[tasks.l]
+kind = "load"
+input = "e"
+path = "out/${env:TENANT}.csv"
+"#;
+        let flow = FlowSpec::parse("s.toml", text, Path::new("/flows")).unwrap();
+        match flow.task("e").unwrap().body.source() {
+            // Not resolved against the flow's directory: the value says where.
+            Some(SourceSpec::File { path, .. }) => assert_eq!(path, "${env:DATA_DIR}/in.csv"),
+            other => panic!("{other:?}"),
+        }
+        match flow.task("u").unwrap().body.source() {
+            Some(SourceSpec::Url { url, .. }) => assert_eq!(url, "${env:SOURCE_URL}"),
+            other => panic!("{other:?}"),
+        }
+        match &flow.task("l").unwrap().body.sink {
+            SinkSpec::File(target) => assert_eq!(target.path, "out/${env:TENANT}.csv"),
+            other => panic!("{other:?}"),
+        }
+        let bad = text
+            .replace("${env:TENANT}", "${env:TEN-ANT}")
+            .replace("name = \"s\"", "name = \"${env:X}\"");
+        let err = FlowSpec::parse("s.toml", &bad, Path::new("/flows")).unwrap_err();
+        assert_eq!(
+            err.keys_and_lines(),
+            [("flow.name", Some(2)), ("tasks.l.path", Some(13))],
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("`${env:TEN-` is not a secret reference"),
+            "{err}"
+        );
+        // Whoever starts a run cannot name a secret through a param.
+        let with_param = "[flow]\nname = \"p\"\n[params]\nday = {}\n[tasks.e]\nkind = \"extract\"\npath = \"{{ params.day }}.csv\"\n";
+        let err = FlowSpec::parse_with_params(
+            "p.toml",
+            with_param,
+            Path::new("/"),
+            &given(&[("day", "${env:HOME}")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot name a secret"), "{err}");
     }
 
     const PARAMS: &str = r#"[flow]

@@ -17,6 +17,8 @@ are generated from these types and a test fails when they drift.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
 - [`names`]: the rules for names and relative paths that messages carry.
 - [`redact`]: secrets (URL userinfo) out of logs, reports and errors.
+- [`secrets`]: `${env:NAME}` references, expanded by the worker that runs
+  a task and kept out of what it reports.
 
 # Versioning
 Every message carries `schema_version` ([`SCHEMA_VERSION`]); a receiver
@@ -39,6 +41,7 @@ gather) with one [`TaskSpec`]: a source, steps and a sink.
 
 pub mod names;
 pub mod redact;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 
@@ -272,34 +275,135 @@ impl DataFormat {
 }
 
 /// Column types Conveyor understands in declared schemas and casts.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+///
+/// On the wire, a type is its name as a flow writes it: `string`, `int64`,
+/// `float64`, `boolean`, `date`, `timestamp` (no zone), `timestamptz` (an
+/// instant, kept in UTC) or `decimal(P,S)` (precision 1..=38, scale 0..=P).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ColumnType {
     String,
     Int64,
     Float64,
     Boolean,
+    /// A calendar day (Arrow `Date32`), written `2026-01-05`.
+    Date,
+    /// A date and time of day without a zone (Arrow `Timestamp(µs)`),
+    /// written `2026-01-05T10:30:00.25`.
+    Timestamp,
+    /// An instant (Arrow `Timestamp(µs, "UTC")`), written in UTC:
+    /// `2026-01-05T10:30:00.25Z`.
+    TimestampTz,
+    /// An exact decimal number (Arrow `Decimal128(P, S)`), written with
+    /// exactly `scale` digits after the point: `decimal(10,2)` writes `1.50`.
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
 }
 
+/// Largest decimal precision: what a 128-bit integer holds.
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
 impl ColumnType {
-    pub const ALL: [ColumnType; 4] = [
+    /// The types without parameters, in the order errors list them.
+    pub const SIMPLE: [ColumnType; 7] = [
         ColumnType::String,
         ColumnType::Int64,
         ColumnType::Float64,
         ColumnType::Boolean,
+        ColumnType::Date,
+        ColumnType::Timestamp,
+        ColumnType::TimestampTz,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// What a flow may write as a type, for errors.
+    pub const EXPECTED: &'static str =
+        "string, int64, float64, boolean, date, timestamp, timestamptz or decimal(P,S)";
+
+    /// The type's name as a flow writes it (`decimal(10,2)`).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
         match self {
-            ColumnType::String => "string",
-            ColumnType::Int64 => "int64",
-            ColumnType::Float64 => "float64",
-            ColumnType::Boolean => "boolean",
+            ColumnType::String => "string".into(),
+            ColumnType::Int64 => "int64".into(),
+            ColumnType::Float64 => "float64".into(),
+            ColumnType::Boolean => "boolean".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamp".into(),
+            ColumnType::TimestampTz => "timestamptz".into(),
+            ColumnType::Decimal { precision, scale } => {
+                format!("decimal({precision},{scale})").into()
+            }
         }
     }
 
-    pub fn parse(s: &str) -> Option<ColumnType> {
-        ColumnType::ALL.into_iter().find(|t| t.as_str() == s)
+    /// The type named `s`, or why it is not one (without repeating `s`).
+    pub fn parse(s: &str) -> Result<ColumnType, String> {
+        if let Some(t) = ColumnType::SIMPLE.into_iter().find(|t| t.name() == s) {
+            return Ok(t);
+        }
+        let Some(args) = s
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+        else {
+            return Err(format!("expected {}", ColumnType::EXPECTED));
+        };
+        let number = |t: &str| -> Option<u8> {
+            (!t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse().ok())
+                .flatten()
+        };
+        let (precision, scale) = match args.split_once(',').map(|(p, s)| (number(p), number(s))) {
+            Some((Some(p), Some(s))) => (p, s),
+            _ => return Err(
+                "a decimal is written `decimal(P,S)`: precision and scale, digits only, no spaces"
+                    .into(),
+            ),
+        };
+        if !(1..=MAX_DECIMAL_PRECISION).contains(&precision) {
+            return Err(format!(
+                "decimal precision {precision} is out of range; it must be 1 to {MAX_DECIMAL_PRECISION}"
+            ));
+        }
+        if scale > precision {
+            return Err(format!(
+                "decimal scale {scale} is larger than its precision {precision}"
+            ));
+        }
+        Ok(ColumnType::Decimal { precision, scale })
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        ColumnType::parse(&text)
+            .map_err(|why| serde::de::Error::custom(format!("column type `{text}`: {why}")))
+    }
+}
+
+impl JsonSchema for ColumnType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ColumnType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A column type: string, int64, float64, boolean, date, timestamp (no zone), timestamptz (an instant, in UTC) or decimal(P,S) (precision 1..=38, scale 0..=P).",
+            "type": "string",
+            "pattern": "^(string|int64|float64|boolean|date|timestamp|timestamptz|decimal\\([0-9]{1,3},[0-9]{1,3}\\))$"
+        })
     }
 }
 
@@ -938,6 +1042,43 @@ mod tests {
                 spec,
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn column_types_keep_their_old_names_and_carry_decimal_parameters() {
+        for (text, t) in [
+            ("string", ColumnType::String),
+            ("int64", ColumnType::Int64),
+            ("float64", ColumnType::Float64),
+            ("boolean", ColumnType::Boolean),
+            ("date", ColumnType::Date),
+            ("timestamp", ColumnType::Timestamp),
+            ("timestamptz", ColumnType::TimestampTz),
+            (
+                "decimal(38,10)",
+                ColumnType::Decimal {
+                    precision: 38,
+                    scale: 10,
+                },
+            ),
+        ] {
+            let json = format!("\"{text}\"");
+            assert_eq!(serde_json::to_string(&t).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ColumnType>(&json).unwrap(), t);
+        }
+        for (bad, why) in [
+            ("decimal(39,0)", "out of range"),
+            ("decimal(0,0)", "out of range"),
+            ("decimal(5,6)", "larger than its precision"),
+            ("decimal(10, 2)", "no spaces"),
+            ("decimal", "expected string"),
+            ("Date", "expected string"),
+        ] {
+            let err = ColumnType::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            let wire = serde_json::from_str::<ColumnType>(&format!("\"{bad}\""));
+            assert!(wire.unwrap_err().to_string().contains(bad));
         }
     }
 

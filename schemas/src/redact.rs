@@ -39,6 +39,41 @@ pub fn redact_in(text: &str, url: &str) -> String {
     out
 }
 
+/// `text` with the userinfo of every URL in it hidden as [`redact_url`]
+/// does: for text that may hold URLs nobody listed, such as a task's error.
+pub fn redact_urls_in(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let after = &rest[sep + 3..];
+        // The authority ends at the path, or where the URL does in prose.
+        let end = after
+            .find(|c: char| "/?#\"'`<>()[]{},;".contains(c) || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        out.push_str(&rest[..sep + 3]);
+        match authority.rfind('@') {
+            Some(at) => {
+                match authority[..at].split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str("***"),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The secret part of a URL's userinfo: the password, or a user part alone.
 fn userinfo_secret(url: &str) -> Option<&str> {
     let rest = &url[url.find("://")? + 3..];
@@ -77,6 +112,17 @@ mod tests {
             "http://h/path@with/at",
             "an @ in the path is not userinfo"
         );
+    }
+
+    #[test]
+    fn every_url_in_a_text_loses_its_password() {
+        let text = "connect postgres://app:hunter2@db:5432/x failed; retried https://tok@h/a.csv?x=1, then `amqp://host/%2f`";
+        assert_eq!(
+            redact_urls_in(text),
+            "connect postgres://app:***@db:5432/x failed; retried https://***@h/a.csv?x=1, then `amqp://host/%2f`"
+        );
+        assert_eq!(redact_urls_in("no url here"), "no url here");
+        assert_eq!(redact_urls_in("a://b@"), "a://***@");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-/*! CSV, with or without a header line. */
+/*!
+CSV, with or without a header line. Dates, timestamps and decimals are
+written in their canonical text (see [`crate::canonical`]).
+*/
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -9,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::{write_err, BatchIter};
 use crate::error::{EtlError, Result};
+use crate::typing::text_columns;
 
 /// Streams `batches` as CSV. Returns the rows written.
 pub(crate) fn write(
@@ -26,6 +30,9 @@ pub(crate) fn write(
     for batch in batches {
         let batch = batch?;
         rows += batch.num_rows() as u64;
+        // Dates, timestamps and decimals in their canonical text, the one
+        // the CSV reader accepts for them.
+        let batch = text_columns(&batch).map_err(write_err(path))?;
         writer.write(&batch).map_err(write_err(path))?;
         any = true;
     }

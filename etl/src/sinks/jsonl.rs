@@ -1,6 +1,9 @@
 /*!
 JSON lines: one object per row, every column in every row: a null is written
-as an explicit `null`, so that rows keep their shape.
+as an explicit `null`, so that rows keep their shape. Dates, timestamps and
+decimals are JSON strings of their canonical text (see [`crate::canonical`]):
+a decimal as a string keeps every digit, which a JSON number read as a float
+would not.
 */
 
 use std::fs::File;
@@ -19,6 +22,7 @@ pub(crate) fn write(out: BufWriter<File>, path: &Path, batches: BatchIter) -> Re
     for batch in batches {
         let batch = batch?;
         rows += batch.num_rows() as u64;
+        let batch = crate::typing::text_columns(&batch).map_err(write_err(path))?;
         writer.write(&batch).map_err(write_err(path))?;
     }
     writer.finish().map_err(write_err(path))?;

@@ -255,12 +255,11 @@ impl TypedCsv {
                     EtlError::data(
                         &self.display,
                         format!(
-                            "data row {row}{}{}, column `{}`: value `{}` is not a valid {} ({how})",
+                            "data row {row}{}{}, column `{}`: {} ({how})",
                             self.origin,
                             if self.header && self.origin.is_empty() { " (after the header)" } else { "" },
                             self.names[i],
-                            bad.value.escape_debug(),
-                            types[i].as_str()
+                            bad.describe(types[i]),
                         ),
                     )
                 })?;

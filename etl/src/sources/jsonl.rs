@@ -31,7 +31,23 @@ type Guarded = RecordGuard<File>;
 pub(crate) fn open(spec: &ReadOptions, f: Guarded, display: &Path) -> Result<Batches> {
     let mut reader = BufReader::new(f);
     let schema = match spec.schema.as_deref() {
-        Some(cols) => declared_schema(cols),
+        Some(cols) => {
+            // The JSON decoder reads these leniently (`1.5` into a
+            // decimal(10,2)), which would change values silently.
+            if let Some(col) = cols
+                .iter()
+                .find(|c| crate::typing::has_canonical_text(c.column_type))
+            {
+                return Err(EtlError::Spec(format!(
+                    "{}: column `{}` is declared {}, which JSON lines cannot declare; declare it string and `cast` it to {}",
+                    display.display(),
+                    col.name,
+                    col.column_type,
+                    col.column_type
+                )));
+            }
+            declared_schema(cols)
+        }
         None => {
             let schema = infer_schema(&mut reader, display)?;
             std::io::Seek::rewind(&mut reader).map_err(|e| EtlError::io(display, e))?;

@@ -260,12 +260,7 @@ pub(crate) fn field_list(schema: &Schema) -> String {
 }
 
 pub(crate) fn column_type(t: &DataType) -> ColumnType {
-    match t {
-        DataType::Int64 => ColumnType::Int64,
-        DataType::Float64 => ColumnType::Float64,
-        DataType::Boolean => ColumnType::Boolean,
-        _ => ColumnType::String,
-    }
+    crate::typing::column_type(t).unwrap_or(ColumnType::String)
 }
 
 pub(crate) fn declared_schema(cols: &[ColumnSpec]) -> Schema {
@@ -312,7 +307,7 @@ pub(crate) fn check_declared(
                 file,
                 format!(
                     "declared schema does not match: column `{name}` is {have} in the file but {} in the schema",
-                    col.column_type.as_str()
+                    col.column_type
                 ),
             ));
         }
