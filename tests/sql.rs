@@ -232,3 +232,29 @@ fn input_names_the_table_input_and_sql_errors_name_the_task_query_and_position()
         "{text}"
     );
 }
+
+#[test]
+fn the_example_sql_flow_counts_colors_per_letter() {
+    let dir = TestDir::new("sql_example_flow");
+    let flow = repo_root().join("flows/colors_sql.toml");
+    let (out, report) = run_flow(&dir.path, &flow, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+    // The same, computed here from the file.
+    let colors = std::fs::read_to_string(repo_root().join("examples/data/colors.csv")).unwrap();
+    let mut by_letter: std::collections::BTreeMap<String, (u64, usize)> = Default::default();
+    for line in colors.lines().skip(1) {
+        let name = line.split(',').next().unwrap();
+        let e = by_letter.entry(name[..1].to_uppercase()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = e.1.max(name.chars().count());
+    }
+    let mut expected = String::from("letter,colors,longest\n");
+    for (letter, (count, longest)) in by_letter.into_iter().filter(|(_, (n, _))| *n >= 5) {
+        expected.push_str(&format!("{letter},{count},{longest}\n"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/letters.csv")).unwrap(),
+        expected
+    );
+}

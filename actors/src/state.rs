@@ -1141,6 +1141,57 @@ path = "b.parquet"
         assert_eq!(fr.state(), FlowState::Succeeded);
     }
 
+    #[test]
+    fn a_sql_task_waits_for_all_its_tables_and_gets_every_partition_of_each() {
+        let text = "[flow]\nname = \"s\"\n[tasks.o]\nkind = \"extract\"\npath = \"o.csv\"\npartitions = 2\n\
+            [tasks.c]\nkind = \"extract\"\npath = \"c.csv\"\n\
+            [tasks.j]\nkind = \"transform\"\ninputs = { orders = \"o\", customers = \"c\" }\n\
+            steps = [{ sql = \"SELECT * FROM orders JOIN customers USING (id)\" }]\n";
+        let flow = Arc::new(FlowSpec::parse("s.toml", text, Path::new("/")).unwrap());
+        let t0 = Instant::now();
+        let mut fr = FlowRun::new(
+            "fr1".into(),
+            flow,
+            "replies".into(),
+            Duration::from_secs(30),
+            t0,
+        );
+        let first = fr.poll(t0, &all_live, &mut one);
+        let names: Vec<&str> = first.iter().map(|m| m.task.as_str()).collect();
+        assert_eq!(names, ["o@0", "o@1", "c"], "the SQL task waits");
+        for m in &first {
+            fr.apply(&success(m, 3), t0, &mut one);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            for m in fr.poll(t0, &all_live, &mut one) {
+                fr.apply(&success(&m, 3), t0, &mut one);
+                seen.push(m);
+            }
+        }
+        let j = seen.iter().find(|m| m.task == "j").unwrap();
+        let SourceSpec::Tables { tables } = &j.spec.source else {
+            panic!("{:?}", j.spec.source)
+        };
+        let named: Vec<(&str, Vec<&str>)> = tables
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.artifacts.iter().map(|a| a.path.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("orders", vec!["fr1/o@0.arrow", "fr1/o@1.arrow"]),
+                ("customers", vec!["fr1/c.arrow"]),
+            ]
+        );
+        assert_eq!(fr.state(), FlowState::Succeeded);
+    }
+
     fn drive_to_success(fr: &mut FlowRun, now: Instant) {
         for _ in 0..10 {
             for m in fr.poll(now, &all_live, &mut one) {

@@ -320,7 +320,12 @@ fn describe(e: &DataFusionError) -> (String, Option<(u64, u64)>) {
             .to_string()
             .trim_start_matches("sql parser error: ")
             .to_string(),
-        other => other.message().trim().to_string(),
+        // One line: the report and the log show it in a table row.
+        other => other
+            .message()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     (message, at)
 }
