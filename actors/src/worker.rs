@@ -12,6 +12,9 @@ what makes a task's effect happen once:
 2. if the task run already has a commit marker, this is a duplicate delivery:
    answer with the recorded output, ack, done;
 3. run the task to a committed output (tmp file, fsync, rename) and write the marker;
+   its `${env:NAME}` secrets are expanded from this node's environment just
+   before (see [`conveyor_schemas::secrets`]), and their values, like URL
+   passwords, are redacted from its error, output location and log lines;
 4. publish the result (confirmed), and only then ack.
 
 A run that ends while its attempt runs here (cancelled, or failed; see

@@ -6,8 +6,10 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
   (CSV, JSON lines, Parquet, a glob, a URL, an artifact), read batch by batch.
 - [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
   lines, Parquet, Arrow IPC artifacts, files under the output root and parts).
-- [`transform`]: the batch steps; [`sql`]: SQL steps on DataFusion;
-  [`typing`]: lossless inference and conversion of text columns.
+- [`transform`]: the transform steps; [`sql`]: SQL steps on DataFusion;
+  [`typing`]: lossless inference and conversion of text columns;
+  [`canonical`]: the one text of each date, timestamp and decimal value,
+  which is all that reads into those types.
 - [`gather`]: putting the parts of a partitioned load in place.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
