@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs Conveyor's whole test suite: lint checks, unit tests, and the
-# integration tests against a real RabbitMQ. Installs and starts RabbitMQ
-# (Debian's rabbitmq-server) when nothing listens on the test broker's port.
+# integration tests against a real RabbitMQ and a real PostgreSQL. Installs
+# and starts RabbitMQ (Debian's rabbitmq-server) when nothing listens on the
+# test broker's port, and PostgreSQL (Debian's postgresql, with trust auth
+# for local TCP) when nothing listens on 127.0.0.1:5432.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh cluster    # only tests whose name contains "cluster"
 #
-# CONVEYOR_TEST_AMQP_URL points the tests at another broker.
+# CONVEYOR_TEST_AMQP_URL points the tests at another broker, and
+# CONVEYOR_TEST_PG_URL at another PostgreSQL server (a URL of a database the
+# user may CREATE DATABASE from; each test creates and drops one of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +37,36 @@ if ! broker_up; then
   broker_up || { echo "test.sh: RabbitMQ did not open port $port within 120 s" >&2; exit 1; }
 fi
 echo "test.sh: broker reachable at $host:$port" >&2
+
+pg_up() { (exec 3<>"/dev/tcp/127.0.0.1/5432") 2>/dev/null; }
+if [ -z "${CONVEYOR_TEST_PG_URL:-}" ] && ! pg_up; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "test.sh: installing postgresql" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  fi
+  cluster="$(pg_lsclusters -h | awk 'NR==1 {print $1" "$2}')"
+  if [ -z "$cluster" ]; then
+    version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    $sudo pg_createcluster "$version" main >/dev/null
+    cluster="$version main"
+  fi
+  pgver="${cluster% *}"; pgname="${cluster#* }"
+  conf="/etc/postgresql/$pgver/$pgname"
+  # Trust for local TCP only: a test server, reachable from this host alone.
+  if ! $sudo grep -q "^host all all 127.0.0.1/32 trust" "$conf/pg_hba.conf"; then
+    # First match wins: these lines go on top. `cat >` keeps the file's owner.
+    hba="$conf/pg_hba.conf"
+    printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' |
+      $sudo sh -c "cat - '$hba' > '$hba.new' && cat '$hba.new' > '$hba' && rm '$hba.new'"
+  fi
+  echo "test.sh: starting PostgreSQL $pgver/$pgname" >&2
+  $sudo pg_ctlcluster "$pgver" "$pgname" start || $sudo pg_ctlcluster "$pgver" "$pgname" reload
+  for _ in $(seq 1 60); do pg_up && break; sleep 1; done
+  pg_up || { echo "test.sh: PostgreSQL did not open port 5432 within 60 s" >&2; exit 1; }
+fi
+echo "test.sh: PostgreSQL reachable" >&2
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -13,6 +13,7 @@ mod harness;
 mod layers;
 mod logs;
 mod metrics;
+mod postgres;
 mod schedules;
 mod schemas;
 mod security;

@@ -2,9 +2,11 @@
 Failpoints for fault-injection tests, set with the `CONVEYOR_FAILPOINTS`
 environment variable of a node: a comma-separated list of `ACTION@TASK`, where
 ACTION is one of:
-- on a worker: `panic`, `abort`, `sleep=MS` (before the task runs) or
+- on a worker: `panic`, `abort`, `sleep=MS` (before the task runs),
   `sleep-after-commit=MS` (after its output is committed, before the result is
-  published);
+  published) or `pause-mid-copy=MS` (a load into PostgreSQL pauses after its
+  first batch reached the server: the data plane reads this one itself, see
+  `conveyor_etl::sinks::postgres`);
 - on a coordinator: `pause-before-publish=MS` (the dispatch of the task is
   saved in the database, its message not yet published) or
   `pause-after-publish=MS` (the broker confirmed the message; that it did is
@@ -34,6 +36,8 @@ enum Action {
     SleepAfterCommit(Duration),
     PauseBeforePublish(Duration),
     PauseAfterPublish(Duration),
+    /// Acted on by the PostgreSQL sink, which reads the variable itself.
+    PauseMidCopy,
 }
 
 /// Where a coordinator may pause.
@@ -97,6 +101,7 @@ impl Failpoints {
                 Some(("sleep-after-commit", v)) => ms(v).map(Action::SleepAfterCommit),
                 Some(("pause-before-publish", v)) => ms(v).map(Action::PauseBeforePublish),
                 Some(("pause-after-publish", v)) => ms(v).map(Action::PauseAfterPublish),
+                Some(("pause-mid-copy", v)) => ms(v).map(|_| Action::PauseMidCopy),
                 _ => None,
             };
             match action {

@@ -274,7 +274,7 @@ impl Moved {
                 .flat_map(|t| &t.artifacts)
                 .map(|a| stored(&a.path))
                 .sum(),
-            SourceSpec::Glob { .. } | SourceSpec::Url { .. } => None,
+            SourceSpec::Glob { .. } | SourceSpec::Url { .. } | SourceSpec::Postgres { .. } => None,
         };
         let bytes_out = match &output.artifact {
             Some(a) => stored(&a.path),

@@ -56,6 +56,7 @@ pub fn run_gather(
     let (target, dir) = match sink {
         SinkSpec::File(t) => (t, false),
         SinkSpec::Dir(t) => (t, true),
+        SinkSpec::Postgres(target) => return crate::sinks::postgres::gather(ws, at, parts, target),
         SinkSpec::Artifact | SinkSpec::Part { .. } => {
             return Err(EtlError::Spec(
                 "a gather writes a file or a directory of parts under the output root".into(),

@@ -3,9 +3,11 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 
 # Layout
 - [`sources`]: the [`sources::Source`] trait and one file per source
-  (CSV, JSON lines, Parquet, a glob, a URL, an artifact), read batch by batch.
+  (CSV, JSON lines, Parquet, a glob, a URL, an artifact, a PostgreSQL
+  query), read batch by batch.
 - [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
-  lines, Parquet, Arrow IPC artifacts, files under the output root and parts).
+  lines, Parquet, Arrow IPC artifacts, files under the output root and
+  parts, a PostgreSQL table).
 - [`transform`]: the transform steps; [`sql`]: SQL steps on DataFusion;
   [`typing`]: lossless inference and conversion of text columns;
   [`canonical`]: the one text of each date, timestamp and decimal value,
@@ -19,6 +21,8 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`partition`], [`guard`], [`quoted_empty`]: byte-range partitions of
   text files, the record-size guard under their parsers, and the scan that
   tells a CSV's quoted empty fields (`""`) from its missing values.
+- [`pg`]: what the PostgreSQL source and sink share (sessions, errors
+  without passwords, the binary COPY format).
 - [`paths`]: confinement of hostile paths; [`policy`]: what sources may
   read and fetch (`[workers] input_roots` and `allow_urls`).
 - [`error`]: [`EtlError`], with its retry hint.
@@ -35,6 +39,7 @@ pub mod gather;
 pub mod guard;
 pub mod partition;
 pub mod paths;
+pub mod pg;
 pub mod policy;
 pub mod quoted_empty;
 pub mod sinks;

@@ -104,6 +104,19 @@ impl<'t> Diag<'t> {
         value: &'v Value,
         fixed: bool,
     ) -> Option<Cow<'v, Value>> {
+        self.fill_as(path, span, value, fixed, false)
+    }
+
+    /// Like [`Diag::fill`]; with `sql`, the value is SQL text and each
+    /// placeholder becomes a quoted SQL literal ([`ParamValues::fill_sql`]).
+    pub fn fill_as<'v>(
+        &self,
+        path: &str,
+        span: Option<Range<usize>>,
+        value: &'v Value,
+        fixed: bool,
+        sql: bool,
+    ) -> Option<Cow<'v, Value>> {
         if !self.check_secrets(path, span.clone(), value, fixed) {
             return None;
         }
@@ -126,7 +139,11 @@ impl<'t> Diag<'t> {
             );
             return None;
         }
-        let fill_one = |s: &str| match params.fill(s) {
+        let fill_one = |s: &str| match if sql {
+            params.fill_sql(s)
+        } else {
+            params.fill(s)
+        } {
             Ok(text) => Some(Value::from(text.into_owned())),
             Err(errors) => {
                 for e in errors {
@@ -400,6 +417,33 @@ impl<'a, 't> Tbl<'a, 't> {
 
     pub fn str(&mut self, key: &str) -> Option<String> {
         self.typed(key, "a string", |v| v.as_str().map(str::to_string))
+    }
+
+    /// A string of SQL: each `{{ params.NAME }}` becomes a quoted SQL
+    /// literal, and one inside quotes or a comment is a problem.
+    pub fn sql_str(&mut self, key: &str) -> Option<String> {
+        let found = self.get(key)?;
+        let value = match found.item.as_value() {
+            Some(v) => Some(self.diag.fill_as(
+                &found.path,
+                found.span.clone(),
+                v,
+                self.fixed.contains(&key),
+                true,
+            )?),
+            None => None,
+        };
+        match value
+            .as_deref()
+            .and_then(|v| v.as_str().map(str::to_string))
+        {
+            Some(v) => Some(v),
+            None => {
+                self.diag
+                    .report(&found.path, found.span, "must be a string");
+                None
+            }
+        }
     }
 
     pub fn bool(&mut self, key: &str) -> Option<bool> {

@@ -37,10 +37,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use conveyor_schemas::names::{check_name, check_relative_path, is_glob};
+use conveyor_schemas::names::{
+    check_name, check_relative_path, check_sql_column, check_sql_table, is_glob,
+};
 use conveyor_schemas::{
     CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, FileTarget, FilterStep, Literal,
-    Partition, ReadOptions, SinkSpec, SourceSpec, Step, TaskKind,
+    Partition, PgMode, PgTarget, ReadOptions, SinkSpec, SourceSpec, Step, TaskKind,
 };
 use toml_edit::Value;
 
@@ -474,6 +476,12 @@ fn read_task(
                     steps: read_steps(t)?,
                     sink: SinkSpec::Artifact,
                 }
+            } else if t.has("postgres") {
+                TaskBody {
+                    input: TaskInput::Upstream,
+                    steps: Vec::new(),
+                    sink: read_pg_target(t)?,
+                }
             } else {
                 let path = t.req_str("path");
                 if let Some(p) = &path {
@@ -597,6 +605,15 @@ fn is_table_name(name: &str) -> bool {
 }
 
 fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
+    if t.has("postgres") {
+        return read_pg_source(t);
+    }
+    if t.has("partition_by") {
+        t.error(
+            "partition_by",
+            "only a PostgreSQL extract is partitioned by a key; a file is cut into byte ranges",
+        );
+    }
     let path = t.str("path");
     let url = t.str("url");
     let source = match (path, url) {
@@ -679,6 +696,158 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
         Located::Path(path) => SourceSpec::File { path, read },
         Located::Url(url) => SourceSpec::Url { url, read },
     })
+}
+
+/// `postgres = { url = "...", query = "..." }`, and `partition_by` with
+/// `partitions`: an extract of a query's rows.
+fn read_pg_source(t: &mut Tbl) -> Option<SourceSpec> {
+    for key in ["path", "url", "format", "header", "delimiter", "schema"] {
+        if t.get(key).is_some() {
+            t.error(
+                key,
+                "a PostgreSQL extract takes `postgres = { url, query }`, not file options",
+            );
+        }
+    }
+    let mut pg = t.table("postgres")?;
+    let url = pg.req_str("url");
+    let query = pg.sql_str("query");
+    if query.is_none() && !pg.has("query") {
+        pg.error(
+            "query",
+            "is required: the SELECT whose rows the extract reads",
+        );
+    }
+    if let Some(u) = &url {
+        if !is_pg_url(u) {
+            pg.error(
+                "url",
+                "must be a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DATABASE (or postgres://)",
+            );
+        }
+    }
+    if let Some(q) = &query {
+        if q.trim().is_empty() {
+            pg.error("query", "must not be empty");
+        }
+    }
+    pg.finish();
+    let partitions = t
+        .uint("partitions", 1, MAX_PARTITIONS as i64)
+        .map(|n| n as u32);
+    let partition_by = t.str("partition_by");
+    if let Some(col) = &partition_by {
+        if let Err(e) = check_sql_column(col) {
+            t.error("partition_by", e.to_string());
+        }
+    }
+    match (&partition_by, partitions) {
+        (None, Some(n)) if n > 1 => t.error(
+            "partitions",
+            "a PostgreSQL extract is read in key ranges: set `partition_by = \"COLUMN\"`, an integer column of the query",
+        ),
+        (Some(_), None) => t.error(
+            "partition_by",
+            "needs `partitions = N`, the number of key ranges read in parallel",
+        ),
+        _ => {}
+    }
+    Some(SourceSpec::Postgres {
+        url: url?,
+        query: query?,
+        partition: partition_by
+            .is_some()
+            .then(|| partitions.map(|count| Partition { index: 0, count }))
+            .flatten(),
+        partition_by,
+    })
+}
+
+fn is_pg_url(url: &str) -> bool {
+    url.starts_with("postgresql://") || url.starts_with("postgres://") || url.starts_with("${env:")
+}
+
+/// `postgres = { url, table, mode, key, create }`: a load into a table.
+fn read_pg_target(t: &mut Tbl) -> Option<SinkSpec> {
+    for key in ["path", "format", "header", "parts"] {
+        if t.get(key).is_some() {
+            t.error(
+                key,
+                "a PostgreSQL load takes `postgres = { url, table, mode }`, not file options",
+            );
+        }
+    }
+    let mut pg = t.table("postgres")?;
+    let url = pg.req_str("url");
+    if let Some(u) = &url {
+        if !is_pg_url(u) {
+            pg.error(
+                "url",
+                "must be a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DATABASE (or postgres://)",
+            );
+        }
+    }
+    let table = pg.req_str("table");
+    let table_ok = match &table {
+        Some(name) => match check_sql_table(name) {
+            Ok(_) => true,
+            Err(e) => {
+                pg.error("table", e.to_string());
+                false
+            }
+        },
+        None => false,
+    };
+    let mode = match pg.str("mode").as_deref().map(|m| (m, PgMode::parse(m))) {
+        Some((_, Some(mode))) => Some(mode),
+        Some((m, None)) => {
+            pg.error(
+                "mode",
+                format!("unknown mode `{m}`; expected append, replace or upsert"),
+            );
+            None
+        }
+        None if pg.has("mode") => None,
+        None => Some(PgMode::Append),
+    };
+    let key = pg.str_list("key");
+    let key_ok = match &key {
+        Some(cols) => {
+            let mut ok = true;
+            for c in cols {
+                if let Err(e) = check_sql_column(c) {
+                    pg.error("key", e.to_string());
+                    ok = false;
+                }
+            }
+            ok
+        }
+        None => !pg.has("key"),
+    };
+    let key = key.unwrap_or_default();
+    match mode {
+        Some(PgMode::Upsert) if key.is_empty() && key_ok => pg.error(
+            "key",
+            "mode = \"upsert\" needs `key = [\"COLUMN\", ...]`: the columns of the table's primary key or unique index",
+        ),
+        Some(m) if m != PgMode::Upsert && !key.is_empty() => pg.error(
+            "key",
+            format!("only mode = \"upsert\" takes a key; mode is {}", m.as_str()),
+        ),
+        _ => {}
+    }
+    let create = pg.bool("create").unwrap_or(false);
+    pg.finish();
+    if !(table_ok && key_ok) {
+        return None;
+    }
+    Some(SinkSpec::Postgres(PgTarget {
+        url: url?,
+        table: table?,
+        mode: mode?,
+        key,
+        create,
+    }))
 }
 
 /// Where an extract's `path` or `url` points, before its options are read.
@@ -1683,6 +1852,125 @@ t = { default = "e" }
             "inside a quoted string",
         ] {
             assert!(text.contains(needle), "{needle} in {text}");
+        }
+    }
+
+    #[test]
+    fn postgres_extracts_and_loads_parse_with_sql_literal_params() {
+        let text = r#"
+[flow]
+name = "pg"
+[params]
+day = {}
+[tasks.e]
+kind = "extract"
+postgres = { url = "${env:PG_URL}", query = "SELECT * FROM orders WHERE day = {{ params.day }}" }
+partition_by = "id"
+partitions = 3
+[tasks.l]
+kind = "load"
+input = "e"
+postgres = { url = "postgresql://u@db/x", table = "public.orders", mode = "upsert", key = ["id"], create = true }
+"#;
+        let flow = FlowSpec::parse_with_params(
+            "pg.toml",
+            text,
+            Path::new("/"),
+            &given(&[("day", "x'; DROP TABLE orders; --")]),
+        )
+        .unwrap();
+        let e0 = flow.task("e@0").unwrap();
+        match e0.body.source() {
+            Some(SourceSpec::Postgres {
+                url,
+                query,
+                partition_by,
+                partition,
+            }) => {
+                assert_eq!(url, "${env:PG_URL}");
+                assert_eq!(
+                    query,
+                    "SELECT * FROM orders WHERE day = 'x''; DROP TABLE orders; --'"
+                );
+                assert_eq!(partition_by.as_deref(), Some("id"));
+                assert_eq!(*partition, Some(Partition { index: 0, count: 3 }));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Each partition writes a Parquet part; the gather loads them all.
+        assert!(matches!(
+            flow.task("l@2").unwrap().body.sink,
+            SinkSpec::Part { index: 2, ref target } if target.format == DataFormat::Parquet
+        ));
+        let gather = flow.task("l").unwrap();
+        match &gather.body.sink {
+            SinkSpec::Postgres(t) => {
+                assert_eq!(
+                    (t.table.as_str(), t.mode, t.key.clone(), t.create),
+                    (
+                        "public.orders",
+                        PgMode::Upsert,
+                        vec!["id".to_string()],
+                        true
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(gather.body.input, TaskInput::Parts { .. }));
+    }
+
+    #[test]
+    fn postgres_mistakes_are_one_error_each_with_key_and_line() {
+        let text = r#"
+[flow]
+name = "pg"
+[tasks.e]
+kind = "extract"
+postgres = { url = "mysql://x", query = "SELECT '{{ params.x }}'", color = 1 }
+partitions = 2
+[tasks.l]
+kind = "load"
+input = "e"
+postgres = { url = "postgresql://u@db/x", table = "x; DROP TABLE y", mode = "merge" }
+[tasks.m]
+kind = "load"
+input = "e"
+postgres = { url = "postgresql://u@db/x", table = "\"a\".\"b\"", mode = "upsert" }
+[tasks.n]
+kind = "load"
+input = "e"
+path = "x.csv"
+postgres = { url = "postgresql://u@db/x", table = "t", key = ["id"] }
+"#;
+        let err = FlowSpec::parse("pg.toml", text, Path::new("/")).unwrap_err();
+        let got = err.keys_and_lines();
+        for want in [
+            ("tasks.e.postgres.url", Some(6)),
+            ("tasks.e.postgres.query", Some(6)),
+            ("tasks.e.postgres.color", Some(6)),
+            ("tasks.e.partitions", Some(7)),
+            ("tasks.l.postgres.table", Some(11)),
+            ("tasks.l.postgres.mode", Some(11)),
+            ("tasks.m.postgres.table", Some(15)),
+            ("tasks.m.postgres.key", Some(15)),
+            ("tasks.n.path", Some(19)),
+            ("tasks.n.postgres.key", Some(20)),
+        ] {
+            assert!(got.contains(&want), "{want:?} missing: {err}");
+        }
+        assert_eq!(got.len(), 10, "{err}");
+        let text = err.to_string();
+        for needle in [
+            "must be a PostgreSQL URL",
+            "inside a quoted string",
+            "partition_by",
+            "must be `table` or `schema.table`",
+            "unknown mode `merge`",
+            "needs `key = [",
+            "only mode = \"upsert\" takes a key",
+        ] {
+            assert!(text.contains(needle), "`{needle}` not in {text}");
         }
     }
 }

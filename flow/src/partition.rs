@@ -4,7 +4,7 @@ Partition expansion: one task per partition, and a gather per load.
 
 use std::collections::HashMap;
 
-use conveyor_schemas::{FileTarget, Partition, SinkSpec, TaskKind};
+use conveyor_schemas::{DataFormat, FileTarget, Partition, SinkSpec, TaskKind};
 
 use crate::model::{partition_name, TableInput, TaskBody, TaskDef, TaskInput};
 
@@ -32,10 +32,7 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 .collect()
         };
         let n = match def.body.source() {
-            Some(source) => source
-                .read_options()
-                .and_then(|r| r.partition)
-                .map(|p| p.count),
+            Some(source) => source.partition().map(|p| p.count),
             None => def.input.as_ref().and_then(|i| counts.get(i).copied()),
         };
         if def.body.has_sql() && def.body.source().is_none() {
@@ -62,10 +59,18 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        // A load writes parts, and a gather puts them in place.
+        // A load writes parts, and a gather puts them in place. The parts of
+        // a load into PostgreSQL are Parquet files (lossless for every type
+        // it loads); its gather copies them all in one transaction.
+        let pg_parts = FileTarget {
+            format: DataFormat::Parquet,
+            path: "postgres-part.parquet".into(),
+            header: false,
+        };
         let gathered: Option<(&FileTarget, bool)> = match &def.body.sink {
             SinkSpec::File(t) => Some((t, false)),
             SinkSpec::Dir(t) => Some((t, true)),
+            SinkSpec::Postgres(_) => Some((&pg_parts, false)),
             SinkSpec::Artifact | SinkSpec::Part { .. } => None,
         };
         let mut part_names = Vec::with_capacity(n as usize);
@@ -73,9 +78,7 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
             let input = def.input.as_ref().map(|x| partition_name(x, i));
             let mut body = def.body.clone();
             if let TaskInput::Source(source) = &mut body.input {
-                if let Some(read) = source.read_options_mut() {
-                    read.partition = Some(Partition { index: i, count: n });
-                }
+                source.set_partition(Partition { index: i, count: n });
             }
             if let Some((target, dir)) = gathered {
                 body.sink = SinkSpec::Part {

@@ -164,6 +164,21 @@ pub enum SourceSpec {
         format: DataFormat,
         parts: Vec<ArtifactRef>,
     },
+    /// The rows of a PostgreSQL query, read with `COPY (query) TO STDOUT
+    /// (FORMAT binary)`. `url` is a libpq URL (`postgresql://user@host/db`),
+    /// possibly with `${env:NAME}`, which the worker expands before it runs
+    /// the task.
+    Postgres {
+        url: String,
+        /// The query, its params already filled in as SQL literals.
+        query: String,
+        /// An integer column of the query's result: with `partition`, this
+        /// task reads only its share of the key's range `[min, max]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition_by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<Partition>,
+    },
     /// Named tables for a task whose first step is SQL (`inputs = { orders
     /// = "orders" }`, or `input = "x"` as the table `input`): each table is
     /// the artifacts of one upstream task, in partition order (one artifact
@@ -208,7 +223,10 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Tables { .. } => None,
+            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Postgres { .. }
+            | SourceSpec::Tables { .. } => {
+                None
+            }
         }
     }
 
@@ -217,7 +235,30 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Tables { .. } => None,
+            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Postgres { .. }
+            | SourceSpec::Tables { .. } => {
+                None
+            }
+        }
+    }
+
+    /// The share of the source this task reads, if it reads a share.
+    pub fn partition(&self) -> Option<Partition> {
+        match self {
+            SourceSpec::Postgres { partition, .. } => *partition,
+            other => other.read_options().and_then(|r| r.partition),
+        }
+    }
+
+    /// Sets the share of a partitionable source (a file, glob or query).
+    pub fn set_partition(&mut self, part: Partition) {
+        match self {
+            SourceSpec::Postgres { partition, .. } => *partition = Some(part),
+            other => {
+                if let Some(read) = other.read_options_mut() {
+                    read.partition = Some(part);
+                }
+            }
         }
     }
 }
@@ -242,6 +283,53 @@ pub enum SinkSpec {
     /// A directory of `part-NNNNN.EXT` files under the output root: a
     /// gather's sink for a load with `parts = true`.
     Dir(FileTarget),
+    /// A PostgreSQL table, written through a staging table and committed in
+    /// one transaction with the task run's fence row.
+    Postgres(PgTarget),
+}
+
+/// A PostgreSQL table a load writes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct PgTarget {
+    /// A libpq URL (`postgresql://user@host/db`), possibly with `${env:NAME}`.
+    pub url: String,
+    /// `table` or `schema.table`, each part an unquoted identifier.
+    pub table: String,
+    pub mode: PgMode,
+    /// The columns of the target's primary key or unique index: `upsert` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// Create the table from the rows' columns if it does not exist.
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// How a load puts its rows into a PostgreSQL table.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PgMode {
+    /// Adds the rows.
+    Append,
+    /// Replaces every row of the table with these rows.
+    Replace,
+    /// Inserts the rows, updating those whose key is already there.
+    Upsert,
+}
+
+impl PgMode {
+    pub const ALL: [PgMode; 3] = [PgMode::Append, PgMode::Replace, PgMode::Upsert];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgMode::Append => "append",
+            PgMode::Replace => "replace",
+            PgMode::Upsert => "upsert",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PgMode> {
+        PgMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
 }
 
 /// A file (or directory of parts) under the worker node's output root.
@@ -1022,6 +1110,21 @@ mod tests {
                     }],
                 },
                 SinkSpec::Artifact,
+            ),
+            (
+                SourceSpec::Postgres {
+                    url: "postgresql://u:p@db/x".into(),
+                    query: "SELECT 1".into(),
+                    partition_by: Some("id".into()),
+                    partition: Some(Partition { index: 0, count: 2 }),
+                },
+                SinkSpec::Postgres(PgTarget {
+                    url: "${env:PG_URL}".into(),
+                    table: "public.colors".into(),
+                    mode: PgMode::Upsert,
+                    key: vec!["id".into()],
+                    create: true,
+                }),
             ),
         ];
         for (source, sink) in shapes {

@@ -15,7 +15,11 @@ that receives a message apply these same functions:
   characters of a name and at most [`MAX_ID`] of them, since it is longer
   than the flow's name;
 - a **relative path** has no root, no `..`, no NUL, components of at most 255
-  bytes, and at most 1024 bytes in all.
+  bytes, and at most 1024 bytes in all;
+- a **SQL table** is `table` or `schema.table`, each part an identifier of 1
+  to 63 bytes: an ASCII letter or `_`, then letters, digits, `_` or `$`
+  (quoted when used, so its case is kept); a **SQL column** is 1 to 63 bytes
+  with no NUL (quoted when used, so any header name works).
 */
 
 use std::fmt;
@@ -69,6 +73,49 @@ pub fn check_name(what: &str, name: &str) -> Result<(), NameError> {
             name.escape_debug()
         )))
     }
+}
+
+/// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub const MAX_SQL_IDENT: usize = 63;
+
+/// A SQL table name, `table` or `schema.table`: its parts, or why not.
+pub fn check_sql_table(name: &str) -> Result<(Option<&str>, &str), NameError> {
+    let ident = |p: &str| {
+        !p.is_empty()
+            && p.len() <= MAX_SQL_IDENT
+            && p.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+    };
+    let parts = match name.split_once('.') {
+        Some((schema, table)) => (Some(schema), table),
+        None => (None, name),
+    };
+    if parts.0.is_none_or(ident) && ident(parts.1) {
+        Ok(parts)
+    } else {
+        Err(NameError(format!(
+            "table `{}` must be `table` or `schema.table`, each an identifier of 1-63 letters, digits, `_` or `$` starting with a letter or `_`",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// A SQL column name (quoted when used): 1 to 63 bytes, no NUL.
+pub fn check_sql_column(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_SQL_IDENT || name.contains('\0') {
+        Err(NameError(format!(
+            "column `{}` must be 1-63 bytes with no NUL to be a SQL column",
+            name.escape_debug()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// `name` as a quoted SQL identifier: `"..."` with each `"` doubled.
+pub fn quote_sql_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A task name as messages carry it: a name, or `NAME@N` for a partition.
@@ -151,6 +198,33 @@ pub fn is_glob(path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sql_tables_are_identifiers_and_columns_are_quoted() {
+        assert_eq!(check_sql_table("colors").unwrap(), (None, "colors"));
+        assert_eq!(
+            check_sql_table("public.Colors_2$").unwrap(),
+            (Some("public"), "Colors_2$")
+        );
+        for bad in [
+            "",
+            "x; DROP TABLE y",
+            "\"a\".\"b\"",
+            "a.b.c",
+            "1x",
+            "a.",
+            ".a",
+            "a b",
+            "t--",
+        ] {
+            assert!(check_sql_table(bad).is_err(), "{bad}");
+        }
+        assert!(check_sql_table(&"a".repeat(64)).is_err());
+        assert!(check_sql_column("Color Name").is_ok());
+        assert!(check_sql_column("").is_err());
+        assert!(check_sql_column("a\0b").is_err());
+        assert_eq!(quote_sql_ident("a\"; DROP"), "\"a\"\"; DROP\"");
+    }
     use super::*;
 
     #[test]

@@ -11,11 +11,13 @@
 //! - [`broker`]: admin of the shared broker: namespaces, queue depth, publish.
 //! - [`private_broker`]: a RabbitMQ node of a test's own, to stop or kill.
 //! - [`fault_proxy`]: a TCP proxy that delays, blackholes or resets links.
+//! - [`postgres`]: a PostgreSQL database of a test's own.
 
 pub mod broker;
 pub mod colors;
 pub mod configs;
 pub mod fault_proxy;
+pub mod postgres;
 pub mod private_broker;
 pub mod processes;
 pub mod workdir;

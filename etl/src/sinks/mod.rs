@@ -12,11 +12,12 @@ that of all the attempts of one task run exactly one output wins.
 - [`csv`], [`jsonl`], [`parquet`]: the file formats' writers;
 - [`artifact`]: Arrow IPC artifacts in the store, for downstream tasks;
 - [`file`](mod@file): a file under the output root, and one part of a partitioned
-  load (into the store, for the gather).
+  load (into the store, for the gather);
+- [`postgres`]: a PostgreSQL table, through a staging table and one
+  transaction that also inserts the task run's fence row.
 
-A new connector (a database, say) is one file here implementing [`Sink`]
-(its pending output being, say, an open transaction that also inserts the
-task run's fence row) and one [`SinkSpec`] arm.
+A new connector is one file here implementing [`Sink`] and one [`SinkSpec`]
+arm.
 */
 
 pub mod artifact;
@@ -24,6 +25,7 @@ pub mod csv;
 pub mod file;
 pub mod jsonl;
 pub mod parquet;
+pub mod postgres;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -69,6 +71,7 @@ pub fn open<'a>(
         SinkSpec::Artifact => Box::new(artifact::ArtifactSink::create(ws, at)?),
         SinkSpec::File(target) => Box::new(file::FileSink::create(ws, at, target)?),
         SinkSpec::Part { target, .. } => Box::new(file::PartSink::create(ws, at, target)?),
+        SinkSpec::Postgres(target) => Box::new(postgres::PgSink::new(ws, at, target)?),
         SinkSpec::Dir(_) => {
             return Err(EtlError::Spec(
                 "a directory of parts is only written by a gather, from a parts source".into(),

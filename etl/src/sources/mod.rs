@@ -13,10 +13,11 @@ batches, so memory stays bounded by the batch size, not the file size.
 - [`glob`]: the files a glob matches, read one after another;
 - [`http`]: a URL, downloaded into the store's scratch directory;
 - [`artifact`]: an Arrow IPC artifact in the store, or the parts of one
-  table read one after another.
+  table read one after another;
+- [`postgres`]: a PostgreSQL query, read through a binary COPY.
 
-A new connector (a database, say) is one file here implementing [`Source`]
-and one [`SourceSpec`] arm.
+A new connector is one file here implementing [`Source`] and one
+[`SourceSpec`] arm.
 */
 
 pub mod artifact;
@@ -25,6 +26,7 @@ pub mod glob;
 pub mod http;
 pub mod jsonl;
 pub mod parquet;
+pub mod postgres;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -87,6 +89,17 @@ pub fn source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
             read: read.clone(),
         }),
         SourceSpec::Artifact(artifact) => Box::new(artifact::ArtifactSource(artifact.clone())),
+        SourceSpec::Postgres {
+            url,
+            query,
+            partition_by,
+            partition,
+        } => Box::new(postgres::PgSource {
+            url: url.clone(),
+            query: query.clone(),
+            partition_by: partition_by.clone(),
+            partition: *partition,
+        }),
         SourceSpec::Parts { .. } => {
             return Err(EtlError::Spec(
                 "a parts source is only read by a gather, with no steps".into(),

@@ -1,0 +1,885 @@
+/*!
+A PostgreSQL table, loaded exactly once.
+
+# The attempt
+An attempt opens a session, creates a `TEMP` table `conveyor_stage` with the
+rows' columns (see [`pg_type`]) and streams the batches into it with
+`COPY ... FROM STDIN (FORMAT binary)`, encoded here ([`encode_batch`]). A
+temporary table belongs to the session: if the worker dies mid-COPY (even
+SIGKILLed), the server drops it when the connection goes, so nothing is
+left behind and the target was never touched.
+
+# The commit
+After the commit gate ([`crate::Attempt::before_commit`]), in one
+transaction:
+1. `CREATE TABLE IF NOT EXISTS` the target, with `create = true` (from the
+   rows' columns; with a primary key on `key` for `upsert`);
+2. insert the task run's fence row into `conveyor_commits(task_run, attempt,
+   rows, committed_at)` (created beside the target if absent) with `ON
+   CONFLICT DO NOTHING`. If the row was already there, another attempt of
+   the task run committed: this one rolls back and answers with that
+   attempt's row count. A concurrent attempt waits on the row's lock, so two
+   attempts never both commit;
+3. move the rows: `append` is `INSERT ... SELECT`; `replace` is `TRUNCATE`
+   then `INSERT` in the same transaction (the table keeps its indexes, grants
+   and dependent views; readers wait for the commit, then see all the new
+   rows); `upsert` is `INSERT ... ON CONFLICT (key) DO UPDATE` of the other
+   columns, only where a value differs (an unchanged row is not rewritten),
+   and needs a primary key or unique index on exactly `key`;
+4. a last look at the attempt's cancel flag, then `COMMIT`.
+The task run's marker in the store is then written too, so that a redelivery
+answers at once.
+
+Columns are matched by name (`INSERT INTO t ("a", "b") SELECT ...`), so the
+target may have more columns (defaults fill them) and other types that the
+server converts on assignment (an `int8` into an `int4`, a `text` into a
+`varchar(n)`). Identifiers are always quoted; values only travel in the COPY
+stream or as bound parameters.
+
+# Partitioned loads
+Each partition's load writes its rows as a Parquet part into the store
+(lossless for every type here); the gather ([`gather`]) copies every part
+into its staging table and commits them all in its one transaction.
+*/
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, Int8Array, RecordBatch, UInt16Array,
+    UInt32Array, UInt8Array,
+};
+use arrow::datatypes::{
+    DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use conveyor_schemas::names::{check_sql_column, quote_sql_ident};
+use conveyor_schemas::{ArtifactRef, PgMode, PgTarget, TaskOutput};
+
+use super::{BatchIter, PendingOutput, Sink};
+use crate::error::{EtlError, Result};
+use crate::pg::{self, Session};
+use crate::{commit, Attempt, Workspace};
+
+/// The staging table of an attempt, in its session's temporary schema.
+const STAGE: &str = "pg_temp.\"conveyor_stage\"";
+
+/// A table, for one attempt.
+pub struct PgSink<'a> {
+    ws: &'a Workspace,
+    at: &'a Attempt<'a>,
+    target: &'a PgTarget,
+}
+
+impl<'a> PgSink<'a> {
+    pub fn new(ws: &'a Workspace, at: &'a Attempt<'a>, target: &'a PgTarget) -> Result<Self> {
+        pg::quoted_table(&target.table)?;
+        for k in &target.key {
+            check_sql_column(k).map_err(|e| EtlError::Spec(format!("key: {e}")))?;
+        }
+        if target.mode == PgMode::Upsert && target.key.is_empty() {
+            return Err(EtlError::Spec(
+                "mode upsert needs a key: the columns of the table's primary key or unique index"
+                    .into(),
+            ));
+        }
+        Ok(PgSink { ws, at, target })
+    }
+}
+
+impl<'a> Sink<'a> for PgSink<'a> {
+    fn write(
+        self: Box<Self>,
+        schema: SchemaRef,
+        batches: BatchIter,
+    ) -> Result<Box<dyn PendingOutput + 'a>> {
+        let mut session = Session::connect(&self.target.url)?;
+        let rows = stage(&mut session, &schema, batches, self.at.task)?;
+        Ok(Box::new(PendingTable {
+            ws: self.ws,
+            at: self.at,
+            target: self.target,
+            schema,
+            session,
+            rows,
+            parts: &[],
+        }))
+    }
+}
+
+/// Creates the staging table for `schema` and copies `batches` into it.
+/// Returns the rows copied.
+fn stage(session: &mut Session, schema: &Schema, batches: BatchIter, task: &str) -> Result<u64> {
+    let columns = column_list(schema)?;
+    let defs = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Ok(format!(
+                "{} {}",
+                quote_sql_ident(f.name()),
+                pg_type(f.name(), f.data_type())?
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .join(", ");
+    session.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {STAGE}; CREATE TEMP TABLE \"conveyor_stage\" ({defs})"
+    ))?;
+    let shown = session.shown.clone();
+    let url = session.url.clone();
+    let io = |e: std::io::Error| EtlError::Io {
+        file: shown.clone().into(),
+        source: e,
+    };
+    let copy = format!("COPY {STAGE} ({columns}) FROM STDIN (FORMAT binary)");
+    let mut writer = session
+        .client
+        .copy_in(copy.as_str())
+        .map_err(|e| pg::error(&shown, &url, e))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(pg::SIGNATURE);
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    let mut rows = 0u64;
+    let mut first = true;
+    for batch in batches {
+        let batch = batch?;
+        encode_batch(&batch, &mut buf)?;
+        rows += batch.num_rows() as u64;
+        writer.write_all(&buf).map_err(io)?;
+        buf.clear();
+        if first {
+            first = false;
+            writer.flush().map_err(io)?;
+            pause_mid_copy(task);
+        }
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    writer.write_all(&buf).map_err(io)?;
+    writer.finish().map_err(|e| pg::error(&shown, &url, e))?;
+    Ok(rows)
+}
+
+/// The failpoint `pause-mid-copy=MS@TASK` (in `CONVEYOR_FAILPOINTS`, in a
+/// build with the `failpoints` feature): after the first batch of `task`
+/// reached the server, the COPY pauses, so a test can kill the worker there.
+fn pause_mid_copy(_task: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let spec = std::env::var("CONVEYOR_FAILPOINTS").unwrap_or_default();
+        for item in spec.split(',').map(str::trim) {
+            let Some((action, t)) = item.split_once('@') else {
+                continue;
+            };
+            if let Some(("pause-mid-copy", ms)) = action.split_once('=') {
+                if t == _task {
+                    if let Ok(ms) = ms.parse::<u64>() {
+                        tracing::warn!(task = _task, ms, "Failpoint: pausing mid-COPY");
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `"a", "b", ...`: the rows' columns, checked and quoted.
+fn column_list(schema: &Schema) -> Result<String> {
+    if schema.fields().is_empty() {
+        return Err(EtlError::Spec("the rows have no columns to load".into()));
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            check_sql_column(f.name())
+                .map(|()| quote_sql_ident(f.name()))
+                .map_err(|e| EtlError::Spec(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|c| c.join(", "))
+}
+
+/// The PostgreSQL type that holds an Arrow type without loss.
+pub fn pg_type(column: &str, t: &DataType) -> Result<String> {
+    Ok(match t {
+        DataType::Boolean => "bool".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "int2".into(),
+        DataType::Int32 | DataType::UInt16 => "int4".into(),
+        DataType::Int64 | DataType::UInt32 => "int8".into(),
+        DataType::Float32 => "float4".into(),
+        DataType::Float64 => "float8".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            "text".into()
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Decimal128(p, s) if *s >= 0 => format!("numeric({p},{s})"),
+        other => {
+            return Err(EtlError::Spec(format!(
+                "column `{column}` is {other}, which Conveyor does not load into PostgreSQL; cast it first"
+            )))
+        }
+    })
+}
+
+/// Appends the rows of `batch` to `out` in the binary COPY format.
+pub fn encode_batch(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    let schema = batch.schema();
+    let cols: Vec<Encoder> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(a, f)| Encoder::new(f.name(), a))
+        .collect::<Result<_>>()?;
+    let n = cols.len() as i16;
+    for row in 0..batch.num_rows() {
+        out.extend_from_slice(&n.to_be_bytes());
+        for (c, col) in cols.iter().enumerate() {
+            col.put(row, out).map_err(|m| EtlError::Data {
+                file: "rows to load".into(),
+                message: format!("column `{}`, row {}: {m}", schema.field(c).name(), row + 1),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// One column of a batch, typed once per batch.
+enum Encoder<'b> {
+    Null,
+    Bool(&'b BooleanArray),
+    I8(&'b Int8Array),
+    I16(&'b Int16Array),
+    I32(&'b Int32Array),
+    I64(&'b Int64Array),
+    U8(&'b UInt8Array),
+    U16(&'b UInt16Array),
+    U32(&'b UInt32Array),
+    F32(&'b Float32Array),
+    F64(&'b Float64Array),
+    Text(&'b dyn Array, TextKind),
+    Date(&'b Date32Array),
+    /// Microseconds: the array and the factor (or divisor, for ns) to them.
+    Ts(&'b dyn Array, TimeUnit),
+    Dec(&'b Decimal128Array, i8),
+}
+
+#[derive(Clone, Copy)]
+enum TextKind {
+    Utf8,
+    Large,
+    View,
+    Bin,
+    LargeBin,
+    BinView,
+}
+
+impl<'b> Encoder<'b> {
+    fn new(name: &str, a: &'b ArrayRef) -> Result<Encoder<'b>> {
+        let a = a.as_ref();
+        Ok(match a.data_type() {
+            DataType::Null => Encoder::Null,
+            DataType::Boolean => Encoder::Bool(a.as_boolean()),
+            DataType::Int8 => Encoder::I8(a.as_primitive()),
+            DataType::Int16 => Encoder::I16(a.as_primitive()),
+            DataType::Int32 => Encoder::I32(a.as_primitive()),
+            DataType::Int64 => Encoder::I64(a.as_primitive()),
+            DataType::UInt8 => Encoder::U8(a.as_primitive()),
+            DataType::UInt16 => Encoder::U16(a.as_primitive()),
+            DataType::UInt32 => Encoder::U32(a.as_primitive()),
+            DataType::Float32 => Encoder::F32(a.as_primitive()),
+            DataType::Float64 => Encoder::F64(a.as_primitive()),
+            DataType::Utf8 => Encoder::Text(a, TextKind::Utf8),
+            DataType::LargeUtf8 => Encoder::Text(a, TextKind::Large),
+            DataType::Utf8View => Encoder::Text(a, TextKind::View),
+            DataType::Binary => Encoder::Text(a, TextKind::Bin),
+            DataType::LargeBinary => Encoder::Text(a, TextKind::LargeBin),
+            DataType::BinaryView => Encoder::Text(a, TextKind::BinView),
+            DataType::Date32 => Encoder::Date(a.as_primitive()),
+            DataType::Timestamp(unit, _) => Encoder::Ts(a, *unit),
+            DataType::Decimal128(_, s) if *s >= 0 => Encoder::Dec(a.as_primitive(), *s),
+            other => {
+                return Err(pg_type(name, other).err().unwrap_or_else(|| {
+                    EtlError::Internal(format!("column `{name}`: no encoder for {other}"))
+                }))
+            }
+        })
+    }
+
+    /// Appends the length-prefixed value of `row`, or -1 for NULL.
+    fn put(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        fn fixed(out: &mut Vec<u8>, bytes: &[u8]) {
+            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        fn var(out: &mut Vec<u8>, bytes: &[u8]) -> std::result::Result<(), String> {
+            let len = i32::try_from(bytes.len()).map_err(|_| "a value over 2 GiB")?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+        let null = match self {
+            Encoder::Null => true,
+            Encoder::Bool(a) => a.is_null(row),
+            Encoder::I8(a) => a.is_null(row),
+            Encoder::I16(a) => a.is_null(row),
+            Encoder::I32(a) => a.is_null(row),
+            Encoder::I64(a) => a.is_null(row),
+            Encoder::U8(a) => a.is_null(row),
+            Encoder::U16(a) => a.is_null(row),
+            Encoder::U32(a) => a.is_null(row),
+            Encoder::F32(a) => a.is_null(row),
+            Encoder::F64(a) => a.is_null(row),
+            Encoder::Text(a, _) | Encoder::Ts(a, _) => a.is_null(row),
+            Encoder::Date(a) => a.is_null(row),
+            Encoder::Dec(a, _) => a.is_null(row),
+        };
+        if null {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            return Ok(());
+        }
+        match self {
+            Encoder::Null => {}
+            Encoder::Bool(a) => fixed(out, &[a.value(row) as u8]),
+            Encoder::I8(a) => fixed(out, &(a.value(row) as i16).to_be_bytes()),
+            Encoder::I16(a) => fixed(out, &a.value(row).to_be_bytes()),
+            Encoder::I32(a) => fixed(out, &a.value(row).to_be_bytes()),
+            Encoder::I64(a) => fixed(out, &a.value(row).to_be_bytes()),
+            Encoder::U8(a) => fixed(out, &(a.value(row) as i16).to_be_bytes()),
+            Encoder::U16(a) => fixed(out, &(a.value(row) as i32).to_be_bytes()),
+            Encoder::U32(a) => fixed(out, &(a.value(row) as i64).to_be_bytes()),
+            Encoder::F32(a) => fixed(out, &a.value(row).to_be_bytes()),
+            Encoder::F64(a) => fixed(out, &a.value(row).to_be_bytes()),
+            Encoder::Text(a, kind) => {
+                let bytes: &[u8] = match kind {
+                    TextKind::Utf8 => a.as_string::<i32>().value(row).as_bytes(),
+                    TextKind::Large => a.as_string::<i64>().value(row).as_bytes(),
+                    TextKind::View => a.as_string_view().value(row).as_bytes(),
+                    TextKind::Bin => a.as_binary::<i32>().value(row),
+                    TextKind::LargeBin => a.as_binary::<i64>().value(row),
+                    TextKind::BinView => a.as_binary_view().value(row),
+                };
+                if matches!(kind, TextKind::Utf8 | TextKind::Large | TextKind::View)
+                    && bytes.contains(&0)
+                {
+                    return Err(
+                        "text with a NUL character, which PostgreSQL text cannot hold".into(),
+                    );
+                }
+                var(out, bytes)?;
+            }
+            Encoder::Date(a) => {
+                let d = a
+                    .value(row)
+                    .checked_sub(pg::DAYS_1970_TO_2000)
+                    .ok_or("a date out of PostgreSQL's range")?;
+                fixed(out, &d.to_be_bytes());
+            }
+            Encoder::Ts(a, unit) => {
+                let micros = match unit {
+                    TimeUnit::Second => a
+                        .as_primitive::<TimestampSecondType>()
+                        .value(row)
+                        .checked_mul(1_000_000),
+                    TimeUnit::Millisecond => a
+                        .as_primitive::<TimestampMillisecondType>()
+                        .value(row)
+                        .checked_mul(1_000),
+                    TimeUnit::Microsecond => {
+                        Some(a.as_primitive::<TimestampMicrosecondType>().value(row))
+                    }
+                    TimeUnit::Nanosecond => {
+                        let ns = a.as_primitive::<TimestampNanosecondType>().value(row);
+                        if ns % 1000 != 0 {
+                            return Err("a timestamp with nanoseconds, which PostgreSQL (microseconds) would round".into());
+                        }
+                        Some(ns / 1000)
+                    }
+                };
+                let t = micros
+                    .and_then(|m| m.checked_sub(pg::MICROS_1970_TO_2000))
+                    .ok_or("a timestamp out of PostgreSQL's range")?;
+                fixed(out, &t.to_be_bytes());
+            }
+            Encoder::Dec(a, s) => pg::i128_to_numeric(a.value(row), *s, out),
+        }
+        Ok(())
+    }
+}
+
+/// Staged rows, waiting for the commit.
+struct PendingTable<'a> {
+    ws: &'a Workspace,
+    at: &'a Attempt<'a>,
+    target: &'a PgTarget,
+    schema: SchemaRef,
+    session: Session,
+    rows: u64,
+    /// A gather's parts, removed once committed.
+    parts: &'a [ArtifactRef],
+}
+
+impl PendingOutput for PendingTable<'_> {
+    fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
+        let PendingTable {
+            ws,
+            at,
+            target,
+            schema,
+            mut session,
+            rows,
+            parts,
+        } = *self;
+        if let Some(gate) = at.before_commit {
+            gate()?;
+        }
+        at.check_cancelled()?;
+        let table = pg::quoted_table(&target.table)?;
+        let fence = pg::fence_table(&target.table)?;
+        let location = format!("{} table {}", session.shown, target.table);
+        let task_run = format!("{}.{}", at.flow_run, at.task);
+        // Outside the transaction: two first loads may race to create it.
+        let create_fence = format!(
+            "CREATE TABLE IF NOT EXISTS {fence} (task_run text PRIMARY KEY, attempt int NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
+        );
+        if let Err(e) = session.execute_batch(&create_fence) {
+            // A concurrent creator won: the table is there now.
+            session.execute_batch(&create_fence).map_err(|_| e)?;
+        }
+        let columns = column_list(&schema)?;
+        let shown = session.shown.clone();
+        let url = target.url.clone();
+        let err = |e: postgres::Error| pg::error(&shown, &url, e);
+        let mut tx = session.client.transaction().map_err(err)?;
+        if target.create {
+            let mut defs = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    Ok(format!(
+                        "{} {}",
+                        quote_sql_ident(f.name()),
+                        pg_type(f.name(), f.data_type())?
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if target.mode == PgMode::Upsert {
+                defs.push(format!("PRIMARY KEY ({})", quoted_list(&target.key)));
+            }
+            tx.batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} ({})",
+                defs.join(", ")
+            ))
+            .map_err(err)?;
+        }
+        if target.mode == PgMode::Upsert {
+            check_unique_key(&mut tx, &table, target).map_err(|e| match e {
+                Checked::Pg(e) => err(e),
+                Checked::Spec(m) => EtlError::Spec(format!("{}: {m}", target.table)),
+            })?;
+        }
+        let fenced = tx
+            .query_opt(
+                format!(
+                    "INSERT INTO {fence} (task_run, attempt, rows) VALUES ($1, $2, $3) ON CONFLICT (task_run) DO NOTHING RETURNING rows"
+                )
+                .as_str(),
+                &[&task_run, &(at.attempt as i32), &(rows as i64)],
+            )
+            .map_err(err)?;
+        let output = |rows_out: u64| TaskOutput {
+            rows_in,
+            rows_out,
+            artifact: None,
+            location: location.clone(),
+            bytes_in: None,
+            bytes_out: None,
+        };
+        if fenced.is_none() {
+            tx.rollback().map_err(err)?;
+            let row = session
+                .client
+                .query_one(
+                    format!("SELECT attempt, rows FROM {fence} WHERE task_run = $1").as_str(),
+                    &[&task_run],
+                )
+                .map_err(|e| pg::error(&shown, &url, e))?;
+            let (attempt, committed): (i32, i64) = (row.get(0), row.get(1));
+            tracing::info!(
+                flow_run = at.flow_run,
+                task = at.task,
+                attempt,
+                "Rows already committed by another attempt; dropping this one"
+            );
+            let out = output(committed as u64);
+            commit::record(ws, at, &out)?;
+            commit::remove_parts(ws, parts);
+            return Ok(out);
+        }
+        let cols = &columns;
+        let moved = match target.mode {
+            PgMode::Append => format!("INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}"),
+            PgMode::Replace => {
+                format!("TRUNCATE {table}; INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}")
+            }
+            PgMode::Upsert => {
+                let others: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .filter(|n| !target.key.contains(n))
+                    .map(|n| quote_sql_ident(n))
+                    .collect();
+                let action = if others.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    let set: Vec<String> = others
+                        .iter()
+                        .map(|c| format!("{c} = EXCLUDED.{c}"))
+                        .collect();
+                    let mine: Vec<String> =
+                        others.iter().map(|c| format!("conveyor_t.{c}")).collect();
+                    let theirs: Vec<String> =
+                        others.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+                    format!(
+                        "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                        set.join(", "),
+                        row_of(&mine),
+                        row_of(&theirs)
+                    )
+                };
+                format!(
+                    "INSERT INTO {table} AS conveyor_t ({cols}) SELECT {cols} FROM {STAGE} ON CONFLICT ({}) {action}",
+                    quoted_list(&target.key)
+                )
+            }
+        };
+        tx.batch_execute(&moved).map_err(err)?;
+        // Last look: an attempt whose run ended commits nothing.
+        at.check_cancelled()?;
+        tx.commit().map_err(err)?;
+        let out = output(rows);
+        commit::record(ws, at, &out)?;
+        commit::remove_parts(ws, parts);
+        let _ = session.execute_batch(&format!("DROP TABLE IF EXISTS {STAGE}"));
+        Ok(out)
+    }
+}
+
+/// `(a, b)`, or `ROW(a)` for one column (so that it is a row, not a value).
+fn row_of(cols: &[String]) -> String {
+    if cols.len() == 1 {
+        format!("ROW({})", cols[0])
+    } else {
+        format!("({})", cols.join(", "))
+    }
+}
+
+fn quoted_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| quote_sql_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+enum Checked {
+    Pg(postgres::Error),
+    Spec(String),
+}
+
+/// That the target has a primary key or unique index on exactly the key's
+/// columns: `ON CONFLICT (key)` needs one.
+fn check_unique_key(
+    tx: &mut postgres::Transaction,
+    table: &str,
+    target: &PgTarget,
+) -> std::result::Result<(), Checked> {
+    let exists = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .map_err(Checked::Pg)?;
+    if !exists.get::<_, bool>(0) {
+        return Err(Checked::Spec(
+            "the table does not exist; create it, or set create = true".into(),
+        ));
+    }
+    let mut key = target.key.clone();
+    key.sort();
+    let found = tx
+        .query_opt(
+            "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique \
+             AND i.indpred IS NULL AND i.indexprs IS NULL \
+             AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
+                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2::text[] \
+             LIMIT 1",
+            &[&table, &key],
+        )
+        .map_err(Checked::Pg)?;
+    if found.is_none() {
+        return Err(Checked::Spec(format!(
+            "mode upsert needs a primary key or unique index on exactly ({}); the table has none",
+            target.key.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Puts the Parquet parts of a partitioned load into the table: copies them
+/// all into one staging table and commits them in one transaction.
+pub fn gather(
+    ws: &Workspace,
+    at: &Attempt,
+    parts: &[ArtifactRef],
+    target: &PgTarget,
+) -> Result<TaskOutput> {
+    commit::gather_fenced(ws, at, parts, || {
+        let mut files = Vec::with_capacity(parts.len());
+        for part in parts {
+            let path = ws.store.open(&part.path)?;
+            let f = std::fs::File::open(&path).map_err(|e| EtlError::io(&path, e))?;
+            let read = conveyor_schemas::ReadOptions {
+                format: conveyor_schemas::DataFormat::Parquet,
+                schema: None,
+                header: false,
+                delimiter: ",".into(),
+                partition: None,
+            };
+            files.push((
+                path.clone(),
+                crate::sources::parquet::open(&read, f, &path)?,
+            ));
+        }
+        let Some((_, first)) = files.first() else {
+            return Err(EtlError::Internal("a gather with no parts".into()));
+        };
+        let schema = first.schema.clone();
+        for (path, b) in &files[1..] {
+            if b.schema.fields() != schema.fields() {
+                return Err(EtlError::data(path, "part has other columns than part 0"));
+            }
+        }
+        let rows_in: u64 = parts.iter().map(|p| p.rows).sum();
+        let mut iter = files.into_iter().flat_map(|(_, b)| b.iter);
+        PgSink::new(ws, at, target)?;
+        let mut session = Session::connect(&target.url)?;
+        let rows = stage(&mut session, &schema, &mut iter, at.task)?;
+        at.progress
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        Box::new(PendingTable {
+            ws,
+            at,
+            target,
+            schema: Arc::clone(&schema),
+            session,
+            rows,
+            parts,
+        })
+        .commit(rows_in)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::Source;
+    use arrow::array::{
+        BinaryArray, Date32Array, Decimal128Array, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::Field;
+    use std::sync::atomic::AtomicU64;
+
+    /// A database of this test's own on the test server, dropped after.
+    struct Db {
+        name: String,
+        url: String,
+    }
+
+    impl Db {
+        fn create(test: &str) -> Db {
+            let admin = std::env::var("CONVEYOR_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("conveyor_test_{test}_{}", std::process::id());
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .unwrap();
+            c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .unwrap();
+            let base = &admin[..admin.rfind('/').unwrap()];
+            Db {
+                url: format!("{base}/{name}"),
+                name,
+            }
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let admin = self.url.replace(&self.name, "postgres");
+            if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+                let _ = c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    fn batch() -> RecordBatch {
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("i2", DataType::Int16, true),
+            Field::new("i4", DataType::Int32, true),
+            Field::new("i8", DataType::Int64, true),
+            Field::new("f4", DataType::Float32, true),
+            Field::new("f8", DataType::Float64, true),
+            Field::new("Text \"quoted\"", DataType::Utf8, true),
+            Field::new("by", DataType::Binary, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("tz", utc, true),
+            Field::new("big", DataType::Decimal128(38, 10), true),
+            Field::new("small", DataType::Decimal128(5, 2), true),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            Arc::new(Int16Array::from(vec![Some(i16::MIN), Some(i16::MAX), None])),
+            Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(0), None])),
+            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])),
+            Arc::new(Float32Array::from(vec![Some(1.5), Some(-0.0), None])),
+            Arc::new(Float64Array::from(vec![Some(0.1), Some(f64::MAX), None])),
+            Arc::new(StringArray::from(vec![
+                Some("naïve 🚀 '\\"),
+                Some(""),
+                None,
+            ])),
+            Arc::new(BinaryArray::from(vec![
+                Some(&[0u8, 255, 16][..]),
+                Some(&[][..]),
+                None,
+            ])),
+            // 2024-02-29, 0001-01-01.
+            Arc::new(Date32Array::from(vec![Some(19782), Some(-719162), None])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(946_684_799_999_999),
+                Some(-1),
+                None,
+            ])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(1_709_231_399_999_999), Some(0), None])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(
+                Decimal128Array::from(vec![
+                    Some(99999999999999999999999999999999999999i128),
+                    Some(-1),
+                    None,
+                ])
+                .with_precision_and_scale(38, 10)
+                .unwrap(),
+            ),
+            Arc::new(
+                Decimal128Array::from(vec![Some(-99999), Some(0), None])
+                    .with_precision_and_scale(5, 2)
+                    .unwrap(),
+            ),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    #[test]
+    fn every_type_round_trips_through_the_encoder_and_decoder_on_a_real_server() {
+        let db = Db::create("etl_codec");
+        let dir = std::env::temp_dir().join(format!("conveyor-pg-codec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ws = Workspace {
+            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
+            output_root: dir.join("out"),
+            max_record_bytes: 1 << 20,
+            sources: Default::default(),
+        };
+        let progress = AtomicU64::new(0);
+        let at = Attempt {
+            flow_run: "r1",
+            task: "l",
+            attempt: 1,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+            cancel: None,
+        };
+        let target = PgTarget {
+            url: db.url.clone(),
+            table: "public.rt".into(),
+            mode: PgMode::Append,
+            key: vec![],
+            create: true,
+        };
+        let input = batch();
+        let mut iter = vec![Ok(input.clone())].into_iter();
+        let pending = Box::new(PgSink::new(&ws, &at, &target).unwrap())
+            .write(input.schema(), &mut iter)
+            .unwrap();
+        let out = pending.commit(3).unwrap();
+        assert_eq!(out.rows_out, 3);
+        assert!(
+            out.location.ends_with("table public.rt"),
+            "{}",
+            out.location
+        );
+
+        // The server read the values we meant, not just ones we read back.
+        let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        c.batch_execute("SET TIME ZONE 'UTC'").unwrap();
+        let row = c
+            .query_one(
+                "SELECT concat_ws('|', ok, i2, i4, i8, f4, f8, \"Text \"\"quoted\"\"\", by, d, ts, tz, big, small) FROM rt WHERE ok",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            row.get::<_, String>(0),
+            "t|-32768|-2147483648|-9223372036854775808|1.5|0.1|naïve 🚀 '\\|\\x00ff10|2024-02-29|1999-12-31 23:59:59.999999|2024-02-29 18:29:59.999999+00|9999999999999999999999999999.9999999999|-999.99"
+        );
+
+        // And reading the table gives the batch back, types and all.
+        let tag = "a1".to_string();
+        let cx = crate::sources::ReadContext {
+            store: ws.store.as_ref(),
+            tag: &tag,
+            max_record: 1 << 20,
+            policy: &ws.sources,
+            cancel: None,
+        };
+        let source = Box::new(crate::sources::postgres::PgSource {
+            url: db.url.clone(),
+            query: "SELECT * FROM rt ORDER BY i4;".into(),
+            partition_by: None,
+            partition: None,
+        });
+        let read = source.open(&cx).unwrap();
+        let batches: Vec<RecordBatch> = read.iter.map(|b| b.unwrap()).collect();
+        let back = arrow::compute::concat_batches(&read.schema, &batches).unwrap();
+        assert_eq!(back, input);
+
+        // A second attempt of the same task run commits nothing.
+        let again = Attempt {
+            attempt: 2,
+            ..at.clone()
+        };
+        let mut iter = vec![Ok(input.clone())].into_iter();
+        let out = Box::new(PgSink::new(&ws, &again, &target).unwrap())
+            .write(input.schema(), &mut iter)
+            .unwrap()
+            .commit(3)
+            .unwrap();
+        assert_eq!(out.rows_out, 3);
+        let n: i64 = c.query_one("SELECT count(*) FROM rt", &[]).unwrap().get(0);
+        assert_eq!(n, 3, "the fence held");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
