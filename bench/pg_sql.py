@@ -619,7 +619,13 @@ def main():
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--tools", default=None, help="comma-separated tool names to run (default: all)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--conveyor", default=None,
+                    help="the conveyor binary to run (default target/release/conveyor; a debug one only to "
+                         "check that the flows work: its times mean nothing)")
     args = ap.parse_args()
+    global CONVEYOR
+    if args.conveyor:
+        CONVEYOR = Path(args.conveyor).resolve()
     sections = args.sections.split(",")
     only = set(args.tools.split(",")) if args.tools else None
     started = time.perf_counter()
