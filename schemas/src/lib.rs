@@ -223,10 +223,10 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Postgres { .. }
-            | SourceSpec::Tables { .. } => {
-                None
-            }
+            SourceSpec::Artifact(_)
+            | SourceSpec::Parts { .. }
+            | SourceSpec::Postgres { .. }
+            | SourceSpec::Tables { .. } => None,
         }
     }
 
@@ -235,10 +235,10 @@ impl SourceSpec {
             SourceSpec::File { read, .. }
             | SourceSpec::Glob { read, .. }
             | SourceSpec::Url { read, .. } => Some(read),
-            SourceSpec::Artifact(_) | SourceSpec::Parts { .. } | SourceSpec::Postgres { .. }
-            | SourceSpec::Tables { .. } => {
-                None
-            }
+            SourceSpec::Artifact(_)
+            | SourceSpec::Parts { .. }
+            | SourceSpec::Postgres { .. }
+            | SourceSpec::Tables { .. } => None,
         }
     }
 
