@@ -19,5 +19,5 @@ mod postgres;
 mod schedules;
 mod schemas;
 mod security;
-mod types;
 mod sql;
+mod types;
