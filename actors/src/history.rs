@@ -632,7 +632,8 @@ pub fn read_attempts(
             rows_in, rows_out, bytes_in, bytes_out, error,
             EXISTS (SELECT 1 FROM task_attempts b WHERE b.run = a.run AND b.task = a.task
                     AND b.attempt > a.attempt),
-            (SELECT state FROM flow_runs f WHERE f.id = a.run)
+            (SELECT state FROM flow_runs f WHERE f.id = a.run),
+            (SELECT ended_ms FROM flow_runs f WHERE f.id = a.run)
          FROM task_attempts a WHERE run = ?1
          ORDER BY coalesce(started_ms, last_seen_ms), task, attempt",
     )?;
@@ -644,9 +645,14 @@ pub fn read_attempts(
         let lost = outcome == "Running" && (superseded || !run_live);
         // An attempt aborted because its run was cancelled reports nothing.
         let run_state: Option<String> = r.get(14)?;
-        let gone = match run_state.as_deref() {
-            Some("Cancelled") if !superseded => "Cancelled",
-            _ => "Lost",
+        let run_ended: Option<i64> = r.get(15)?;
+        // Aborted by its run's cancel, it ended when the run did; lost, it
+        // ended where it was last seen.
+        let (gone, died_ms) = match run_state.as_deref() {
+            Some("Cancelled") if !superseded => {
+                ("Cancelled", last_seen.max(run_ended.unwrap_or(last_seen)))
+            }
+            _ => ("Lost", last_seen),
         };
         let error: Option<String> = r.get(12)?;
         Ok(AttemptView {
@@ -656,7 +662,7 @@ pub fn read_attempts(
             node: r.get(3)?,
             started_ms: opt(r.get(4)?),
             ended_ms: if lost {
-                Some(last_seen as u64)
+                Some(died_ms as u64)
             } else {
                 opt(r.get(5)?)
             },
@@ -897,8 +903,8 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         // The run store's table (only the columns read here).
         conn.execute_batch(
-            "CREATE TABLE flow_runs (id TEXT PRIMARY KEY, state TEXT);
-             INSERT INTO flow_runs VALUES ('c', 'Cancelled'), ('r', 'Succeeded');",
+            "CREATE TABLE flow_runs (id TEXT PRIMARY KEY, state TEXT, ended_ms INTEGER);
+             INSERT INTO flow_runs VALUES ('c', 'Cancelled', 95), ('r', 'Succeeded', 60);",
         )
         .unwrap();
         let attempts = read_attempts(&conn, "r", true).unwrap();
@@ -925,10 +931,11 @@ mod tests {
             (Some(9), Some(8), Some(100))
         );
         assert_eq!(attempts[2].node.as_deref(), Some("w1"));
+        // Its bar ends where the cancel stopped it, not at its last sign of life.
         let cancelled = read_attempts(&conn, "c", false).unwrap();
         assert_eq!(
             (cancelled[0].outcome.as_str(), cancelled[0].ended_ms),
-            ("Cancelled", Some(70))
+            ("Cancelled", Some(95))
         );
         assert_eq!(read_attempts(&conn, "r", false).unwrap()[1].outcome, "Lost");
         drop(history);

@@ -159,7 +159,7 @@ pub async fn overview(req: HttpRequest, dash: D) -> HttpResponse {
             div.table-wrap {
                 table #flow-stats {
                     caption { "Ended runs per flow, last 24 h" }
-                    thead { tr { th scope="col" { "Flow" } th scope="col" { "Ended" } th scope="col" { "Failed" } th scope="col" { "p50" } th scope="col" { "p95" } } }
+                    thead { tr { th scope="col" { "Flow" } th.num scope="col" { "Ended" } th.num scope="col" { "Failed" } th.num scope="col" { "p50" } th.num scope="col" { "p95" } } }
                     tbody {
                         @for f in &stats.flows {
                             tr {

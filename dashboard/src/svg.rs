@@ -170,9 +170,12 @@ pub fn timeline(tasks: &[String], attempts: &[AttemptView], now_ms: u64) -> Mark
             aria-label="Timeline of every attempt, by task" preserveAspectRatio="xMinYMin meet" {
             @for i in 0..=4u64 {
                 @let ms = t0 + (t1 - t0) * i / 4;
+                // A short run's ticks would repeat one label on top of another.
+                @if i == 0 || duration(ms - t0) != duration(t0 + (t1 - t0) * (i - 1) / 4 - t0) {
                 line.tick x1=(format!("{:.1}", x(ms))) x2=(format!("{:.1}", x(ms))) y1="18" y2=(height) {}
                 text.axis x=(format!("{:.1}", x(ms))) y="12" text-anchor=(if i == 4 { "end" } else if i == 0 { "start" } else { "middle" }) {
                     "+" (duration(ms - t0))
+                }
                 }
             }
             @for (i, task) in lanes.iter().enumerate() {
