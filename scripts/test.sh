@@ -84,15 +84,15 @@ if [ -z "${CONVEYOR_TEST_PG_URL:-}" ] && ! pg_up; then
 fi
 echo "test.sh: PostgreSQL reachable" >&2
 
+# One feature set for clippy, the build and the tests: building the binary
+# alone (`-p conveyor-node`) resolves its dependencies' features without the
+# tests' dev-dependencies, which compiles arrow and DataFusion a second time.
+features=(--workspace --features conveyor-node/failpoints)
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy "${features[@]}" --all-targets --quiet -- -D warnings
 # The integration tests run the real `conveyor` binary. `cargo test` builds
 # test harnesses, not the binaries of other packages, so build it first.
 # The fault tests need failpoints, which release builds do not have.
-# One feature set for both commands: building the binary alone
-# (`-p conveyor-node`) resolves its dependencies' features without the
-# tests' dev-dependencies, which compiles arrow and DataFusion a second time.
-features=(--workspace --features conveyor-node/failpoints)
 cargo build "${features[@]}" --all-targets --quiet
 # --show-output prints the one-line report of each fault scenario.
 cargo test "${features[@]}" "$@" -- --show-output
