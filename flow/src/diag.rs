@@ -409,6 +409,22 @@ impl<'a, 't> Tbl<'a, 't> {
         value
     }
 
+    /// A string that must be present and may not use a param: false after
+    /// reporting `why` when its text has a `{{ params.NAME }}` placeholder.
+    pub fn req_str_without_params(&mut self, key: &str, why: &str) -> Option<String> {
+        if let Some(found) = self.get(key) {
+            if found
+                .item
+                .as_str()
+                .is_some_and(crate::params::has_placeholder)
+            {
+                self.diag.report(&found.path, found.span, why);
+                return None;
+            }
+        }
+        self.req_str(key)
+    }
+
     /// A string that must be present.
     pub fn req_str(&mut self, key: &str) -> Option<String> {
         let v = self.str(key);

@@ -32,11 +32,8 @@ pub(crate) fn fuse_chains(mut tasks: Vec<TaskDef>) -> Vec<TaskDef> {
             let (j, reader) = readers.next()?;
             // A SQL step reads all of its input at once: it must see every
             // partition, so it is not fused into one.
-            let partitioned = e
-                .body
-                .source()
-                .and_then(|s| s.read_options())
-                .is_some_and(|r| r.partition.is_some());
+            // (A file's share is in its read options, a query's beside it.)
+            let partitioned = e.body.source().is_some_and(|s| s.partition().is_some());
             let only = readers.next().is_none()
                 && reader.input.as_ref() == Some(&e.name)
                 && reader.body.input == TaskInput::Upstream

@@ -108,7 +108,14 @@ pub fn check_sql_placeholders(sql: &str) -> Result<(), &'static str> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'{' if b.get(i + 1) == Some(&b'{') => i += 2,
+            b'{' if b.get(i + 1) == Some(&b'{') => {
+                // Glued to a word (`E{{ .. }}`, `U&{{ .. }}`, `x{{ .. }}`),
+                // the literal would take a prefix that changes how it reads.
+                if i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'&')) {
+                    return Err("a word (a literal needs a space before it)");
+                }
+                i += 2;
+            }
             b'\'' => {
                 // E'...' strings take backslash escapes.
                 let escapes = i > 0
@@ -424,6 +431,9 @@ mod tests {
             "SELECT /* a /* b */ {{ params.who }} */ 1",
             "SELECT $q$ {{ params.who }} $q$",
             "SELECT $$ {{ params.who }} $$",
+            "SELECT E{{ params.who }}",
+            "SELECT U&{{ params.who }}",
+            "SELECT x{{ params.who }}",
         ] {
             let err = p.fill_sql(bad).unwrap_err();
             assert!(

@@ -698,6 +698,11 @@ fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
     })
 }
 
+/// Why a PostgreSQL `url` takes no param: a value with `?`, `&` or `=` would
+/// add connection options (another `host`, say, which would then be sent the
+/// password of a `${env:NAME}` secret).
+const PG_URL_NO_PARAMS: &str = "cannot use a `{{ params.NAME }}` placeholder: a value could add connection options (another host, which would be sent the password); name the database in the URL, or read the URL from `${env:NAME}`";
+
 /// `postgres = { url = "...", query = "..." }`, and `partition_by` with
 /// `partitions`: an extract of a query's rows.
 fn read_pg_source(t: &mut Tbl) -> Option<SourceSpec> {
@@ -710,7 +715,7 @@ fn read_pg_source(t: &mut Tbl) -> Option<SourceSpec> {
         }
     }
     let mut pg = t.table("postgres")?;
-    let url = pg.req_str("url");
+    let url = pg.req_str_without_params("url", PG_URL_NO_PARAMS);
     let query = pg.sql_str("query");
     if query.is_none() && !pg.has("query") {
         pg.error(
@@ -778,7 +783,7 @@ fn read_pg_target(t: &mut Tbl) -> Option<SinkSpec> {
         }
     }
     let mut pg = t.table("postgres")?;
-    let url = pg.req_str("url");
+    let url = pg.req_str_without_params("url", PG_URL_NO_PARAMS);
     if let Some(u) = &url {
         if !is_pg_url(u) {
             pg.error(
@@ -1790,6 +1795,34 @@ path = "o.csv"
     }
 
     #[test]
+    fn a_sql_step_is_not_fused_into_a_partitioned_postgres_extract() {
+        let text = r#"[flow]
+name = "f"
+fuse = true
+[tasks.e]
+kind = "extract"
+postgres = { url = "postgresql://u@db/x", query = "SELECT id FROM t" }
+partition_by = "id"
+partitions = 4
+[tasks.s]
+kind = "transform"
+input = "e"
+steps = [{ sql = "SELECT count(*) AS n FROM input" }]
+[tasks.l]
+kind = "load"
+input = "s"
+path = "o.csv"
+"#;
+        // A count per key range would be four partial counts: the SQL task
+        // reads all four parts instead.
+        let flow = FlowSpec::parse("f.toml", text, Path::new("/flows")).unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["e@0", "e@1", "e@2", "e@3", "s", "l"]);
+        let s = flow.task("s").unwrap();
+        assert!(s.body.source().is_none() && s.body.has_sql(), "{s:?}");
+    }
+
+    #[test]
     fn bad_inputs_and_sql_steps_are_reported_with_their_lines_in_one_pass() {
         let text = r#"[flow]
 name = "f"
@@ -1942,6 +1975,12 @@ kind = "load"
 input = "e"
 path = "x.csv"
 postgres = { url = "postgresql://u@db/x", table = "t", key = ["id"] }
+[tasks.o]
+kind = "load"
+input = "e"
+postgres = { url = "postgresql://u@db/{{ params.x }}", table = "t" }
+[params]
+x = { default = "d" }
 "#;
         let err = FlowSpec::parse("pg.toml", text, Path::new("/")).unwrap_err();
         let got = err.keys_and_lines();
@@ -1956,10 +1995,11 @@ postgres = { url = "postgresql://u@db/x", table = "t", key = ["id"] }
             ("tasks.m.postgres.key", Some(15)),
             ("tasks.n.path", Some(19)),
             ("tasks.n.postgres.key", Some(20)),
+            ("tasks.o.postgres.url", Some(24)),
         ] {
             assert!(got.contains(&want), "{want:?} missing: {err}");
         }
-        assert_eq!(got.len(), 10, "{err}");
+        assert_eq!(got.len(), 11, "{err}");
         let text = err.to_string();
         for needle in [
             "must be a PostgreSQL URL",
@@ -1969,6 +2009,7 @@ postgres = { url = "postgresql://u@db/x", table = "t", key = ["id"] }
             "unknown mode `merge`",
             "needs `key = [",
             "only mode = \"upsert\" takes a key",
+            "a value could add connection options",
         ] {
             assert!(text.contains(needle), "`{needle}` not in {text}");
         }

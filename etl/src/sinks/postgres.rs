@@ -445,14 +445,35 @@ impl PendingOutput for PendingTable<'_> {
         let location = format!("{} table {}", session.shown, target.table);
         let task_run = format!("{}.{}", at.flow_run, at.task);
         // Outside the transaction: two first loads may race to create it.
+        // Created only when absent: CREATE needs the CREATE privilege on the
+        // schema even when the table exists, which a loader may not have.
         let create_fence = format!(
             "CREATE TABLE IF NOT EXISTS {fence} (task_run text PRIMARY KEY, attempt int NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
         );
-        if let Err(e) = session.execute_batch(&create_fence) {
-            // A concurrent creator won: the table is there now.
-            session.execute_batch(&create_fence).map_err(|_| e)?;
+        let fence_exists = session
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fence])
+            .map(|row| row.get::<_, bool>(0))
+            .unwrap_or(false);
+        if !fence_exists {
+            if let Err(e) = session.execute_batch(&create_fence) {
+                // A concurrent creator won: the table is there now.
+                session.execute_batch(&create_fence).map_err(|_| e)?;
+            }
         }
         let columns = column_list(&schema)?;
+        // A key the rows do not carry would never conflict: every run would
+        // insert its rows again.
+        if let Some(missing) = target
+            .key
+            .iter()
+            .find(|k| schema.field_with_name(k).is_err())
+        {
+            return Err(EtlError::Spec(format!(
+                "{}: upsert key column `{missing}` is not a column of the rows loaded",
+                target.table
+            )));
+        }
         let shown = session.shown.clone();
         let url = target.url.clone();
         let err = |e: postgres::Error| pg::error(&shown, &url, e);
@@ -615,7 +636,8 @@ fn check_unique_key(
             "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::text::regclass AND i.indisunique \
              AND i.indpred IS NULL AND i.indexprs IS NULL \
              AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
-                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2::text[] \
+                  WHERE a.attrelid = i.indrelid \
+                  AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])) = $2::text[] \
              LIMIT 1",
             &[&table, &key],
         )

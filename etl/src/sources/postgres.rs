@@ -1,5 +1,7 @@
 /*!
 A PostgreSQL query, read through `COPY (query) TO STDOUT (FORMAT binary)`.
+(The query is followed by a line break wherever it is wrapped, so that one
+ending in a `--` comment does not comment out the wrapping's end.)
 
 The query is prepared first: its result's columns and types give the Arrow
 schema before a row is read, and an unsupported type fails the task at once,
@@ -123,7 +125,7 @@ impl Source for PgSource {
             }
             _ => query.to_string(),
         };
-        let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+        let copy = format!("COPY ({query}\n) TO STDOUT (FORMAT binary)");
         let (tx, rx) = sync_channel::<Result<Option<RecordBatch>>>(2);
         let thread_schema = schema.clone();
         std::thread::Builder::new()
@@ -242,13 +244,13 @@ fn kind_of(name: &str, ty: &Type, typmod: i32) -> Result<(Kind, DataType)> {
 /// The query for partition `part` of the result, cut on `key`'s range.
 fn share(session: &mut Session, query: &str, key: &str, part: Partition) -> Result<String> {
     let k = quote_sql_ident(key);
-    let bounds = format!("SELECT min({k})::int8, max({k})::int8 FROM ({query}) AS conveyor_q");
+    let bounds = format!("SELECT min({k})::int8, max({k})::int8 FROM ({query}\n) AS conveyor_q");
     let row = session
         .client
         .query_one(bounds.as_str(), &[])
         .map_err(|e| session.error(e))?;
     let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
-    let base = format!("SELECT * FROM ({query}) AS conveyor_q WHERE ");
+    let base = format!("SELECT * FROM ({query}\n) AS conveyor_q WHERE ");
     let (Some(min), Some(max)) = (min, max) else {
         // No key at all: partition 0 reads every row, the others none.
         return Ok(if part.index == 0 {
