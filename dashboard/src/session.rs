@@ -91,7 +91,13 @@ impl Sessions {
             map.retain(|_, s| s.expires > now);
         }
         if map.len() >= self.max {
-            if let Some(oldest) = map.values().min_by_key(|s| s.expires).map(|s| s.id.clone()) {
+            // Visitors (no role yet: anyone who opened the login page) go
+            // first, so that a flood of them cannot log anybody out.
+            let oldest = map
+                .values()
+                .min_by_key(|s| (s.role.is_some(), s.expires))
+                .map(|s| s.id.clone());
+            if let Some(oldest) = oldest {
                 map.remove(&oldest);
             }
         }
@@ -184,6 +190,20 @@ mod tests {
         assert_eq!(sessions.len(), 3);
         assert!(sessions.get(&ids[9]).is_some(), "the newest stays");
         assert!(sessions.get(&ids[0]).is_none(), "the oldest went");
+    }
+
+    #[test]
+    fn a_flood_of_visitors_logs_nobody_out() {
+        let sessions = Sessions::new(LIFETIME, 3);
+        let operator = sessions.create(Some(ApiRole::Operate)).id;
+        let visitors: Vec<String> = (0..100).map(|_| sessions.create(None).id).collect();
+        assert_eq!(sessions.len(), 3);
+        assert!(
+            sessions.get(&operator).is_some(),
+            "the logged-in session stays"
+        );
+        assert!(sessions.get(&visitors[99]).is_some());
+        assert!(sessions.get(&visitors[0]).is_none());
     }
 
     #[test]
