@@ -570,16 +570,10 @@ pub fn read_logs(
          ORDER BY seq LIMIT ?5",
     )?;
     let lines = stmt
-        .query_map(params![q.run, q.task, after, attempt, limit as i64], |r| {
-            Ok(LogLine {
-                seq: r.get::<_, i64>(0)? as u64,
-                attempt: r.get(1)?,
-                ts_ms: r.get::<_, i64>(2)? as u64,
-                level: r.get(3)?,
-                node: r.get(4)?,
-                message: r.get(5)?,
-            })
-        })?
+        .query_map(
+            params![q.run, q.task, after, attempt, limit as i64],
+            log_line,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     // More may come while an attempt runs, or for a little while after it
     // ended until its last batch is in.
@@ -616,6 +610,18 @@ pub fn read_logs(
         live = true;
     }
     Ok((lines, live))
+}
+
+/// A log line from a row of `seq, attempt, ts_ms, level, node, message`.
+fn log_line(r: &rusqlite::Row) -> rusqlite::Result<LogLine> {
+    Ok(LogLine {
+        seq: r.get::<_, i64>(0)? as u64,
+        attempt: r.get(1)?,
+        ts_ms: r.get::<_, i64>(2)? as u64,
+        level: r.get(3)?,
+        node: r.get(4)?,
+        message: r.get(5)?,
+    })
 }
 
 /// Every attempt of every task of `run`, in start order. An attempt still
@@ -722,16 +728,7 @@ impl RunReader {
                  ORDER BY seq DESC LIMIT ?5",
             )?;
             let mut lines = stmt
-                .query_map(params![run, task, before, attempt, limit as i64], |r| {
-                    Ok(LogLine {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        attempt: r.get(1)?,
-                        ts_ms: r.get::<_, i64>(2)? as u64,
-                        level: r.get(3)?,
-                        node: r.get(4)?,
-                        message: r.get(5)?,
-                    })
-                })?
+                .query_map(params![run, task, before, attempt, limit as i64], log_line)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             lines.reverse();
             Ok(lines)

@@ -32,11 +32,15 @@ fn event<T: Serialize>(name: &str, data: &T) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-fn keep_alive() -> Bytes {
+/// An SSE comment line, sent while nothing happens so that proxies keep
+/// the stream open.
+pub fn keep_alive() -> Bytes {
     Bytes::from_static(b": keep-alive\n\n")
 }
 
-fn stream(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+/// A `text/event-stream` response of the events sent on `rx`, unbuffered;
+/// it ends when every sender is gone.
+pub fn stream(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });

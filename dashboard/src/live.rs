@@ -18,7 +18,6 @@ events carry HTML that the htmx SSE extension swaps in (`sse-swap`).
 */
 
 use std::collections::{BTreeMap, HashSet};
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
@@ -26,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use conveyor_actors::handle::LogQuery;
 use conveyor_actors::runstore::{Cursor, RunQuery};
 use conveyor_api::input::{run_id, Query};
+use conveyor_api::sse::{keep_alive, stream};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::pages::{log_line, run_live_part, Filters, RunParts, RUNS_PAGE};
@@ -61,21 +61,6 @@ pub fn event(name: &str, id: Option<u64>, html: &str) -> Bytes {
     }
     s.push('\n');
     Bytes::from(s)
-}
-
-fn keep_alive() -> Bytes {
-    Bytes::from_static(b": keep-alive\n\n")
-}
-
-fn stream(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(body)
 }
 
 fn stream_viewer(req: &HttpRequest, dash: &Dash) -> Result<Viewer, HttpResponse> {
