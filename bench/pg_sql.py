@@ -23,7 +23,11 @@ Sections (each on a database of its own, dropped and made again at the start):
              conveyor            `conveyor run` (embedded, release) of extract CSV -> load
                                  postgres (mode append): two tasks, an Arrow IPC artifact between
              conveyor-fused      the same with `fuse = true`: one task, one pass
-             conveyor-fused-p2   fused, `partitions = 2` (two COPYs at once, one gathered commit)
+             conveyor-fused-p2   fused, `partitions = 2`: two tasks parse the CSV at once, each
+                                 writes a Parquet part; the gather COPYs both in one transaction
+             conveyor-fused-staged  fused, mode replace: COPY into a TEMP staging table, then
+                                 INSERT ... SELECT into the target (the path of replace, upsert,
+                                 and of an append whose column types differ from the rows')
              polars-adbc         pl.read_csv(schema) + DataFrame.write_database(engine="adbc"),
                                  the ADBC PostgreSQL driver (binary COPY)
              pandas-to_sql       pd.read_csv + DataFrame.to_sql(method="multi", chunksize=10000)
@@ -171,13 +175,13 @@ def schema_toml(columns):
 # Flows for `conveyor run` (embedded). The PostgreSQL URL comes from the environment (PG_URL).
 
 
-def flow_load(csv, fuse, partitions):
+def flow_load(csv, fuse, partitions, mode="append"):
     head = f'[flow]\nname = "bench_csv_to_pg"\n' + ("fuse = true\n" if fuse else "")
     part = f"partitions = {partitions}\n" if partitions > 1 else ""
     return (head + f'[tasks.extract]\nkind = "extract"\npath = {toml_str(csv)}\n{part}'
             f"schema = {schema_toml(ORDERS_COLUMNS)}\n"
             '[tasks.load]\nkind = "load"\ninput = "extract"\n'
-            'postgres = { url = "${env:PG_URL}", table = "public.orders", mode = "append" }\n')
+            'postgres = { url = "${env:PG_URL}", table = "public.orders", mode = "%s" }\n' % mode)
 
 
 def flow_extract(fuse, partitions):
@@ -355,10 +359,10 @@ def bench_load(py, orders, rows, runs, pandas_rows, only, work):
         # The check needs the \copy figures even when psql-copy is not asked for.
         copy(0)
 
-    def conveyor(fuse, parts):
+    def conveyor(fuse, parts, mode="append"):
         def go(i):
             reset_orders(db)
-            s, rss, _ = conveyor_run(flow_load(orders, fuse, parts), work, env)
+            s, rss, _ = conveyor_run(flow_load(orders, fuse, parts, mode), work, env)
             check("conveyor")
             left = [t for t in user_tables(db) if t not in ("public.orders", "public.conveyor_commits")]
             fences = psql(db, "SELECT count(*) FROM conveyor_commits") if "public.conveyor_commits" in \
@@ -371,6 +375,10 @@ def bench_load(py, orders, rows, runs, pandas_rows, only, work):
     sec.measure("conveyor", conveyor(False, 1))
     sec.measure("conveyor-fused", conveyor(True, 1), fused=True)
     sec.measure("conveyor-fused-p2", conveyor(True, 2), fused=True, partitions=2)
+    # mode = "replace" into the same empty table: the rows go through the
+    # staging table, then INSERT ... SELECT (the path of replace, upsert and
+    # an append whose column types differ).
+    sec.measure("conveyor-fused-staged", conveyor(True, 1, "replace"), fused=True)
 
     def polars(i):
         reset_orders(db)

@@ -2,49 +2,59 @@
 A PostgreSQL table, loaded exactly once.
 
 # The attempt
-An attempt opens a session, creates a `TEMP` table `conveyor_stage` with the
-rows' columns (see [`pg_type`]) and streams the batches into it with
-`COPY ... FROM STDIN (FORMAT binary)`, encoded here ([`encode_batch`]). A
-temporary table belongs to the session: if the worker dies mid-COPY (even
-SIGKILLed), the server drops it when the connection goes, so nothing is
-left behind and the target was never touched.
+An attempt opens a session and, in one transaction:
+1. inserts the task run's fence row into `conveyor_commits(task_run,
+   attempt, rows, committed_at)` (created beside the target if absent), with
+   `ON CONFLICT DO NOTHING`. The row is the attempt's lock: a rival attempt
+   of the same task run waits on it until this transaction ends. If the row
+   was already there, another attempt committed: this one rolls back, copies
+   nothing and answers with that attempt's row count;
+2. `CREATE TABLE IF NOT EXISTS` the target, with `create = true` (from the
+   rows' columns, see [`pg_type`]; with a primary key on `key` for
+   `upsert`);
+3. streams the batches with `COPY ... FROM STDIN (FORMAT binary)`, encoded
+   here ([`encode_batch`]): for `append` straight into the target, which
+   writes every row once; for `replace` and `upsert` into a `TEMP` table
+   `conveyor_stage` (dropped on commit), so that readers of the target are
+   not held up for the length of the copy.
+
+Nothing of this is visible before the commit. If the worker dies mid-COPY
+(even SIGKILLed), the server rolls the transaction back when the connection
+goes: the target is untouched, the fence row and the temporary table are
+gone, and the redelivery starts afresh. The session sets TCP keepalives, so
+that a worker whose host vanished is found out within about a minute rather
+than holding its fence row for the kernel's two hours.
 
 # The commit
-After the commit gate ([`crate::Attempt::before_commit`]), in one
-transaction:
-1. `CREATE TABLE IF NOT EXISTS` the target, with `create = true` (from the
-   rows' columns; with a primary key on `key` for `upsert`);
-2. insert the task run's fence row into `conveyor_commits(task_run, attempt,
-   rows, committed_at)` (created beside the target if absent) with `ON
-   CONFLICT DO NOTHING`. If the row was already there, another attempt of
-   the task run committed: this one rolls back and answers with that
-   attempt's row count. A concurrent attempt waits on the row's lock, so two
-   attempts never both commit;
-3. move the rows: `append` is `INSERT ... SELECT`; `replace` is `TRUNCATE`
-   then `INSERT` in the same transaction (the table keeps its indexes, grants
-   and dependent views; readers wait for the commit, then see all the new
-   rows); `upsert` is `INSERT ... ON CONFLICT (key) DO UPDATE` of the other
-   columns, only where a value differs (an unchanged row is not rewritten),
-   and needs a primary key or unique index on exactly `key`;
-4. a last look at the attempt's cancel flag, then `COMMIT`.
+After the commit gate ([`crate::Attempt::before_commit`]) and a look at the
+attempt's cancel flag, still in the transaction:
+1. move the rows: nothing more for `append`; `replace` is `TRUNCATE` then
+   `INSERT ... SELECT` from the staging table (the table keeps its indexes,
+   grants and dependent views; readers wait for the commit, then see all the
+   new rows); `upsert` is `INSERT ... ON CONFLICT (key) DO UPDATE` of the
+   other columns, only where a value differs (an unchanged row is not
+   rewritten), and needs a primary key or unique index on exactly `key`;
+2. set the fence row's `rows`;
+3. a last look at the cancel flag, then `COMMIT`.
 
 The task run's marker in the store is then written too, so that a redelivery
 answers at once.
 
-Columns are matched by name (`INSERT INTO t ("a", "b") SELECT ...`), so the
-target may have more columns (defaults fill them) and other types that the
-server converts on assignment (an `int8` into an `int4`, a `text` into a
-`varchar(n)`). Identifiers are always quoted; values only travel in the COPY
+Columns are matched by name (`COPY t ("a", "b")`, `INSERT INTO t ("a",
+"b") SELECT ...`), so the target may have more columns (defaults fill them)
+and, for `replace` and `upsert`, other types that the server converts on
+assignment (an `int8` into an `int4`, a `text` into a `varchar(n)`); a binary
+COPY straight into the target needs each column's own type (see
+[`pg_type`]). Identifiers are always quoted; values only travel in the COPY
 stream or as bound parameters.
 
 # Partitioned loads
 Each partition's load writes its rows as a Parquet part into the store
-(lossless for every type here); the gather ([`gather`]) copies every part
-into its staging table and commits them all in its one transaction.
+(lossless for every type here); the gather ([`gather`]) copies every part in
+its one transaction and commits them all at once.
 */
 
 use std::io::Write;
-use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
@@ -95,25 +105,182 @@ impl<'a> Sink<'a> for PgSink<'a> {
         schema: SchemaRef,
         batches: BatchIter,
     ) -> Result<Box<dyn PendingOutput + 'a>> {
-        let mut session = Session::connect(&self.target.url)?;
-        let rows = stage(&mut session, &schema, batches, self.at.task)?;
-        Ok(Box::new(PendingTable {
-            ws: self.ws,
-            at: self.at,
-            target: self.target,
-            schema,
-            session,
-            rows,
-            parts: &[],
-        }))
+        let session = Session::connect(&self.target.url)?;
+        load(self.ws, self.at, self.target, schema, session, batches, &[])
     }
 }
 
-/// Creates the staging table for `schema` and copies `batches` into it.
-/// Returns the rows copied.
-fn stage(session: &mut Session, schema: &Schema, batches: BatchIter, task: &str) -> Result<u64> {
-    let columns = column_list(schema)?;
-    let defs = schema
+/// Opens the attempt's transaction, takes the task run's fence row in it and
+/// copies `batches` in: straight into the target for `append`, into a
+/// staging table otherwise. Nothing is visible until the commit.
+fn load<'a>(
+    ws: &'a Workspace,
+    at: &'a Attempt<'a>,
+    target: &'a PgTarget,
+    schema: SchemaRef,
+    mut session: Session,
+    batches: BatchIter,
+    parts: &'a [ArtifactRef],
+) -> Result<Box<dyn PendingOutput + 'a>> {
+    let table = pg::quoted_table(&target.table)?;
+    let fence = pg::fence_table(&target.table)?;
+    let columns = column_list(&schema)?;
+    // A key the rows do not carry would never conflict: every run would
+    // insert its rows again.
+    if let Some(missing) = target
+        .key
+        .iter()
+        .find(|k| schema.field_with_name(k).is_err())
+    {
+        return Err(EtlError::Spec(format!(
+            "{}: upsert key column `{missing}` is not a column of the rows loaded",
+            target.table
+        )));
+    }
+    ensure_fence_table(&mut session, &fence)?;
+    // A rival attempt waits on this attempt's fence row for as long as the
+    // copy takes; should this worker's host vanish, the server finds out
+    // within about a minute and rolls back (these only apply over TCP).
+    session.execute_batch(
+        "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 5; \
+         SET tcp_keepalives_count = 6; BEGIN",
+    )?;
+    let task_run = format!("{}.{}", at.flow_run, at.task);
+    let fenced = session
+        .client
+        .query_opt(
+            format!(
+                "INSERT INTO {fence} (task_run, attempt, rows) VALUES ($1, $2, 0) \
+                 ON CONFLICT (task_run) DO NOTHING RETURNING rows"
+            )
+            .as_str(),
+            &[&task_run, &(at.attempt as i32)],
+        )
+        .map_err(|e| session.error(e))?;
+    let committed_by = match fenced {
+        Some(_) => None,
+        None => {
+            // Another attempt of the task run committed (this insert waited
+            // for its transaction to end): answer from its fence row.
+            session.execute_batch("ROLLBACK")?;
+            let row = session
+                .client
+                .query_one(
+                    format!("SELECT attempt, rows FROM {fence} WHERE task_run = $1").as_str(),
+                    &[&task_run],
+                )
+                .map_err(|e| session.error(e))?;
+            Some((row.get(0), row.get::<_, i64>(1) as u64))
+        }
+    };
+    let mut pending = PendingTable {
+        ws,
+        at,
+        target,
+        schema,
+        session,
+        task_run,
+        fence,
+        rows: 0,
+        staged_append: false,
+        committed_by,
+        parts,
+    };
+    if pending.committed_by.is_some() {
+        return Ok(Box::new(pending));
+    }
+    let session = &mut pending.session;
+    let schema = &pending.schema;
+    if target.create {
+        let mut defs = column_defs(schema)?;
+        if target.mode == PgMode::Upsert {
+            defs.push(format!("PRIMARY KEY ({})", quoted_list(&target.key)));
+        }
+        session.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({})",
+            defs.join(", ")
+        ))?;
+    }
+    if target.mode == PgMode::Upsert {
+        check_unique_key(&mut session.client, &table, target).map_err(|e| match e {
+            Checked::Pg(e) => session.error(e),
+            Checked::Spec(m) => EtlError::Spec(format!("{}: {m}", target.table)),
+        })?;
+    }
+    let direct = target.mode == PgMode::Append && types_match(session, &table, schema)?;
+    let into = if direct {
+        table
+    } else {
+        session.execute_batch(&format!(
+            "CREATE TEMP TABLE \"conveyor_stage\" ({}) ON COMMIT DROP",
+            column_defs(schema)?.join(", ")
+        ))?;
+        pending.staged_append = target.mode == PgMode::Append;
+        STAGE.to_string()
+    };
+    pending.rows = copy_in(session, &into, &columns, batches, at.task)?;
+    Ok(Box::new(pending))
+}
+
+/// Whether every column of the rows has, in `table`, the type the rows
+/// would give it ([`pg_type`]) or one that reads that type's binary form
+/// (`varchar` and `char` for `text`): then a binary COPY can go straight into
+/// it. Another type (an `int4` for `int8` rows, a `timestamptz` for
+/// timestamps without a zone) takes a conversion, which the server does on
+/// assignment from a staging table.
+fn types_match(session: &mut Session, table: &str, schema: &Schema) -> Result<bool> {
+    let found = session
+        .client
+        .query(
+            "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table],
+        )
+        .map_err(|e| session.error(e))?;
+    let theirs: std::collections::HashMap<String, String> =
+        found.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for f in schema.fields() {
+        let ours = pg_type(f.name(), f.data_type())?;
+        let ours = ours.split('(').next().unwrap_or_default();
+        let ok = match theirs.get(f.name().as_str()).map(String::as_str) {
+            Some(t) => t == ours || (ours == "text" && matches!(t, "varchar" | "bpchar")),
+            // No such table or column: let the COPY say so.
+            None => true,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Creates the fence table beside the target if it is absent, outside the
+/// attempt's transaction (two first loads may race to create it).
+fn ensure_fence_table(session: &mut Session, fence: &str) -> Result<()> {
+    // Created only when absent: CREATE needs the CREATE privilege on the
+    // schema even when the table exists, which a loader may not have.
+    let exists = session
+        .client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fence])
+        .map(|row| row.get::<_, bool>(0))
+        .unwrap_or(false);
+    if exists {
+        return Ok(());
+    }
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {fence} (task_run text PRIMARY KEY, attempt int NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
+    );
+    if let Err(e) = session.execute_batch(&create) {
+        // A concurrent creator won: the table is there now.
+        session.execute_batch(&create).map_err(|_| e)?;
+    }
+    Ok(())
+}
+
+/// `"a" int8, "b" text, ...`: the columns of a table that holds the rows.
+fn column_defs(schema: &Schema) -> Result<Vec<String>> {
+    schema
         .fields()
         .iter()
         .map(|f| {
@@ -123,18 +290,25 @@ fn stage(session: &mut Session, schema: &Schema, batches: BatchIter, task: &str)
                 pg_type(f.name(), f.data_type())?
             ))
         })
-        .collect::<Result<Vec<_>>>()?
-        .join(", ");
-    session.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {STAGE}; CREATE TEMP TABLE \"conveyor_stage\" ({defs})"
-    ))?;
+        .collect()
+}
+
+/// Streams `batches` into `table`'s `columns` with a binary COPY. Returns
+/// the rows copied.
+fn copy_in(
+    session: &mut Session,
+    table: &str,
+    columns: &str,
+    batches: BatchIter,
+    task: &str,
+) -> Result<u64> {
     let shown = session.shown.clone();
     let url = session.url.clone();
     let io = |e: std::io::Error| EtlError::Io {
         file: shown.clone().into(),
         source: e,
     };
-    let copy = format!("COPY {STAGE} ({columns}) FROM STDIN (FORMAT binary)");
+    let copy = format!("COPY {table} ({columns}) FROM STDIN (FORMAT binary)");
     let mut writer = session
         .client
         .copy_in(copy.as_str())
@@ -153,8 +327,11 @@ fn stage(session: &mut Session, schema: &Schema, batches: BatchIter, task: &str)
         buf.clear();
         if first {
             first = false;
-            writer.flush().map_err(io)?;
-            pause_mid_copy(task);
+            if let Some(ms) = pause_mid_copy(task) {
+                writer.flush().map_err(io)?;
+                tracing::warn!(task, ms, "Failpoint: pausing mid-COPY");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
         }
     }
     buf.extend_from_slice(&(-1i16).to_be_bytes());
@@ -165,8 +342,9 @@ fn stage(session: &mut Session, schema: &Schema, batches: BatchIter, task: &str)
 
 /// The failpoint `pause-mid-copy=MS@TASK` (in `CONVEYOR_FAILPOINTS`, in a
 /// build with the `failpoints` feature): after the first batch of `task`
-/// reached the server, the COPY pauses, so a test can kill the worker there.
-fn pause_mid_copy(_task: &str) {
+/// is sent, the COPY pauses for MS ms, so a test can kill the
+/// worker there.
+fn pause_mid_copy(_task: &str) -> Option<u64> {
     #[cfg(feature = "failpoints")]
     {
         let spec = std::env::var("CONVEYOR_FAILPOINTS").unwrap_or_default();
@@ -176,14 +354,12 @@ fn pause_mid_copy(_task: &str) {
             };
             if let Some(("pause-mid-copy", ms)) = action.split_once('=') {
                 if t == _task {
-                    if let Ok(ms) = ms.parse::<u64>() {
-                        tracing::warn!(task = _task, ms, "Failpoint: pausing mid-COPY");
-                        std::thread::sleep(std::time::Duration::from_millis(ms));
-                    }
+                    return ms.parse().ok();
                 }
             }
         }
     }
+    None
 }
 
 /// `"a", "b", ...`: the rows' columns, checked and quoted.
@@ -413,14 +589,25 @@ impl<'b> Encoder<'b> {
     }
 }
 
-/// Staged rows, waiting for the commit.
+/// Rows copied in an open transaction that holds the task run's fence row,
+/// waiting for the commit.
 struct PendingTable<'a> {
     ws: &'a Workspace,
     at: &'a Attempt<'a>,
     target: &'a PgTarget,
     schema: SchemaRef,
     session: Session,
+    /// `flow_run.task`, the fence row's key.
+    task_run: String,
+    /// The fence table, quoted.
+    fence: String,
     rows: u64,
+    /// An `append` whose rows went through the staging table, because the
+    /// target's column types differ from the rows'.
+    staged_append: bool,
+    /// Another attempt committed the task run: its attempt and rows. This
+    /// one copied nothing and its transaction is rolled back.
+    committed_by: Option<(i32, u64)>,
     /// A gather's parts, removed once committed.
     parts: &'a [ArtifactRef],
 }
@@ -433,87 +620,14 @@ impl PendingOutput for PendingTable<'_> {
             target,
             schema,
             mut session,
+            task_run,
+            fence,
             rows,
+            staged_append,
+            committed_by,
             parts,
         } = *self;
-        if let Some(gate) = at.before_commit {
-            gate()?;
-        }
-        at.check_cancelled()?;
-        let table = pg::quoted_table(&target.table)?;
-        let fence = pg::fence_table(&target.table)?;
         let location = format!("{} table {}", session.shown, target.table);
-        let task_run = format!("{}.{}", at.flow_run, at.task);
-        // Outside the transaction: two first loads may race to create it.
-        // Created only when absent: CREATE needs the CREATE privilege on the
-        // schema even when the table exists, which a loader may not have.
-        let create_fence = format!(
-            "CREATE TABLE IF NOT EXISTS {fence} (task_run text PRIMARY KEY, attempt int NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())"
-        );
-        let fence_exists = session
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fence])
-            .map(|row| row.get::<_, bool>(0))
-            .unwrap_or(false);
-        if !fence_exists {
-            if let Err(e) = session.execute_batch(&create_fence) {
-                // A concurrent creator won: the table is there now.
-                session.execute_batch(&create_fence).map_err(|_| e)?;
-            }
-        }
-        let columns = column_list(&schema)?;
-        // A key the rows do not carry would never conflict: every run would
-        // insert its rows again.
-        if let Some(missing) = target
-            .key
-            .iter()
-            .find(|k| schema.field_with_name(k).is_err())
-        {
-            return Err(EtlError::Spec(format!(
-                "{}: upsert key column `{missing}` is not a column of the rows loaded",
-                target.table
-            )));
-        }
-        let shown = session.shown.clone();
-        let url = target.url.clone();
-        let err = |e: postgres::Error| pg::error(&shown, &url, e);
-        let mut tx = session.client.transaction().map_err(err)?;
-        if target.create {
-            let mut defs = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    Ok(format!(
-                        "{} {}",
-                        quote_sql_ident(f.name()),
-                        pg_type(f.name(), f.data_type())?
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if target.mode == PgMode::Upsert {
-                defs.push(format!("PRIMARY KEY ({})", quoted_list(&target.key)));
-            }
-            tx.batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table} ({})",
-                defs.join(", ")
-            ))
-            .map_err(err)?;
-        }
-        if target.mode == PgMode::Upsert {
-            check_unique_key(&mut tx, &table, target).map_err(|e| match e {
-                Checked::Pg(e) => err(e),
-                Checked::Spec(m) => EtlError::Spec(format!("{}: {m}", target.table)),
-            })?;
-        }
-        let fenced = tx
-            .query_opt(
-                format!(
-                    "INSERT INTO {fence} (task_run, attempt, rows) VALUES ($1, $2, $3) ON CONFLICT (task_run) DO NOTHING RETURNING rows"
-                )
-                .as_str(),
-                &[&task_run, &(at.attempt as i32), &(rows as i64)],
-            )
-            .map_err(err)?;
         let output = |rows_out: u64| TaskOutput {
             rows_in,
             rows_out,
@@ -522,33 +636,32 @@ impl PendingOutput for PendingTable<'_> {
             bytes_in: None,
             bytes_out: None,
         };
-        if fenced.is_none() {
-            tx.rollback().map_err(err)?;
-            let row = session
-                .client
-                .query_one(
-                    format!("SELECT attempt, rows FROM {fence} WHERE task_run = $1").as_str(),
-                    &[&task_run],
-                )
-                .map_err(|e| pg::error(&shown, &url, e))?;
-            let (attempt, committed): (i32, i64) = (row.get(0), row.get(1));
+        if let Some((attempt, committed)) = committed_by {
             tracing::info!(
                 flow_run = at.flow_run,
                 task = at.task,
                 attempt,
                 "Rows already committed by another attempt; dropping this one"
             );
-            let out = output(committed as u64);
+            let out = output(committed);
             commit::record(ws, at, &out)?;
             commit::remove_parts(ws, parts);
             return Ok(out);
         }
-        let cols = &columns;
+        if let Some(gate) = at.before_commit {
+            gate()?;
+        }
+        at.check_cancelled()?;
+        let table = pg::quoted_table(&target.table)?;
+        let cols = &column_list(&schema)?;
         let moved = match target.mode {
-            PgMode::Append => format!("INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}"),
-            PgMode::Replace => {
-                format!("TRUNCATE {table}; INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}")
-            }
+            PgMode::Append if staged_append => Some(format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}"
+            )),
+            PgMode::Append => None,
+            PgMode::Replace => Some(format!(
+                "TRUNCATE {table}; INSERT INTO {table} ({cols}) SELECT {cols} FROM {STAGE}"
+            )),
             PgMode::Upsert => {
                 let others: Vec<String> = schema
                     .fields()
@@ -575,20 +688,28 @@ impl PendingOutput for PendingTable<'_> {
                         row_of(&theirs)
                     )
                 };
-                format!(
+                Some(format!(
                     "INSERT INTO {table} AS conveyor_t ({cols}) SELECT {cols} FROM {STAGE} ON CONFLICT ({}) {action}",
                     quoted_list(&target.key)
-                )
+                ))
             }
         };
-        tx.batch_execute(&moved).map_err(err)?;
+        if let Some(moved) = moved {
+            session.execute_batch(&moved)?;
+        }
+        session
+            .client
+            .execute(
+                format!("UPDATE {fence} SET rows = $2 WHERE task_run = $1").as_str(),
+                &[&task_run, &(rows as i64)],
+            )
+            .map_err(|e| session.error(e))?;
         // Last look: an attempt whose run ended commits nothing.
         at.check_cancelled()?;
-        tx.commit().map_err(err)?;
+        session.execute_batch("COMMIT")?;
         let out = output(rows);
         commit::record(ws, at, &out)?;
         commit::remove_parts(ws, parts);
-        let _ = session.execute_batch(&format!("DROP TABLE IF EXISTS {STAGE}"));
         Ok(out)
     }
 }
@@ -617,7 +738,7 @@ enum Checked {
 /// That the target has a primary key or unique index on exactly the key's
 /// columns: `ON CONFLICT (key)` needs one.
 fn check_unique_key(
-    tx: &mut postgres::Transaction,
+    tx: &mut postgres::Client,
     table: &str,
     target: &PgTarget,
 ) -> std::result::Result<(), Checked> {
@@ -688,20 +809,11 @@ pub fn gather(
         let rows_in: u64 = parts.iter().map(|p| p.rows).sum();
         let mut iter = files.into_iter().flat_map(|(_, b)| b.iter);
         PgSink::new(ws, at, target)?;
-        let mut session = Session::connect(&target.url)?;
-        let rows = stage(&mut session, &schema, &mut iter, at.task)?;
+        let session = Session::connect(&target.url)?;
+        let pending = load(ws, at, target, schema, session, &mut iter, parts)?;
         at.progress
-            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-        Box::new(PendingTable {
-            ws,
-            at,
-            target,
-            schema: Arc::clone(&schema),
-            session,
-            rows,
-            parts,
-        })
-        .commit(rows_in)
+            .fetch_add(rows_in, std::sync::atomic::Ordering::Relaxed);
+        pending.commit(rows_in)
     })
 }
 
@@ -714,6 +826,7 @@ mod tests {
     };
     use arrow::datatypes::Field;
     use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
 
     /// A database of this test's own on the test server, dropped after.
     struct Db {
