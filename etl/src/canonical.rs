@@ -111,6 +111,11 @@ fn canonical<T>(s: &str, value: T, written: String) -> Result<T, Refusal> {
 pub fn parse_date(s: &str) -> Result<i32, Refusal> {
     let days = lenient_date(s.as_bytes())?;
     let days = i32::try_from(days).map_err(|_| None::<String>)?;
+    // A four-digit year read: ten bytes are two-digit month and day, the
+    // canonical text (checked on its shape, without writing it out).
+    if s.len() == 10 {
+        return Ok(days);
+    }
     canonical(s, days, format_date(days))
 }
 
@@ -143,14 +148,26 @@ pub fn format_timestamp(micros: i64, utc: bool) -> String {
     out
 }
 
-/// Reads `DATE[T ]HH:MM:SS[.fraction][zone]`: microseconds since the epoch
-/// (in UTC when the text has a zone) and whether it had one.
-fn lenient_timestamp(s: &str) -> Result<(i64, bool), Refusal> {
+/// A timestamp read by [`lenient_timestamp`].
+struct Lenient {
+    /// Microseconds since the epoch, in UTC when the text had a zone.
+    micros: i64,
+    zoned: bool,
+    /// The text has the canonical shape: a ten-byte date, `T`, a fraction
+    /// of 1 to 6 digits without a trailing zero or none, and no zone but
+    /// `Z`. Then it is the canonical text of `micros` (for a `timestamptz`,
+    /// when the zone is `Z`), without writing it out to compare.
+    canonical: bool,
+}
+
+/// Reads `DATE[T ]HH:MM:SS[.fraction][zone]`.
+fn lenient_timestamp(s: &str) -> Result<Lenient, Refusal> {
     let b = s.as_bytes();
     let sep = b
         .iter()
         .position(|&c| c == b'T' || c == b' ')
         .ok_or(None::<String>)?;
+    let mut canonical = sep == 10 && b[sep] == b'T';
     let days = lenient_date(&b[..sep])?;
     let rest = &b[sep + 1..];
     // The time: HH:MM:SS, then an optional fraction, then an optional zone.
@@ -181,8 +198,10 @@ fn lenient_timestamp(s: &str) -> Result<(i64, bool), Refusal> {
         for i in 0..6 {
             micros = micros * 10 + frac.get(i).map_or(0, |&c| i64::from(c - b'0'));
         }
+        canonical &= frac.len() <= 6 && frac.last() != Some(&b'0');
         rest = tail;
     }
+    canonical &= matches!(rest, [] | [b'Z']);
     let offset_secs: Option<i64> = match rest {
         [] => None,
         [b'Z'] => Some(0),
@@ -205,31 +224,41 @@ fn lenient_timestamp(s: &str) -> Result<(i64, bool), Refusal> {
     };
     let local = days * MICROS_PER_DAY + i64::from(h * 3600 + m * 60 + sec) * 1_000_000 + micros;
     let utc = local - offset_secs.unwrap_or(0) * 1_000_000;
-    Ok((utc, offset_secs.is_some()))
+    Ok(Lenient {
+        micros: utc,
+        zoned: offset_secs.is_some(),
+        canonical,
+    })
 }
 
 /// A timestamp without a zone (µs since the epoch) from its canonical text.
 pub fn parse_timestamp(s: &str) -> Result<i64, Refusal> {
-    let (micros, zoned) = lenient_timestamp(s)?;
-    if zoned {
+    let t = lenient_timestamp(s)?;
+    if t.zoned {
         return Err(Some(
             "it has a zone, which a `timestamp` does not keep; declare the column `timestamptz`"
                 .into(),
         ));
     }
-    canonical(s, micros, format_timestamp(micros, false))
+    if t.canonical {
+        return Ok(t.micros);
+    }
+    canonical(s, t.micros, format_timestamp(t.micros, false))
 }
 
 /// An instant (µs since the epoch, UTC) from its canonical text.
 pub fn parse_timestamptz(s: &str) -> Result<i64, Refusal> {
-    let (micros, zoned) = lenient_timestamp(s)?;
-    if !zoned {
+    let t = lenient_timestamp(s)?;
+    if !t.zoned {
         return Err(Some(format!(
             "it has no zone; a `timestamptz` is written in UTC: `{}`",
-            format_timestamp(micros, true)
+            format_timestamp(t.micros, true)
         )));
     }
-    canonical(s, micros, format_timestamp(micros, true))
+    if t.canonical {
+        return Ok(t.micros);
+    }
+    canonical(s, t.micros, format_timestamp(t.micros, true))
 }
 
 /// `-12.50` for 1250 at scale 2.
@@ -255,7 +284,8 @@ pub fn parse_decimal(s: &str, precision: u8, scale: u8) -> Result<i128, Refusal>
         [b'+', rest @ ..] => (false, rest),
         _ => (false, b),
     };
-    let (int, frac) = match body.iter().position(|&c| c == b'.') {
+    let point = body.iter().position(|&c| c == b'.');
+    let (int, frac) = match point {
         Some(i) => (&body[..i], &body[i + 1..]),
         None => (body, &body[body.len()..]),
     };
@@ -269,6 +299,14 @@ pub fn parse_decimal(s: &str, precision: u8, scale: u8) -> Result<i128, Refusal>
             "it has more than {scale} digits after the point, which would be rounded away"
         )));
     }
+    // The canonical shape: no `+`, no leading zero but a lone `0`, and
+    // exactly `scale` digits after a point (no point at scale 0).
+    let shape = b.first() != Some(&b'+')
+        && (int == b"0" || int.first().is_some_and(|&c| c != b'0'))
+        && match point {
+            Some(_) => scale_n > 0 && frac.len() == scale_n,
+            None => scale_n == 0,
+        };
     let int = &int[int.iter().take_while(|&&c| c == b'0').count()..];
     let max_int = usize::from(precision.saturating_sub(scale));
     if int.len() > max_int {
@@ -289,6 +327,10 @@ pub fn parse_decimal(s: &str, precision: u8, scale: u8) -> Result<i128, Refusal>
     if negative {
         value = -value;
     }
+    // `-0.00` is written `0.00`.
+    if shape && !(negative && value == 0) {
+        return Ok(value);
+    }
     canonical(s, value, format_decimal(value, scale))
 }
 
@@ -298,6 +340,67 @@ mod tests {
 
     fn refusal<T: std::fmt::Debug>(r: Result<T, Refusal>) -> String {
         r.unwrap_err().unwrap_or_else(|| "(does not read)".into())
+    }
+
+    /// The shape checks accept a text without writing its value out: every
+    /// text they accept must be exactly what the value is written as (a
+    /// text they pass over is compared written out, so it cannot be lost).
+    #[test]
+    fn every_text_accepted_is_what_its_value_is_written_as() {
+        let mut accepted = 0;
+        let mut dates = Vec::new();
+        for y in ["0000", "0001", "1970", "2024", "9999", "197", "19700"] {
+            for m in ["1", "01", "2", "02", "12", "13", "001"] {
+                for d in ["1", "01", "9", "09", "29", "31", "001"] {
+                    dates.push(format!("{y}-{m}-{d}"));
+                }
+            }
+        }
+        for s in &dates {
+            if let Ok(days) = parse_date(s) {
+                assert_eq!(&format_date(days), s);
+                accepted += 1;
+            }
+        }
+        for date in &dates {
+            for sep in ["T", " ", "t"] {
+                for time in ["00:00:00", "23:59:59", "7:00:00", "24:00:00"] {
+                    for frac in [
+                        "", ".", ".0", ".5", ".50", ".05", ".123456", ".1234560", ".000001",
+                        ".100000", ".1234567", ".x",
+                    ] {
+                        for zone in ["", "Z", "z", "+00:00", "+0530", "-01", "-00:00", "Zx"] {
+                            let s = format!("{date}{sep}{time}{frac}{zone}");
+                            if let Ok(micros) = parse_timestamp(&s) {
+                                assert_eq!(format_timestamp(micros, false), s);
+                                accepted += 1;
+                            }
+                            if let Ok(micros) = parse_timestamptz(&s) {
+                                assert_eq!(format_timestamp(micros, true), s);
+                                accepted += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for sign in ["", "-", "+"] {
+            for int in ["", "0", "00", "5", "05", "123", "0123"] {
+                for point in ["", "."] {
+                    for frac in ["", "0", "00", "5", "50", "05", "500", "123"] {
+                        let s = format!("{sign}{int}{point}{frac}");
+                        for scale in 0..4 {
+                            if let Ok(v) = parse_decimal(&s, 10, scale) {
+                                assert_eq!(format_decimal(v, scale), s, "scale {scale}");
+                                accepted += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Not vacuous: a good share of them are canonical.
+        assert!(accepted > 1_000, "{accepted} accepted");
     }
 
     #[test]
