@@ -13,8 +13,9 @@ that of all the attempts of one task run exactly one output wins.
 - [`artifact`]: Arrow IPC artifacts in the store, for downstream tasks;
 - [`file`](mod@file): a file under the output root, and one part of a partitioned
   load (into the store, for the gather);
-- [`postgres`]: a PostgreSQL table, through a staging table and one
-  transaction that also inserts the task run's fence row.
+- [`postgres`]: a PostgreSQL table, copied in one transaction that first
+  takes the task run's fence row (an append straight into the table,
+  `replace` and `upsert` through a staging table).
 
 A new connector is one file here implementing [`Sink`] and one [`SinkSpec`]
 arm.
