@@ -382,7 +382,7 @@ fn a_task_of_a_vanished_coordinator_leaves_the_output_untouched() {
         &[serde_json::to_vec(&task).unwrap()],
     );
     w.wait_for_log(
-        "reply queue is gone; dropping the task",
+        "reply queue is gone; dropped the task",
         Duration::from_secs(20),
     );
     // The commit gate, not a later step, stopped the load.

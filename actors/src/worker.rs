@@ -530,8 +530,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     match started.await {
         Ok(Ok(())) => {}
         Ok(Err(TransportError::Unroutable(_))) => {
-            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropping the task");
+            // Acked before the line is logged, so the line means "settled".
             settle_ack(delivery).await;
+            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropped the task");
             return Outcome::Settled;
         }
         // The result carries the attempt too; its publish decides.
