@@ -256,17 +256,20 @@ impl RunStore {
             .transpose()
             .map_err(|e| self.fail(e))?;
         let tx = conn.unchecked_transaction().map_err(|e| self.fail(e))?;
+        // Statements are cached: one is prepared once, not per run.
         if let Some(slot) = &run.slot {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO schedule_slots (flow, slot_ms, run_id) VALUES (?1, ?2, ?3)",
-                params![slot.flow, slot.slot_ms as i64, run.id],
             )
+            .and_then(|mut stmt| stmt.execute(params![slot.flow, slot.slot_ms as i64, run.id]))
             .map_err(|e| self.fail(e))?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO flow_runs (id, flow, request_id, client_queue, flow_file, flow_text, flow_base, state, snapshot, created_ms, updated_ms, started_ms, params, retry_of)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
-            params![
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
                 run.id,
                 run.flow,
                 run.request.map(|r| r.0),
@@ -280,8 +283,8 @@ impl RunStore {
                 run.snapshot.started_ms as i64,
                 params,
                 run.retry_of,
-            ],
-        )
+            ])
+        })
         .map_err(|e| self.fail(e))?;
         tx.commit().map_err(|e| self.fail(e))
     }
@@ -291,20 +294,31 @@ impl RunStore {
         let RunStore::Sqlite { conn, .. } = self else {
             return Ok(());
         };
-        let mut stmt = conn
-            .prepare_cached(
-                "UPDATE flow_runs SET snapshot = ?2, state = ?3, report = COALESCE(?4, report), ended_ms = ?5, updated_ms = ?6 WHERE id = ?1",
-            )
-            .map_err(|e| self.fail(e))?;
-        stmt.execute(params![
+        let args = params![
             id,
             u.snapshot,
             state_text(u.state),
             u.report,
             u.ended_ms.map(|m| m as i64),
             u.now_ms as i64
-        ])
-        .map_err(|e| self.fail(e))?;
+        ];
+        // Most saves keep the run's state. Such a save does not name
+        // `state` among what it sets, so SQLite leaves the two indexes on
+        // the state and the run counts' trigger alone: one page written,
+        // not three. Only a changed state takes the second statement.
+        let same_state = conn
+            .prepare_cached(
+                "UPDATE flow_runs SET snapshot = ?2, report = COALESCE(?4, report), ended_ms = ?5, updated_ms = ?6 WHERE id = ?1 AND state = ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(args))
+            .map_err(|e| self.fail(e))?;
+        if same_state == 0 {
+            conn.prepare_cached(
+                "UPDATE flow_runs SET snapshot = ?2, state = ?3, report = COALESCE(?4, report), ended_ms = ?5, updated_ms = ?6 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(args))
+            .map_err(|e| self.fail(e))?;
+        }
         Ok(())
     }
 
@@ -327,7 +341,7 @@ impl RunStore {
             "SELECT id, flow_file, flow_text, flow_base, request_id, client_queue, snapshot, params
              FROM flow_runs {filter} ORDER BY created_ms, id"
         );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.fail(e))?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.fail(e))?;
         let rows = stmt
             .query_map(args, |r| {
                 Ok((
@@ -1001,6 +1015,62 @@ mod tests {
         assert_eq!(runs[0].client, Some(("req-1".into(), "client-q".into())));
         assert_eq!(store.find_request("req-1").unwrap().unwrap().id, "a");
         assert!(store.find_request("req-2").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A save that keeps the state writes the snapshot without touching
+    /// the state; one that changes it moves the run between the counts.
+    #[test]
+    fn saves_with_and_without_a_state_change_keep_runs_and_counts_right() {
+        let (dir, path) = temp_db("saves");
+        let source = FlowSource {
+            file: "f.toml".into(),
+            text: "[flow]".into(),
+            base: "/x".into(),
+            params: Default::default(),
+        };
+        let store = RunStore::open(&path).unwrap();
+        let running = snap(FlowState::Running);
+        store.insert(&new_run("a", &source, &running, 5)).unwrap();
+        let reader = RunReader::open(&path).unwrap();
+        let counts = || {
+            let mut c = reader.counts(None).unwrap();
+            c.retain(|(_, n)| *n > 0);
+            c
+        };
+        assert_eq!(counts(), vec![(FlowState::Running, 1)]);
+        // The same state, a new snapshot (one more task): saved.
+        let mut more = snap(FlowState::Running);
+        more.worker_wait_ms = 2000;
+        let text = serde_json::to_string(&more).unwrap();
+        let save = |state, text: &str| {
+            store
+                .update(
+                    "a",
+                    &RunUpdate {
+                        snapshot: text,
+                        state,
+                        report: None,
+                        ended_ms: None,
+                        now_ms: 6,
+                    },
+                )
+                .unwrap()
+        };
+        save(FlowState::Running, &text);
+        assert_eq!(store.unfinished().unwrap()[0].snapshot.worker_wait_ms, 2000);
+        assert_eq!(counts(), vec![(FlowState::Running, 1)]);
+        // A new state: the counts and the index on the state follow.
+        update(&store, "a", FlowState::Succeeded, Some(7), 7);
+        assert_eq!(counts(), vec![(FlowState::Succeeded, 1)]);
+        assert!(store.unfinished().unwrap().is_empty());
+        let page = reader
+            .list(&RunQuery {
+                state: Some(FlowState::Succeeded),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(page.runs.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
