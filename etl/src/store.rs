@@ -211,7 +211,10 @@ impl ArtifactStore for FsStore {
     }
 
     fn marker(&self, flow_run: &str, task: &str) -> Result<Option<TaskOutput>> {
-        let path = self.marker_path(flow_run, task)?;
+        // Only read: the run's directory is not made (nor made again).
+        check_task_name("task name", task)?;
+        check_run_id("flow run id", flow_run)?;
+        let path = self.root.join(flow_run).join(format!("{task}.done.json"));
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
