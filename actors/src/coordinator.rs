@@ -1167,8 +1167,16 @@ pub struct HeartbeatSeen(pub Heartbeat);
 impl Handler<HeartbeatSeen> for Coordinator {
     type Result = ();
 
-    fn handle(&mut self, HeartbeatSeen(hb): HeartbeatSeen, _ctx: &mut Context<Self>) {
-        self.live.saw(&hb, Instant::now());
+    fn handle(&mut self, HeartbeatSeen(hb): HeartbeatSeen, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        // A kind with no live worker until now: the runs waiting for one
+        // dispatch at once, not at the next tick (a `conveyor run` waited
+        // up to a tick for its first task).
+        let news = hb.kinds.iter().any(|&k| !self.live.is_live(k, now));
+        self.live.saw(&hb, now);
+        if news {
+            self.advance(None, ctx);
+        }
     }
 }
 
