@@ -118,7 +118,7 @@ impl<R> QuotedEmpties<R> {
                     let next = memchr::memchr3(quote, b'\n', b'\r', &bytes[i..]);
                     let stop = next.map_or(bytes.len(), |at| i + at);
                     let passed = &bytes[i..stop];
-                    let delimiters = passed.iter().filter(|&&b| b == delimiter).count();
+                    let delimiters = count_byte(passed, delimiter);
                     self.column += delimiters;
                     if !passed.is_empty() {
                         self.at_field_start = passed[passed.len() - 1] == delimiter;
@@ -193,6 +193,16 @@ impl<R> QuotedEmpties<R> {
     }
 }
 
+/// How many times `byte` occurs in `bytes`. Counted in runs of at most 255
+/// into a `u8`, which the compiler turns into 16 bytes per instruction; a
+/// `usize` count went 4 bytes at a time, three quarters of the scan's time.
+fn count_byte(bytes: &[u8], byte: u8) -> usize {
+    bytes
+        .chunks(255)
+        .map(|run| run.iter().fold(0u8, |n, &b| n + u8::from(b == byte)) as usize)
+        .sum()
+}
+
 impl<R: Read> Read for QuotedEmpties<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -215,6 +225,18 @@ mod tests {
         let mut buf = vec![0u8; chunk];
         while scan.read(&mut buf).unwrap() > 0 {}
         cells.take_before(u64::MAX)
+    }
+
+    #[test]
+    fn bytes_are_counted_in_runs_of_any_length() {
+        let bytes: Vec<u8> = (0..3000u32)
+            .map(|i| if i % 7 == 0 { b',' } else { b'a' })
+            .collect();
+        for len in [0, 1, 254, 255, 256, 511, 3000] {
+            let naive = bytes[..len].iter().filter(|&&b| b == b',').count();
+            assert_eq!(count_byte(&bytes[..len], b','), naive, "length {len}");
+        }
+        assert_eq!(count_byte(&[b','; 600], b','), 600);
     }
 
     #[test]
