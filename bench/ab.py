@@ -11,15 +11,17 @@ Each of BEFORE and AFTER is a checkout with its release binary built
 (target/release/conveyor). Per round, in before/after order:
   W3  `conveyor run` embedded over the same generated CSV (bench/gen.py, default
       1M rows): drop a column, write Parquet, and CSV; unfused and `fuse = true`.
-      Wall seconds of each run.
+      Wall seconds of each run, and its CPU seconds (user + system).
   W1  each checkout's own `bench/flows.py --no-build --conveyor-only` (its own
       client, since the wire contract may differ between the two builds):
-      flows/s for N tiny flows at once, and W2 p50 latency.
+      flows/s for N tiny flows at once, CPU-ms per task (coordinator and
+      worker, the figure least moved by a noisy machine), and W2 p50 latency.
 Prints the per-round figures and the medians, and writes
 bench/results/ab.json. Needs RabbitMQ for W1 (skipped without it).
 """
 import argparse
 import json
+import resource
 import socket
 import statistics
 import subprocess
@@ -68,14 +70,17 @@ def time_w3(binary, flow, work):
     out = work / "out"
     if out.exists():
         subprocess.run(["rm", "-rf", str(out), str(work / ".conveyor")], check=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([str(binary), "run", str(flow), "--json"], cwd=work, capture_output=True, text=True)
     took = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{binary} {flow.name} failed:\n{done.stderr}")
     report = json.loads(done.stdout)
     assert report["state"] == "Succeeded", report
-    return took
+    return took, cpu
 
 
 def run_w1(checkout, flows, latency):
@@ -87,7 +92,10 @@ def run_w1(checkout, flows, latency):
         raise SystemExit(f"W1 in {checkout} failed:\n{done.stdout}\n{done.stderr}")
     report = json.loads((checkout / "bench" / "results" / "flows.json").read_text())
     row = next(r for r in report["results"] if r["system"] == "conveyor")
-    return {"flows_per_s": row["w1_flows_per_s"], "w2_p50_ms": row["w2_p50_ms"]}
+    return {"flows_per_s": row["w1_flows_per_s"], "w2_p50_ms": row["w2_p50_ms"],
+            "cpu_ms_per_task": row["w1_cpu_ms_per_task"],
+            # [coordinator, worker]
+            "cpu_s_per_process": row["w1_cpu_s_per_process"]}
 
 
 def main():
@@ -111,31 +119,37 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="conveyor-ab-"))
     cases = [(fmt, fuse) for fmt in ("parquet", "csv") for fuse in (False, True)]
     flows = {case: w3_flow(work, data, *case) for case in cases}
-    results = {name: {"w3": {f"{fmt}{'-fused' if fuse else ''}": [] for fmt, fuse in cases}, "w1": []}
+    results = {name: {"w3": {f"{fmt}{'-fused' if fuse else ''}": [] for fmt, fuse in cases},
+                      "w3_cpu": {f"{fmt}{'-fused' if fuse else ''}": [] for fmt, fuse in cases}, "w1": []}
                for name in builds}
     for r in range(1, args.rounds + 1):
         for name, checkout in builds.items():
             binary = checkout / "target/release/conveyor"
             for (fmt, fuse), flow in flows.items():
-                took = time_w3(binary, flow, work)
+                took, cpu = time_w3(binary, flow, work)
                 results[name]["w3"][f"{fmt}{'-fused' if fuse else ''}"].append(took)
-                log(f"round {r} {name:<6} W3 {fmt:<7} {'fused' if fuse else 'plain'}: {took:.2f} s")
+                results[name]["w3_cpu"][f"{fmt}{'-fused' if fuse else ''}"].append(cpu)
+                log(f"round {r} {name:<6} W3 {fmt:<7} {'fused' if fuse else 'plain'}: {took:.2f} s, CPU {cpu:.2f} s")
             if w1:
                 figures = run_w1(checkout, args.w1, args.w2)
                 results[name]["w1"].append(figures)
-                log(f"round {r} {name:<6} W1 {figures['flows_per_s']:.0f} flows/s, W2 p50 {figures['w2_p50_ms']:.1f} ms")
+                log(f"round {r} {name:<6} W1 {figures['flows_per_s']:.0f} flows/s, "
+                    f"{figures['cpu_ms_per_task']:.2f} CPU-ms/task (coordinator, worker CPU s: "
+                    f"{' '.join(f'{x:.1f}' for x in figures['cpu_s_per_process'])}), W2 p50 {figures['w2_p50_ms']:.1f} ms")
     print(f"\nBefore/after, {args.rounds} alternating rounds; W3 over {args.rows:,} rows (median s, runs)")
-    for key in results["before"]["w3"]:
-        b, a = results["before"]["w3"][key], results["after"]["w3"][key]
-        mb, ma = statistics.median(b), statistics.median(a)
-        print(f"  W3 {key:<15} before {mb:6.2f} ({' '.join(f'{x:.2f}' for x in b)})"
-              f"  after {ma:6.2f} ({' '.join(f'{x:.2f}' for x in a)})  after/before {ma / mb:.2f}")
+    for figure, label in (("w3", "wall"), ("w3_cpu", "CPU ")):
+        for key in results["before"][figure]:
+            b, a = results["before"][figure][key], results["after"][figure][key]
+            mb, ma = statistics.median(b), statistics.median(a)
+            print(f"  W3 {key:<15} {label} before {mb:6.2f} ({' '.join(f'{x:.2f}' for x in b)})"
+                  f"  after {ma:6.2f} ({' '.join(f'{x:.2f}' for x in a)})  after/before {ma / mb:.2f}")
     if w1:
-        for metric, unit in (("flows_per_s", "flows/s"), ("w2_p50_ms", "ms")):
+        for metric, unit in (("flows_per_s", "flows/s"), ("cpu_ms_per_task", "CPU-ms/task"), ("w2_p50_ms", "ms")):
             b = [x[metric] for x in results["before"]["w1"]]
             a = [x[metric] for x in results["after"]["w1"]]
-            print(f"  W1 {metric:<15} before {statistics.median(b):6.1f} ({' '.join(f'{x:.1f}' for x in b)})"
-                  f"  after {statistics.median(a):6.1f} ({' '.join(f'{x:.1f}' for x in a)}) {unit}")
+            mb, ma = statistics.median(b), statistics.median(a)
+            print(f"  W1 {metric:<15} before {mb:6.2f} ({' '.join(f'{x:.2f}' for x in b)})"
+                  f"  after {ma:6.2f} ({' '.join(f'{x:.2f}' for x in a)}) {unit}  after/before {ma / mb:.2f}")
     (BENCH / "results").mkdir(exist_ok=True)
     out = BENCH / "results" / "ab.json"
     out.write_text(json.dumps({"rounds": args.rounds, "rows": args.rows, "builds": {k: str(v) for k, v in builds.items()},
