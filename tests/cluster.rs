@@ -47,6 +47,13 @@ fn one_worker_node_runs_all_kinds_with_output_identical_to_embedded() {
         "Removed the artifacts of a succeeded run",
         Duration::from_secs(5),
     );
+    let log = w1.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Removed the artifacts of a succeeded run")
+                && l.contains(&report.flow_run)),
+        "{log}"
+    );
 
     // The same flow embedded writes the same bytes.
     let embedded_dir = TestDir::new("cluster_all_kinds_embedded");

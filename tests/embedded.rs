@@ -33,7 +33,7 @@ fn colors_flow_succeeds_and_drops_hex() {
 fn a_fused_flow_runs_as_one_task_and_writes_the_same_bytes() {
     let dir = TestDir::new("embedded_fused");
     // A task after the fused chain fails, so the run keeps its artifacts
-    // (a succeeded run's are deleted when it ends) for the look below.
+    // (a succeeded run's are deleted after it ends) for the look below.
     let flow = colors_flow(&dir, "fused", "fuse = true");
     let text = std::fs::read_to_string(&flow).unwrap()
         + "[tasks.after]\nkind = \"extract\"\npath = \"no-such-file.csv\"\nafter = [\"load\"]\n";
@@ -737,7 +737,8 @@ fn csv_empty_and_quoted_empty_values_keep_their_shape_in_jsonl() {
     );
 }
 
-/// A succeeded run's artifacts go when it ends; a failed run's stay for a
+/// A succeeded run's artifacts go after it ends (at the latest when its
+/// node stops); a failed run's stay for a
 /// retry, for `[storage] keep_failed`, and are swept at the next node start
 /// after that (issue 10, item 4).
 #[test]
