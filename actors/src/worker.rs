@@ -306,11 +306,18 @@ async fn publish(
     env.transport.publish_update(&msg.reply_to, &update).await
 }
 
-async fn settle_ack(delivery: Delivery) {
+/// Acks a task; false (and a warning) when the ack could not be sent.
+async fn settle_ack(delivery: Delivery) -> bool {
     match delivery.ack().await {
-        Ok(true) => {}
-        Ok(false) => warn!("Ack not sent (channel closed); the broker may redeliver this task"),
-        Err(e) => warn!(error = %e, "Ack failed; the broker may redeliver this task"),
+        Ok(true) => true,
+        Ok(false) => {
+            warn!("Ack not sent (channel closed); the broker may redeliver this task");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "Ack failed; the broker may redeliver this task");
+            false
+        }
     }
 }
 
@@ -531,8 +538,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         Ok(Ok(())) => {}
         Ok(Err(TransportError::Unroutable(_))) => {
             // Acked before the line is logged, so the line means "settled".
-            settle_ack(delivery).await;
-            warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropped the task");
+            if settle_ack(delivery).await {
+                warn!(reply_to = %msg.reply_to, "The coordinator's reply queue is gone; dropped the task");
+            }
             return Outcome::Settled;
         }
         // The result carries the attempt too; its publish decides.
@@ -557,7 +565,9 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
     };
     let (sent, ()) = tokio::join!(publish(env, msg, n, status), ship_logs);
     match sent {
-        Ok(()) => settle_ack(delivery).await,
+        Ok(()) => {
+            settle_ack(delivery).await;
+        }
         Err(e) => {
             // The output (if any) is committed and fenced by its marker, so a
             // redelivery answers from the marker without redoing the work.
