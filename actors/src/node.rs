@@ -532,7 +532,7 @@ async fn pump_events(
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A succeeded run's artifacts are deleted once the node has heard of no
-/// succeeded run ending for this long (a burst of runs is over)...
+/// run ending for this long (a burst of runs is over)...
 const DELETE_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// ...or once the oldest deletion has waited this long, on a node that
 /// never goes quiet.
@@ -548,8 +548,7 @@ const DELETE_WITHIN: Duration = Duration::from_secs(30);
 /// [`DELETE_WITHIN`], and on shutdown: deleting files while new ones are
 /// created costs every create on some filesystems (ext4 without a journal
 /// skips the inodes freed in the last minute), and nothing waits on a
-/// deletion. A node killed before its batch leaves those runs to the sweep
-/// after `keep_failed`, as runs whose end it never heard of.
+/// deletion. A node killed before its batch leaves those runs to the sweep.
 async fn housekeeping(
     store: Arc<dyn ArtifactStore>,
     cancels: crate::cancel::RunCancels,
@@ -588,13 +587,10 @@ async fn housekeeping(
     sweep(store.clone()).await;
     let mut hourly =
         tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
-    // Succeeded runs waiting for deletion, and when the batch is due. A
-    // batch is deleted beside the loop, which goes on stopping the attempts
-    // of runs that fail meanwhile.
+    // Succeeded runs waiting for deletion, and when the batch is due.
     let mut succeeded: Vec<String> = Vec::new();
     let mut due = tokio::time::Instant::now();
     let mut oldest = tokio::time::Instant::now();
-    let mut deleting: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let next_run = async {
             match runs_finished.as_mut() {
@@ -602,62 +598,50 @@ async fn housekeeping(
                 None => std::future::pending().await,
             }
         };
-        let stop = tokio::select! {
-            _ = stopping.changed() => true,
-            _ = async { deleting.as_mut().expect("a batch is being deleted").await }, if deleting.is_some() => {
-                deleting = None;
-                false
+        tokio::select! {
+            _ = stopping.changed() => {
+                // The ends already heard of, and not yet handled, count too.
+                if let Some(rx) = runs_finished.as_mut() {
+                    while let Ok(ev) = rx.try_recv() {
+                        if ev.state == conveyor_schemas::FlowState::Succeeded {
+                            succeeded.push(ev.flow_run);
+                        }
+                    }
+                }
+                delete(store.clone(), std::mem::take(&mut succeeded)).await;
+                return;
             }
-            _ = tokio::time::sleep_until(due), if !succeeded.is_empty() && deleting.is_none() => {
-                deleting = Some(tokio::spawn(delete(store.clone(), std::mem::take(&mut succeeded))));
-                false
+            _ = tokio::time::sleep_until(due), if !succeeded.is_empty() => {
+                delete(store.clone(), std::mem::take(&mut succeeded)).await;
             }
-            ev = next_run => match ev {
+            ev = next_run => {
                 // The transport closed: the node is stopping.
-                None => true,
-                Some(ev) if ev.state == conveyor_schemas::FlowState::Succeeded => {
+                let Some(ev) = ev else {
+                    delete(store.clone(), std::mem::take(&mut succeeded)).await;
+                    return;
+                };
+                if ev.state == conveyor_schemas::FlowState::Succeeded {
                     let now = tokio::time::Instant::now();
                     if succeeded.is_empty() {
                         oldest = now;
                     }
                     succeeded.push(ev.flow_run);
                     due = (now + DELETE_WHEN_QUIET).min(oldest + DELETE_WITHIN);
-                    false
+                    continue;
                 }
-                Some(ev) => {
-                    // Before the file work: the attempts stop at once.
-                    let stopped = cancels.run_ended(&ev.flow_run);
-                    if stopped > 0 {
-                        info!(flow_run = %ev.flow_run, state = %ev.state, attempts = stopped, "Run ended; stopping its attempts on this node");
-                    }
-                    let (s, run) = (store.clone(), ev.flow_run.clone());
-                    match tokio::task::spawn_blocking(move || s.run_finished(&run, false)).await {
-                        Ok(Ok(())) => info!(flow_run = %ev.flow_run, keep_failed = %humantime::format_duration(keep_failed), "Keeping the artifacts of a run that did not succeed, for a retry"),
-                        Ok(Err(e)) => warn!(flow_run = %ev.flow_run, error = %e, "Cannot clean up a finished run's artifacts"),
-                        Err(_) => {}
-                    }
-                    false
+                // Before the file work: the attempts stop at once.
+                let stopped = cancels.run_ended(&ev.flow_run);
+                if stopped > 0 {
+                    info!(flow_run = %ev.flow_run, state = %ev.state, attempts = stopped, "Run ended; stopping its attempts on this node");
                 }
-            },
-            _ = hourly.tick() => {
-                sweep(store.clone()).await;
-                false
-            }
-        };
-        if stop {
-            // The ends already heard of, and not yet handled, count too.
-            if let Some(rx) = runs_finished.as_mut() {
-                while let Ok(ev) = rx.try_recv() {
-                    if ev.state == conveyor_schemas::FlowState::Succeeded {
-                        succeeded.push(ev.flow_run);
-                    }
+                let (s, run) = (store.clone(), ev.flow_run.clone());
+                match tokio::task::spawn_blocking(move || s.run_finished(&run, false)).await {
+                    Ok(Ok(())) => info!(flow_run = %ev.flow_run, keep_failed = %humantime::format_duration(keep_failed), "Keeping the artifacts of a run that did not succeed, for a retry"),
+                    Ok(Err(e)) => warn!(flow_run = %ev.flow_run, error = %e, "Cannot clean up a finished run's artifacts"),
+                    Err(_) => {}
                 }
             }
-            if let Some(batch) = deleting.take() {
-                let _ = batch.await;
-            }
-            delete(store.clone(), succeeded).await;
-            return;
+            _ = hourly.tick() => sweep(store.clone()).await,
         }
     }
 }
