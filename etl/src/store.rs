@@ -128,9 +128,15 @@ impl FsStore {
         &self.root
     }
 
-    fn run_dir(&self, flow_run: &str) -> Result<PathBuf> {
+    /// A run's directory, checked, not made.
+    fn run_path(&self, flow_run: &str) -> Result<PathBuf> {
         check_run_id("flow run id", flow_run)?;
-        let dir = self.root.join(flow_run);
+        Ok(self.root.join(flow_run))
+    }
+
+    /// A run's directory, made if it is not there.
+    fn run_dir(&self, flow_run: &str) -> Result<PathBuf> {
+        let dir = self.run_path(flow_run)?;
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io(&dir, e))?;
         Ok(dir)
     }
@@ -147,9 +153,14 @@ impl FsStore {
     }
 
     fn marker_path(&self, flow_run: &str, task: &str) -> Result<PathBuf> {
-        check_task_name("task name", task)?;
-        Ok(self.run_dir(flow_run)?.join(format!("{task}.done.json")))
+        Ok(self.run_dir(flow_run)?.join(marker_name(task)?))
     }
+}
+
+/// The file name of a task's commit marker in its run's directory.
+fn marker_name(task: &str) -> Result<String> {
+    check_task_name("task name", task)?;
+    Ok(format!("{task}.done.json"))
 }
 
 /// A file of a [`FsStore`] being written: a [`Pending`] file beside its
@@ -212,9 +223,7 @@ impl ArtifactStore for FsStore {
 
     fn marker(&self, flow_run: &str, task: &str) -> Result<Option<TaskOutput>> {
         // Only read: the run's directory is not made (nor made again).
-        check_task_name("task name", task)?;
-        check_run_id("flow run id", flow_run)?;
-        let path = self.root.join(flow_run).join(format!("{task}.done.json"));
+        let path = self.run_path(flow_run)?.join(marker_name(task)?);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
