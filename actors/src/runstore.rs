@@ -950,6 +950,15 @@ mod tests {
             .unwrap();
     }
 
+    fn test_source() -> FlowSource {
+        FlowSource {
+            file: "f.toml".into(),
+            text: "[flow]".into(),
+            base: "/x".into(),
+            params: Default::default(),
+        }
+    }
+
     fn temp_db(name: &str) -> (PathBuf, PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("conveyor-runstore-{name}-{}", std::process::id()));
@@ -961,12 +970,7 @@ mod tests {
     #[test]
     fn runs_survive_reopening_and_a_second_opener_is_refused() {
         let (dir, path) = temp_db("reopen");
-        let source = FlowSource {
-            file: "f.toml".into(),
-            text: "[flow]".into(),
-            base: "/x".into(),
-            params: Default::default(),
-        };
+        let source = test_source();
         {
             let store = RunStore::open(&path).unwrap();
             let running = snap(FlowState::Running);
@@ -1023,12 +1027,7 @@ mod tests {
     #[test]
     fn saves_with_and_without_a_state_change_keep_runs_and_counts_right() {
         let (dir, path) = temp_db("saves");
-        let source = FlowSource {
-            file: "f.toml".into(),
-            text: "[flow]".into(),
-            base: "/x".into(),
-            params: Default::default(),
-        };
+        let source = test_source();
         let store = RunStore::open(&path).unwrap();
         let running = snap(FlowState::Running);
         store.insert(&new_run("a", &source, &running, 5)).unwrap();
