@@ -532,7 +532,7 @@ async fn pump_events(
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A succeeded run's artifacts are deleted once the node has heard of no
-/// run ending for this long (a burst of runs is over)...
+/// succeeded run ending for this long (a burst of runs is over)...
 const DELETE_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// ...or once the oldest deletion has waited this long, on a node that
 /// never goes quiet.
