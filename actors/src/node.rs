@@ -710,15 +710,22 @@ async fn pump_replies(
                 continue;
             }
             match serde_json::from_slice::<TaskUpdate>(&d.body) {
-                Ok(update) => {
+                Ok(mut update) => {
+                    // A final update may carry its delivery's last log lines.
+                    let logs = update.take_logs();
                     if !matches!(coordinator.send(UpdateFromWorker(update)).await, Ok(Ok(()))) {
                         let _ = d.requeue().await;
                         replies.close().await;
                         return;
                     }
-                    match d.ack().await {
-                        Ok(true) => {}
-                        _ => warn!("Reply ack not sent; the update may arrive again and will be recognised"),
+                    match logs {
+                        // Acked once the lines are stored too; a redelivery
+                        // is recognised as an update and as a batch.
+                        Some(logs) => store_logs(history.as_ref(), logs, d).await,
+                        None => match d.ack().await {
+                            Ok(true) => {}
+                            _ => warn!("Reply ack not sent; the update may arrive again and will be recognised"),
+                        },
                     }
                 }
                 // Not an update: a batch of log lines, told apart by shape.

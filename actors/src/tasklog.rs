@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conveyor_schemas::secrets::Secrets;
-use conveyor_schemas::{TaskLogLine, TaskLogs, TaskMessage, SCHEMA_VERSION};
+use conveyor_schemas::{LogBatch, TaskLogLine, TaskLogs, TaskMessage, SCHEMA_VERSION};
 use tokio::sync::oneshot;
 use tracing::field::{Field, Visit};
 use tracing::{warn, Event, Subscriber};
@@ -145,6 +145,16 @@ impl AttemptLog {
 }
 
 impl Batch {
+    /// This batch as the final update of its delivery carries it.
+    pub fn into_update_logs(self, last: bool) -> LogBatch {
+        LogBatch {
+            first_line: self.first_line,
+            dropped: self.dropped,
+            last,
+            lines: self.lines,
+        }
+    }
+
     /// The wire message of this batch, for the attempt `msg` on `delivery`.
     pub fn into_message(
         self,
@@ -173,7 +183,8 @@ impl Batch {
 pub const SHIP_EVERY: Duration = Duration::from_secs(1);
 
 /// Ships one delivery's [`AttemptLog`] to its coordinator: about once a
-/// second while it runs ([`Shipper::start`]), then the rest at its end
+/// second while it runs ([`Shipper::start`]), then the rest at its end,
+/// inside its final update ([`Shipper::finish_into_update`]) or on its own
 /// ([`Shipper::finish`]). Shipping is best effort: a batch the broker does
 /// not take is dropped with a warning on the node's own log, and the task
 /// goes on.
@@ -234,12 +245,33 @@ impl Shipper {
     /// Ships every line waiting, the last batch marked `last`. Called at the
     /// attempt's end; called again, it ships what was written since.
     pub async fn finish(&mut self) {
+        self.stop_periodic().await;
+        self.to.ship(&self.log, true).await;
+    }
+
+    /// Ends the shipping and takes the delivery's last batch, marked `last`,
+    /// for its final update to carry: one message fewer per attempt. Lines
+    /// beyond one batch ([`MAX_BATCH`]) are shipped first, in order, on
+    /// their own. None when nothing is waiting.
+    pub async fn finish_into_update(&mut self) -> Option<LogBatch> {
+        self.stop_periodic().await;
+        let mut batch = self.log.take();
+        loop {
+            let b = batch?;
+            batch = self.log.take();
+            if batch.is_none() {
+                return Some(b.into_update_logs(true));
+            }
+            self.to.publish(b, false).await;
+        }
+    }
+
+    async fn stop_periodic(&mut self) {
         if let Some((stop, periodic)) = self.periodic.take() {
             // Waits for a batch in flight, so that batches go out in order.
             let _ = stop.send(());
             let _ = periodic.await;
         }
-        self.to.ship(&self.log, true).await;
     }
 
     /// Whether lines were written since the last batch.
@@ -253,12 +285,16 @@ impl Target {
         let mut batch = log.take();
         while let Some(b) = batch {
             let next = log.take();
-            let logs = b.into_message(&self.msg, &self.node, self.delivery, last && next.is_none());
-            if let Err(e) = self.transport.publish_logs(&self.msg.reply_to, &logs).await {
-                // Outside the attempt's span: this line is about its log.
-                warn!(parent: None, task_run = %self.msg.task_run, attempt = self.msg.attempt, lines = logs.lines.len(), error = %e, "Cannot ship task log lines; dropping them");
-            }
+            self.publish(b, last && next.is_none()).await;
             batch = next;
+        }
+    }
+
+    async fn publish(&self, batch: Batch, last: bool) {
+        let logs = batch.into_message(&self.msg, &self.node, self.delivery, last);
+        if let Err(e) = self.transport.publish_logs(&self.msg.reply_to, &logs).await {
+            // Outside the attempt's span: this line is about its log.
+            warn!(parent: None, task_run = %self.msg.task_run, attempt = self.msg.attempt, lines = logs.lines.len(), error = %e, "Cannot ship task log lines; dropping them");
         }
     }
 }
@@ -495,6 +531,85 @@ mod tests {
             assert!(line.message.len() <= MAX_MESSAGE_BYTES + 8);
             assert!(line.message.ends_with(" [cut]"));
         });
+    }
+
+    #[tokio::test]
+    async fn the_last_batch_rides_in_the_update_and_the_earlier_ones_go_first() {
+        use conveyor_schemas::{ArtifactRef, SinkSpec, SourceSpec, TaskKind, TaskSpec};
+        let _default = tracing::subscriber::set_default(subscriber());
+        let bus = crate::transport::inproc::InProcBus::new(5);
+        let transport = Transport::InProc(bus.clone());
+        let msg = TaskMessage {
+            schema_version: SCHEMA_VERSION,
+            flow: "f".into(),
+            flow_run: "r".into(),
+            task: "t".into(),
+            task_run: "r.t".into(),
+            attempt: 3,
+            reply_to: "replies".into(),
+            spec: TaskSpec {
+                kind: TaskKind::Transform,
+                source: SourceSpec::Artifact(ArtifactRef {
+                    path: "r/e.arrow".into(),
+                    rows: 0,
+                }),
+                steps: vec![],
+                sink: SinkSpec::Artifact,
+            },
+        };
+        let span = info_span!("task");
+        let mut shipper = {
+            let _in = span.enter();
+            let shipper = Shipper::start(&transport, &msg, "n1", 2, Secrets::default()).unwrap();
+            for i in 0..MAX_BATCH + 3 {
+                info!(i, "Line");
+            }
+            shipper
+        };
+        let tail = shipper.finish_into_update().await.unwrap();
+        assert_eq!(
+            (tail.first_line, tail.last, tail.lines.len()),
+            (500, true, 3)
+        );
+        // The batch before it went out on its own, not marked last.
+        let mut replies = bus.consume("replies", 10);
+        let d = replies.deliveries.recv().await.unwrap();
+        let shipped: TaskLogs = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(
+            (
+                shipped.first_line,
+                shipped.last,
+                shipped.lines.len(),
+                shipped.attempt,
+                shipped.delivery
+            ),
+            (0, false, MAX_BATCH, 3, 2)
+        );
+        assert_eq!(bus.depth("replies"), 0);
+        // The update gives the coordinator the same batch as a TaskLogs.
+        let mut update = conveyor_schemas::TaskUpdate::for_attempt(
+            &msg,
+            "n1",
+            2,
+            conveyor_schemas::UpdateStatus::Started,
+        )
+        .with_logs(Some(tail));
+        let body = serde_json::to_vec(&update).unwrap();
+        let logs = update.take_logs().unwrap();
+        assert!(update.logs.is_none());
+        assert_eq!(
+            (
+                logs.first_line,
+                logs.last,
+                logs.lines.len(),
+                logs.node.as_str()
+            ),
+            (500, true, 3, "n1")
+        );
+        let decoded: conveyor_schemas::TaskUpdate = serde_json::from_slice(&body).unwrap();
+        assert_eq!(decoded.logs.map(|l| l.lines.len()), Some(3));
+        // Nothing waiting: no batch for the update.
+        assert!(shipper.finish_into_update().await.is_none());
     }
 
     #[test]

@@ -556,15 +556,14 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             "Task succeeded"
         );
     }
-    // The attempt's last log lines travel beside its result, not before it:
-    // the result waits for no extra round trip.
-    let ship_logs = async {
-        if let Some(log) = &mut log {
-            log.finish().await;
-        }
+    // The attempt's last log lines travel inside its result: one message,
+    // one confirm, and the result waits for no extra round trip.
+    let logs = match &mut log {
+        Some(log) => log.finish_into_update().await,
+        None => None,
     };
-    let (sent, ()) = tokio::join!(publish(env, msg, n, status), ship_logs);
-    match sent {
+    let update = TaskUpdate::for_attempt(msg, &env.node, n, status).with_logs(logs);
+    match env.transport.publish_update(&msg.reply_to, &update).await {
         Ok(()) => {
             settle_ack(delivery).await;
         }

@@ -11,7 +11,8 @@ are generated from these types and a test fails when they drift.
   [`TaskSpec`], which is a [`SourceSpec`], [`Step`]s and a [`SinkSpec`].
 - [`TaskUpdate`]: worker → coordinator, on the coordinator's durable reply queue.
 - [`TaskLogs`]: worker → coordinator, the log lines of an attempt, on the
-  same reply queue.
+  same reply queue; an attempt's last lines ride in its final update
+  ([`LogBatch`]).
 - [`Heartbeat`]: worker → everyone, on the events topic exchange.
 - [`RunFinished`]: coordinator → every worker node, on the events exchange.
 - [`RunReport`]: the final report of a flow run (`conveyor run --json`).
@@ -619,6 +620,12 @@ pub struct TaskUpdate {
     /// How many times the broker has delivered this attempt (1 = first delivery).
     pub delivery: u32,
     pub status: UpdateStatus,
+    /// The delivery's last log lines, carried by its final update
+    /// (`succeeded` or `failed`) instead of a [`TaskLogs`] message of their
+    /// own: one message fewer per attempt. Optional; a coordinator stores
+    /// them exactly as it stores a [`TaskLogs`] with the same batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogBatch>,
 }
 
 impl TaskUpdate {
@@ -638,7 +645,33 @@ impl TaskUpdate {
             node: node.to_string(),
             delivery,
             status,
+            logs: None,
         }
+    }
+
+    /// The same update carrying `logs`, the delivery's last log lines.
+    pub fn with_logs(mut self, logs: Option<LogBatch>) -> TaskUpdate {
+        self.logs = logs;
+        self
+    }
+
+    /// Takes the log lines this update carries, as the [`TaskLogs`] they
+    /// stand for.
+    pub fn take_logs(&mut self) -> Option<TaskLogs> {
+        let batch = self.logs.take()?;
+        Some(TaskLogs {
+            schema_version: self.schema_version,
+            flow_run: self.flow_run.clone(),
+            task: self.task.clone(),
+            task_run: self.task_run.clone(),
+            attempt: self.attempt,
+            node: self.node.clone(),
+            delivery: self.delivery,
+            first_line: batch.first_line,
+            dropped: batch.dropped,
+            last: batch.last,
+            lines: batch.lines,
+        })
     }
 }
 
@@ -676,7 +709,8 @@ pub struct TaskOutput {
 /// Worker → coordinator, on the coordinator's reply queue beside the
 /// [`TaskUpdate`]s: a batch of the log lines one delivery of a task attempt
 /// wrote (the tracing events inside its span). Sent about once a second
-/// while the attempt runs, and once at its end with `last` set.
+/// while the attempt runs; the last batch, with `last` set, usually rides
+/// inside the attempt's final [`TaskUpdate`] instead ([`TaskUpdate::logs`]).
 ///
 /// It has no `status`, so it never decodes as a [`TaskUpdate`]: a receiver
 /// tells the two apart by shape, the same way on every transport.
@@ -697,6 +731,22 @@ pub struct TaskLogs {
     pub first_line: u64,
     /// Lines the worker dropped just before this batch, because the
     /// coordinator did not take them as fast as the task wrote them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// The delivery ended: no more lines come from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
+    pub lines: Vec<TaskLogLine>,
+}
+
+/// A batch of a delivery's log lines inside its final [`TaskUpdate`]: the
+/// fields of a [`TaskLogs`] that the update does not already carry, with the
+/// same meaning.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct LogBatch {
+    /// The index of `lines[0]` among every line this delivery wrote, from 0.
+    pub first_line: u64,
+    /// Lines the worker dropped just before this batch.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u64,
     /// The delivery ended: no more lines come from it.
