@@ -5,7 +5,8 @@ the runs ([`crate::runstore`]).
 - `task_attempts`: one row per attempt of a task run: node, start, end, last
   sign of life, outcome, rows and bytes, error. Written as worker updates
   arrive ([`AttemptEvent`]).
-- `task_logs`: the log lines workers ship ([`TaskLogs`]), at most
+- `task_logs`: the log lines workers ship ([`TaskLogs`], and the last
+  batch inside an attempt's final update, [`TaskUpdate::logs`]), at most
   `[coordinator] log_lines` per attempt; past the cap, one line says so and
   counts what was dropped. `seq` (the rowid) only grows, so a follower reads
   "after the last seq seen".
@@ -15,11 +16,12 @@ the runs ([`crate::runstore`]).
 Writes never run on the coordinator actor's thread: [`History`] hands them
 to a writer thread with a connection of its own, which groups whatever is
 waiting into one transaction (so a burst of small flows costs a few commits,
-not one per message). A log message is acked once its transaction commits,
-so a coordinator killed before that gets it again. An attempt's row is
-written just after its update was acked (the run's own state is saved
-before, as always): a coordinator killed in between misses that change of
-the row, and the attempt then shows as it was last recorded.
+not one per message). A log message, or an update carrying lines, is acked
+once its transaction commits, so a coordinator killed before that gets it
+again. An update without lines is acked as soon as the run's own state is
+saved; its attempt's row is written just after: a coordinator killed in
+between misses that change of the row, and the attempt then shows as it
+was last recorded.
 Reads go through the handle's read-only connection ([`read_logs`],
 [`read_attempts`]).
 */
