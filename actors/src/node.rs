@@ -599,27 +599,13 @@ async fn housekeeping(
             }
         };
         tokio::select! {
-            _ = stopping.changed() => {
-                // The ends already heard of, and not yet handled, count too.
-                if let Some(rx) = runs_finished.as_mut() {
-                    while let Ok(ev) = rx.try_recv() {
-                        if ev.state == conveyor_schemas::FlowState::Succeeded {
-                            succeeded.push(ev.flow_run);
-                        }
-                    }
-                }
-                delete(store.clone(), std::mem::take(&mut succeeded)).await;
-                return;
-            }
+            _ = stopping.changed() => break,
             _ = tokio::time::sleep_until(due), if !succeeded.is_empty() => {
                 delete(store.clone(), std::mem::take(&mut succeeded)).await;
             }
             ev = next_run => {
                 // The transport closed: the node is stopping.
-                let Some(ev) = ev else {
-                    delete(store.clone(), std::mem::take(&mut succeeded)).await;
-                    return;
-                };
+                let Some(ev) = ev else { break };
                 if ev.state == conveyor_schemas::FlowState::Succeeded {
                     let now = tokio::time::Instant::now();
                     if succeeded.is_empty() {
@@ -644,6 +630,15 @@ async fn housekeeping(
             _ = hourly.tick() => sweep(store.clone()).await,
         }
     }
+    // Stopping: the ends already heard of, and not yet handled, count too.
+    if let Some(rx) = runs_finished.as_mut() {
+        while let Ok(ev) = rx.try_recv() {
+            if ev.state == conveyor_schemas::FlowState::Succeeded {
+                succeeded.push(ev.flow_run);
+            }
+        }
+    }
+    delete(store, succeeded).await;
 }
 
 /// Feeds the coordinator with submitted flows. A submission is acked once
