@@ -234,6 +234,74 @@ fn input_names_the_table_input_and_sql_errors_name_the_task_query_and_position()
 }
 
 #[test]
+fn a_param_in_a_sql_step_is_a_value_and_never_a_table_column_or_alias() {
+    let dir = TestDir::new("sql_params");
+    let (orders, customers) = write_inputs(&dir, 100);
+    let flow = |name: &str, sql: &str| {
+        dir.write(
+            &format!("{name}.toml"),
+            &format!(
+                "[flow]\nname = \"{name}\"\n[params]\np = {{}}\n\
+                 [tasks.o]\nkind = \"extract\"\npath = \"{}\"\n\
+                 [tasks.c]\nkind = \"extract\"\npath = \"{}\"\n\
+                 [tasks.t]\nkind = \"transform\"\ninputs = {{ orders = \"o\", customers = \"c\" }}\n\
+                 steps = [{{ sql = \"{sql}\" }}]\n\
+                 [tasks.l]\nkind = \"load\"\ninput = \"t\"\npath = \"{name}.csv\"\n",
+                orders.display(),
+                customers.display()
+            ),
+        )
+    };
+    // As a value, even a hostile one is one literal: it matches nothing.
+    let value = flow(
+        "value",
+        "SELECT region, count(*) AS n FROM customers WHERE region = {{ params.p }} GROUP BY region",
+    );
+    for (p, expected) in [("eu", "region,n\neu,13\n"), ("eu' OR '1'='1", "region,n\n")] {
+        let (out, report) = run_flow(&dir.path, &value, &["--param", &format!("p={p}")]);
+        assert!(out.status.success(), "{p}: {}", describe(&out));
+        assert_eq!(report.unwrap().state, FlowState::Succeeded);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out/value.csv")).unwrap(),
+            expected,
+            "{p}"
+        );
+    }
+    // Where a name goes, it is refused before anything runs: the parser
+    // would read its single-quoted literal as the name.
+    for (name, sql, p) in [
+        ("table", "SELECT * FROM {{ params.p }}", "customers"),
+        (
+            "column",
+            "SELECT c.{{ params.p }} FROM customers c",
+            "region",
+        ),
+        (
+            "alias",
+            "SELECT region AS {{ params.p }} FROM customers",
+            "x",
+        ),
+        (
+            "join",
+            "SELECT * FROM orders JOIN {{ params.p }} USING (customer_id)",
+            "customers",
+        ),
+    ] {
+        let f = flow(name, sql);
+        let (out, report) = run_flow(&dir.path, &f, &["--param", &format!("p={p}")]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", describe(&out));
+        assert!(report.is_none(), "{name}: nothing ran");
+        let text = describe(&out);
+        assert!(
+            text.contains("tasks.t.steps[0].sql")
+                && text.contains(&format!("uses '{p}' as a name")),
+            "{name}: {text}"
+        );
+        assert!(!dir.join(&format!("out/{name}.csv")).exists(), "{name}");
+    }
+}
+
+#[test]
 fn the_example_sql_flow_counts_colors_per_letter() {
     let dir = TestDir::new("sql_example_flow");
     let flow = repo_root().join("flows/colors_sql.toml");
