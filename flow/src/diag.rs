@@ -144,6 +144,20 @@ impl<'t> Diag<'t> {
         } else {
             params.fill(s)
         } {
+            // No value holds `${env:`, but two can make one between them
+            // (`x$` then `{env:KEY}`), or one with the text around it: the
+            // worker would then read a secret the flow never named.
+            Ok(text) if references(&text) > references(s) => {
+                self.report(
+                    path,
+                    span.clone(),
+                    format!(
+                        "its param values would form a `{}NAME}}` secret reference, which only the flow's own text may name",
+                        conveyor_schemas::secrets::OPEN
+                    ),
+                );
+                None
+            }
             Ok(text) => Some(Value::from(text.into_owned())),
             Err(errors) => {
                 for e in errors {
@@ -533,6 +547,11 @@ impl<'a, 't> Tbl<'a, 't> {
             }
         }
     }
+}
+
+/// How many `${env:` openings `text` holds.
+fn references(text: &str) -> usize {
+    text.matches(conveyor_schemas::secrets::OPEN).count()
 }
 
 #[cfg(test)]

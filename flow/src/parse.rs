@@ -1475,6 +1475,29 @@ path = "out/${env:TENANT}.csv"
         )
         .unwrap_err();
         assert!(err.to_string().contains("cannot name a secret"), "{err}");
+        // Nor through two params that make one between them, or one param
+        // and the text beside it.
+        let two = with_param
+            .replace("day = {}", "day = {}\nkind = {}")
+            .replace(
+                "{{ params.day }}.csv",
+                "{{ params.day }}{{ params.kind }}.csv",
+            );
+        for (text, values) in [
+            (two.as_str(), vec![("day", "x$"), ("kind", "{env:HOME}")]),
+            (
+                &with_param.replace("\"{{", "\"$ {{").replace("$ {", "${"),
+                vec![("day", "{env:HOME}")],
+            ),
+        ] {
+            let err = FlowSpec::parse_with_params("p.toml", text, Path::new("/"), &given(&values))
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("would form a `${env:NAME}` secret reference"),
+                "{err}"
+            );
+        }
     }
 
     const PARAMS: &str = r#"[flow]

@@ -2,14 +2,41 @@
 //!
 //! A URL's userinfo is a secret: `scheme://user:password@host` shows as
 //! `scheme://user:***@host`, and `scheme://token@host` (a user part alone is
-//! often a token) as `scheme://***@host`. Messages keep carrying the real URL,
-//! since the worker that fetches it needs it; only what is printed is redacted.
+//! often a token) as `scheme://***@host`. So is the value of a parameter
+//! that carries a password or a token ([`SECRET_KEYS`]), in a URL's query
+//! (`postgresql://app@db/x?password=***`) or in a libpq `key=value` string
+//! (`host=db password=***`). Messages keep carrying the real URL, since the
+//! worker that fetches it needs it; only what is printed is redacted.
 
-/// `url` with its userinfo hidden; unchanged if it has none.
+/// Parameters whose value is a secret, compared without case: libpq's, and
+/// the usual names of tokens and signatures in an HTTP query.
+pub const SECRET_KEYS: &[&str] = &[
+    "password",
+    "sslpassword",
+    "passwd",
+    "pwd",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "secret",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+];
+
+/// `url` with its userinfo and its secret parameters hidden; unchanged if
+/// it has neither.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+        return hide_secret_params(url);
     };
+    hide_secret_params(&hide_userinfo(url, scheme_end))
+}
+
+fn hide_userinfo(url: &str, scheme_end: usize) -> String {
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -33,10 +60,10 @@ pub fn redact_in(text: &str, url: &str) -> String {
         return text.to_string();
     }
     let mut out = text.replace(url, &redacted);
-    if let Some(secret) = userinfo_secret(url) {
+    for secret in userinfo_secret(url).into_iter().chain(secret_params(url)) {
         out = out.replace(secret, "***");
     }
-    out
+    hide_secret_params(&out)
 }
 
 /// `text` with the userinfo of every URL in it hidden as [`redact_url`]
@@ -71,7 +98,71 @@ pub fn redact_urls_in(text: &str) -> String {
         rest = &after[end..];
     }
     out.push_str(rest);
+    hide_secret_params(&out)
+}
+
+/// `text` with the value of every `key=value` whose key is one of
+/// [`SECRET_KEYS`] shown as `***`: in a URL's query (`?password=x&a=1`) and
+/// in a libpq connection string (`host=db password='x y'`).
+pub fn hide_secret_params(text: &str) -> String {
+    let spans = secret_param_spans(text);
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        out.push_str(&text[at..start]);
+        out.push_str("***");
+        at = end;
+    }
+    out.push_str(&text[at..]);
     out
+}
+
+/// The secret values of `text`'s `key=value` parameters, as in
+/// [`hide_secret_params`].
+fn secret_params(text: &str) -> impl Iterator<Item = &str> {
+    secret_param_spans(text)
+        .into_iter()
+        .map(move |(start, end)| &text[start..end])
+        .filter(|value| !value.is_empty())
+}
+
+/// Byte ranges of the values of secret parameters: each starts after the
+/// `=` of a key that begins the text or follows one of ` ?&;` and ends at
+/// the next `&`, `#`, whitespace or quote (a value in single quotes, as
+/// libpq writes one with spaces, ends at its closing quote).
+fn secret_param_spans(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while let Some(eq) = text[i..].find('=').map(|n| n + i) {
+        let key_start = text[..eq]
+            .rfind(|c: char| " ?&;\t\n\"'`(".contains(c))
+            .map_or(0, |n| n + 1);
+        let key = text[key_start..eq].trim();
+        i = eq + 1;
+        if !SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            continue;
+        }
+        let start = eq + 1;
+        let end = if b.get(start) == Some(&b'\'') {
+            // libpq: a quoted value, with \' and \\ escapes.
+            let mut j = start + 1;
+            while j < b.len() && b[j] != b'\'' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(b.len())
+        } else {
+            text[start..]
+                .find(|c: char| "&#\"'`<>;)".contains(c) || c.is_whitespace())
+                .map_or(b.len(), |n| start + n)
+        };
+        spans.push((start, end));
+        i = end.max(i);
+    }
+    spans
 }
 
 /// The secret part of a URL's userinfo: the password, or a user part alone.
@@ -122,7 +213,42 @@ mod tests {
             "connect postgres://app:***@db:5432/x failed; retried https://***@h/a.csv?x=1, then `amqp://host/%2f`"
         );
         assert_eq!(redact_urls_in("no url here"), "no url here");
+        assert_eq!(
+            redact_urls_in(
+                "copy via postgresql://app@db/x?sslmode=disable&password=hunter2 failed"
+            ),
+            "copy via postgresql://***@db/x?sslmode=disable&password=*** failed"
+        );
         assert_eq!(redact_urls_in("a://b@"), "a://***@");
+    }
+
+    #[test]
+    fn a_password_or_token_in_a_query_or_a_connection_string_is_hidden() {
+        assert_eq!(
+            redact_url("postgresql://db/x?password=hunter2&sslmode=require"),
+            "postgresql://db/x?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/x?application_name=a&PassWord=p%40ss#f"),
+            "postgres://***@db/x?application_name=a&PassWord=***#f"
+        );
+        assert_eq!(
+            redact_url("https://h/a.csv?X-Amz-Signature=abc123&x=1"),
+            "https://h/a.csv?X-Amz-Signature=***&x=1"
+        );
+        assert_eq!(
+            redact_url("host=db user=app password='se cret\\' x' dbname=x"),
+            "host=db user=app password=*** dbname=x"
+        );
+        assert_eq!(
+            redact_url("host=db passwordless=1 mypassword=2"),
+            "host=db passwordless=1 mypassword=2",
+            "only whole keys"
+        );
+        let url = "postgresql://app@db/x?password=hunter2";
+        let msg = "error connecting to server at db (password=hunter2): password authentication failed, hunter2";
+        let out = redact_in(msg, url);
+        assert!(!out.contains("hunter2"), "{out}");
     }
 
     #[test]
