@@ -91,6 +91,9 @@ pub fn query<'a>(
     let mut config = SessionConfig::new().with_target_partitions(threads);
     // Spans let planning errors (an unknown column) say where they are.
     config.options_mut().sql_parser.collect_spans = true;
+    // `CAST(x AS VARCHAR)` gives Utf8, the string type every step and sink
+    // reads by its text rules, rather than Utf8View.
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(config);
     let read = Arc::new(AtomicU64::new(0));
     for (name, rows) in tables {

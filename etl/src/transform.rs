@@ -231,6 +231,17 @@ fn to_type(
     if column.data_type() == target {
         return Ok(column.clone());
     }
+    // Other string layouts (a SQL step's output may hold them) go through
+    // the same text rules as Utf8: arrow's own cast would read `007` as 7.
+    if matches!(column.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+        let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| {
+            format!(
+                "cannot read column `{name}` ({}) as text: {e}",
+                column.data_type()
+            )
+        })?;
+        return to_type(&text, target, name, row_base, lossless);
+    }
     if column.data_type() == &DataType::Utf8 {
         let to = column_type(target)
             .ok_or_else(|| format!("cannot convert column `{name}` to {target}"))?;
@@ -473,6 +484,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`2026-13-01` is not a valid date"), "{err}");
+        // The same text in the other string layouts (a SQL step's output)
+        // follows the same rule, not arrow's own cast.
+        for layout in [DataType::Utf8View, DataType::LargeUtf8] {
+            let b = texts(&["1.50", "1.5"]);
+            let col = arrow::compute::cast(b.column(0), &layout).unwrap();
+            let schema = Arc::new(Schema::new(vec![Field::new("v", layout.clone(), true)]));
+            let b = RecordBatch::try_new(schema, vec![col]).unwrap();
+            let err = apply(&b, &[cast("decimal(10,2)")], 0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("value `1.5` is not a valid decimal(10,2)"),
+                "{layout}: {err}"
+            );
+        }
     }
 
     #[test]
