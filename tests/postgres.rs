@@ -114,6 +114,114 @@ fn colors_and_tricky_values_go_csv_to_postgres_to_csv_unchanged() {
     );
 }
 
+#[test]
+fn typed_dates_timestamps_and_decimals_go_csv_to_postgres_to_csv_unchanged() {
+    // The typed file of tests/types.rs, its columns declared: they travel as
+    // date, timestamp, timestamptz and numeric(p,s), not as text.
+    let db = TestDb::create("typed");
+    let dir = TestDir::new("pg_typed");
+    let csv = dir.write("typed.csv", crate::types::TYPED_CSV);
+    let load = dir.write(
+        "typed_in.toml",
+        &format!(
+            "[flow]\nname = \"typed_in\"\n\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n{}\n\n[tasks.load]\nkind = \"load\"\ninput = \"extract\"\npostgres = {{ url = \"{}\", table = \"typed\", create = true }}\n",
+            csv.display(),
+            crate::types::SCHEMA,
+            db.url
+        ),
+    );
+    run_ok(&dir, &load, &[]);
+    assert_eq!(
+        db.strings(
+            "SELECT string_agg(column_name || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY ordinal_position) \
+             FROM information_schema.columns c JOIN pg_attribute a \
+             ON a.attrelid = 'typed'::regclass AND a.attname = c.column_name \
+             WHERE c.table_name = 'typed'"
+        ),
+        vec!["id bigint, day date, at timestamp without time zone, instant timestamp with time zone, amount numeric(30,10), price numeric(10,2)"]
+    );
+    // The server holds the very values (read here in UTC).
+    assert_eq!(
+        db.strings(
+            "SELECT concat_ws('|', day, at, instant AT TIME ZONE 'UTC', amount, price) FROM typed WHERE id = 2"
+        ),
+        vec!["1969-12-31|1969-12-31 23:59:59.5|1969-07-20 20:17:40.000001|-0.0000000001|-0.05"]
+    );
+    let back = pg_to_csv(
+        &dir,
+        "typed_out",
+        &format!(
+            "{{ url = \"{}\", query = \"SELECT * FROM typed ORDER BY id\" }}",
+            db.url
+        ),
+        "typed.csv",
+        "",
+    );
+    run_ok(&dir, &back, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/typed.csv")).unwrap(),
+        crate::types::TYPED_CSV,
+        "the typed file came back changed"
+    );
+}
+
+#[test]
+fn a_load_into_other_column_types_converts_but_never_changes_a_value() {
+    let db = TestDb::create("convert");
+    let dir = TestDir::new("pg_convert");
+    db.exec("CREATE TABLE narrow (id int4, amount numeric(12,2), at timestamptz)");
+    let schema = r#"schema = { id = "int64", amount = "decimal(12,3)", at = "timestamp" }"#;
+    let flow = |name: &str, data: &str| {
+        let csv = dir.write(&format!("{name}.csv"), data);
+        dir.write(
+            &format!("{name}.toml"),
+            &format!(
+                "[flow]\nname = \"{name}\"\nmax_attempts = 1\n\n[tasks.extract]\nkind = \"extract\"\npath = \"{}\"\n{schema}\n\n[tasks.load]\nkind = \"load\"\ninput = \"extract\"\npostgres = {{ url = \"{}\", table = \"narrow\" }}\n",
+                csv.display(),
+                db.url
+            ),
+        )
+    };
+    // int8 into int4, numeric(12,3) into numeric(12,2), timestamp into
+    // timestamptz (read as UTC): every value is kept, so the load goes on.
+    let ok = flow(
+        "ok",
+        "id,amount,at\n1,1.230,2026-01-05T10:30:00\n2,-0.500,\n",
+    );
+    run_ok(&dir, &ok, &[]);
+    assert_eq!(
+        db.strings(
+            "SELECT concat_ws('|', id, amount, at AT TIME ZONE 'UTC') FROM narrow ORDER BY id"
+        ),
+        vec!["1|1.23|2026-01-05 10:30:00", "2|-0.50"]
+    );
+    // 1.235 would be stored as 1.24: nothing of the run is loaded.
+    let rounding = flow("rounding", "id,amount,at\n3,4.000,\n4,1.235,\n");
+    let (report, out) = run_failing(&dir, &rounding, &[]);
+    let report = report.unwrap_or_else(|| panic!("{out}"));
+    let load = report.tasks.iter().find(|t| t.name == "load").unwrap();
+    let err = &load.error.as_ref().expect("an error").message;
+    for needle in [
+        "column `amount`",
+        "numeric(12,2)",
+        "`1.235`",
+        "`1.24`",
+        "nothing was loaded",
+    ] {
+        assert!(err.contains(needle), "`{needle}` not in {err}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM narrow"),
+        2,
+        "nothing more was loaded"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM conveyor_commits"),
+        1,
+        "only the first run's fence row"
+    );
+}
+
 /// CSV records (quote-aware), header included.
 fn csv_records(text: &str) -> usize {
     let mut q = false;
@@ -246,6 +354,17 @@ fn an_unsupported_type_or_an_untyped_numeric_is_one_error_naming_the_column() {
             "SELECT sum(amount) AS total FROM shapes",
             &["column `total`", "numeric without a precision"][..],
         ),
+        (
+            // PostgreSQL 15 allows a scale below 0 or above the precision.
+            "scale",
+            "SELECT 12000::numeric(2,-3) AS thousands FROM shapes",
+            &[
+                "column `thousands`",
+                "numeric(2,-3)",
+                "outside 0 to 2",
+                "numeric(5,0)",
+            ][..],
+        ),
     ] {
         let flow = pg_to_csv(
             &dir,
@@ -266,24 +385,38 @@ fn an_unsupported_type_or_an_untyped_numeric_is_one_error_naming_the_column() {
             "a spec error is not retried: {extract:?}"
         );
     }
-    // A bad password or host: an error that shows no password.
-    let flow = pg_to_csv(
-        &dir,
-        "nohost",
-        "{ url = \"postgresql://postgres:s3cret@127.0.0.1:1/nodb\", query = \"SELECT 1\" }",
-        "x.csv",
-        "",
-    );
-    let text = std::fs::read_to_string(&flow).unwrap().replace(
-        "kind = \"extract\"\n",
-        "kind = \"extract\"\nmax_attempts = 1\n",
-    );
-    std::fs::write(&flow, text).unwrap();
-    let (report, out) = run_failing(&dir, &flow, &[]);
-    assert!(!out.contains("s3cret"), "{out}");
-    let err = serde_json::to_string(&report.unwrap()).unwrap();
-    assert!(!err.contains("s3cret"), "{err}");
-    assert!(err.contains("postgres:***@127.0.0.1:1"), "{err}");
+    // A bad password or host: an error that shows no password, whether the
+    // URL holds it as userinfo or as a parameter.
+    for (name, url, shown) in [
+        (
+            "nohost",
+            "postgresql://postgres:s3cret@127.0.0.1:1/nodb",
+            "postgres:***@127.0.0.1:1",
+        ),
+        (
+            "nohost_param",
+            "postgresql://127.0.0.1:1/nodb?user=postgres&password=s3cret",
+            "password=***",
+        ),
+    ] {
+        let flow = pg_to_csv(
+            &dir,
+            name,
+            &format!("{{ url = \"{url}\", query = \"SELECT 1\" }}"),
+            "x.csv",
+            "",
+        );
+        let text = std::fs::read_to_string(&flow).unwrap().replace(
+            "kind = \"extract\"\n",
+            "kind = \"extract\"\nmax_attempts = 1\n",
+        );
+        std::fs::write(&flow, text).unwrap();
+        let (report, out) = run_failing(&dir, &flow, &[]);
+        assert!(!out.contains("s3cret"), "{out}");
+        let err = serde_json::to_string(&report.unwrap()).unwrap();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains(shown), "{err}");
+    }
 }
 
 #[test]
@@ -470,9 +603,16 @@ fn wait_until(what: &str, within: Duration, mut probe: impl FnMut() -> bool) {
 #[test]
 fn a_load_worker_killed_mid_copy_leaves_the_table_unchanged_and_its_redelivery_loads_each_row_once()
 {
-    let db = TestDb::create("kill");
-    let dir = TestDir::new("pg_kill");
-    let ns = namespace("pgkill");
+    // `append` copies straight into the table; `upsert` (as `replace`)
+    // copies into a staging table first.
+    killed_mid_copy("append", "");
+    killed_mid_copy("upsert", ", mode = \"upsert\", key = [\"id\"]");
+}
+
+fn killed_mid_copy(mode: &str, sink_extra: &str) {
+    let db = TestDb::create(&format!("kill_{mode}"));
+    let dir = TestDir::new(&format!("pg_kill_{mode}"));
+    let ns = namespace(&format!("pgkill{mode}"));
     let storage = dir.join("shared");
     db.exec(
         "CREATE TABLE big (id int8 PRIMARY KEY, name text); INSERT INTO big VALUES (-1, 'before')",
@@ -487,7 +627,7 @@ fn a_load_worker_killed_mid_copy_leaves_the_table_unchanged_and_its_redelivery_l
         &dir,
         "kill",
         &csv,
-        &format!("{{ url = \"{}\", table = \"big\" }}", db.url),
+        &format!("{{ url = \"{}\", table = \"big\"{sink_extra} }}", db.url),
     );
     let kinds = ["extract", "transform", "load"];
     let a_cfg = dir.write("a.toml", &node_config("node-a", &ns, &kinds, &storage, ""));
@@ -503,25 +643,43 @@ fn a_load_worker_killed_mid_copy_leaves_the_table_unchanged_and_its_redelivery_l
     );
     let run = run_flow_in_background(&dir.path, &flow, &client);
     a.wait_for_log("Failpoint: pausing mid-COPY", Duration::from_secs(60));
-    // The attempt's COPY straight into the target is under way, in its
-    // open transaction, which no one else sees yet (nor its fence row).
-    let copying = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                   AND application_name = 'conveyor' AND state = 'active' \
-                   AND query LIKE 'COPY %big%'";
+    // The attempt's COPY is under way, in its open transaction, which no
+    // one else sees yet (nor its fence row).
+    let into = match mode {
+        "append" => "big",
+        _ => "conveyor_stage",
+    };
+    let copying = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'conveyor' AND state = 'active' \
+         AND query LIKE 'COPY %{into}%'"
+    );
+    let staging = "SELECT count(*) FROM pg_class WHERE relname = 'conveyor_stage'";
     assert_eq!(db.rows_text("SELECT * FROM big"), vec!["(-1,before)"]);
     assert_eq!(db.count("SELECT count(*) FROM conveyor_commits"), 0);
-    assert_eq!(db.count(copying), 1, "the attempt's COPY is in progress");
+    // (The staging table is created in that transaction too, so no other
+    // session sees it in pg_class; the COPY's own text names it.)
+    assert_eq!(
+        db.count(&copying),
+        1,
+        "{mode}: the attempt's COPY into {into} is in progress"
+    );
     a.sigkill();
     // The server rolls the killed session's transaction back.
     wait_until(
         "the killed session's COPY rolled back",
         Duration::from_secs(30),
-        || db.count(copying) == 0,
+        || db.count(&copying) == 0,
     );
     assert_eq!(
         db.count("SELECT count(*) FROM big"),
         1,
-        "the target is unchanged"
+        "{mode}: the target is unchanged"
+    );
+    assert_eq!(
+        db.count(staging),
+        0,
+        "{mode}: the killed attempt's staging table is gone"
     );
     let _b = NodeProcess::start(&b_cfg, &dir.join("b.log"), &[]);
     let (out, report) = run.join().unwrap();
@@ -536,14 +694,10 @@ fn a_load_worker_killed_mid_copy_leaves_the_table_unchanged_and_its_redelivery_l
     assert_eq!(
         db.strings("SELECT rows FROM conveyor_commits"),
         vec![n.to_string()],
-        "one fence row, with the rows loaded"
+        "{mode}: one fence row, with the rows loaded"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_class WHERE relname = 'conveyor_stage'"),
-        0,
-        "no staging table left"
-    );
-    println!("fault pg_kill_mid_copy: result=ok rows={n} duplicates=0 losses=0");
+    assert_eq!(db.count(staging), 0, "{mode}: no staging table left");
+    println!("fault pg_kill_mid_copy_{mode}: result=ok rows={n} duplicates=0 losses=0");
 }
 
 #[test]

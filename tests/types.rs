@@ -12,7 +12,7 @@ use crate::harness::{processes::*, workdir::*};
 /// Every column type a CSV schema can declare, with values at their edges:
 /// nulls, fractions of a second, negative and huge decimals, days before
 /// 1970.
-const TYPED_CSV: &str = "\
+pub(crate) const TYPED_CSV: &str = "\
 id,day,at,instant,amount,price
 1,2026-01-05,2026-01-05T10:30:00,2026-01-05T08:30:00Z,12345678901234567890.0123456789,1.50
 2,1969-12-31,1969-12-31T23:59:59.5,1969-07-20T20:17:40.000001Z,-0.0000000001,-0.05
@@ -21,7 +21,7 @@ id,day,at,instant,amount,price
 5,0001-01-01,9999-12-31T23:59:59.999999,2026-11-30T02:00:00.25Z,-99999999999999999999.9999999999,99999999.99
 ";
 
-const SCHEMA: &str = r#"schema = { id = "int64", day = "date", at = "timestamp", instant = "timestamptz", amount = "decimal(30,10)", price = "decimal(10,2)" }"#;
+pub(crate) const SCHEMA: &str = r#"schema = { id = "int64", day = "date", at = "timestamp", instant = "timestamptz", amount = "decimal(30,10)", price = "decimal(10,2)" }"#;
 
 fn typed_flow(dir: &TestDir, name: &str, data: &str, extract_extra: &str) -> std::path::PathBuf {
     let csv = dir.write("typed.csv", data);

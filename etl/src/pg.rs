@@ -4,7 +4,9 @@ show a password, and the binary COPY format's constants.
 
 A session sets `standard_conforming_strings = on` (so a backslash in a
 literal is never an escape: params become literals with
-`conveyor_flow::params::sql_literal`) and `application_name = conveyor`.
+`conveyor_flow::params::sql_literal`), `TimeZone = UTC` (conversions
+between `timestamp` and `timestamptz` read and write UTC) and
+`application_name = conveyor`.
 
 # The binary COPY format
 `COPY ... (FORMAT binary)` frames rows as: an 11-byte signature, a 32-bit
@@ -67,7 +69,10 @@ impl Session {
             shown,
             url: url.to_string(),
         };
-        session.execute_batch("SET standard_conforming_strings = on")?;
+        // UTC: the server converts between `timestamp` and `timestamptz`
+        // (a load into a column of the other kind) in the session's zone,
+        // which must not depend on the server's or the role's settings.
+        session.execute_batch("SET standard_conforming_strings = on; SET TIME ZONE 'UTC'")?;
         Ok(session)
     }
 

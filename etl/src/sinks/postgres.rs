@@ -6,7 +6,8 @@ An attempt opens a session and, in one transaction:
 1. inserts the task run's fence row into `conveyor_commits(task_run,
    attempt, rows, committed_at)` (created beside the target if absent), with
    `ON CONFLICT DO NOTHING`. The row is the attempt's lock: a rival attempt
-   of the same task run waits on it until this transaction ends. If the row
+   of the same task run waits on it until this transaction ends, looking at
+   its own cancel flag every second ([`take_fence`]). If the row
    was already there, another attempt committed: this one rolls back, copies
    nothing and answers with that attempt's row count;
 2. `CREATE TABLE IF NOT EXISTS` the target, with `create = true` (from the
@@ -31,7 +32,11 @@ attempt's cancel flag, still in the transaction:
 1. move the rows: nothing more for `append`; `replace` is `TRUNCATE` then
    `INSERT ... SELECT` from the staging table (the table keeps its indexes,
    grants and dependent views; readers wait for the commit, then see all the
-   new rows); `upsert` is `INSERT ... ON CONFLICT (key) DO UPDATE` of the
+   new rows. Two things follow from `TRUNCATE`, PostgreSQL's own rules: a
+   table that another table's foreign key references is refused, with the
+   server's message; and a `REPEATABLE READ` reader whose snapshot is older
+   than the commit sees the table empty, not the old rows); `upsert` is
+   `INSERT ... ON CONFLICT (key) DO UPDATE` of the
    other columns, only where a value differs (an unchanged row is not
    rewritten), and needs a primary key or unique index on exactly `key`;
 2. set the fence row's `rows`;
@@ -42,10 +47,13 @@ answers at once.
 
 Columns are matched by name (`COPY t ("a", "b")`, `INSERT INTO t ("a",
 "b") SELECT ...`), so the target may have more columns (defaults fill them)
-and, for `replace` and `upsert`, other types that the server converts on
-assignment (an `int8` into an `int4`, a `text` into a `varchar(n)`); a binary
-COPY straight into the target needs each column's own type (see
-[`pg_type`]). Identifiers are always quoted; values only travel in the COPY
+and other types that the server converts on assignment from the staging
+table (an `int8` into an `int4`, a `timestamp` into a `timestamptz`, in the
+session's UTC); a binary COPY straight into the target needs each column's
+own type (see [`pg_type`] and [`converted_columns`]). A conversion that
+would change a value (rounding `1.234` into a `numeric(12,2)`, or `1.5`
+into an `int4`) refuses the load before anything is moved
+([`check_conversions`]). Identifiers are always quoted; values only travel in the COPY
 stream or as bound parameters.
 
 # Partitioned loads
@@ -143,20 +151,10 @@ fn load<'a>(
     // within about a minute and rolls back (these only apply over TCP).
     session.execute_batch(
         "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 5; \
-         SET tcp_keepalives_count = 6; BEGIN",
+         SET tcp_keepalives_count = 6",
     )?;
     let task_run = format!("{}.{}", at.flow_run, at.task);
-    let fenced = session
-        .client
-        .query_opt(
-            format!(
-                "INSERT INTO {fence} (task_run, attempt, rows) VALUES ($1, $2, 0) \
-                 ON CONFLICT (task_run) DO NOTHING RETURNING rows"
-            )
-            .as_str(),
-            &[&task_run, &(at.attempt as i32)],
-        )
-        .map_err(|e| session.error(e))?;
+    let fenced = take_fence(&mut session, at, &fence, &task_run)?;
     let committed_by = match fenced {
         Some(_) => None,
         None => {
@@ -183,6 +181,7 @@ fn load<'a>(
         fence,
         rows: 0,
         staged_append: false,
+        converted: Vec::new(),
         committed_by,
         parts,
     };
@@ -207,7 +206,9 @@ fn load<'a>(
             Checked::Spec(m) => EtlError::Spec(format!("{}: {m}", target.table)),
         })?;
     }
-    let direct = target.mode == PgMode::Append && types_match(session, &table, schema)?;
+    let converted = converted_columns(session, &table, schema)?;
+    let direct = target.mode == PgMode::Append && converted.is_empty();
+    pending.converted = converted;
     let into = if direct {
         table
     } else {
@@ -222,37 +223,143 @@ fn load<'a>(
     Ok(Box::new(pending))
 }
 
-/// Whether every column of the rows has, in `table`, the type the rows
-/// would give it ([`pg_type`]) or one that reads that type's binary form
-/// (`varchar` and `char` for `text`): then a binary COPY can go straight into
-/// it. Another type (an `int4` for `int8` rows, a `timestamptz` for
-/// timestamps without a zone) takes a conversion, which the server does on
-/// assignment from a staging table.
-fn types_match(session: &mut Session, table: &str, schema: &Schema) -> Result<bool> {
+/// How long the fence insert waits on a rival attempt's transaction before
+/// it looks at the cancel flag and waits again.
+const FENCE_WAIT: &str = "1s";
+
+/// Begins the attempt's transaction and inserts the task run's fence row:
+/// `Some` when this attempt holds it, `None` when another attempt already
+/// committed the task run. While a rival attempt's transaction holds the
+/// row, the insert waits for it to end, [`FENCE_WAIT`] at a time, looking
+/// at the attempt's cancel flag between waits: a cancelled run's attempt
+/// stops waiting.
+fn take_fence(
+    session: &mut Session,
+    at: &Attempt,
+    fence: &str,
+    task_run: &str,
+) -> Result<Option<postgres::Row>> {
+    let insert = format!(
+        "INSERT INTO {fence} (task_run, attempt, rows) VALUES ($1, $2, 0) \
+         ON CONFLICT (task_run) DO NOTHING RETURNING rows"
+    );
+    loop {
+        session.execute_batch(&format!("BEGIN; SET LOCAL lock_timeout = '{FENCE_WAIT}'"))?;
+        match session
+            .client
+            .query_opt(insert.as_str(), &[&task_run, &(at.attempt as i32)])
+        {
+            Ok(row) => {
+                session.execute_batch("SET LOCAL lock_timeout = 0")?;
+                return Ok(row);
+            }
+            Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                session.execute_batch("ROLLBACK")?;
+                at.check_cancelled()?;
+            }
+            Err(e) => return Err(session.error(e)),
+        }
+    }
+}
+
+/// The columns of the rows whose type in `table` is not the one the rows
+/// would give it ([`pg_type`]), nor one that reads that type's binary form
+/// unchanged (`varchar` and `char` for `text`; a `numeric` of the same
+/// scale and no fewer digits): each with its type in the table, as
+/// `format_type` writes it. With none, a binary COPY can go straight into
+/// the table. Any other type (an `int4` for `int8` rows, a `timestamptz`
+/// for timestamps without a zone, a `numeric(12,2)` for `numeric(38,9)`
+/// rows) takes a conversion, which the server does on assignment from a
+/// staging table, and [`check_conversions`] then makes sure it changes no
+/// value. A table or column that does not exist is not listed: the COPY or
+/// the `INSERT` says so.
+fn converted_columns(
+    session: &mut Session,
+    table: &str,
+    schema: &Schema,
+) -> Result<Vec<(String, String)>> {
     let found = session
         .client
         .query(
-            "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
-             JOIN pg_type t ON t.oid = a.atttypid \
+            "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
             &[&table],
         )
         .map_err(|e| session.error(e))?;
-    let theirs: std::collections::HashMap<String, String> =
-        found.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let theirs: std::collections::HashMap<String, (String, String)> = found
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let mut converted = Vec::new();
     for f in schema.fields() {
-        let ours = pg_type(f.name(), f.data_type())?;
-        let ours = ours.split('(').next().unwrap_or_default();
-        let ok = match theirs.get(f.name().as_str()).map(String::as_str) {
-            Some(t) => t == ours || (ours == "text" && matches!(t, "varchar" | "bpchar")),
-            // No such table or column: let the COPY say so.
-            None => true,
+        let Some((name, formatted)) = theirs.get(f.name().as_str()) else {
+            continue;
         };
-        if !ok {
-            return Ok(false);
+        let ours = pg_type(f.name(), f.data_type())?;
+        let same = match (f.data_type(), name.as_str()) {
+            (DataType::Decimal128(p, s), "numeric") => {
+                numeric_typmod(formatted).is_none_or(|(tp, ts)| ts == *s as u32 && tp >= *p as u32)
+            }
+            _ => *name == ours || (ours == "text" && matches!(name.as_str(), "varchar" | "bpchar")),
+        };
+        if !same {
+            converted.push((f.name().clone(), formatted.clone()));
         }
     }
-    Ok(true)
+    Ok(converted)
+}
+
+/// `(precision, scale)` of a `numeric(p,s)` as `format_type` writes it;
+/// `None` for an unconstrained `numeric`.
+fn numeric_typmod(formatted: &str) -> Option<(u32, u32)> {
+    let inner = formatted.strip_prefix("numeric(")?.strip_suffix(')')?;
+    let (p, s) = inner.split_once(',')?;
+    Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+}
+
+/// Refuses the load if converting a staged column to its type in the table
+/// would change a value: `1.234` into a `numeric(12,2)`, `1.5` into an
+/// `int4`, `'ab '` into a `char(2)`. PostgreSQL rounds and trims those on
+/// assignment without a word; the rule here is that a load changes no value.
+/// A value the table's type cannot hold at all (too long, too large) is the
+/// server's own error at the move.
+fn check_conversions(
+    session: &mut Session,
+    target: &PgTarget,
+    schema: &Schema,
+    converted: &[(String, String)],
+) -> Result<()> {
+    for (column, theirs) in converted {
+        let field = schema.field_with_name(column).map_err(|e| {
+            EtlError::Internal(format!("column `{column}` of the rows is gone: {e}"))
+        })?;
+        let ours = pg_type(column, field.data_type())?;
+        let c = quote_sql_ident(column);
+        // `theirs` comes from the server's catalogue (format_type quotes
+        // what needs quoting); `ours` from pg_type's fixed names.
+        let changed = session
+            .client
+            .query_opt(
+                format!(
+                    "SELECT {c}::text, ({c}::{theirs})::text FROM {STAGE} \
+                     WHERE ({c}::{theirs})::{ours} IS DISTINCT FROM {c} LIMIT 1"
+                )
+                .as_str(),
+                &[],
+            )
+            .map_err(|e| session.error(e))?;
+        if let Some(row) = changed {
+            let (was, became): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+            return Err(EtlError::Spec(format!(
+                "{}: column `{column}` is {theirs} in the table, and the value `{}` would be stored as `{}`; nothing was loaded (widen the column, or cast the rows in a step first)",
+                target.table,
+                was.as_deref().unwrap_or("NULL"),
+                became.as_deref().unwrap_or("NULL"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the fence table beside the target if it is absent, outside the
@@ -605,6 +712,8 @@ struct PendingTable<'a> {
     /// An `append` whose rows went through the staging table, because the
     /// target's column types differ from the rows'.
     staged_append: bool,
+    /// Columns the move converts to the table's type ([`converted_columns`]).
+    converted: Vec<(String, String)>,
     /// Another attempt committed the task run: its attempt and rows. This
     /// one copied nothing and its transaction is rolled back.
     committed_by: Option<(i32, u64)>,
@@ -624,6 +733,7 @@ impl PendingOutput for PendingTable<'_> {
             fence,
             rows,
             staged_append,
+            converted,
             committed_by,
             parts,
         } = *self;
@@ -695,12 +805,17 @@ impl PendingOutput for PendingTable<'_> {
             }
         };
         if let Some(moved) = moved {
+            check_conversions(&mut session, target, &schema, &converted)?;
             session.execute_batch(&moved)?;
         }
         session
             .client
             .execute(
-                format!("UPDATE {fence} SET rows = $2 WHERE task_run = $1").as_str(),
+                // The commit's own time: now() would be the transaction's start.
+                format!(
+                    "UPDATE {fence} SET rows = $2, committed_at = clock_timestamp() WHERE task_run = $1"
+                )
+                .as_str(),
                 &[&task_run, &(rows as i64)],
             )
             .map_err(|e| session.error(e))?;
@@ -750,13 +865,15 @@ fn check_unique_key(
             "the table does not exist; create it, or set create = true".into(),
         ));
     }
+    // Sorted byte by byte on both sides (COLLATE "C" in the query): the
+    // database's own collation may order `Region` and `id` otherwise.
     let mut key = target.key.clone();
     key.sort();
     let found = tx
         .query_opt(
             "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::text::regclass AND i.indisunique \
              AND i.indpred IS NULL AND i.indexprs IS NULL \
-             AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
+             AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\") FROM pg_attribute a \
                   WHERE a.attrelid = i.indrelid \
                   AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])) = $2::text[] \
              LIMIT 1",
@@ -1016,6 +1133,94 @@ mod tests {
         assert_eq!(out.rows_out, 3);
         let n: i64 = c.query_one("SELECT count(*) FROM rt", &[]).unwrap().get(0);
         assert_eq!(n, 3, "the fence held");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_attempt_waiting_on_a_rivals_fence_row_stops_at_a_cancel_and_answers_from_its_commit() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let db = Db::create("etl_rival");
+        let dir = std::env::temp_dir().join(format!("conveyor-pg-rival-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ws = Workspace {
+            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
+            output_root: dir.join("out"),
+            max_record_bytes: 1 << 20,
+            sources: Default::default(),
+        };
+        let target = PgTarget {
+            url: db.url.clone(),
+            table: "public.rt".into(),
+            mode: PgMode::Append,
+            key: vec![],
+            create: true,
+        };
+        // A rival attempt holds the task run's fence row in an open
+        // transaction, as one does for the length of its COPY.
+        let mut rival = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        rival
+            .batch_execute(
+                "CREATE TABLE conveyor_commits (task_run text PRIMARY KEY, attempt int NOT NULL, \
+                 rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .unwrap();
+        rival
+            .batch_execute(
+                "BEGIN; INSERT INTO conveyor_commits (task_run, attempt, rows) VALUES ('r1.l', 1, 0)",
+            )
+            .unwrap();
+        let progress = AtomicU64::new(0);
+        let cancel = AtomicBool::new(false);
+        let attempt = || Attempt {
+            flow_run: "r1",
+            task: "l",
+            attempt: 2,
+            delivery: 2,
+            progress: &progress,
+            before_commit: None,
+            cancel: Some(&cancel),
+        };
+        let input = batch();
+        let started = std::time::Instant::now();
+        let waited = std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let at = attempt();
+                let mut iter = vec![Ok(input.clone())].into_iter();
+                Box::new(PgSink::new(&ws, &at, &target).unwrap())
+                    .write(input.schema(), &mut iter)
+                    .map(|_| ())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            assert!(
+                !waiter.is_finished(),
+                "the attempt waits while the rival holds the row"
+            );
+            cancel.store(true, Ordering::Release);
+            waiter.join().unwrap()
+        });
+        let err = waited.expect_err("a cancelled attempt stops waiting");
+        assert_eq!(err.kind(), conveyor_schemas::ErrorKind::Cancelled, "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+        // The rival commits 3 rows: the next attempt answers from its row,
+        // and copies nothing.
+        rival
+            .batch_execute("UPDATE conveyor_commits SET rows = 3; COMMIT")
+            .unwrap();
+        cancel.store(false, Ordering::Release);
+        let at = attempt();
+        let mut iter = vec![Ok(input.clone())].into_iter();
+        let out = Box::new(PgSink::new(&ws, &at, &target).unwrap())
+            .write(input.schema(), &mut iter)
+            .unwrap()
+            .commit(3)
+            .unwrap();
+        assert_eq!(out.rows_out, 3);
+        let tables: i64 = rival
+            .query_one("SELECT count(*) FROM pg_class WHERE relname = 'rt'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 0, "nothing was created or copied");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -218,8 +218,18 @@ fn kind_of(name: &str, ty: &Type, typmod: i32) -> Result<(Kind, DataType)> {
                 )));
             }
             let p = ((typmod - 4) >> 16) & 0xffff;
-            let s = (typmod - 4) & 0xffff;
-            if p > 38 || s > p {
+            // An 11-bit signed scale: PostgreSQL 15 allows one below 0 or
+            // above the precision (numeric(2,-3), numeric(3,5)).
+            let s = (((typmod - 4) & 0x7ff) ^ 1024) - 1024;
+            if s < 0 || s > p {
+                return Err(EtlError::Spec(format!(
+                    "column `{name}` is numeric({p},{s}), whose scale is outside 0 to {p}, which no decimal type here holds; cast it in the query, e.g. `{}::numeric({},{})`, or `::text`",
+                    quote_sql_ident(name),
+                    (p + s.max(0) - s.min(p)).clamp(1, 38),
+                    s.clamp(0, 38)
+                )));
+            }
+            if p > 38 {
                 return Err(EtlError::Spec(format!(
                     "column `{name}` is numeric({p},{s}), wider than a decimal of 38 digits; cast it in the query, e.g. `{}::numeric(38,{})`, or `::text`",
                     quote_sql_ident(name),
