@@ -195,6 +195,14 @@ fn input_names_the_table_input_and_sql_errors_name_the_task_query_and_position()
         std::fs::read_to_string(dir.join("out/top.csv")).unwrap(),
         expected
     );
+    // The rows before the SQL step went through a scratch file, since gone.
+    let scratch = dir.join(".conveyor/artifacts/.scratch");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap_or_else(|e| panic!("{}: {e}", scratch.display()))
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
 
     // An unknown column fails at run time, naming the task, the query and where.
     let bad = flow(r#"[{ sql = "SELECT nope FROM input" }]"#);

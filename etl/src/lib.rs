@@ -205,8 +205,9 @@ type Rows<'a> = (
 
 /// The rows of a task: its source, through its steps, counting the rows
 /// that go in. Batch steps map each batch as it comes; a SQL step
-/// ([`sql`]) reads the rows so far as the table `input` or, as the first
-/// step, the task's named tables straight from the store.
+/// ([`sql`]) reads the rows so far as the table `input` (from a scratch
+/// Arrow IPC file, so that memory stays flat however many rows there are)
+/// or, as the first step, the task's named tables straight from the store.
 fn open_with_steps<'a>(
     source: &SourceSpec,
     steps: &'a [Step],
@@ -242,7 +243,7 @@ fn open_with_steps<'a>(
                     .iter()
                     .map(|a| cx.store.open(&a.path))
                     .collect::<Result<Vec<_>>>()?;
-                named.push((t.name, sql::TableRows::Artifacts(paths)));
+                named.push((t.name, paths));
             }
             let step = sql::SqlStep {
                 task: at.task,
@@ -263,15 +264,29 @@ fn open_with_steps<'a>(
     };
     while done < steps.len() {
         if let Step::Sql { sql } = &steps[done] {
-            let (schema, iter) = rows;
-            let batches = iter.collect::<Result<Vec<_>>>()?;
+            // The rows so far go to a scratch Arrow IPC file, which the
+            // query streams (and may scan more than once, for a self-join)
+            // without holding them in memory. The file goes when the
+            // query's rows are dropped.
+            let (schema, mut iter) = rows;
+            let mut file =
+                commit::Pending::file(&cx.store.scratch_dir()?.join("sql-input"), cx.tag)?;
+            let writer = file.writer()?;
+            sinks::artifact::write_ipc(writer, file.tmp_path(), schema, &mut iter)?;
             let step = sql::SqlStep {
                 task: at.task,
                 number: done + 1,
                 sql,
             };
-            let input = vec![("input".to_string(), sql::TableRows::Memory(schema, batches))];
-            rows = sql::query(&step, input, at)?;
+            let input = vec![("input".to_string(), vec![file.tmp_path().to_path_buf()])];
+            let (schema, out) = sql::query(&step, input, at)?;
+            rows = (
+                schema,
+                Box::new(KeepWhileRead {
+                    rows: out,
+                    _file: file,
+                }),
+            );
             done += 1;
             continue;
         }
@@ -283,6 +298,20 @@ fn open_with_steps<'a>(
         done = end;
     }
     Ok(rows)
+}
+
+/// Rows read from a scratch file, which is removed once they are dropped.
+struct KeepWhileRead<'a> {
+    rows: Box<dyn Iterator<Item = Batch> + 'a>,
+    _file: commit::Pending,
+}
+
+impl Iterator for KeepWhileRead<'_> {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        self.rows.next()
+    }
 }
 
 /// Maps `rows` through the batch steps `steps` (numbered from `first` + 1

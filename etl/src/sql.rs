@@ -8,10 +8,10 @@ table `input`), or the rows the steps before it produced, as the table
 `input`.
 
 - Each step gets a [`SessionContext`] of its own, with only its tables.
-- An artifact table is streamed: every scan reopens its Arrow IPC files,
-  one DataFusion partition per file (a partitioned upstream task's parts
-  are scanned in parallel). Rows that earlier steps produced are held in a
-  [`MemTable`].
+- A table is streamed: every scan reopens its Arrow IPC files, one
+  DataFusion partition per file (a partitioned upstream task's parts are
+  scanned in parallel). Rows that earlier steps (or the task's own source)
+  produced come as one scratch file, written by the caller.
 - DataFusion is async: each query runs on a small multi-thread tokio
   runtime of its own, driven from the task's blocking thread, so the
   worker's actors and I/O runtime are never blocked by it. The result is
@@ -32,7 +32,6 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -56,26 +55,18 @@ pub struct SqlStep<'q> {
     pub sql: &'q str,
 }
 
-/// The rows of one table of a query.
-pub enum TableRows {
-    /// Arrow IPC files in the store (the parts of one upstream task, in
-    /// order), reopened by every scan.
-    Artifacts(Vec<PathBuf>),
-    /// Rows already in memory: what the steps before produced.
-    Memory(SchemaRef, Vec<RecordBatch>),
-}
-
 /// The result of a query: its schema, and its batches as DataFusion makes them.
 pub type Rows<'a> = (
     SchemaRef,
     Box<dyn Iterator<Item = Result<RecordBatch>> + 'a>,
 );
 
-/// Runs `step` over the named `tables`. Planning errors (a syntax error, an
+/// Runs `step` over the named `tables`, each the Arrow IPC files of its
+/// rows (in order; one file or the parts of a partitioned task). Planning errors (a syntax error, an
 /// unknown table or column) come back here, before any row is read.
 pub fn query<'a>(
     step: &SqlStep,
-    tables: Vec<(String, TableRows)>,
+    tables: Vec<(String, Vec<PathBuf>)>,
     at: &'a Attempt,
 ) -> Result<Rows<'a>> {
     let threads = std::thread::available_parallelism()
@@ -96,13 +87,8 @@ pub fn query<'a>(
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(config);
     let read = Arc::new(AtomicU64::new(0));
-    for (name, rows) in tables {
-        let provider: Arc<dyn datafusion::catalog::TableProvider> = match rows {
-            TableRows::Memory(schema, batches) => {
-                Arc::new(MemTable::try_new(schema, vec![batches]).map_err(|e| step.error(e))?)
-            }
-            TableRows::Artifacts(paths) => artifact_table(&name, paths, &read)?,
-        };
+    for (name, paths) in tables {
+        let provider = artifact_table(&name, paths, &read)?;
         ctx.register_table(name.as_str(), provider)
             .map_err(|e| step.error(e))?;
     }
