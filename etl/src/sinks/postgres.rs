@@ -195,10 +195,22 @@ fn load<'a>(
         if target.mode == PgMode::Upsert {
             defs.push(format!("PRIMARY KEY ({})", quoted_list(&target.key)));
         }
-        session.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} ({})",
-            defs.join(", ")
-        ))?;
+        let create = format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", "));
+        if let Err(e) = session.client.batch_execute(&create) {
+            // Two first loads that create the table at the same moment: the
+            // loser's CREATE fails on the catalogue's unique index. Its
+            // retry finds the table.
+            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+                return Err(EtlError::Io {
+                    file: std::path::PathBuf::from(&session.shown),
+                    source: std::io::Error::other(format!(
+                        "{}: another load created the table at the same moment; retrying",
+                        target.table
+                    )),
+                });
+            }
+            return Err(session.error(e));
+        }
     }
     if target.mode == PgMode::Upsert {
         check_unique_key(&mut session.client, &table, target).map_err(|e| match e {
@@ -1133,6 +1145,71 @@ mod tests {
         assert_eq!(out.rows_out, 3);
         let n: i64 = c.query_one("SELECT count(*) FROM rt", &[]).unwrap().get(0);
         assert_eq!(n, 3, "the fence held");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn two_first_loads_creating_the_table_at_once_end_in_a_retry_not_a_failure() {
+        let db = Db::create("etl_create_race");
+        let dir = std::env::temp_dir().join(format!("conveyor-pg-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ws = Workspace {
+            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
+            output_root: dir.join("out"),
+            max_record_bytes: 1 << 20,
+            sources: Default::default(),
+        };
+        let target = PgTarget {
+            url: db.url.clone(),
+            table: "public.rt".into(),
+            mode: PgMode::Append,
+            key: vec![],
+            create: true,
+        };
+        // Another run's load is creating the same table, not yet committed.
+        let mut rival = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        rival
+            .batch_execute("BEGIN; CREATE TABLE public.rt (x int8)")
+            .unwrap();
+        let progress = AtomicU64::new(0);
+        let attempt = || Attempt {
+            flow_run: "r1",
+            task: "l",
+            attempt: 1,
+            delivery: 1,
+            progress: &progress,
+            before_commit: None,
+            cancel: None,
+        };
+        let input = batch();
+        let raced = std::thread::scope(|s| {
+            let loser = s.spawn(|| {
+                let at = attempt();
+                let mut iter = vec![Ok(input.clone())].into_iter();
+                Box::new(PgSink::new(&ws, &at, &target).unwrap())
+                    .write(input.schema(), &mut iter)
+                    .map(|_| ())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            rival.batch_execute("COMMIT").unwrap();
+            loser.join().unwrap()
+        });
+        let err = raced.expect_err("the CREATE lost the race");
+        assert!(err.retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("created the table at the same moment"),
+            "{err}"
+        );
+        // The retry finds the table, and its other columns refuse the load
+        // with the server's own message (not another race).
+        let at = attempt();
+        let mut iter = vec![Ok(input.clone())].into_iter();
+        let err = Box::new(PgSink::new(&ws, &at, &target).unwrap())
+            .write(input.schema(), &mut iter)
+            .map(|_| ())
+            .expect_err("the table has other columns");
+        assert!(!err.retryable(), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
