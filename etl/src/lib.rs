@@ -250,7 +250,7 @@ fn open_with_steps<'a>(
                 number: 1,
                 sql,
             };
-            (sql::query(&step, named, at)?, 1)
+            (sql::query(&step, named, false, at)?, 1)
         }
         _ => {
             let batches = sources::open(source, cx)?;
@@ -267,7 +267,7 @@ fn open_with_steps<'a>(
             // The rows so far go to a scratch Arrow IPC file, which the
             // query streams (and may scan more than once, for a self-join)
             // without holding them in memory. The file goes when the
-            // query's rows are dropped.
+            // query's rows are dropped. Its rows were counted on the way in.
             let (schema, mut iter) = rows;
             let mut file =
                 commit::Pending::file(&cx.store.scratch_dir()?.join("sql-input"), cx.tag)?;
@@ -279,7 +279,7 @@ fn open_with_steps<'a>(
                 sql,
             };
             let input = vec![("input".to_string(), vec![file.tmp_path().to_path_buf()])];
-            let (schema, out) = sql::query(&step, input, at)?;
+            let (schema, out) = sql::query(&step, input, true, at)?;
             rows = (
                 schema,
                 Box::new(KeepWhileRead {

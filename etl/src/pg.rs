@@ -4,9 +4,9 @@ show a password, and the binary COPY format's constants.
 
 A session sets `standard_conforming_strings = on` (so a backslash in a
 literal is never an escape: params become literals with
-`conveyor_flow::params::sql_literal`), `TimeZone = UTC` (conversions
-between `timestamp` and `timestamptz` read and write UTC) and
-`application_name = conveyor`.
+`conveyor_flow::params::sql_literal`) and `application_name = conveyor`.
+A load's session also sets `TimeZone = UTC` (see the sink); an extract's
+keeps the server's, which its query may rely on (`current_date`).
 
 # The binary COPY format
 `COPY ... (FORMAT binary)` frames rows as: an 11-byte signature, a 32-bit
@@ -69,10 +69,7 @@ impl Session {
             shown,
             url: url.to_string(),
         };
-        // UTC: the server converts between `timestamp` and `timestamptz`
-        // (a load into a column of the other kind) in the session's zone,
-        // which must not depend on the server's or the role's settings.
-        session.execute_batch("SET standard_conforming_strings = on; SET TIME ZONE 'UTC'")?;
+        session.execute_batch("SET standard_conforming_strings = on")?;
         Ok(session)
     }
 

@@ -13,7 +13,8 @@ the directory without changing them. How outputs are committed is in
   a duplicate delivery answers with the recorded output and writes nothing;
 - `{flow_run}/{task}.{ext}`: one part of a partitioned load, until gathered;
 - `{flow_run}/{task}.lock`: the task run's lock;
-- `.scratch/`: downloads being read.
+- `.scratch/`: downloads being read, and the rows a SQL step reads from
+  the steps before it.
 */
 
 use std::fs::{File, OpenOptions};

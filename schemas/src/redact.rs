@@ -60,7 +60,11 @@ pub fn redact_in(text: &str, url: &str) -> String {
         return text.to_string();
     }
     let mut out = text.replace(url, &redacted);
-    for secret in userinfo_secret(url).into_iter().chain(secret_params(url)) {
+    // A library may quote the password alone. A parameter's value is also
+    // replaced wherever it appears, unless it is too short to be told from
+    // other text (`sig=1` must not turn `HTTP 401` into `HTTP 40***`).
+    let params = secret_params(url).filter(|v| v.len() >= 4);
+    for secret in userinfo_secret(url).into_iter().chain(params) {
         out = out.replace(secret, "***");
     }
     hide_secret_params(&out)
@@ -70,7 +74,7 @@ pub fn redact_in(text: &str, url: &str) -> String {
 /// does: for text that may hold URLs nobody listed, such as a task's error.
 pub fn redact_urls_in(text: &str) -> String {
     if !text.contains("://") {
-        return text.to_string();
+        return hide_secret_params(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -138,15 +142,17 @@ fn secret_param_spans(text: &str) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut i = 0;
     while let Some(eq) = text[i..].find('=').map(|n| n + i) {
-        let key_start = text[..eq]
+        // libpq allows spaces around the `=`: `password = x`.
+        let before = text[..eq].trim_end_matches(' ');
+        let key_start = before
             .rfind(|c: char| " ?&;\t\n\"'`(".contains(c))
             .map_or(0, |n| n + 1);
-        let key = text[key_start..eq].trim();
+        let key = &before[key_start..];
         i = eq + 1;
         if !SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
             continue;
         }
-        let start = eq + 1;
+        let start = eq + 1 + (text[eq + 1..].len() - text[eq + 1..].trim_start_matches(' ').len());
         let end = if b.get(start) == Some(&b'\'') {
             // libpq: a quoted value, with \' and \\ escapes.
             let mut j = start + 1;
@@ -239,6 +245,23 @@ mod tests {
         assert_eq!(
             redact_url("host=db user=app password='se cret\\' x' dbname=x"),
             "host=db user=app password=*** dbname=x"
+        );
+        assert_eq!(
+            redact_url("host=db password = 'p w' user=u"),
+            "host=db password = *** user=u"
+        );
+        assert_eq!(
+            redact_urls_in("connect to host=db password=hunter2 failed"),
+            "connect to host=db password=*** failed",
+            "a connection string without a URL"
+        );
+        assert_eq!(
+            redact_in(
+                "HTTP 401 for https://h/a.csv?sig=1",
+                "https://h/a.csv?sig=1"
+            ),
+            "HTTP 401 for https://h/a.csv?sig=***",
+            "a short value is hidden in its parameter only"
         );
         assert_eq!(
             redact_url("host=db passwordless=1 mypassword=2"),

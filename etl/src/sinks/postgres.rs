@@ -149,9 +149,12 @@ fn load<'a>(
     // A rival attempt waits on this attempt's fence row for as long as the
     // copy takes; should this worker's host vanish, the server finds out
     // within about a minute and rolls back (these only apply over TCP).
+    // UTC: the server converts between `timestamp` and `timestamptz` (a
+    // load into a column of the other kind) in the session's zone, which
+    // must not depend on the server's or the role's settings.
     session.execute_batch(
         "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 5; \
-         SET tcp_keepalives_count = 6",
+         SET tcp_keepalives_count = 6; SET TIME ZONE 'UTC'",
     )?;
     let task_run = format!("{}.{}", at.flow_run, at.task);
     let fenced = take_fence(&mut session, at, &fence, &task_run)?;
@@ -309,11 +312,19 @@ fn converted_columns(
             continue;
         };
         let ours = pg_type(f.name(), f.data_type())?;
+        // A type modifier (a length, a precision) can change a value on the
+        // way in: `timestamp(3)` rounds, `varchar(5)` cuts trailing spaces.
+        let modified = formatted.contains('(');
         let same = match (f.data_type(), name.as_str()) {
-            (DataType::Decimal128(p, s), "numeric") => {
-                numeric_typmod(formatted).is_none_or(|(tp, ts)| ts == *s as u32 && tp >= *p as u32)
+            (DataType::Decimal128(p, s), "numeric") => match numeric_typmod(formatted) {
+                None => !modified,
+                Some((tp, ts)) => ts == i32::from(*s) && tp >= i32::from(*p),
+            },
+            _ => {
+                !modified
+                    && (*name == ours
+                        || (ours == "text" && matches!(name.as_str(), "varchar" | "bpchar")))
             }
-            _ => *name == ours || (ours == "text" && matches!(name.as_str(), "varchar" | "bpchar")),
         };
         if !same {
             converted.push((f.name().clone(), formatted.clone()));
@@ -322,20 +333,31 @@ fn converted_columns(
     Ok(converted)
 }
 
-/// `(precision, scale)` of a `numeric(p,s)` as `format_type` writes it;
-/// `None` for an unconstrained `numeric`.
-fn numeric_typmod(formatted: &str) -> Option<(u32, u32)> {
+/// `(precision, scale)` of a `numeric(p,s)` as `format_type` writes it
+/// (PostgreSQL 15's scale may be below 0); `None` for an unconstrained
+/// `numeric`.
+fn numeric_typmod(formatted: &str) -> Option<(i32, i32)> {
     let inner = formatted.strip_prefix("numeric(")?.strip_suffix(')')?;
     let (p, s) = inner.split_once(',')?;
     Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
 }
 
+/// `n` of a `character(n)` as `format_type` writes it.
+fn bpchar_length(formatted: &str) -> Option<u32> {
+    formatted
+        .strip_prefix("character(")?
+        .strip_suffix(')')?
+        .parse()
+        .ok()
+}
+
 /// Refuses the load if converting a staged column to its type in the table
 /// would change a value: `1.234` into a `numeric(12,2)`, `1.5` into an
-/// `int4`, `'ab '` into a `char(2)`. PostgreSQL rounds and trims those on
-/// assignment without a word; the rule here is that a load changes no value.
-/// A value the table's type cannot hold at all (too long, too large) is the
-/// server's own error at the move.
+/// `int4`, a fraction of a second into a `timestamp(0)`, `'ab '` into a
+/// `varchar(2)`. PostgreSQL rounds and trims those on assignment without a
+/// word; the rule here is that a load changes no value. The check casts
+/// explicitly, so a text too long for a `varchar(n)` (which assignment would
+/// refuse) is refused here too, shown cut to `n`.
 fn check_conversions(
     session: &mut Session,
     target: &PgTarget,
@@ -350,14 +372,20 @@ fn check_conversions(
         let c = quote_sql_ident(column);
         // `theirs` comes from the server's catalogue (format_type quotes
         // what needs quoting); `ours` from pg_type's fixed names.
+        // A `character(n)` pads to n, and its text drops the padding, so a
+        // round trip would show every short value as changed: what it can
+        // change is a value longer than n (spaces past n are cut).
+        let (became, differs) = match bpchar_length(theirs) {
+            Some(n) => (format!("left({c}, {n})"), format!("char_length({c}) > {n}")),
+            None => (
+                format!("({c}::{theirs})::text"),
+                format!("({c}::{theirs})::{ours} IS DISTINCT FROM {c}"),
+            ),
+        };
         let changed = session
             .client
             .query_opt(
-                format!(
-                    "SELECT {c}::text, ({c}::{theirs})::text FROM {STAGE} \
-                     WHERE ({c}::{theirs})::{ours} IS DISTINCT FROM {c} LIMIT 1"
-                )
-                .as_str(),
+                format!("SELECT {c}::text, {became} FROM {STAGE} WHERE {differs} LIMIT 1").as_str(),
                 &[],
             )
             .map_err(|e| session.error(e))?;
@@ -770,6 +798,9 @@ impl PendingOutput for PendingTable<'_> {
             commit::remove_parts(ws, parts);
             return Ok(out);
         }
+        // Before the commit gate, which should be followed by the commit
+        // alone: this reads every staged row of each converted column.
+        check_conversions(&mut session, target, &schema, &converted)?;
         if let Some(gate) = at.before_commit {
             gate()?;
         }
@@ -817,7 +848,6 @@ impl PendingOutput for PendingTable<'_> {
             }
         };
         if let Some(moved) = moved {
-            check_conversions(&mut session, target, &schema, &converted)?;
             session.execute_batch(&moved)?;
         }
         session
@@ -1190,7 +1220,25 @@ mod tests {
                     .write(input.schema(), &mut iter)
                     .map(|_| ())
             });
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            // Until the loser's CREATE waits on the rival's.
+            let mut watch = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE IF NOT EXISTS%'",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the CREATE never waited"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             rival.batch_execute("COMMIT").unwrap();
             loser.join().unwrap()
         });
