@@ -1086,10 +1086,11 @@ mod tests {
         RecordBatch::try_new(schema, cols).unwrap()
     }
 
-    #[test]
-    fn every_type_round_trips_through_the_encoder_and_decoder_on_a_real_server() {
-        let db = Db::create("etl_codec");
-        let dir = std::env::temp_dir().join(format!("conveyor-pg-codec-{}", std::process::id()));
+    /// A database, a scratch directory and a store for one test, and an
+    /// append into `public.rt` (created) there.
+    fn fixture(test: &str) -> (Db, std::path::PathBuf, Workspace, PgTarget) {
+        let db = Db::create(test);
+        let dir = std::env::temp_dir().join(format!("conveyor-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ws = Workspace {
             store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
@@ -1097,6 +1098,19 @@ mod tests {
             max_record_bytes: 1 << 20,
             sources: Default::default(),
         };
+        let target = PgTarget {
+            url: db.url.clone(),
+            table: "public.rt".into(),
+            mode: PgMode::Append,
+            key: vec![],
+            create: true,
+        };
+        (db, dir, ws, target)
+    }
+
+    #[test]
+    fn every_type_round_trips_through_the_encoder_and_decoder_on_a_real_server() {
+        let (db, dir, ws, target) = fixture("etl_codec");
         let progress = AtomicU64::new(0);
         let at = Attempt {
             flow_run: "r1",
@@ -1106,13 +1120,6 @@ mod tests {
             progress: &progress,
             before_commit: None,
             cancel: None,
-        };
-        let target = PgTarget {
-            url: db.url.clone(),
-            table: "public.rt".into(),
-            mode: PgMode::Append,
-            key: vec![],
-            create: true,
         };
         let input = batch();
         let mut iter = vec![Ok(input.clone())].into_iter();
@@ -1180,22 +1187,7 @@ mod tests {
 
     #[test]
     fn two_first_loads_creating_the_table_at_once_end_in_a_retry_not_a_failure() {
-        let db = Db::create("etl_create_race");
-        let dir = std::env::temp_dir().join(format!("conveyor-pg-race-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ws = Workspace {
-            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
-            output_root: dir.join("out"),
-            max_record_bytes: 1 << 20,
-            sources: Default::default(),
-        };
-        let target = PgTarget {
-            url: db.url.clone(),
-            table: "public.rt".into(),
-            mode: PgMode::Append,
-            key: vec![],
-            create: true,
-        };
+        let (db, dir, ws, target) = fixture("etl_create_race");
         // Another run's load is creating the same table, not yet committed.
         let mut rival = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
         rival
@@ -1264,22 +1256,7 @@ mod tests {
     #[test]
     fn an_attempt_waiting_on_a_rivals_fence_row_stops_at_a_cancel_and_answers_from_its_commit() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let db = Db::create("etl_rival");
-        let dir = std::env::temp_dir().join(format!("conveyor-pg-rival-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ws = Workspace {
-            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
-            output_root: dir.join("out"),
-            max_record_bytes: 1 << 20,
-            sources: Default::default(),
-        };
-        let target = PgTarget {
-            url: db.url.clone(),
-            table: "public.rt".into(),
-            mode: PgMode::Append,
-            key: vec![],
-            create: true,
-        };
+        let (db, dir, ws, target) = fixture("etl_rival");
         // A rival attempt holds the task run's fence row in an open
         // transaction, as one does for the length of its COPY.
         let mut rival = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
