@@ -64,8 +64,9 @@ pub type Rows<'a> = (
 /// Runs `step` over the named `tables`, each the Arrow IPC files of its
 /// rows (in order; one file or the parts of a partitioned task). With
 /// `counted`, the rows were already counted in the attempt's progress (a
-/// scratch file of the task's own rows): their reads add nothing. Planning errors (a syntax error, an
-/// unknown table or column) come back here, before any row is read.
+/// scratch file of the task's own rows): their reads add nothing. Planning
+/// errors (a syntax error, an unknown table or column) come back here,
+/// before any row is read.
 pub fn query<'a>(
     step: &SqlStep,
     tables: Vec<(String, Vec<PathBuf>)>,

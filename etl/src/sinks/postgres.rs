@@ -52,9 +52,9 @@ table (an `int8` into an `int4`, a `timestamp` into a `timestamptz`, in the
 session's UTC); a binary COPY straight into the target needs each column's
 own type (see [`pg_type`] and [`converted_columns`]). A conversion that
 would change a value (rounding `1.234` into a `numeric(12,2)`, or `1.5`
-into an `int4`) refuses the load before anything is moved
-([`check_conversions`]). Identifiers are always quoted; values only travel in the COPY
-stream or as bound parameters.
+into an `int4`) refuses the load before the commit gate, so before anything
+is moved ([`check_conversions`]). Identifiers are always quoted; values
+only travel in the COPY stream or as bound parameters.
 
 # Partitioned loads
 Each partition's load writes its rows as a Parquet part into the store
