@@ -1108,6 +1108,18 @@ mod tests {
         (db, dir, ws, target)
     }
 
+    /// Opens `target` for the attempt `at` and copies `input` in: the
+    /// output waiting for its commit, or why the attempt stopped.
+    fn write<'a>(
+        ws: &'a Workspace,
+        at: &'a Attempt<'a>,
+        target: &'a PgTarget,
+        input: &RecordBatch,
+    ) -> Result<Box<dyn PendingOutput + 'a>> {
+        let mut iter = vec![Ok(input.clone())].into_iter();
+        Box::new(PgSink::new(ws, at, target).unwrap()).write(input.schema(), &mut iter)
+    }
+
     #[test]
     fn every_type_round_trips_through_the_encoder_and_decoder_on_a_real_server() {
         let (db, dir, ws, target) = fixture("etl_codec");
@@ -1122,10 +1134,7 @@ mod tests {
             cancel: None,
         };
         let input = batch();
-        let mut iter = vec![Ok(input.clone())].into_iter();
-        let pending = Box::new(PgSink::new(&ws, &at, &target).unwrap())
-            .write(input.schema(), &mut iter)
-            .unwrap();
+        let pending = write(&ws, &at, &target, &input).unwrap();
         let out = pending.commit(3).unwrap();
         assert_eq!(out.rows_out, 3);
         assert!(
@@ -1173,9 +1182,7 @@ mod tests {
             attempt: 2,
             ..at.clone()
         };
-        let mut iter = vec![Ok(input.clone())].into_iter();
-        let out = Box::new(PgSink::new(&ws, &again, &target).unwrap())
-            .write(input.schema(), &mut iter)
+        let out = write(&ws, &again, &target, &input)
             .unwrap()
             .commit(3)
             .unwrap();
@@ -1207,10 +1214,7 @@ mod tests {
         let raced = std::thread::scope(|s| {
             let loser = s.spawn(|| {
                 let at = attempt();
-                let mut iter = vec![Ok(input.clone())].into_iter();
-                Box::new(PgSink::new(&ws, &at, &target).unwrap())
-                    .write(input.schema(), &mut iter)
-                    .map(|_| ())
+                write(&ws, &at, &target, &input).map(|_| ())
             });
             // Until the loser's CREATE waits on the rival's.
             let mut watch = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
@@ -1244,9 +1248,7 @@ mod tests {
         // The retry finds the table, and its other columns refuse the load
         // with the server's own message (not another race).
         let at = attempt();
-        let mut iter = vec![Ok(input.clone())].into_iter();
-        let err = Box::new(PgSink::new(&ws, &at, &target).unwrap())
-            .write(input.schema(), &mut iter)
+        let err = write(&ws, &at, &target, &input)
             .map(|_| ())
             .expect_err("the table has other columns");
         assert!(!err.retryable(), "{err}");
@@ -1287,10 +1289,7 @@ mod tests {
         let waited = std::thread::scope(|s| {
             let waiter = s.spawn(|| {
                 let at = attempt();
-                let mut iter = vec![Ok(input.clone())].into_iter();
-                Box::new(PgSink::new(&ws, &at, &target).unwrap())
-                    .write(input.schema(), &mut iter)
-                    .map(|_| ())
+                write(&ws, &at, &target, &input).map(|_| ())
             });
             std::thread::sleep(std::time::Duration::from_millis(1500));
             assert!(
@@ -1311,12 +1310,7 @@ mod tests {
             .unwrap();
         cancel.store(false, Ordering::Release);
         let at = attempt();
-        let mut iter = vec![Ok(input.clone())].into_iter();
-        let out = Box::new(PgSink::new(&ws, &at, &target).unwrap())
-            .write(input.schema(), &mut iter)
-            .unwrap()
-            .commit(3)
-            .unwrap();
+        let out = write(&ws, &at, &target, &input).unwrap().commit(3).unwrap();
         assert_eq!(out.rows_out, 3);
         let tables: i64 = rival
             .query_one("SELECT count(*) FROM pg_class WHERE relname = 'rt'", &[])
