@@ -13,6 +13,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+use conveyor_schemas::secrets::count_references;
 use toml_edit::{Item, TableLike, Value};
 
 use crate::params::{ParamValues, PlaceholderError};
@@ -147,7 +148,7 @@ impl<'t> Diag<'t> {
             // No value holds `${env:`, but two can make one between them
             // (`x$` then `{env:KEY}`), or one with the text around it: the
             // worker would then read a secret the flow never named.
-            Ok(text) if references(&text) > references(s) => {
+            Ok(text) if count_references(&text) > count_references(s) => {
                 self.report(
                     path,
                     span.clone(),
@@ -547,11 +548,6 @@ impl<'a, 't> Tbl<'a, 't> {
             }
         }
     }
-}
-
-/// How many `${env:` openings `text` holds.
-fn references(text: &str) -> usize {
-    text.matches(conveyor_schemas::secrets::OPEN).count()
 }
 
 #[cfg(test)]

@@ -21,6 +21,11 @@ pub fn has_reference(text: &str) -> bool {
     text.contains(OPEN)
 }
 
+/// How many things in `text` start a reference.
+pub fn count_references(text: &str) -> usize {
+    text.matches(OPEN).count()
+}
+
 /// The reference that starts `text` (which starts with [`OPEN`]): the
 /// variable's name and the length of the reference, or why it is not one.
 fn reference(text: &str) -> Result<(&str, usize), String> {
