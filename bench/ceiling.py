@@ -13,7 +13,7 @@ coordinator's part) once with one request in flight (the W2-like latency
 ceiling) and once with many (the W1-like throughput ceiling), stops the
 server and deletes the namespace.
 
-Same AMQP settings as Conveyor (actors/src/transport/amqp.rs): durable
+Same AMQP settings as Conveyor (actors/transport/src/amqp.rs): durable
 quorum task queues with x-delivery-limit 5 and a dead-letter exchange,
 a durable reply queue (classic, as Conveyor's; --reply-queue-type quorum for
 a quorum one), persistent messages, publisher confirms with `mandatory`,

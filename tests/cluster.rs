@@ -499,7 +499,7 @@ fn a_worker_stopped_with_sigstop_then_continued_finishes_its_task_once() {
 
 #[test]
 fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
-    use conveyor_actors::transport::amqp::AmqpTransport;
+    use conveyor_transport::amqp::AmqpTransport;
     let ns = namespace("unroutable");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -534,10 +534,7 @@ fn a_task_the_broker_cannot_route_is_an_error_not_silence() {
     });
     let err = result.expect_err("an unroutable publish must fail");
     assert!(
-        matches!(
-            err,
-            conveyor_actors::transport::TransportError::Unroutable(_)
-        ),
+        matches!(err, conveyor_transport::TransportError::Unroutable(_)),
         "{err:?}"
     );
     assert!(err.to_string().contains("could not route"), "{err}");

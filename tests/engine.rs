@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_actors::handle::{CoordinatorError, CoordinatorHandle};
-use conveyor_actors::node::Node;
-use conveyor_flow::{FlowSpec, Launch, NodeConfig};
+use conveyor_config::{Launch, NodeConfig};
+use conveyor_coordinator::handle::{CoordinatorError, CoordinatorHandle};
+use conveyor_flow::FlowSpec;
+use conveyor_node::node::Node;
 use conveyor_schemas::{FlowState, RunReport, TaskKind, TaskState};
 
 use crate::harness::{broker::*, configs::*, processes::*, workdir::*};

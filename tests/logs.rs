@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_actors::handle::{LogPage, LogQuery};
-use conveyor_actors::runstore::{RunQuery, RunReader};
+use conveyor_coordinator::handle::{LogPage, LogQuery};
+use conveyor_coordinator::runstore::{RunQuery, RunReader};
 use conveyor_schemas::{ErrorKind, FlowState};
 
 use crate::harness::{broker::*, configs::*, processes::*, workdir::*};

@@ -5,7 +5,7 @@ Handlers ask for a role by taking [`CanRead`] or [`CanOperate`] as their
 first argument, so a request is refused before its body is read.
 
 With no token configured the API is open (the server refuses that off
-loopback, see [`conveyor_flow::ApiConfig::exposure_problem`]).
+loopback, see [`conveyor_config::ApiConfig::exposure_problem`]).
 */
 
 use std::future::{ready, Ready};
@@ -13,7 +13,7 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
-use conveyor_flow::{ApiRole, ApiToken};
+use conveyor_config::{ApiRole, ApiToken};
 
 use crate::error::ApiError;
 

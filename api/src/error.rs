@@ -6,7 +6,7 @@ problems, each with its key and line.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use conveyor_actors::handle::CoordinatorError;
+use conveyor_coordinator::handle::CoordinatorError;
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
-use conveyor_actors::handle::CoordinatorHandle;
-use conveyor_flow::ApiConfig;
+use conveyor_config::ApiConfig;
+use conveyor_coordinator::handle::CoordinatorHandle;
 
 use crate::auth::Auth;
 use crate::routes::State;
@@ -39,8 +39,7 @@ use crate::routes::State;
 /// `/api/v1` (the dashboard's hook).
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
-/// Renders the node's metrics as Prometheus text, for `GET /metrics`.
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+pub use crate::routes::MetricsRender;
 
 /// How long open requests (event streams included) get to finish when the
 /// node stops.
@@ -195,7 +194,7 @@ fn api_v1(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
-    use conveyor_flow::{ApiRole, ApiToken};
+    use conveyor_config::{ApiRole, ApiToken};
 
     use super::*;
 

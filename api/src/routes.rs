@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use conveyor_actors::handle::{CoordinatorError, CoordinatorHandle, LogQuery};
-use conveyor_actors::runstore::{Cursor, RunQuery, MAX_PAGE};
+use conveyor_coordinator::handle::{CoordinatorError, CoordinatorHandle, LogQuery};
+use conveyor_coordinator::runstore::{Cursor, RunQuery, MAX_PAGE};
 use conveyor_flow::{FlowSource, FlowSpec};
 use conveyor_schemas::names;
 use conveyor_schemas::FlowState;
@@ -60,12 +60,7 @@ pub async fn health(state: Shared) -> HttpResponse {
         (status = 501, description = "This coordinator has no registered flows", body = ErrorBody)))]
 pub async fn flows(_: CanRead, state: Shared) -> Result<HttpResponse, ApiError> {
     let flows = state.handle.flows().await?;
-    Ok(json(
-        StatusCode::OK,
-        &Flows {
-            flows: flows.into_iter().map(Flow::from).collect(),
-        },
-    ))
+    Ok(json(StatusCode::OK, &Flows { flows }))
 }
 
 /// Starts a run of a registered flow.
@@ -258,7 +253,7 @@ pub async fn get_run(
             ended_ms: saved.and_then(|s| s.ended_ms),
             retry_of: origin.retry_of,
             live: view.live,
-            attempts: attempts.into_iter().map(Attempt::from).collect(),
+            attempts,
         },
     ))
 }
@@ -364,13 +359,7 @@ pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpRes
     if follow {
         return Ok(sse::log_lines(query, first, state.handle.clone()));
     }
-    Ok(json(
-        StatusCode::OK,
-        &Logs {
-            lines: first.lines.into_iter().map(Line::from).collect(),
-            live: first.live,
-        },
-    ))
+    Ok(json(StatusCode::OK, &first))
 }
 
 /// The live nodes: their kinds, in-flight tasks, last heartbeat, version.
@@ -378,12 +367,7 @@ pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpRes
     responses((status = 200, description = "The live nodes", body = Nodes), (status = 401, description = "No token, or a wrong one", body = ErrorBody)))]
 pub async fn nodes(_: CanRead, state: Shared) -> Result<HttpResponse, ApiError> {
     let nodes = state.handle.nodes().await?;
-    Ok(json(
-        StatusCode::OK,
-        &Nodes {
-            nodes: nodes.into_iter().map(Node::from).collect(),
-        },
-    ))
+    Ok(json(StatusCode::OK, &Nodes { nodes }))
 }
 
 /// This document.
@@ -395,8 +379,11 @@ pub async fn openapi(state: Shared) -> HttpResponse {
         .body(state.openapi.clone())
 }
 
+/// Renders the node's metrics as Prometheus text, for `GET /metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The node's metrics, in Prometheus text (mounted when the node has them).
-pub async fn metrics(_: CanRead, render: web::Data<crate::MetricsRender>) -> HttpResponse {
+pub async fn metrics(_: CanRead, render: web::Data<MetricsRender>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(render())

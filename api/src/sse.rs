@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
-use conveyor_actors::handle::{CoordinatorHandle, LogPage, LogQuery};
+use conveyor_coordinator::handle::{CoordinatorHandle, LogPage, LogQuery};
 use conveyor_schemas::RunReport;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
-use crate::types::Line;
 
 /// Longest silence on a stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -123,7 +122,7 @@ pub fn log_lines(mut query: LogQuery, first: LogPage, handle: CoordinatorHandle)
             let got_lines = !page.lines.is_empty();
             for line in page.lines {
                 query.after = Some(line.seq);
-                if tx.send(event("line", &Line::from(line))).await.is_err() {
+                if tx.send(event("line", &line)).await.is_err() {
                     return;
                 }
             }

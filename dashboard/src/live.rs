@@ -14,7 +14,7 @@ events carry HTML that the htmx SSE extension swaps in (`sse-swap`).
   the task shown, with its `seq` as the event id, so a reconnect resumes
   after it), then `end` once the run ended and its last lines are in.
 
-[`CoordinatorHandle::changes`]: conveyor_actors::handle::CoordinatorHandle::changes
+[`CoordinatorHandle::changes`]: conveyor_coordinator::handle::CoordinatorHandle::changes
 */
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,15 +22,16 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use conveyor_actors::handle::LogQuery;
-use conveyor_actors::runstore::{Cursor, RunQuery};
 use conveyor_api::input::{run_id, Query};
 use conveyor_api::sse::{keep_alive, stream};
+use conveyor_coordinator::handle::LogQuery;
+use conveyor_coordinator::runstore::{Cursor, RunQuery};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::app::{Dash, Viewer};
+use crate::fmt;
 use crate::pages::{log_line, run_live_part, Filters, RunParts, RUNS_PAGE};
 use crate::views::{counts, run_row};
-use crate::{fmt, Dash, Viewer};
 
 /// Longest silence on a stream: a comment line then keeps proxies from
 /// closing it and notices a client that left.
@@ -67,7 +68,7 @@ fn stream_viewer(req: &HttpRequest, dash: &Dash) -> Result<Viewer, HttpResponse>
     // No redirect for a stream: a session that expired gets a 403 and the
     // page keeps what it shows.
     dash.viewer(req)
-        .map_err(|_| crate::forbidden("no session: reload the page (and log in)"))
+        .map_err(|_| crate::views::forbidden("no session: reload the page (and log in)"))
 }
 
 /// The runs page's stream (see the module's doc).

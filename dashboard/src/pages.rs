@@ -8,17 +8,21 @@ use std::collections::BTreeMap;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use conveyor_actors::handle::{AttemptView, CoordinatorError, LogLine, RegisteredFlow, RunView};
-use conveyor_actors::runstore::{Cursor, RunQuery, RunSummary};
 use conveyor_api::error::ApiError;
 use conveyor_api::input::{run_id, Query};
+use conveyor_coordinator::handle::{
+    AttemptView, CoordinatorError, LogLine, RegisteredFlow, RunView,
+};
+use conveyor_coordinator::runstore::{Cursor, RunQuery, RunSummary};
 use conveyor_flow::FlowSpec;
 use conveyor_schemas::{names, FlowState};
 use maud::{html, Markup};
 
+use crate::app::{Dash, Viewer};
+use crate::fmt;
 use crate::svg::{self, DagTask};
 use crate::views::{self, badge, html_response, page, run_row};
-use crate::{fmt, forbidden, see_other, Dash, Viewer};
+use crate::views::{forbidden, see_other};
 
 type D = web::Data<Dash>;
 /// A form's fields, read from the body whatever its declared type: a POST
@@ -883,11 +887,11 @@ fn login_page(csrf: &str, error: Option<&str>) -> Markup {
 }
 
 pub async fn login_form(req: HttpRequest, dash: D) -> HttpResponse {
-    if crate::is_open(&req) {
+    if crate::app::is_open(&req) {
         return see_other("/runs");
     }
     // A visitor's session, to carry the login form's CSRF token.
-    let (session, new) = match crate::session_of(&req, &dash) {
+    let (session, new) = match crate::app::session_of(&req, &dash) {
         Some(s) => (s, false),
         None => (dash.sessions.create(None), true),
     };
@@ -905,13 +909,13 @@ pub async fn login_form(req: HttpRequest, dash: D) -> HttpResponse {
 
 pub async fn login(req: HttpRequest, dash: D, body: web::Bytes) -> HttpResponse {
     let form = Form::parse(&body);
-    let Some(visitor) = crate::session_of(&req, &dash) else {
+    let Some(visitor) = crate::app::session_of(&req, &dash) else {
         return forbidden("no session: open the login page first, then send its form");
     };
-    if !crate::csrf_ok(&req, &visitor, field(&form, "csrf")) {
+    if !crate::app::csrf_ok(&req, &visitor, field(&form, "csrf")) {
         return forbidden("the login form's CSRF token is missing or does not match; reload the page and try again");
     }
-    let Some(auth) = crate::auth(&req) else {
+    let Some(auth) = crate::app::auth(&req) else {
         return see_other("/runs");
     };
     if auth.is_open() {

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use conveyor_flow::ApiRole;
+use actix_web::http::header;
+use actix_web::HttpResponse;
+use conveyor_config::ApiRole;
 use rand::Rng;
 
 /// The cookie's name.
@@ -154,6 +156,30 @@ pub fn set_cookie(id: &str, lifetime: Duration) -> String {
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Who asks for a page, and the cookie to set if their session is new.
+pub struct Viewer {
+    pub session: Session,
+    pub set_cookie: Option<String>,
+    /// The API has tokens: there is a login, and a logout button.
+    pub login: bool,
+}
+
+impl Viewer {
+    pub fn can_operate(&self) -> bool {
+        self.session.can_operate()
+    }
+
+    /// `response` with this viewer's new cookie, if any.
+    pub fn finish(&self, mut response: HttpResponse) -> HttpResponse {
+        if let Some(cookie) = &self.set_cookie {
+            if let Ok(v) = header::HeaderValue::from_str(cookie) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        response
+    }
 }
 
 #[cfg(test)]

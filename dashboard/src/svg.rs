@@ -8,7 +8,7 @@ the stylesheet fills.
 
 use std::collections::{BTreeMap, HashMap};
 
-use conveyor_actors::handle::AttemptView;
+use conveyor_coordinator::handle::AttemptView;
 use maud::{html, Markup};
 
 use crate::fmt::duration;

@@ -6,12 +6,12 @@ the same HTML as a reload.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
-use conveyor_actors::runstore::RunSummary;
+use conveyor_coordinator::runstore::RunSummary;
 use conveyor_schemas::FlowState;
 use maud::{html, Markup, DOCTYPE};
 
 use crate::fmt;
-use crate::Viewer;
+use crate::session::Viewer;
 
 /// Bumped with the binary, so that a new version's files are fetched
 /// despite their long cache lifetime.
@@ -149,4 +149,15 @@ pub fn counts(counts: &[(FlowState, u64)], flow: Option<&str>) -> Markup {
             }
         }
     }
+}
+
+pub fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+pub fn forbidden(message: &str) -> HttpResponse {
+    error_page(StatusCode::FORBIDDEN, message)
 }

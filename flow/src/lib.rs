@@ -1,5 +1,5 @@
 /*!
-Conveyor flows and node configs, parsed and checked without running anything.
+Conveyor flows, parsed and checked without running anything.
 
 This crate is pure: no arrow, lapin, actix or SQLite, so `conveyor validate`,
 the HTTP API and the dashboard can parse flows cheaply
@@ -20,13 +20,11 @@ the HTTP API and the dashboard can parse flows cheaply
 - [`partition`]: `partitions = N`: one task per partition, and gathers
   (a task with a SQL step is not split: it reads every partition).
 - [`sql`]: SQL steps' syntax, checked at parse time with `sqlparser`.
-- [`config`]: the node config file ([`NodeConfig`]).
 - [`diag`]: the TOML walk that collects problems ([`Problems`]).
 - [`names`]: the rules for names and relative paths (from the wire contract,
   so that workers apply the same ones).
 */
 
-pub mod config;
 pub mod diag;
 pub(crate) mod fuse;
 pub(crate) mod graph;
@@ -39,10 +37,6 @@ pub mod sql;
 
 pub use conveyor_schemas::names;
 
-pub use config::{
-    ApiConfig, ApiRole, ApiToken, CoordinatorMode, Launch, MetricsConfig, NodeConfig, NotifyConfig,
-    Roles,
-};
 pub use diag::{Problem, Problems};
 pub use model::{
     partition_name, FlowSource, FlowSpec, RetryPolicy, TableInput, TaskBody, TaskDef, TaskInput,

@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use conveyor_api::types::{RunCreated, RunList, RunRetried};
-use conveyor_flow::config::API_TOKEN_ENV;
+use conveyor_config::API_TOKEN_ENV;
 use conveyor_schemas::{FlowState, RunReport};
 use serde_json::Value;
 

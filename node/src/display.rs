@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_flow::NodeConfig;
+use conveyor_config::NodeConfig;
 use conveyor_schemas::{RunReport, TaskReport, TaskState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
@@ -235,14 +235,14 @@ pub fn summary(r: &RunReport) -> String {
 }
 
 pub fn roles(cfg: &NodeConfig) -> String {
-    let roles = match cfg.roles(conveyor_flow::Launch::Node) {
+    let roles = match cfg.roles(conveyor_config::Launch::Node) {
         Ok(r) => r.describe(),
         Err(e) => e.to_string(),
     };
     let broker = match &cfg.broker {
         Some(b) => format!(
             "broker {} namespace {}",
-            conveyor_flow::config::redact_url(&b.url),
+            conveyor_config::redact_url(&b.url),
             b.namespace
         ),
         None => "embedded, no broker".into(),

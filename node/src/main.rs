@@ -1,6 +1,6 @@
 /*!
 The `conveyor` binary: parses the CLI, loads config, decides the process's
-roles once ([`conveyor_flow::NodeConfig::roles`]), sets up tracing, and hands
+roles once ([`conveyor_config::NodeConfig::roles`]), sets up tracing, and hands
 over to `conveyor-actors`. One binary per server; its config file says which
 roles it plays. `display` draws live progress and the summary; `notify`
 tells a service manager (systemd `Type=notify`) when the node is ready;
@@ -19,9 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use conveyor_actors::node::{Node, NodeError};
 use conveyor_api::{ApiServer, ApiSetup};
-use conveyor_flow::{CoordinatorMode, FlowSpec, Launch, NodeConfig};
+use conveyor_config::{CoordinatorMode, Launch, NodeConfig};
+use conveyor_coordinator::remote::SubmitError;
+use conveyor_flow::FlowSpec;
+use conveyor_node::node::{Node, NodeError};
 use conveyor_schemas::{FlowState, RunReport};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -56,7 +58,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Log filter, e.g. `info` or `conveyor_actors=debug`. Defaults to `info`
+    /// Log filter, e.g. `info` or `conveyor_worker=debug`. Defaults to `info`
     /// for `node` and `error` for `run`.
     #[arg(long, global = true, env = "CONVEYOR_LOG")]
     log: Option<String>,
@@ -228,7 +230,7 @@ fn init_tracing(filter: Option<&str>, default: &str, json: bool) -> Result<(), S
     let filter = match filter {
         Some(text) => EnvFilter::builder()
             .parse(text)
-            .map_err(|e| format!("--log (or CONVEYOR_LOG) `{text}` is not a log filter: {e}; e.g. `info` or `conveyor_actors=debug,info`"))?,
+            .map_err(|e| format!("--log (or CONVEYOR_LOG) `{text}` is not a log filter: {e}; e.g. `info` or `conveyor_worker=debug,info`"))?,
         None => EnvFilter::new(default),
     };
     let print = tracing_subscriber::fmt::layer()
@@ -243,7 +245,7 @@ fn init_tracing(filter: Option<&str>, default: &str, json: bool) -> Result<(), S
     // quiet node still ships its tasks' lines to their coordinator.
     tracing_subscriber::registry()
         .with(print)
-        .with(conveyor_actors::tasklog::TaskLogLayer.with_filter(LevelFilter::INFO))
+        .with(conveyor_worker::tasklog::TaskLogLayer.with_filter(LevelFilter::INFO))
         .init();
     Ok(())
 }
@@ -477,7 +479,7 @@ fn cmd_run(
             eprintln!("interrupted: flow run {run} goes on, held by coordinator `{coordinator}`");
             EXIT_INTERRUPTED
         }
-        Err(NodeError::Rejected(e)) => {
+        Err(NodeError::Submit(SubmitError::Rejected(e))) => {
             eprintln!("error: the coordinator rejected the flow: {e}");
             EXIT_BAD_INPUT
         }
@@ -508,7 +510,7 @@ fn print_json(report: &RunReport) {
 /// A node config that runs workers without `input_roots` or `allow_urls`
 /// lets any flow read any file and fetch any address the node can reach:
 /// say so once at start (the embedded default, with no config, stays quiet).
-fn warn_if_sources_unrestricted(cfg: &NodeConfig, roles: &conveyor_flow::Roles) {
+fn warn_if_sources_unrestricted(cfg: &NodeConfig, roles: &conveyor_config::Roles) {
     if roles.workers.is_empty() {
         return;
     }
@@ -590,7 +592,7 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     // `/metrics` on this listener too (start_metrics
                     // installed the recorder for it).
                     metrics: Some(Arc::new(|| {
-                        conveyor_actors::metrics::render().unwrap_or_default()
+                        conveyor_transport::metrics::render().unwrap_or_default()
                     })),
                     // The dashboard, at `/` on the same listener.
                     extra: Some(conveyor_dashboard::mount(handle.clone())),
@@ -655,14 +657,16 @@ fn start_metrics(cfg: &NodeConfig, io: &tokio::runtime::Runtime) -> Result<(), S
     if cfg.metrics.listen.is_none() && !api {
         return Ok(());
     }
-    conveyor_actors::metrics::install().map_err(|e| e.to_string())?;
+    conveyor_transport::metrics::install().map_err(|e| e.to_string())?;
+    conveyor_worker::metrics::describe();
+    conveyor_coordinator::metrics::describe();
     if let Some(listen) = &cfg.metrics.listen {
         let listener = io
             .block_on(scrape::bind(listen))
             .map_err(|e| e.to_string())?;
         io.spawn(scrape::serve(
             listener,
-            Arc::new(|| conveyor_actors::metrics::render().unwrap_or_default()),
+            Arc::new(|| conveyor_transport::metrics::render().unwrap_or_default()),
         ));
     }
     Ok(())
@@ -740,7 +744,7 @@ fn cmd_validate(file: &Path, params: &std::collections::BTreeMap<String, String>
 
 /// Loads `[coordinator] flows` as the node would at start.
 fn validate_registered_flows(dir: &Path) -> u8 {
-    match conveyor_actors::schedules::Registry::load(dir) {
+    match conveyor_coordinator::schedules::Registry::load(dir) {
         Ok(registry) => {
             let total = registry.iter().count();
             let scheduled = registry

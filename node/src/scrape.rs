@@ -3,7 +3,7 @@ The `/metrics` listener of `[metrics] listen`: a small HTTP/1.1 responder on
 the node's I/O runtime, for Prometheus to scrape.
 
 It answers one request per connection and closes it. `GET` (or `HEAD`)
-`/metrics` gets the text of [`conveyor_actors::metrics::render`]; another path gets 404,
+`/metrics` gets the text of [`conveyor_transport::metrics::render`]; another path gets 404,
 another method 405. A request head must arrive within [`READ_TIMEOUT`] and
 fit in [`MAX_REQUEST_HEAD`] bytes, and at most [`MAX_CONNECTIONS`] are
 answered at once, so a slow or hostile client cannot hold the node.
@@ -193,7 +193,7 @@ fn respond(head: &[u8], render: &Render) -> (Response, bool) {
         "GET" | "HEAD" => (
             Response {
                 status: "200 OK",
-                content_type: conveyor_actors::metrics::CONTENT_TYPE,
+                content_type: conveyor_transport::metrics::CONTENT_TYPE,
                 extra: "",
                 body: render(),
             },

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use conveyor_actors::transport::Names;
+use conveyor_transport::Names;
 
 pub fn amqp_url() -> String {
     std::env::var("CONVEYOR_TEST_AMQP_URL")

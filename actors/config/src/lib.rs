@@ -1,7 +1,7 @@
 /*!
 The node config file: which roles a node plays and where it keeps its data.
 
-Phase one reads the TOML with every problem collected ([`crate::diag`]);
+Phase one reads the TOML with every problem collected (`conveyor_flow::diag`);
 phase two fills defaults, applies `CONVEYOR_BROKER_URL`, and resolves relative
 paths against the config file's directory. See `config.toml` at the repository
 root for the documented example.
@@ -14,7 +14,7 @@ use std::time::Duration;
 use conveyor_schemas::names::check_name;
 use conveyor_schemas::TaskKind;
 
-use crate::diag::{parse_document, read_file, Diag, Problems, Tbl};
+use conveyor_flow::diag::{parse_document, read_file, Diag, Problems, Tbl};
 
 /// Environment variable that overrides `[broker] url`.
 pub const BROKER_URL_ENV: &str = "CONVEYOR_BROKER_URL";
@@ -1091,7 +1091,11 @@ mod tests {
                 None,
             )
             .unwrap_err();
-            let found = err.keys_and_lines();
+            let found: Vec<(&str, Option<usize>)> = err
+                .problems
+                .iter()
+                .map(|p| (p.key.as_str(), p.line))
+                .collect();
             assert_eq!(
                 found,
                 [("metrics.listen", Some(7)), ("metrics.port", Some(8))],

@@ -15,8 +15,8 @@ use conveyor_schemas::{Heartbeat, TaskKind, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::fatal::Fatal;
 use crate::worker::{Drain, Worker, WorkerEnv, WorkerExited};
+use conveyor_transport::fatal::Fatal;
 
 /// Restarts allowed per kind within [`RESTART_WINDOW`] before the node exits.
 /// Above the default delivery limit (5, so up to 6 crashes per poison task) so that
@@ -138,7 +138,7 @@ impl Handler<WorkerExited> for Supervisor {
             });
             return;
         }
-        let delay = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, n as u32);
+        let delay = conveyor_transport::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, n as u32);
         warn!(kind = %msg.kind, crashed = msg.crashed, restart_in_ms = delay.as_millis() as u64, restarts = n, "Worker stopped; restarting");
         let kind = msg.kind;
         ctx.run_later(delay, move |act, ctx| {

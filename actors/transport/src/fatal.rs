@@ -2,8 +2,6 @@
 
 use conveyor_schemas::TaskKind;
 
-use crate::runstore::StoreError;
-
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Fatal {
     /// A worker kind keeps stopping: restarting it again would only loop.
@@ -14,6 +12,8 @@ pub enum Fatal {
         within_s: u64,
     },
     /// The coordinator cannot save its runs: nothing more may be acked.
+    /// (The store's error, as text: the run store lives in the coordinator
+    /// crate, above this one.)
     #[error("the coordinator cannot save its state: {0}")]
-    Store(#[from] StoreError),
+    Store(String),
 }

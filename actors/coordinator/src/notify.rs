@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_flow::config::redact_url;
-use conveyor_flow::NotifyConfig;
+use conveyor_config::NotifyConfig;
 use conveyor_schemas::redact::redact_in;
+use conveyor_schemas::redact::redact_url;
 use conveyor_schemas::RunReport;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
+use conveyor_transport::backoff::Backoff;
 
 /// Delay before the second try; it doubles, with jitter, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);

@@ -1,17 +1,10 @@
 /*!
-Prometheus metrics: their names and help text, the process-wide recorder,
-and the handles the hot paths hold.
-
-The code records through the `metrics` facade. A node that serves metrics
-([`install`] at start: `[metrics] listen`, or a coordinator's API) installs
-the Prometheus recorder of `metrics-exporter-prometheus`, and [`render`]
-gives the text a scrape returns (the node binary's `scrape` listener serves
-it; the API can serve it too). With no recorder installed, every handle is a no-op, so
-`conveyor run` pays nothing.
+A worker's metrics: their names and help text, and the handles the hot path
+holds. The recorder itself is `conveyor_transport::metrics`.
 
 The hot path is a task on a worker: [`TaskMetrics`] resolves the handles of
 one kind once (labels and all), so that a task costs a few atomic adds and
-no label set. A run's end, once per run, looks its counter up by flow name.
+no label set.
 
 | metric | type | labels | where |
 |---|---|---|---|
@@ -20,20 +13,15 @@ no label set. A run's end, once per run, looks its counter up by flow name.
 | `conveyor_task_rows_{in,out}_total` | counter | kind | worker |
 | `conveyor_task_bytes_{in,out}_total` | counter | kind | worker (where known) |
 | `conveyor_tasks_in_flight` | gauge | kind | worker |
-| `conveyor_broker_reconnects_total` | counter | | every node |
-| `conveyor_runs_total` | counter | flow, state | coordinator |
-| `conveyor_runs_active` | gauge | | coordinator |
-| `conveyor_schedule_lag_seconds` | gauge | | coordinator |
 */
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_etl::Workspace;
-use conveyor_schemas::{ErrorKind, FlowState, SourceSpec, TaskKind, TaskOutput, TaskSpec};
+use conveyor_schemas::{ErrorKind, SourceSpec, TaskKind, TaskOutput, TaskSpec};
 use metrics::{Counter, Gauge, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Task attempts a worker finished, by kind and [`TaskOutcome`].
 pub const TASKS: &str = "conveyor_tasks_total";
@@ -44,22 +32,6 @@ pub const TASK_ROWS_OUT: &str = "conveyor_task_rows_out_total";
 pub const TASK_BYTES_IN: &str = "conveyor_task_bytes_in_total";
 pub const TASK_BYTES_OUT: &str = "conveyor_task_bytes_out_total";
 pub const TASKS_IN_FLIGHT: &str = "conveyor_tasks_in_flight";
-pub const BROKER_RECONNECTS: &str = "conveyor_broker_reconnects_total";
-/// Runs that ended, by flow and final state.
-pub const RUNS: &str = "conveyor_runs_total";
-pub const RUNS_ACTIVE: &str = "conveyor_runs_active";
-/// How late the coordinator fired the latest schedule slot.
-pub const SCHEDULE_LAG: &str = "conveyor_schedule_lag_seconds";
-
-/// Upper bounds of the task duration buckets, in seconds: 10 ms to 1 h.
-pub const DURATION_BUCKETS: [f64; 17] = [
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1800.0, 3600.0,
-];
-
-/// How often the recorder drops what it no longer needs (histogram samples
-/// between scrapes), so that a node nobody scrapes does not grow.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// How a task attempt ended on its worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,66 +75,7 @@ impl TaskOutcome {
     }
 }
 
-/// Why the recorder could not be installed.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("cannot install the metrics recorder: {0}")]
-pub struct InstallError(String);
-
-static INSTALLED: OnceLock<Result<PrometheusHandle, InstallError>> = OnceLock::new();
-
-/// The Prometheus recorder's settings: histogram buckets, and names as
-/// written (counters already end in `_total`).
-pub fn builder() -> PrometheusBuilder {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(TASK_DURATION.into()), &DURATION_BUCKETS)
-        .expect("the duration buckets are not empty")
-}
-
-/// Installs the Prometheus recorder for the whole process, describes every
-/// metric, and starts its upkeep. Call it before the node starts its roles:
-/// a handle taken before is a no-op for good. Later calls return the same
-/// handle.
-pub fn install() -> Result<&'static PrometheusHandle, InstallError> {
-    INSTALLED
-        .get_or_init(|| {
-            let recorder = builder().build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).map_err(|e| InstallError(e.to_string()))?;
-            describe();
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("conveyor-metrics".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
-                })
-                .map_err(|e| InstallError(format!("cannot start its upkeep thread: {e}")))?;
-            Ok(handle)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// The Prometheus text of every metric of this process, as a scrape of
-/// `/metrics` returns it; `None` when no recorder was installed.
-pub fn render() -> Option<String> {
-    match INSTALLED.get() {
-        Some(Ok(handle)) => Some(handle.render()),
-        _ => None,
-    }
-}
-
-/// Whether this process installed the recorder: what only metrics need
-/// (a task's bytes) is skipped when not.
-pub fn recording() -> bool {
-    matches!(INSTALLED.get(), Some(Ok(_)))
-}
-
-/// The `Content-Type` of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Gives every metric its help text and unit, and registers the node-wide
-/// ones at zero so that they are scraped before anything happens.
+/// Gives the task metrics their help text and unit.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
@@ -200,37 +113,6 @@ pub fn describe() {
         Unit::Count,
         "Task attempts running on this node now, by kind."
     );
-    describe_counter!(
-        BROKER_RECONNECTS,
-        Unit::Count,
-        "Times this node reconnected to the broker after losing its connection."
-    );
-    describe_counter!(
-        RUNS,
-        Unit::Count,
-        "Flow runs this coordinator saw end, by flow and final state."
-    );
-    describe_gauge!(
-        RUNS_ACTIVE,
-        Unit::Count,
-        "Flow runs this coordinator holds in flight now."
-    );
-    describe_gauge!(
-        SCHEDULE_LAG,
-        Unit::Seconds,
-        "How late the coordinator fired the latest schedule slot, in seconds."
-    );
-    metrics::counter!(BROKER_RECONNECTS).increment(0);
-}
-
-/// Counts one reconnect to the broker.
-pub fn broker_reconnected() {
-    metrics::counter!(BROKER_RECONNECTS).increment(1);
-}
-
-/// Sets how late the latest schedule slot fired.
-pub fn set_schedule_lag(lag: Duration) {
-    metrics::gauge!(SCHEDULE_LAG).set(lag.as_secs_f64());
 }
 
 /// The metrics of one task kind on a worker, resolved once: a task then
@@ -413,40 +295,10 @@ impl Default for WorkerMetrics {
     }
 }
 
-/// A coordinator's metrics.
-pub struct CoordinatorMetrics {
-    active: Gauge,
-}
-
-impl CoordinatorMetrics {
-    /// Registers the coordinator's gauges at zero.
-    pub fn new() -> CoordinatorMetrics {
-        let active = metrics::gauge!(RUNS_ACTIVE);
-        active.set(0.0);
-        metrics::gauge!(SCHEDULE_LAG).set(0.0);
-        CoordinatorMetrics { active }
-    }
-
-    /// The runs held in flight now.
-    pub fn active(&self, runs: usize) {
-        self.active.set(runs as f64);
-    }
-
-    /// Counts a run of `flow` that ended in `state`.
-    pub fn run_ended(&self, flow: &str, state: FlowState) {
-        metrics::counter!(RUNS, "flow" => flow.to_string(), "state" => state.as_str()).increment(1);
-    }
-}
-
-impl Default for CoordinatorMetrics {
-    fn default() -> Self {
-        CoordinatorMetrics::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conveyor_transport::metrics::{builder, render};
 
     /// The rendered text of what `record` does, on a recorder of its own,
     /// while what it returns (an [`InFlight`], say) is still held.
@@ -454,6 +306,7 @@ mod tests {
         let recorder = builder().build_recorder();
         let handle = recorder.handle();
         let held = metrics::with_local_recorder(&recorder, || {
+            conveyor_transport::metrics::describe();
             describe();
             record()
         });
@@ -545,43 +398,6 @@ mod tests {
             "3"
         );
         assert_eq!(s("conveyor_broker_reconnects_total"), "0");
-    }
-
-    #[test]
-    fn coordinator_metrics_count_runs_by_flow_and_state() {
-        let text = rendered(|| {
-            let coord = CoordinatorMetrics::new();
-            coord.active(3);
-            coord.run_ended("daily", FlowState::Succeeded);
-            coord.run_ended("daily", FlowState::Succeeded);
-            coord.run_ended("daily", FlowState::Failed);
-            coord.run_ended("hourly", FlowState::Cancelled);
-            coord.active(0);
-            set_schedule_lag(Duration::from_millis(1500));
-            broker_reconnected();
-        });
-        let s =
-            |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
-        assert_eq!(
-            s(r#"conveyor_runs_total{flow="daily",state="Succeeded"}"#),
-            "2"
-        );
-        assert_eq!(
-            s(r#"conveyor_runs_total{flow="daily",state="Failed"}"#),
-            "1"
-        );
-        assert_eq!(
-            s(r#"conveyor_runs_total{flow="hourly",state="Cancelled"}"#),
-            "1"
-        );
-        assert_eq!(s("conveyor_runs_active"), "0");
-        assert_eq!(s("conveyor_schedule_lag_seconds"), "1.5");
-        assert_eq!(s("conveyor_broker_reconnects_total"), "1");
-        assert!(text.contains("# TYPE conveyor_runs_active gauge"), "{text}");
-        assert!(
-            text.contains("# HELP conveyor_schedule_lag_seconds How late"),
-            "{text}"
-        );
     }
 
     #[test]

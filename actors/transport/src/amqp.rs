@@ -175,7 +175,7 @@ impl AmqpTransport {
             .map_err(|e| {
                 let what = format!(
                     "cannot connect to {}: {e}",
-                    conveyor_flow::config::redact_url(&sh.url)
+                    conveyor_schemas::redact::redact_url(&sh.url)
                 );
                 if refused_for_good(&e) {
                     TransportError::Refused(what)
@@ -261,7 +261,7 @@ impl AmqpTransport {
             match self.open().await {
                 Ok(live) => {
                     crate::metrics::broker_reconnected();
-                    tracing::info!(broker = %conveyor_flow::config::redact_url(&self.shared.url), failures = backoff.failures(), "Reconnected to the broker; topology declared again");
+                    tracing::info!(broker = %conveyor_schemas::redact::redact_url(&self.shared.url), failures = backoff.failures(), "Reconnected to the broker; topology declared again");
                     *self.shared.live.write().await = Some(live.clone());
                     return Ok(live);
                 }

@@ -285,7 +285,7 @@ pub enum RestoreError {
 /// Delay before attempt `attempt + 1`: exponential from `backoff`, capped, times
 /// `jitter` in [0.5, 1] so that many failing tasks do not retry in lockstep.
 pub fn backoff_delay(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
-    crate::backoff::exponential(policy.backoff, policy.max_backoff, attempt)
+    conveyor_transport::backoff::exponential(policy.backoff, policy.max_backoff, attempt)
         .mul_f64(jitter.clamp(0.5, 1.0))
 }
 

@@ -1,7 +1,7 @@
 /*!
 Transports move the JSON messages of `conveyor-schemas` between roles.
 
-- [`amqp`]: RabbitMQ through lapin, for clusters.
+- `amqp` (cargo feature `amqp`): RabbitMQ through lapin, for clusters.
 - [`inproc`]: an in-process bus with the same semantics (manual ack,
   redelivery of unacked work, a delivery limit, a dead-letter queue), for the
   embedded default.
@@ -9,8 +9,23 @@ Transports move the JSON messages of `conveyor-schemas` between roles.
 Both run on the node's I/O runtime (a multi-thread tokio runtime of its own),
 never on the actix thread. Actors call them through [`Transport`], which is
 cheap to clone.
+
+This crate is also what every role of a node shares, below the coordinator
+and the worker:
+- [`backoff`]: the one retry helper; [`tasks`]: every task a node spawns on
+  its I/O runtime, tracked so that a stopping node can wait for them;
+- [`metrics`]: the process-wide Prometheus recorder (each role describes
+  its own metrics); [`fatal`]: why a node must exit; [`failpoint`]: fault
+  injection for the fault tests (feature `failpoints`).
 */
 
+pub mod backoff;
+pub mod failpoint;
+pub mod fatal;
+pub mod metrics;
+pub mod tasks;
+
+#[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod inproc;
 
@@ -41,6 +56,7 @@ pub enum TransportError {
     Encode(String),
 }
 
+#[cfg(feature = "amqp")]
 impl From<lapin::Error> for TransportError {
     fn from(e: lapin::Error) -> Self {
         TransportError::Broker(e.to_string())
@@ -129,6 +145,7 @@ pub struct Delivery {
 
 enum Acker {
     InProc(inproc::InProcAcker),
+    #[cfg(feature = "amqp")]
     Amqp(lapin::Acker),
 }
 
@@ -138,6 +155,7 @@ impl Delivery {
     pub async fn ack(self) -> Result<bool> {
         match self.acker {
             Acker::InProc(a) => Ok(a.ack()),
+            #[cfg(feature = "amqp")]
             Acker::Amqp(a) => Ok(a.ack(lapin::options::BasicAckOptions::default()).await?),
         }
     }
@@ -146,6 +164,7 @@ impl Delivery {
     pub async fn requeue(self) -> Result<bool> {
         match self.acker {
             Acker::InProc(a) => Ok(a.requeue()),
+            #[cfg(feature = "amqp")]
             Acker::Amqp(a) => Ok(a
                 .nack(lapin::options::BasicNackOptions {
                     requeue: true,
@@ -159,6 +178,7 @@ impl Delivery {
     pub async fn dead_letter(self) -> Result<bool> {
         match self.acker {
             Acker::InProc(a) => Ok(a.dead_letter()),
+            #[cfg(feature = "amqp")]
             Acker::Amqp(a) => Ok(a
                 .reject(lapin::options::BasicRejectOptions { requeue: false })
                 .await?),
@@ -175,6 +195,7 @@ pub struct Subscription {
 
 enum Closer {
     InProc(inproc::ConsumerHandle),
+    #[cfg(feature = "amqp")]
     Amqp(lapin::Channel, String),
 }
 
@@ -183,6 +204,7 @@ impl Subscription {
     pub async fn cancel(&self) {
         match &self.closer {
             Closer::InProc(h) => h.cancel(),
+            #[cfg(feature = "amqp")]
             Closer::Amqp(ch, tag) => {
                 let _ = ch
                     .basic_cancel(
@@ -198,6 +220,7 @@ impl Subscription {
     pub async fn close(self) {
         match self.closer {
             Closer::InProc(h) => h.cancel(),
+            #[cfg(feature = "amqp")]
             Closer::Amqp(ch, _) => {
                 let _ = ch.close(200, "consumer closed".into()).await;
             }
@@ -208,6 +231,7 @@ impl Subscription {
 #[derive(Clone)]
 pub enum Transport {
     InProc(inproc::InProcBus),
+    #[cfg(feature = "amqp")]
     Amqp(amqp::AmqpTransport),
 }
 
@@ -252,6 +276,7 @@ impl Transport {
                 );
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => {
                 t.publish_task(msg.spec.kind(), &msg.task_run, &msg.reply_to, body)
                     .await
@@ -274,7 +299,9 @@ impl Transport {
                 bus.publish(reply_to, body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) if transient => t.publish_update_transient(reply_to, body).await,
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
         }
     }
@@ -289,6 +316,7 @@ impl Transport {
                 bus.publish(reply_to, body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
         }
     }
@@ -301,6 +329,7 @@ impl Transport {
                 bus.publish(reply_to, body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_update(reply_to, body).await,
         }
     }
@@ -318,6 +347,7 @@ impl Transport {
                 bus.publish(&bus.names().submissions(), body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_submission(&sub.request_id, body, ttl).await,
         }
     }
@@ -326,6 +356,7 @@ impl Transport {
     pub async fn consume_submissions(&self) -> Result<Subscription> {
         match self {
             Transport::InProc(bus) => Ok(bus.consume(&bus.names().submissions(), 16)),
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => {
                 t.declare_submissions().await?;
                 t.consume(&t.names().submissions(), 16, "submissions").await
@@ -340,6 +371,7 @@ impl Transport {
                 bus.publish_heartbeat(body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_heartbeat(&hb.node, body).await,
         }
     }
@@ -353,6 +385,7 @@ impl Transport {
                 bus.publish_run_finished(body);
                 Ok(())
             }
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.publish_event("run.finished", body).await,
         }
     }
@@ -361,6 +394,7 @@ impl Transport {
     pub async fn consume_runs_finished(&self) -> Result<mpsc::Receiver<RunFinished>> {
         match self {
             Transport::InProc(bus) => Ok(bus.runs_finished()),
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => {
                 t.consume_events("run.finished", decode_run_finished, None)
                     .await
@@ -376,6 +410,7 @@ impl Transport {
     ) -> Result<Subscription> {
         match self {
             Transport::InProc(bus) => Ok(bus.consume(&bus.names().task_queue(kind), prefetch)),
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.consume(&t.names().task_queue(kind), prefetch, tag).await,
         }
     }
@@ -389,6 +424,7 @@ impl Transport {
     ) -> Result<Subscription> {
         match self {
             Transport::InProc(bus) => Ok(bus.consume(queue, 256)),
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => {
                 t.declare_reply_queue(queue, expires).await?;
                 t.consume(queue, 256, "coordinator").await
@@ -399,12 +435,14 @@ impl Transport {
     pub async fn consume_heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>> {
         match self {
             Transport::InProc(bus) => Ok(bus.heartbeats()),
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.consume_heartbeats().await,
         }
     }
 
     pub async fn close(&self) {
         match self {
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.close().await,
             Transport::InProc(bus) => bus.close(),
         }
@@ -414,6 +452,7 @@ impl Transport {
     /// ended because the node is stopping, not because a link was lost.
     pub fn is_closed(&self) -> bool {
         match self {
+            #[cfg(feature = "amqp")]
             Transport::Amqp(t) => t.is_closed(),
             Transport::InProc(bus) => bus.is_closed(),
         }

@@ -43,9 +43,9 @@ use conveyor_schemas::{TaskKind, TaskMessage, TaskUpdate, UpdateStatus, SCHEMA_V
 use tokio::sync::watch;
 use tracing::{error, info, warn, Instrument};
 
-use crate::failpoint::Failpoints;
 use crate::metrics::{Moved, TaskOutcome, WorkerMetrics};
-use crate::transport::{Delivery, Subscription, Transport, TransportError};
+use conveyor_transport::failpoint::Failpoints;
+use conveyor_transport::{Delivery, Subscription, Transport, TransportError};
 
 /// Tells the supervisor that a worker actor stopped.
 #[derive(Message)]
@@ -60,7 +60,7 @@ pub struct WorkerExited {
 pub struct WorkerEnv {
     pub node: String,
     pub transport: Transport,
-    pub io: crate::tasks::IoTasks,
+    pub io: conveyor_transport::tasks::IoTasks,
     pub workspace: Workspace,
     /// Task runs this node holds right now, for heartbeats.
     pub in_flight: Arc<Mutex<HashSet<String>>>,
@@ -435,8 +435,7 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
             ),
         };
     // Captures this attempt's log lines from here on, for its coordinator.
-    let mut log =
-        crate::tasklog::Shipper::start(&env.transport, msg, &env.node, n, secrets.clone());
+    let log = crate::tasklog::Shipper::start(&env.transport, msg, &env.node, n, secrets.clone());
     info!(delivery = n, "Task started");
     let began = std::time::Instant::now();
 
@@ -459,75 +458,125 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         let spec = spec?;
         let done = execute(&work_env, &work_msg, &spec, n, &progress, &flag, routed_rx)?;
         // Its bytes cost a few `stat` calls: only when metrics are on.
-        let moved = (!done.duplicate && crate::metrics::recording())
+        let moved = (!done.duplicate && conveyor_transport::metrics::recording())
             .then(|| Moved::by(&work_env.workspace, &spec, &done.output));
         Ok((done, moved))
     });
     // The blocking work may sit in a read for long (a slow download): when
     // the run ends, stop waiting for it. It is abandoned, not killed: it
     // stops at its next batch, and its flag fences any commit it reaches.
-    let result = tokio::select! {
-        result = work => result,
+    let metrics = env.metrics.of(msg.spec.kind());
+    let end = tokio::select! {
+        result = work => {
+            reporter.abort();
+            Settle::of_work(result, &metrics, began, &secrets)
+        }
         _ = cancel.flag.raised() => {
             reporter.abort();
-            env.metrics
-                .of(msg.spec.kind())
-                .finished(TaskOutcome::Cancelled, began.elapsed());
-            info!(delivery = n, "Aborted the attempt: its run ended; acking it (the work left behind stops at its next batch and commits nothing)");
+            metrics.finished(TaskOutcome::Cancelled, began.elapsed());
+            info!(delivery = n, "Aborted the attempt: its run ended (the work left behind stops at its next batch and commits nothing)");
+            Settle::Cancelled
+        }
+    };
+    settle(env, msg, n, delivery, log, started, began, end).await
+}
+
+/// How an attempt ended on this worker: the one value that [`settle`] turns
+/// into the update to the coordinator, the flush of the attempt's log lines,
+/// and the ack (or the hand-back) of its delivery.
+enum Settle {
+    /// It committed its output (or found it committed by an earlier delivery).
+    Succeeded(conveyor_schemas::TaskOutput),
+    /// It failed; the error's retry hint tells the coordinator what next.
+    Failed(conveyor_schemas::TaskError),
+    /// Its run was abandoned while it ran: the commit gate kept the output
+    /// as it was. Expected, not a failure, but reported as one.
+    Abandoned(conveyor_schemas::TaskError),
+    /// Its run ended (cancelled, or finished elsewhere) while it ran: it
+    /// committed nothing and nobody waits for a result. Acked.
+    Cancelled,
+    /// The work panicked: the delivery goes back, unsettled, for redelivery.
+    Requeue,
+}
+
+impl Settle {
+    /// The end of an attempt whose blocking work returned `result`, counted
+    /// in `metrics`. What leaves the node is redacted with its `secrets`.
+    fn of_work(
+        result: Result<conveyor_etl::Result<(Executed, Option<Moved>)>, tokio::task::JoinError>,
+        metrics: &crate::metrics::TaskMetrics,
+        began: std::time::Instant,
+        secrets: &Secrets,
+    ) -> Settle {
+        let outcome = match &result {
+            Ok(Ok((done, _))) if done.duplicate => TaskOutcome::Duplicate,
+            Ok(Ok(_)) => TaskOutcome::Succeeded,
+            Ok(Err(e)) => TaskOutcome::of_error(e),
+            Err(_) => TaskOutcome::Failed,
+        };
+        metrics.finished(outcome, began.elapsed());
+        match result {
+            Ok(Ok((done, moved))) => {
+                if let Some(moved) = moved {
+                    metrics.moved(&moved);
+                }
+                let mut output = done.output;
+                output.location = secrets.redact(&output.location);
+                Settle::Succeeded(output)
+            }
+            Ok(Err(e @ conveyor_etl::EtlError::Cancelled)) => {
+                info!(reason = %e, "Aborted the attempt: its run ended; nothing was committed");
+                Settle::Cancelled
+            }
+            Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
+                info!(reason = %e, "Task dropped; its run was abandoned");
+                Settle::Abandoned(e.to_task_error())
+            }
+            Ok(Err(e)) => {
+                let mut error = e.to_task_error();
+                error.message = secrets.redact(&error.message);
+                warn!(error = %error.message, retryable = error.retryable, "Task failed");
+                Settle::Failed(error)
+            }
+            Err(join) => {
+                let why = if join.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                error!("Task {why}; leaving it for redelivery");
+                Settle::Requeue
+            }
+        }
+    }
+}
+
+/// Settles an attempt that ended in `end`: the one place where an attempt's
+/// update is published, its log lines flushed and its delivery acked (or
+/// handed back). `started` is the publish of its start, whose verdict tells
+/// whether its coordinator still listens.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    env: &WorkerEnv,
+    msg: &TaskMessage,
+    n: u32,
+    delivery: Delivery,
+    mut log: Option<crate::tasklog::Shipper>,
+    started: tokio::task::JoinHandle<Result<(), TransportError>>,
+    began: std::time::Instant,
+    end: Settle,
+) -> Outcome {
+    let status = match end {
+        Settle::Succeeded(output) => UpdateStatus::Succeeded(output),
+        Settle::Failed(error) | Settle::Abandoned(error) => UpdateStatus::Failed { error },
+        Settle::Cancelled => {
             if let Some(log) = &mut log {
                 log.finish().await;
             }
             settle_ack(delivery).await;
             return Outcome::Settled;
         }
-    };
-    reporter.abort();
-    let metrics = env.metrics.of(msg.spec.kind());
-    let outcome = match &result {
-        Ok(Ok((done, _))) if done.duplicate => TaskOutcome::Duplicate,
-        Ok(Ok(_)) => TaskOutcome::Succeeded,
-        Ok(Err(e)) => TaskOutcome::of_error(e),
-        Err(_) => TaskOutcome::Failed,
-    };
-    metrics.finished(outcome, began.elapsed());
-    let status = match result {
-        Ok(Err(e @ conveyor_etl::EtlError::Cancelled)) => {
-            // The run ended as the work noticed; the coordinator is done with it.
-            info!(delivery = n, reason = %e, "Aborted the attempt: its run ended; nothing was committed, acking it");
-            if let Some(log) = &mut log {
-                log.finish().await;
-            }
-            settle_ack(delivery).await;
-            return Outcome::Settled;
-        }
-        Ok(Ok((done, moved))) => {
-            if let Some(moved) = moved {
-                metrics.moved(&moved);
-            }
-            let mut output = done.output;
-            output.location = secrets.redact(&output.location);
-            UpdateStatus::Succeeded(output)
-        }
-        Ok(Err(e @ conveyor_etl::EtlError::Abandoned { .. })) => {
-            // Expected, not a failure: the gate kept the output as it was.
-            info!(reason = %e, "Task dropped; its run was abandoned");
-            UpdateStatus::Failed {
-                error: e.to_task_error(),
-            }
-        }
-        Ok(Err(e)) => {
-            let mut error = e.to_task_error();
-            error.message = secrets.redact(&error.message);
-            warn!(error = %error.message, retryable = error.retryable, "Task failed");
-            UpdateStatus::Failed { error }
-        }
-        Err(join) => {
-            let why = if join.is_panic() {
-                "panicked"
-            } else {
-                "was cancelled"
-            };
-            error!(delivery = n, "Task {why}; leaving it for redelivery");
+        Settle::Requeue => {
             if let Some(log) = &mut log {
                 log.finish().await;
             }

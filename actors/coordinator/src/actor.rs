@@ -26,17 +26,17 @@ use rand::Rng;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::failpoint::{Failpoints, PublishPoint};
 use conveyor_flow::{FlowSource, FlowSpec};
+use conveyor_transport::failpoint::{Failpoints, PublishPoint};
 
-use crate::fatal::Fatal;
-use crate::handle::CoordinatorError;
 use crate::metrics::CoordinatorMetrics;
 use crate::notify::Notifier;
 use crate::runstore::{RunStore, RunUpdate, StoreError};
 use crate::schedules::{Registry, Scheduler};
 use crate::state::{Applied, Clock, FlowRun, FlowSnapshot, RestoreError};
-use crate::transport::Transport;
+use crate::view::CoordinatorError;
+use conveyor_transport::fatal::Fatal;
+use conveyor_transport::Transport;
 
 /// Least time between two events to a submitting client: a flow shorter
 /// than this costs the broker two events (accepted, finished), no more.
@@ -91,12 +91,12 @@ impl Liveness {
     }
 
     /// The live nodes, by name; forgets the ones gone silent.
-    pub fn nodes(&mut self, now: Instant) -> Vec<crate::handle::NodeView> {
+    pub fn nodes(&mut self, now: Instant) -> Vec<crate::view::NodeView> {
         self.nodes.retain(|_, s| s.is_live(now));
         let mut out: Vec<_> = self
             .nodes
             .values()
-            .map(|s| crate::handle::NodeView {
+            .map(|s| crate::view::NodeView {
                 node: s.heartbeat.node.clone(),
                 kinds: s.heartbeat.kinds.clone(),
                 in_flight: s.heartbeat.in_flight.clone(),
@@ -145,7 +145,7 @@ const CHANGES_BUFFER: usize = 1024;
 pub struct Coordinator {
     node: String,
     transport: Transport,
-    io: crate::tasks::IoTasks,
+    io: conveyor_transport::tasks::IoTasks,
     reply_queue: String,
     worker_wait: Duration,
     runs: HashMap<String, Run>,
@@ -177,7 +177,7 @@ pub struct NotTaken(pub StoreError);
 pub struct CoordinatorSetup {
     pub node: String,
     pub transport: Transport,
-    pub io: crate::tasks::IoTasks,
+    pub io: conveyor_transport::tasks::IoTasks,
     pub reply_queue: String,
     pub worker_wait: Duration,
     pub store: RunStore,
@@ -185,7 +185,7 @@ pub struct CoordinatorSetup {
     pub fatal: mpsc::UnboundedSender<Fatal>,
     pub history: Option<crate::history::History>,
     /// `[coordinator] notify`: the webhooks told of runs that end.
-    pub notify: Vec<conveyor_flow::NotifyConfig>,
+    pub notify: Vec<conveyor_config::NotifyConfig>,
     /// `[coordinator] flows`: the registered flows, whose schedules this
     /// coordinator fires.
     pub registry: Option<Arc<Registry>>,
@@ -227,7 +227,7 @@ impl Coordinator {
     fn give_up(&mut self, reason: StoreError) {
         if self.broken.is_none() {
             error!(reason = %reason, "Coordinator cannot save its state; stopping");
-            let _ = self.fatal.send(Fatal::Store(reason.clone()));
+            let _ = self.fatal.send(Fatal::Store(reason.to_string()));
             self.broken = Some(reason);
         }
     }
@@ -1182,11 +1182,11 @@ impl Handler<HeartbeatSeen> for Coordinator {
 
 /// The nodes whose heartbeats this coordinator hears.
 #[derive(Message)]
-#[rtype(result = "Vec<crate::handle::NodeView>")]
+#[rtype(result = "Vec<crate::view::NodeView>")]
 pub struct ListNodes;
 
 impl Handler<ListNodes> for Coordinator {
-    type Result = Vec<crate::handle::NodeView>;
+    type Result = Vec<crate::view::NodeView>;
 
     fn handle(&mut self, _: ListNodes, _ctx: &mut Context<Self>) -> Self::Result {
         self.live.nodes(Instant::now())

@@ -35,8 +35,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
-use crate::handle::{AttemptView, LogLine, LogPage, LogQuery};
 use crate::runstore::{RunReader, StoreError};
+use crate::view::{AttemptView, LogLine, LogPage, LogQuery};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS task_attempts (
@@ -533,7 +533,7 @@ fn cap_message(cap: u64, dropped: u64) -> String {
     )
 }
 
-/// Log lines to read; see [`crate::handle::LogQuery`].
+/// Log lines to read; see [`crate::view::LogQuery`].
 pub const DEFAULT_LOG_PAGE: usize = 1_000;
 pub const MAX_LOG_PAGE: usize = 10_000;
 

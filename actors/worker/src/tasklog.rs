@@ -35,7 +35,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::transport::Transport;
+use conveyor_transport::Transport;
 
 /// Most lines an attempt holds between two batches; past it, lines are
 /// dropped (and counted) rather than held up or kept without bound.
@@ -537,7 +537,7 @@ mod tests {
     async fn the_last_batch_rides_in_the_update_and_the_earlier_ones_go_first() {
         use conveyor_schemas::{ArtifactRef, SinkSpec, SourceSpec, TaskKind, TaskSpec};
         let _default = tracing::subscriber::set_default(subscriber());
-        let bus = crate::transport::inproc::InProcBus::new(5);
+        let bus = conveyor_transport::inproc::InProcBus::new(5);
         let transport = Transport::InProc(bus.clone());
         let msg = TaskMessage {
             schema_version: SCHEMA_VERSION,
