@@ -20,7 +20,7 @@ hour (`"0,30 * * * *"`) follows the real clock: no slot in a skipped hour,
 both passes of a repeated hour.
 
 This module only computes slots; the coordinator node fires them (see
-`conveyor_actors::schedules`).
+`conveyor_coordinator::schedules`).
 */
 
 use std::str::FromStr;

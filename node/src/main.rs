@@ -1,10 +1,11 @@
 /*!
 The `conveyor` binary: parses the CLI, loads config, decides the process's
-roles once ([`conveyor_config::NodeConfig::roles`]), sets up tracing, and hands
-over to `conveyor-actors`. One binary per server; its config file says which
-roles it plays. `display` draws live progress and the summary; `notify`
-tells a service manager (systemd `Type=notify`) when the node is ready;
-`scrape` serves Prometheus metrics at `/metrics` on `[metrics] listen`.
+roles once ([`conveyor_config::NodeConfig::roles`]), sets up tracing, and
+hands over to [`conveyor_node::node::Node`], the composition of the roles.
+One binary per server; its config file says which roles it plays.
+`display` draws live progress and the summary; `notify` tells a service
+manager (systemd `Type=notify`) when the node is ready; `scrape` serves
+Prometheus metrics at `/metrics` on `[metrics] listen`.
 */
 
 mod client;
