@@ -29,9 +29,11 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use crate::commit::{self, Pending};
+use crate::attempt::{Attempt, Workspace};
+use crate::commit;
 use crate::error::{EtlError, Result};
-use crate::{paths, Attempt, Workspace};
+use crate::paths;
+use crate::pending::Pending;
 
 /// The parts of a partitioned load, and where the gather puts them.
 struct Gather<'a> {

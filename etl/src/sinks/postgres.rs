@@ -27,7 +27,7 @@ that a worker whose host vanished is found out within about a minute rather
 than holding its fence row for the kernel's two hours.
 
 # The commit
-After the commit gate ([`crate::Attempt::before_commit`]) and a look at the
+After the commit gate ([`crate::attempt::Attempt::before_commit`]) and a look at the
 attempt's cancel flag, still in the transaction:
 1. move the rows: nothing more for `append`; `replace` is `TRUNCATE` then
    `INSERT ... SELECT` from the staging table (the table keeps its indexes,
@@ -76,10 +76,11 @@ use arrow::datatypes::{
 use conveyor_schemas::names::{check_sql_column, quote_sql_ident};
 use conveyor_schemas::{ArtifactRef, PgMode, PgTarget, TaskOutput};
 
-use super::{BatchIter, PendingOutput, Sink};
+use super::sink::{BatchIter, PendingOutput, Sink};
+use crate::attempt::{Attempt, Workspace};
+use crate::commit;
 use crate::error::{EtlError, Result};
 use crate::pg::{self, Session};
-use crate::{commit, Attempt, Workspace};
 
 /// The staging table of an attempt, in its session's temporary schema.
 const STAGE: &str = "pg_temp.\"conveyor_stage\"";
@@ -1093,7 +1094,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("conveyor-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ws = Workspace {
-            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
+            store: Arc::new(crate::store::FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 1 << 20,
             sources: Default::default(),

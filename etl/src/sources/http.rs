@@ -11,8 +11,8 @@ use conveyor_schemas::redact::{redact_in, redact_url};
 use conveyor_schemas::ReadOptions;
 
 use super::{open_file, Batches, ReadContext, Source, SourceFile};
-use crate::commit::Pending;
 use crate::error::{EtlError, Result};
+use crate::pending::Pending;
 use crate::store::ArtifactStore;
 
 pub struct UrlSource {

@@ -36,10 +36,10 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, Partition, ReadOptions, SourceSpec};
 
-use crate::commit::Pending;
 use crate::error::{EtlError, Result};
 use crate::guard::{Framing, RecordGuard};
 use crate::partition::{self, Cut, RangeReader};
+use crate::pending::Pending;
 use crate::store::ArtifactStore;
 use crate::typing::arrow_type;
 
@@ -62,7 +62,7 @@ pub struct ReadContext<'a> {
     pub max_record: u64,
     /// What this node's sources may read and fetch.
     pub policy: &'a crate::policy::SourcePolicy,
-    /// The attempt's cancel flag ([`crate::Attempt::cancel`]): a download
+    /// The attempt's cancel flag ([`crate::attempt::Attempt::cancel`]): a download
     /// checks it between chunks, so an abandoned attempt stops soon.
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
