@@ -207,6 +207,7 @@ impl Node {
                         input_roots: cfg.input_roots.clone(),
                         allow_urls: cfg.allow_urls.clone(),
                     },
+                    connectors: conveyor_connectors::registry::runtime(),
                 },
                 in_flight: Default::default(),
                 failpoints: Failpoints::from_env(),

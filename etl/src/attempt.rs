@@ -9,6 +9,7 @@ so that none of them imports from the crate root.
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::connector::Connectors;
 use crate::error::{EtlError, Result};
 use crate::policy::SourcePolicy;
 use crate::store::ArtifactStore;
@@ -24,6 +25,9 @@ pub struct Workspace {
     pub max_record_bytes: u64,
     /// What sources may read and fetch.
     pub sources: SourcePolicy,
+    /// The connectors this worker runs: the sources, sinks and gathers of
+    /// every spec that is not the engine's own (artifacts, parts, tables).
+    pub connectors: Connectors,
 }
 
 /// Identifies one attempt, for temporary file names and commit markers.

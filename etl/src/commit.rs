@@ -107,7 +107,7 @@ pub fn committed_output(
 /// A slower attempt finds the parts gone (the first one committed and
 /// removed them): it answers with the winner's marker, removing the parts
 /// again in case the winner died before it did.
-pub(crate) fn gather_fenced(
+pub fn gather_fenced(
     ws: &Workspace,
     at: &Attempt,
     parts: &[ArtifactRef],
@@ -127,7 +127,7 @@ pub(crate) fn gather_fenced(
 
 /// Removes the store's copies of a committed gather's parts: they are in
 /// the output.
-pub(crate) fn remove_parts(ws: &Workspace, parts: &[ArtifactRef]) {
+pub fn remove_parts(ws: &Workspace, parts: &[ArtifactRef]) {
     for part in parts {
         let _ = ws.store.delete(&part.path);
     }

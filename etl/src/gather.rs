@@ -58,12 +58,13 @@ pub fn run_gather(
     let (target, dir) = match sink {
         SinkSpec::File(t) => (t, false),
         SinkSpec::Dir(t) => (t, true),
-        SinkSpec::Postgres(target) => return crate::sinks::postgres::gather(ws, at, parts, target),
         SinkSpec::Artifact | SinkSpec::Part { .. } => {
             return Err(EtlError::Spec(
                 "a gather writes a file or a directory of parts under the output root".into(),
             ))
         }
+        // A connector's sink.
+        _ => return ws.connectors.gather(ws, at, format, parts, sink),
     };
     let spec = Gather {
         format,

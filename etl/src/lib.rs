@@ -21,11 +21,12 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`partition`], [`guard`], [`quoted_empty`]: byte-range partitions of
   text files, the record-size guard under their parsers, and the scan that
   tells a CSV's quoted empty fields (`""`) from its missing values.
-- [`pg`]: what the PostgreSQL source and sink share (sessions, errors
-  without passwords, the binary COPY format).
 - [`paths`]: confinement of hostile paths; [`policy`]: what sources may
   read and fetch (`[workers] input_roots` and `allow_urls`).
 - [`error`]: [`EtlError`], with its retry hint.
+- [`connector`]: the data plane of a connector ([`connector::DataConnector`])
+  and the registry a worker runs ([`connector::Connectors`]); the
+  connectors themselves live above, in `conveyor-connectors`.
 - [`attempt`]: the [`Workspace`] a worker reads and writes and the
   [`Attempt`] it runs, which every writer takes.
 - [`pending`]: files and directories written under a temporary name and
@@ -41,13 +42,13 @@ the modules and re-exports what outside users need.
 pub mod attempt;
 pub mod canonical;
 pub mod commit;
+pub mod connector;
 pub mod error;
 pub mod gather;
 pub mod guard;
 pub mod partition;
 pub mod paths;
 pub mod pending;
-pub mod pg;
 pub mod policy;
 pub mod quoted_empty;
 pub mod sinks;

@@ -7,6 +7,7 @@ goes to [`crate::gather`] instead.
 use conveyor_schemas::{SourceSpec, Step, TableSource, TaskOutput, TaskSpec};
 
 use crate::attempt::{Attempt, Workspace};
+use crate::connector::Connectors;
 use crate::error::{EtlError, Result};
 use crate::gather;
 use crate::pending::Pending;
@@ -76,7 +77,8 @@ fn run_task_unsized(ws: &Workspace, at: &Attempt, spec: &TaskSpec) -> Result<Tas
         cancel: at.cancel,
     };
     let rows_in = std::cell::Cell::new(0u64);
-    let (schema, mut iter) = open_with_steps(&spec.source, &spec.steps, &cx, at, &rows_in)?;
+    let (schema, mut iter) =
+        open_with_steps(&spec.source, &spec.steps, &ws.connectors, &cx, at, &rows_in)?;
     let pending = sinks::open(&spec.sink, ws, at)?.write(schema, &mut iter)?;
     drop(iter);
     at.check_cancelled()?;
@@ -99,6 +101,7 @@ type Rows<'a> = (
 fn open_with_steps<'a>(
     source: &SourceSpec,
     steps: &'a [Step],
+    connectors: &Connectors,
     cx: &sources::ReadContext,
     at: &'a Attempt,
     rows_in: &'a std::cell::Cell<u64>,
@@ -141,7 +144,7 @@ fn open_with_steps<'a>(
             (sql::query(&step, named, false, at)?, 1)
         }
         _ => {
-            let batches = sources::open(source, cx)?;
+            let batches = sources::open(source, connectors, cx)?;
             let iter = at.counted(batches.iter).inspect(move |b| {
                 if let Ok(b) = b {
                     rows_in.set(rows_in.get() + b.num_rows() as u64);
@@ -310,6 +313,7 @@ mod tests {
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
             sources: Default::default(),
+            connectors: Default::default(),
         };
         std::fs::create_dir_all(&ws.output_root).unwrap();
         let progress = AtomicU64::new(0);
@@ -365,6 +369,7 @@ mod tests {
             output_root: dir.join("out"),
             max_record_bytes: 64 << 20,
             sources: Default::default(),
+            connectors: Default::default(),
         };
         (dir, ws)
     }

@@ -62,3 +62,10 @@ impl Connector for Files {
         self
     }
 }
+
+#[cfg(feature = "runtime")]
+impl conveyor_etl::connector::DataConnector for Files {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+}

@@ -39,3 +39,10 @@ impl Connector for Http {
         self
     }
 }
+
+#[cfg(feature = "runtime")]
+impl conveyor_etl::connector::DataConnector for Http {
+    fn name(&self) -> &'static str {
+        "url"
+    }
+}

@@ -11,6 +11,12 @@ the task run's fence row, so a duplicate attempt commits nothing.
 */
 
 pub mod options;
+#[cfg(feature = "runtime")]
+pub mod session;
+#[cfg(feature = "runtime")]
+pub mod sink;
+#[cfg(feature = "runtime")]
+pub mod source;
 pub mod spec;
 #[cfg(test)]
 mod tests;
@@ -56,5 +62,54 @@ impl Connector for Postgres {
     #[cfg(feature = "runtime")]
     fn data(&self) -> &dyn conveyor_etl::connector::DataConnector {
         self
+    }
+}
+
+#[cfg(feature = "runtime")]
+impl conveyor_etl::connector::DataConnector for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn source(&self, spec: &SourceSpec) -> Option<Box<dyn conveyor_etl::sources::Source>> {
+        match spec {
+            SourceSpec::Postgres {
+                url,
+                query,
+                partition_by,
+                partition,
+            } => Some(Box::new(source::PgSource {
+                url: url.clone(),
+                query: query.clone(),
+                partition_by: partition_by.clone(),
+                partition: *partition,
+            })),
+            _ => None,
+        }
+    }
+
+    fn sink<'a>(
+        &self,
+        spec: &'a SinkSpec,
+        ws: &'a conveyor_etl::Workspace,
+        at: &'a conveyor_etl::Attempt<'a>,
+    ) -> Option<conveyor_etl::Result<Box<dyn conveyor_etl::sinks::Sink<'a> + 'a>>> {
+        let target = spec::target(spec)?;
+        Some(
+            sink::PgSink::new(ws, at, target)
+                .map(|s| Box::new(s) as Box<dyn conveyor_etl::sinks::Sink<'a> + 'a>),
+        )
+    }
+
+    fn gather(
+        &self,
+        ws: &conveyor_etl::Workspace,
+        at: &conveyor_etl::Attempt,
+        _format: conveyor_schemas::DataFormat,
+        parts: &[conveyor_schemas::ArtifactRef],
+        sink: &SinkSpec,
+    ) -> Option<conveyor_etl::Result<conveyor_schemas::TaskOutput>> {
+        let target = spec::target(sink)?;
+        Some(sink::gather(ws, at, parts, target))
     }
 }

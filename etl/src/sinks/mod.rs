@@ -16,9 +16,6 @@ that of all the attempts of one task run exactly one output wins.
 - [`artifact`]: Arrow IPC artifacts in the store, for downstream tasks;
 - [`file`](mod@file): a file under the output root, and one part of a partitioned
   load (into the store, for the gather);
-- [`postgres`]: a PostgreSQL table, copied in one transaction that first
-  takes the task run's fence row (an append straight into the table,
-  `replace` and `upsert` through a staging table).
 
 A new connector is one file here implementing [`Sink`] and one [`SinkSpec`]
 arm.
@@ -30,7 +27,6 @@ pub mod file;
 pub mod format;
 pub mod jsonl;
 pub mod parquet;
-pub mod postgres;
 pub mod sink;
 pub mod writer;
 
@@ -52,11 +48,12 @@ pub fn open<'a>(
         SinkSpec::Artifact => Box::new(artifact::sink(ws, at)?),
         SinkSpec::File(target) => Box::new(file::output(ws, at, target)?),
         SinkSpec::Part { target, .. } => Box::new(file::part(ws, at, target)?),
-        SinkSpec::Postgres(target) => Box::new(postgres::PgSink::new(ws, at, target)?),
         SinkSpec::Dir(_) => {
             return Err(EtlError::Spec(
                 "a directory of parts is only written by a gather, from a parts source".into(),
             ))
         }
+        // A connector's sink.
+        _ => return ws.connectors.sink(spec, ws, at),
     })
 }

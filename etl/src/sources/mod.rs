@@ -14,7 +14,6 @@ batches, so memory stays bounded by the batch size, not the file size.
 - [`http`]: a URL, downloaded into the store's scratch directory;
 - [`artifact`]: an Arrow IPC artifact in the store, or the parts of one
   table read one after another;
-- [`postgres`]: a PostgreSQL query, read through a binary COPY.
 
 A new connector is one file here implementing [`Source`] and one
 [`SourceSpec`] arm.
@@ -26,7 +25,6 @@ pub mod glob;
 pub mod http;
 pub mod jsonl;
 pub mod parquet;
-pub mod postgres;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -36,6 +34,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, Partition, ReadOptions, SourceSpec};
 
+use crate::connector::Connectors;
 use crate::error::{EtlError, Result};
 use crate::guard::{Framing, RecordGuard};
 use crate::partition::{self, Cut, RangeReader};
@@ -73,8 +72,8 @@ pub trait Source {
     fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches>;
 }
 
-/// The source a spec names.
-pub fn source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
+/// The source a spec names: the engine's own, or a connector's.
+pub fn source(spec: &SourceSpec, connectors: &Connectors) -> Result<Box<dyn Source>> {
     Ok(match spec {
         SourceSpec::File { path, read } => Box::new(FileSource {
             path: PathBuf::from(path),
@@ -89,17 +88,6 @@ pub fn source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
             read: read.clone(),
         }),
         SourceSpec::Artifact(artifact) => Box::new(artifact::ArtifactSource(artifact.clone())),
-        SourceSpec::Postgres {
-            url,
-            query,
-            partition_by,
-            partition,
-        } => Box::new(postgres::PgSource {
-            url: url.clone(),
-            query: query.clone(),
-            partition_by: partition_by.clone(),
-            partition: *partition,
-        }),
         SourceSpec::Parts { .. } => {
             return Err(EtlError::Spec(
                 "a parts source is only read by a gather, with no steps".into(),
@@ -117,12 +105,14 @@ pub fn source(spec: &SourceSpec) -> Result<Box<dyn Source>> {
                 )))
             }
         },
+        // A connector's source.
+        _ => return connectors.source(spec),
     })
 }
 
 /// Opens the source a spec names.
-pub fn open(spec: &SourceSpec, cx: &ReadContext) -> Result<Batches> {
-    source(spec)?.open(cx)
+pub fn open(spec: &SourceSpec, connectors: &Connectors, cx: &ReadContext) -> Result<Batches> {
+    source(spec, connectors)?.open(cx)
 }
 
 /// A file on the worker's file system: the whole file, or the partition its
@@ -263,7 +253,7 @@ pub(crate) fn open_fixed(
     }
 }
 
-pub(crate) fn field_list(schema: &Schema) -> String {
+pub fn field_list(schema: &Schema) -> String {
     schema
         .fields()
         .iter()
