@@ -56,6 +56,8 @@ pub mod sources;
 pub mod sql;
 pub mod store;
 pub mod task;
+#[cfg(test)]
+mod testing;
 pub mod transform;
 pub mod typing;
 

@@ -360,7 +360,7 @@ mod tests {
                 output_root: dir.join("out"),
                 max_record_bytes: 64 << 20,
                 sources: Default::default(),
-                connectors: Default::default(),
+                connectors: crate::testing::connectors(),
             };
             Bench {
                 dir,

@@ -15,9 +15,15 @@ hears what it is missing.
 */
 
 pub mod options;
+#[cfg(feature = "runtime")]
+pub mod sink;
+#[cfg(feature = "runtime")]
+pub mod source;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "runtime"))]
+mod runtime_tests;
 
 use std::path::Path;
 
@@ -67,5 +73,62 @@ impl Connector for Files {
 impl conveyor_etl::connector::DataConnector for Files {
     fn name(&self) -> &'static str {
         "file"
+    }
+
+    fn source(&self, spec: &SourceSpec) -> Option<Box<dyn conveyor_etl::sources::Source>> {
+        match spec {
+            SourceSpec::File { path, read } => Some(Box::new(source::FileSource {
+                path: path.into(),
+                read: read.clone(),
+            })),
+            SourceSpec::Glob { pattern, read } => Some(Box::new(source::GlobSource {
+                pattern: pattern.clone(),
+                read: read.clone(),
+            })),
+            _ => None,
+        }
+    }
+
+    fn sink<'a>(
+        &self,
+        spec: &'a SinkSpec,
+        ws: &'a conveyor_etl::Workspace,
+        at: &'a conveyor_etl::Attempt<'a>,
+    ) -> Option<conveyor_etl::Result<Box<dyn conveyor_etl::sinks::Sink<'a> + 'a>>> {
+        match spec {
+            SinkSpec::File(target) => Some(
+                sink::output(ws, at, target)
+                    .map(|s| Box::new(s) as Box<dyn conveyor_etl::sinks::Sink<'a> + 'a>),
+            ),
+            SinkSpec::Dir(_) => Some(Err(conveyor_etl::EtlError::Spec(
+                "a directory of parts is only written by a gather, from a parts source".into(),
+            ))),
+            _ => None,
+        }
+    }
+
+    fn gather(
+        &self,
+        ws: &conveyor_etl::Workspace,
+        at: &conveyor_etl::Attempt,
+        format: conveyor_schemas::DataFormat,
+        parts: &[conveyor_schemas::ArtifactRef],
+        sink: &SinkSpec,
+    ) -> Option<conveyor_etl::Result<conveyor_schemas::TaskOutput>> {
+        let (target, dir) = spec::target(sink)?;
+        Some(sink::gather_into(ws, at, format, parts, target, dir))
+    }
+
+    /// A whole file's size; a partition's or a glob's is unknown.
+    fn bytes_in(&self, spec: &SourceSpec) -> Option<u64> {
+        match spec {
+            SourceSpec::File { path, read } if read.partition.is_none_or(|p| p.count <= 1) => {
+                std::fs::metadata(path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+            }
+            _ => None,
+        }
     }
 }

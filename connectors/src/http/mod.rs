@@ -9,6 +9,8 @@ reads it as a file of its format. URLs go through the node's
 */
 
 pub mod options;
+#[cfg(feature = "runtime")]
+pub mod source;
 pub mod spec;
 
 use std::path::Path;
@@ -44,5 +46,15 @@ impl Connector for Http {
 impl conveyor_etl::connector::DataConnector for Http {
     fn name(&self) -> &'static str {
         "url"
+    }
+
+    fn source(&self, spec: &SourceSpec) -> Option<Box<dyn conveyor_etl::sources::Source>> {
+        match spec {
+            SourceSpec::Url { url, read } => Some(Box::new(source::UrlSource {
+                url: url.clone(),
+                read: read.clone(),
+            })),
+            _ => None,
+        }
     }
 }

@@ -14,26 +14,26 @@ that of all the attempts of one task run exactly one output wins.
 - [`format`](mod@format): the file formats by name ([`encode`]), and as an encoder;
 - [`csv`], [`jsonl`], [`parquet`]: the file formats' writers;
 - [`artifact`]: Arrow IPC artifacts in the store, for downstream tasks;
-- [`file`](mod@file): a file under the output root, and one part of a partitioned
-  load (into the store, for the gather);
+- [`part`]: one part of a partitioned load (into the store, for the
+  gather);
 
-A new connector is one file here implementing [`Sink`] and one [`SinkSpec`]
-arm.
+A file under the output root or a table is a connector's (in
+`conveyor-connectors`): see [`crate::connector`].
 */
 
 pub mod artifact;
 pub mod csv;
-pub mod file;
 pub mod format;
 pub mod jsonl;
 pub mod parquet;
+pub mod part;
 pub mod sink;
 pub mod writer;
 
 use conveyor_schemas::SinkSpec;
 
 use crate::attempt::{Attempt, Workspace};
-use crate::error::{EtlError, Result};
+use crate::error::Result;
 
 pub use format::encode;
 pub use sink::{BatchIter, PendingOutput, Sink};
@@ -46,13 +46,7 @@ pub fn open<'a>(
 ) -> Result<Box<dyn Sink<'a> + 'a>> {
     Ok(match spec {
         SinkSpec::Artifact => Box::new(artifact::sink(ws, at)?),
-        SinkSpec::File(target) => Box::new(file::output(ws, at, target)?),
-        SinkSpec::Part { target, .. } => Box::new(file::part(ws, at, target)?),
-        SinkSpec::Dir(_) => {
-            return Err(EtlError::Spec(
-                "a directory of parts is only written by a gather, from a parts source".into(),
-            ))
-        }
+        SinkSpec::Part { target, .. } => Box::new(part::sink(ws, at, target)?),
         // A connector's sink.
         _ => return ws.connectors.sink(spec, ws, at),
     })

@@ -5,24 +5,21 @@ Every source opens into [`Batches`]: a schema plus an iterator of record
 batches, so memory stays bounded by the batch size, not the file size.
 
 # Layout
-- this module: the [`Source`] trait, [`open`] (one arm per
-  [`SourceSpec`] variant), and the local file source: a whole file, or one
+- this module: the [`Source`] trait, [`open`] (the engine's own sources, or
+  the connector's, from the worker's registry), and the file readers the
+  connectors' sources share ([`open_file`]): a whole file, or one
   partition of it (a byte range cut at record boundaries, or a run of
   Parquet row groups), in any of the file formats;
 - [`csv`], [`jsonl`], [`parquet`]: the file formats;
-- [`glob`]: the files a glob matches, read one after another;
-- [`http`]: a URL, downloaded into the store's scratch directory;
 - [`artifact`]: an Arrow IPC artifact in the store, or the parts of one
   table read one after another;
 
-A new connector is one file here implementing [`Source`] and one
-[`SourceSpec`] arm.
+A file, a glob, a URL or a database is a connector's (in
+`conveyor-connectors`): see [`crate::connector`].
 */
 
 pub mod artifact;
 pub mod csv;
-pub mod glob;
-pub mod http;
 pub mod jsonl;
 pub mod parquet;
 
@@ -75,18 +72,6 @@ pub trait Source {
 /// The source a spec names: the engine's own, or a connector's.
 pub fn source(spec: &SourceSpec, connectors: &Connectors) -> Result<Box<dyn Source>> {
     Ok(match spec {
-        SourceSpec::File { path, read } => Box::new(FileSource {
-            path: PathBuf::from(path),
-            read: read.clone(),
-        }),
-        SourceSpec::Glob { pattern, read } => Box::new(glob::GlobSource {
-            pattern: pattern.clone(),
-            read: read.clone(),
-        }),
-        SourceSpec::Url { url, read } => Box::new(http::UrlSource {
-            url: url.clone(),
-            read: read.clone(),
-        }),
         SourceSpec::Artifact(artifact) => Box::new(artifact::ArtifactSource(artifact.clone())),
         SourceSpec::Parts { .. } => {
             return Err(EtlError::Spec(
@@ -115,42 +100,28 @@ pub fn open(spec: &SourceSpec, connectors: &Connectors, cx: &ReadContext) -> Res
     source(spec, connectors)?.open(cx)
 }
 
-/// A file on the worker's file system: the whole file, or the partition its
-/// read options name.
-pub struct FileSource {
-    pub path: PathBuf,
-    pub read: ReadOptions,
-}
-
-impl Source for FileSource {
-    fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
-        cx.policy.check_path(&self.path)?;
-        open_file(&self.read, SourceFile::local(&self.path), cx.max_record)
-    }
-}
-
 /// The file a source reads: a local path, or a download of a URL into scratch.
 pub struct SourceFile {
     pub path: PathBuf,
     /// Shown in errors: the path, or the URL for downloads.
     pub display: PathBuf,
     /// Removed once the reader is done with it.
-    pub(crate) _download: Option<Pending>,
+    pub download: Option<Pending>,
 }
 
 impl SourceFile {
-    pub(crate) fn local(path: &Path) -> SourceFile {
+    pub fn local(path: &Path) -> SourceFile {
         SourceFile {
             path: path.to_path_buf(),
             display: path.to_path_buf(),
-            _download: None,
+            download: None,
         }
     }
 }
 
 /// Opens a file, or the partition of it that `read` names, keeping the file
 /// (a download's scratch file) as long as its reader.
-pub(crate) fn open_file(read: &ReadOptions, file: SourceFile, max_record: u64) -> Result<Batches> {
+pub fn open_file(read: &ReadOptions, file: SourceFile, max_record: u64) -> Result<Batches> {
     let batches = match read.partition {
         Some(part) if part.count > 1 || part.index > 0 => {
             open_partition(read, &file, part, max_record)?
@@ -169,11 +140,7 @@ pub(crate) fn open_file(read: &ReadOptions, file: SourceFile, max_record: u64) -
 }
 
 /// Opens a whole file, its columns and types declared or inferred.
-pub(crate) fn open_whole(
-    read: &ReadOptions,
-    file: &SourceFile,
-    max_record: u64,
-) -> Result<Batches> {
+pub fn open_whole(read: &ReadOptions, file: &SourceFile, max_record: u64) -> Result<Batches> {
     let f = File::open(&file.path).map_err(|e| EtlError::io(&file.display, e))?;
     if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(EtlError::data(&file.display, "is a directory, not a file"));
@@ -207,7 +174,7 @@ fn open_partition(
 
 /// Opens a whole file, or one partition of it, with the columns and types of
 /// `head`.
-pub(crate) fn open_fixed(
+pub fn open_fixed(
     read: &ReadOptions,
     file: &SourceFile,
     head: &SchemaRef,
