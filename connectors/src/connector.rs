@@ -16,7 +16,7 @@ use conveyor_schemas::{FileTarget, SinkSpec, SourceSpec};
 pub const MAX_PARTITIONS: u32 = 1024;
 
 /// One kind of place rows come from or go to: a folder of this crate,
-/// listed once in the registry ([`crate::CONNECTORS`]).
+/// listed once in the registry ([`crate::list::CONNECTORS`]).
 pub trait Connector: Sync {
     /// Its name: the wire `type` of its specs, and the name in docs.
     fn name(&self) -> &'static str;

@@ -31,15 +31,19 @@ mod testing;
 
 pub use connector::{Connector, Parts, MAX_PARTITIONS};
 
-/// Declares the connector modules and lists them in [`CONNECTORS`], in
-/// the order the registry asks them: the first that claims a task table
-/// reads it, so the fallback (files) comes last.
+/// Declares the connector modules and lists them in
+/// [`list::CONNECTORS`], in the order the registry asks them: the first
+/// that claims a task table reads it, so the fallback (files) comes last.
 macro_rules! connectors {
     ($($module:ident :: $connector:ident),* $(,)?) => {
         $(pub mod $module;)*
 
-        /// Every connector, in the order the registry asks them.
-        pub static CONNECTORS: &[&dyn Connector] = &[$(&$module::$connector),*];
+        /// The registered connectors, which [`registry`] asks.
+        pub mod list {
+            /// Every connector, in the order the registry asks them.
+            pub static CONNECTORS: &[&dyn crate::connector::Connector] =
+                &[$(&crate::$module::$connector),*];
+        }
     };
 }
 

@@ -1,7 +1,7 @@
 /*!
 The connector registry: what the flow parser, the partition planner and
 (with the `runtime` feature) the worker ask, instead of matching on
-connector names. It goes through [`crate::CONNECTORS`].
+connector names. It goes through [`crate::list::CONNECTORS`].
 */
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use conveyor_diag::diag::Tbl;
 use conveyor_schemas::{SinkSpec, SourceSpec};
 
 use crate::connector::{Connector, Parts};
-use crate::CONNECTORS;
+use crate::list::CONNECTORS;
 
 /// The connector that claims an extract's task table.
 fn source_connector(task: &Tbl) -> Option<&'static dyn Connector> {

@@ -9,7 +9,8 @@ use arrow::datatypes::SchemaRef;
 use conveyor_schemas::ReadOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{check_declared, field_list, Batches, BATCH_ROWS};
+use super::columns::{check_declared, field_list};
+use super::source::{Batches, BATCH_ROWS};
 use crate::error::{data_err, parquet_err, EtlError, Result};
 
 /// Opens a whole Parquet file, checking its columns against declared ones.
