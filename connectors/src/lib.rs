@@ -10,12 +10,13 @@ folder holds all of it, the way vector's `src/sources/NAME/` does:
 - `spec.rs`: its wire spec, the [`conveyor_schemas::SourceSpec`] and
   [`conveyor_schemas::SinkSpec`] variants it owns;
 - `source.rs`, `sink.rs` (feature `runtime`): its data plane on
-  [`conveyor_etl`]'s `Source` and `Sink` traits;
+  `conveyor_etl`'s `Source` and `Sink` traits;
 - its tests.
 
 The flow parser and the partition planner ask [`registry`]; the worker's
-task runner asks the runtime registry ([`registry::runtime`]), which the
-worker puts in its `Workspace`. Nothing else names a connector.
+task runner (its source and sink factories and the gather) asks the
+runtime registry (`registry::runtime`, feature `runtime`), which the
+worker puts in its `Workspace`. None of them names a connector.
 
 Without the `runtime` feature this crate is options and specs only (no
 arrow, parquet, DataFusion or PostgreSQL client), so the flow parser, and

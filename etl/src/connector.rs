@@ -2,7 +2,7 @@
 The worker's side of a connector: its sources, its sinks and the gather
 into its sink, behind [`DataConnector`]. The connectors live above this
 crate (in `conveyor-connectors`, feature `runtime`); the worker hands their
-registry, [`Connectors`], to [`crate::run_task`] in its
+registry, [`Connectors`], to [`crate::task::run_task`] in its
 [`crate::attempt::Workspace`]. The engine's own specs (artifacts, parts,
 named tables) are read and written here without asking it.
 */

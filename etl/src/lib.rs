@@ -2,17 +2,18 @@
 The Conveyor data plane: pure Arrow, no actors, no broker.
 
 # Layout
-- [`sources`]: the [`sources::Source`] trait and one file per source
-  (CSV, JSON lines, Parquet, a glob, a URL, an artifact, a PostgreSQL
-  query), read batch by batch.
-- [`sinks`]: the [`sinks::Sink`] trait and one file per sink (CSV, JSON
-  lines, Parquet, Arrow IPC artifacts, files under the output root and
-  parts, a PostgreSQL table).
+- [`sources`]: the [`sources::Source`] trait, the engine's own sources
+  (artifacts, named tables) and the file formats' readers (CSV, JSON
+  lines, Parquet, whole or one partition), read batch by batch.
+- [`sinks`]: the [`sinks::Sink`] trait, the one writer of encoded files
+  ([`sinks::writer`], generic over its encoder), the engine's own sinks
+  (Arrow IPC artifacts, parts) and the file formats' writers.
 - [`transform`]: the batch steps; [`sql`]: SQL steps on DataFusion;
   [`typing`]: lossless inference and conversion of text columns;
   [`canonical`]: the one text of each date, timestamp and decimal value,
   which is all that reads into those types.
-- [`gather`]: putting the parts of a partitioned load in place.
+- [`gather`]: putting the parts of a partitioned load in place, with the
+  sink's connector.
 - [`commit`]: the commit protocol: pending outputs, put-if-absent and
   fenced commits, commit markers, sweeps of killed attempts' leftovers.
 - [`store`]: the [`ArtifactStore`] trait (objects put if absent, commit
@@ -26,7 +27,8 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`error`]: [`EtlError`], with its retry hint.
 - [`connector`]: the data plane of a connector ([`connector::DataConnector`])
   and the registry a worker runs ([`connector::Connectors`]); the
-  connectors themselves live above, in `conveyor-connectors`.
+  connectors themselves (files, HTTP, PostgreSQL) live above, in
+  `conveyor-connectors`, and reach this crate only through that trait.
 - [`attempt`]: the [`Workspace`] a worker reads and writes and the
   [`Attempt`] it runs, which every writer takes.
 - [`pending`]: files and directories written under a temporary name and
