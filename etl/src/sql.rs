@@ -40,8 +40,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
 
+use crate::attempt::Attempt;
 use crate::error::{EtlError, Result};
-use crate::Attempt;
 
 /// Longest wait for a result batch before the cancel flag is looked at again.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -338,7 +338,10 @@ mod tests {
         TaskKind, TaskSpec,
     };
 
-    use crate::{run_task, Attempt, EtlError, FsStore, Workspace};
+    use crate::attempt::{Attempt, Workspace};
+    use crate::error::EtlError;
+    use crate::store::FsStore;
+    use crate::task::run_task;
 
     struct Bench {
         dir: std::path::PathBuf,
@@ -357,6 +360,7 @@ mod tests {
                 output_root: dir.join("out"),
                 max_record_bytes: 64 << 20,
                 sources: Default::default(),
+                connectors: crate::testing::connectors(),
             };
             Bench {
                 dir,
@@ -403,7 +407,12 @@ mod tests {
         }
 
         /// Runs `steps` over `source` into `out/{task}.csv`; returns the file.
-        fn run(&self, task: &str, source: SourceSpec, steps: Vec<Step>) -> crate::Result<String> {
+        fn run(
+            &self,
+            task: &str,
+            source: SourceSpec,
+            steps: Vec<Step>,
+        ) -> crate::error::Result<String> {
             self.run_with(task, source, steps, None)
         }
 
@@ -413,7 +422,7 @@ mod tests {
             source: SourceSpec,
             steps: Vec<Step>,
             cancel: Option<&AtomicBool>,
-        ) -> crate::Result<String> {
+        ) -> crate::error::Result<String> {
             let spec = TaskSpec {
                 kind: TaskKind::Transform,
                 source,

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use conveyor_schemas::TaskOutput;
 
-use crate::commit::{sweep_leftovers, Pending};
 use crate::error::{EtlError, Result};
 use crate::paths::{check_relative_path, check_run_id, check_task_name};
+use crate::pending::{sweep_leftovers, Pending};
 
 /// Where artifacts, parts and commit markers live. Objects are named by
 /// keys, relative paths such as `{flow_run}/{task}.arrow` ([`artifact_key`],

@@ -120,8 +120,9 @@ impl TaskBody {
     }
 }
 
-/// Most partitions one task may be split into.
-pub const MAX_PARTITIONS: u32 = 1024;
+/// Most partitions one task may be split into (the connectors' options
+/// check it).
+pub use conveyor_connectors::MAX_PARTITIONS;
 
 /// The flow a run was started from, kept so that it can be parsed again
 /// (after a coordinator restart, or on another node).

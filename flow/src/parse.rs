@@ -37,20 +37,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use conveyor_schemas::names::{
-    check_name, check_relative_path, check_sql_column, check_sql_table, is_glob,
-};
+use conveyor_connectors::registry;
+use conveyor_schemas::names::check_name;
 use conveyor_schemas::{
-    CastStep, ColumnSpec, ColumnType, CompareOp, DataFormat, FileTarget, FilterStep, Literal,
-    Partition, PgMode, PgTarget, ReadOptions, SinkSpec, SourceSpec, Step, TaskKind,
+    CastStep, ColumnType, CompareOp, FilterStep, Literal, SinkSpec, Step, TaskKind,
 };
 use toml_edit::Value;
 
 use crate::diag::{parse_document, read_file, Diag, Found, Problems, Tbl};
 use crate::graph::{self, RefSpans};
-use crate::model::{
-    FlowSource, FlowSpec, RetryPolicy, TableInput, TaskBody, TaskDef, TaskInput, MAX_PARTITIONS,
-};
+use crate::model::{FlowSource, FlowSpec, RetryPolicy, TableInput, TaskBody, TaskDef, TaskInput};
 use crate::params::{Declared, ParamValues};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -65,45 +61,6 @@ const FLOW_SHAPE: &[&str] = &[
     "catchup",
 ];
 const TASK_SHAPE: &[&str] = &["kind", "input", "inputs", "after", "partitions", "parts"];
-
-fn format_from_path(p: &str) -> Option<DataFormat> {
-    let lower = p.to_ascii_lowercase();
-    let lower = lower.split(['?', '#']).next().unwrap_or("");
-    if lower.ends_with(".csv") || lower.ends_with(".tsv") {
-        Some(DataFormat::Csv)
-    } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
-        Some(DataFormat::Parquet)
-    } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
-        Some(DataFormat::Jsonl)
-    } else {
-        None
-    }
-}
-
-fn parse_format(t: &mut Tbl, path: Option<&str>) -> Option<DataFormat> {
-    match t.str("format") {
-        Some(f) => match f.as_str() {
-            "csv" => Some(DataFormat::Csv),
-            "parquet" => Some(DataFormat::Parquet),
-            "jsonl" => Some(DataFormat::Jsonl),
-            other => {
-                t.error(
-                    "format",
-                    format!("unknown format `{other}`; expected csv, parquet or jsonl"),
-                );
-                None
-            }
-        },
-        None if t.has("format") => None,
-        None => {
-            let guess = path.and_then(format_from_path);
-            if guess.is_none() && path.is_some() {
-                t.error("format", "cannot tell the format from the file name; set format = \"csv\", \"parquet\" or \"jsonl\"");
-            }
-            guess
-        }
-    }
-}
 
 impl FlowSpec {
     pub fn load(path: &Path) -> Result<FlowSpec, Problems> {
@@ -422,7 +379,7 @@ fn read_task(
                 );
             }
             TaskBody {
-                input: TaskInput::Source(read_extract(t, base)?),
+                input: TaskInput::Source(registry::read_source(t, base)?),
                 steps: Vec::new(),
                 sink: SinkSpec::Artifact,
             }
@@ -476,36 +433,12 @@ fn read_task(
                     steps: read_steps(t)?,
                     sink: SinkSpec::Artifact,
                 }
-            } else if t.has("postgres") {
-                TaskBody {
-                    input: TaskInput::Upstream,
-                    steps: Vec::new(),
-                    sink: read_pg_target(t)?,
-                }
             } else {
-                let path = t.req_str("path");
-                if let Some(p) = &path {
-                    if let Err(e) = check_relative_path("load path", p) {
-                        t.error("path", e.to_string());
-                    }
-                }
-                let format = parse_format(t, path.as_deref());
-                let header = t.bool("header").unwrap_or(true);
-                let parts = t.bool("parts").unwrap_or(false);
-                let target = FileTarget {
-                    format: format?,
-                    path: path?,
-                    header,
-                };
+                // The connector that claims the table reads its options.
                 TaskBody {
                     input: TaskInput::Upstream,
                     steps: Vec::new(),
-                    // A directory of parts: only a partitioned input has parts.
-                    sink: if parts {
-                        SinkSpec::Dir(target)
-                    } else {
-                        SinkSpec::File(target)
-                    },
+                    sink: registry::read_sink(t)?,
                 }
             }
         }
@@ -602,263 +535,6 @@ fn is_table_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn read_extract(t: &mut Tbl, base: &Path) -> Option<SourceSpec> {
-    if t.has("postgres") {
-        return read_pg_source(t);
-    }
-    if t.has("partition_by") {
-        t.error(
-            "partition_by",
-            "only a PostgreSQL extract is partitioned by a key; a file is cut into byte ranges",
-        );
-    }
-    let path = t.str("path");
-    let url = t.str("url");
-    let source = match (path, url) {
-        (Some(p), None) => {
-            // A path that a secret starts is the worker's to know: its
-            // value is used as it is, not against the flow's directory.
-            let full = if p.starts_with(conveyor_schemas::secrets::OPEN) {
-                p.clone()
-            } else {
-                base.join(&p).display().to_string()
-            };
-            Some((Located::Path(full), p))
-        }
-        (None, Some(u)) => {
-            let scheme_ok = u.starts_with("http://")
-                || u.starts_with("https://")
-                || u.starts_with(conveyor_schemas::secrets::OPEN);
-            if !scheme_ok {
-                t.error("url", "must start with http:// or https://");
-            }
-            Some((Located::Url(u.clone()), u))
-        }
-        (Some(_), Some(_)) => {
-            t.error("url", "give either `path` or `url`, not both");
-            None
-        }
-        (None, None) => {
-            if !t.has("path") && !t.has("url") {
-                t.error(
-                    "path",
-                    "an extract needs `path = \"FILE\"` or `url = \"https://...\"`",
-                );
-            }
-            None
-        }
-    };
-    let format = parse_format(t, source.as_ref().map(|s| s.1.as_str()));
-    let header = t.bool("header").unwrap_or(true);
-    let delimiter = t.str("delimiter").unwrap_or_else(|| ",".into());
-    let partitions = t
-        .uint("partitions", 1, MAX_PARTITIONS as i64)
-        .map(|n| n as u32);
-    if partitions.is_some() {
-        if let Some((Located::Url(_), _)) = &source {
-            t.error(
-                "partitions",
-                "a download cannot be partitioned; give a local `path` (a file or a glob)",
-            );
-        }
-    }
-    if !matches!(delimiter.as_bytes(), [b] if b.is_ascii()) {
-        t.error("delimiter", "must be one ASCII character");
-    }
-    let schema = t.table("schema").map(|mut s| {
-        let mut cols = Vec::new();
-        for key in s.keys() {
-            let ty = s.str(&key);
-            match ty.as_deref().map(|x| (x, ColumnType::parse(x))) {
-                Some((_, Ok(column_type))) => cols.push(ColumnSpec {
-                    name: key,
-                    column_type,
-                }),
-                Some((x, Err(why))) => s.error(&key, format!("unknown type `{x}`; {why}")),
-                None => {}
-            }
-        }
-        s.finish();
-        cols
-    });
-    let read = ReadOptions {
-        format: format?,
-        schema,
-        header,
-        delimiter,
-        // Expanded into one task per partition once the graph is known.
-        partition: partitions.map(|count| Partition { index: 0, count }),
-    };
-    Some(match source?.0 {
-        Located::Path(pattern) if is_glob(&pattern) => SourceSpec::Glob { pattern, read },
-        Located::Path(path) => SourceSpec::File { path, read },
-        Located::Url(url) => SourceSpec::Url { url, read },
-    })
-}
-
-/// Why a PostgreSQL `url` takes no param: a value with `?`, `&` or `=` would
-/// add connection options (another `host`, say, which would then be sent the
-/// password of a `${env:NAME}` secret).
-const PG_URL_NO_PARAMS: &str = "cannot use a `{{ params.NAME }}` placeholder: a value could add connection options (another host, which would be sent the password); name the database in the URL, or read the URL from `${env:NAME}`";
-
-/// `postgres = { url = "...", query = "..." }`, and `partition_by` with
-/// `partitions`: an extract of a query's rows.
-fn read_pg_source(t: &mut Tbl) -> Option<SourceSpec> {
-    for key in ["path", "url", "format", "header", "delimiter", "schema"] {
-        if t.get(key).is_some() {
-            t.error(
-                key,
-                "a PostgreSQL extract takes `postgres = { url, query }`, not file options",
-            );
-        }
-    }
-    let mut pg = t.table("postgres")?;
-    let url = pg.req_str_without_params("url", PG_URL_NO_PARAMS);
-    let query = pg.sql_str("query");
-    if query.is_none() && !pg.has("query") {
-        pg.error(
-            "query",
-            "is required: the SELECT whose rows the extract reads",
-        );
-    }
-    if let Some(u) = &url {
-        if !is_pg_url(u) {
-            pg.error(
-                "url",
-                "must be a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DATABASE (or postgres://)",
-            );
-        }
-    }
-    if let Some(q) = &query {
-        if q.trim().is_empty() {
-            pg.error("query", "must not be empty");
-        }
-    }
-    pg.finish();
-    let partitions = t
-        .uint("partitions", 1, MAX_PARTITIONS as i64)
-        .map(|n| n as u32);
-    let partition_by = t.str("partition_by");
-    if let Some(col) = &partition_by {
-        if let Err(e) = check_sql_column(col) {
-            t.error("partition_by", e.to_string());
-        }
-    }
-    match (&partition_by, partitions) {
-        (None, Some(n)) if n > 1 => t.error(
-            "partitions",
-            "a PostgreSQL extract is read in key ranges: set `partition_by = \"COLUMN\"`, an integer column of the query",
-        ),
-        (Some(_), None) => t.error(
-            "partition_by",
-            "needs `partitions = N`, the number of key ranges read in parallel",
-        ),
-        _ => {}
-    }
-    Some(SourceSpec::Postgres {
-        url: url?,
-        query: query?,
-        partition: partition_by
-            .is_some()
-            .then(|| partitions.map(|count| Partition { index: 0, count }))
-            .flatten(),
-        partition_by,
-    })
-}
-
-fn is_pg_url(url: &str) -> bool {
-    url.starts_with("postgresql://") || url.starts_with("postgres://") || url.starts_with("${env:")
-}
-
-/// `postgres = { url, table, mode, key, create }`: a load into a table.
-fn read_pg_target(t: &mut Tbl) -> Option<SinkSpec> {
-    for key in ["path", "format", "header", "parts"] {
-        if t.get(key).is_some() {
-            t.error(
-                key,
-                "a PostgreSQL load takes `postgres = { url, table, mode }`, not file options",
-            );
-        }
-    }
-    let mut pg = t.table("postgres")?;
-    let url = pg.req_str_without_params("url", PG_URL_NO_PARAMS);
-    if let Some(u) = &url {
-        if !is_pg_url(u) {
-            pg.error(
-                "url",
-                "must be a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DATABASE (or postgres://)",
-            );
-        }
-    }
-    let table = pg.req_str("table");
-    let table_ok = match &table {
-        Some(name) => match check_sql_table(name) {
-            Ok(_) => true,
-            Err(e) => {
-                pg.error("table", e.to_string());
-                false
-            }
-        },
-        None => false,
-    };
-    let mode = match pg.str("mode").as_deref().map(|m| (m, PgMode::parse(m))) {
-        Some((_, Some(mode))) => Some(mode),
-        Some((m, None)) => {
-            pg.error(
-                "mode",
-                format!("unknown mode `{m}`; expected append, replace or upsert"),
-            );
-            None
-        }
-        None if pg.has("mode") => None,
-        None => Some(PgMode::Append),
-    };
-    let key = pg.str_list("key");
-    let key_ok = match &key {
-        Some(cols) => {
-            let mut ok = true;
-            for c in cols {
-                if let Err(e) = check_sql_column(c) {
-                    pg.error("key", e.to_string());
-                    ok = false;
-                }
-            }
-            ok
-        }
-        None => !pg.has("key"),
-    };
-    let key = key.unwrap_or_default();
-    match mode {
-        Some(PgMode::Upsert) if key.is_empty() && key_ok => pg.error(
-            "key",
-            "mode = \"upsert\" needs `key = [\"COLUMN\", ...]`: the columns of the table's primary key or unique index",
-        ),
-        Some(m) if m != PgMode::Upsert && !key.is_empty() => pg.error(
-            "key",
-            format!("only mode = \"upsert\" takes a key; mode is {}", m.as_str()),
-        ),
-        _ => {}
-    }
-    let create = pg.bool("create").unwrap_or(false);
-    pg.finish();
-    if !(table_ok && key_ok) {
-        return None;
-    }
-    Some(SinkSpec::Postgres(PgTarget {
-        url: url?,
-        table: table?,
-        mode: mode?,
-        key,
-        create,
-    }))
-}
-
-/// Where an extract's `path` or `url` points, before its options are read.
-enum Located {
-    Path(String),
-    Url(String),
 }
 
 fn read_steps(t: &mut Tbl) -> Option<Vec<Step>> {
@@ -1011,6 +687,7 @@ fn literal(t: &Tbl, key: &str, found: &Found) -> Option<Literal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conveyor_schemas::{DataFormat, FileTarget, Partition, PgMode, SourceSpec};
 
     const COLORS: &str = r#"
 [flow]

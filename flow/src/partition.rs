@@ -4,7 +4,8 @@ Partition expansion: one task per partition, and a gather per load.
 
 use std::collections::HashMap;
 
-use conveyor_schemas::{DataFormat, FileTarget, Partition, SinkSpec, TaskKind};
+use conveyor_connectors::registry;
+use conveyor_schemas::{FileTarget, Partition, SinkSpec, TaskKind};
 
 use crate::model::{partition_name, TableInput, TaskBody, TaskDef, TaskInput};
 
@@ -40,7 +41,7 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
             continue;
         }
         let Some(n) = n else {
-            if matches!(def.body.sink, SinkSpec::Dir(_)) {
+            if registry::parts(&def.body.sink).is_some_and(|p| p.dir) {
                 return Err((
                     def.name,
                     "`parts = true` needs a partitioned input: an extract with `partitions`".into(),
@@ -59,20 +60,11 @@ pub(crate) fn expand_partitions(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, (St
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        // A load writes parts, and a gather puts them in place. The parts of
-        // a load into PostgreSQL are Parquet files (lossless for every type
-        // it loads); its gather copies them all in one transaction.
-        let pg_parts = FileTarget {
-            format: DataFormat::Parquet,
-            path: "postgres-part.parquet".into(),
-            header: false,
-        };
-        let gathered: Option<(&FileTarget, bool)> = match &def.body.sink {
-            SinkSpec::File(t) => Some((t, false)),
-            SinkSpec::Dir(t) => Some((t, true)),
-            SinkSpec::Postgres(_) => Some((&pg_parts, false)),
-            SinkSpec::Artifact | SinkSpec::Part { .. } => None,
-        };
+        // A load writes parts, and a gather puts them in place: the sink's
+        // connector says in which format (a load into PostgreSQL, say, has
+        // Parquet parts, lossless for every type it loads).
+        let gathered = registry::parts(&def.body.sink);
+        let gathered: Option<(&FileTarget, bool)> = gathered.as_ref().map(|p| (&p.target, p.dir));
         let mut part_names = Vec::with_capacity(n as usize);
         for i in 0..n {
             let input = def.input.as_ref().map(|x| partition_name(x, i));

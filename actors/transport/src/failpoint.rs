@@ -6,7 +6,7 @@ ACTION is one of:
   `sleep-after-commit=MS` (after its output is committed, before the result is
   published) or `pause-mid-copy=MS` (a load into PostgreSQL pauses after its
   first batch reached the server: the data plane reads this one itself, see
-  `conveyor_etl::sinks::postgres`);
+  `conveyor_connectors::postgres::sink`);
 - on a coordinator: `pause-before-publish=MS` (the dispatch of the task is
   saved in the database, its message not yet published) or
   `pause-after-publish=MS` (the broker confirmed the message; that it did is

@@ -113,6 +113,7 @@ pub async fn start(s: Setup<'_>) -> Result<Addr<Supervisor>, StartError> {
                 input_roots: cfg.input_roots.clone(),
                 allow_urls: cfg.allow_urls.clone(),
             },
+            connectors: conveyor_connectors::registry::runtime(),
         },
         in_flight: Default::default(),
         failpoints: Failpoints::from_env(),

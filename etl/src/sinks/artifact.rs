@@ -9,71 +9,33 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use arrow::datatypes::SchemaRef;
-use conveyor_schemas::{ArtifactRef, TaskOutput};
 
-use super::{write_err, BatchIter, PendingOutput, Sink};
-use crate::commit;
+use super::sink::{write_err, BatchIter};
+use super::writer::{Destination, Encoder, EncodingSink};
+use crate::attempt::{Attempt, Workspace};
 use crate::error::{EtlError, Result};
-use crate::store::{artifact_key, PendingObject};
-use crate::{Attempt, Workspace};
+use crate::store::artifact_key;
 
-pub struct ArtifactSink<'a> {
-    at: &'a Attempt<'a>,
-    key: String,
-    pending: Box<dyn PendingObject>,
+/// The attempt's artifact, as a sink.
+pub fn sink<'a>(ws: &'a Workspace, at: &'a Attempt<'a>) -> Result<EncodingSink<'a, Ipc>> {
+    let key = artifact_key(at.flow_run, at.task)?;
+    let destination = Destination::store(ws, at, "Artifact", key)?;
+    Ok(EncodingSink::new(at, Ipc, destination))
 }
 
-impl<'a> ArtifactSink<'a> {
-    pub fn create(ws: &'a Workspace, at: &'a Attempt<'a>) -> Result<Self> {
-        let key = artifact_key(at.flow_run, at.task)?;
-        let pending = ws.store.create(&key, &at.tag(), at.may_have_leftovers())?;
-        Ok(ArtifactSink { at, key, pending })
-    }
-}
+/// Arrow IPC files, as an [`Encoder`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ipc;
 
-impl<'a> Sink<'a> for ArtifactSink<'a> {
-    fn write(
-        mut self: Box<Self>,
+impl Encoder for Ipc {
+    fn encode(
+        &self,
+        file: File,
+        path: &Path,
         schema: SchemaRef,
         batches: BatchIter,
-    ) -> Result<Box<dyn PendingOutput + 'a>> {
-        let rows = write_ipc(
-            self.pending.writer()?,
-            self.pending.tmp_path(),
-            schema,
-            batches,
-        )?;
-        self.pending.sync()?;
-        Ok(Box::new(PendingArtifact { sink: *self, rows }))
-    }
-}
-
-struct PendingArtifact<'a> {
-    sink: ArtifactSink<'a>,
-    rows: u64,
-}
-
-impl PendingOutput for PendingArtifact<'_> {
-    fn commit(self: Box<Self>, rows_in: u64) -> Result<TaskOutput> {
-        let ArtifactSink { at, key, pending } = self.sink;
-        if !commit::first_wins(pending)? {
-            tracing::info!(
-                flow_run = at.flow_run,
-                task = at.task,
-                "Artifact already committed by another attempt; keeping the first"
-            );
-        }
-        Ok(TaskOutput {
-            rows_in,
-            rows_out: self.rows,
-            artifact: Some(ArtifactRef {
-                path: key.clone(),
-                rows: self.rows,
-            }),
-            location: key,
-            bytes_in: None,
-            bytes_out: None,
-        })
+    ) -> Result<u64> {
+        write_ipc(file, path, schema, batches)
     }
 }
 

@@ -11,7 +11,7 @@ use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use super::{write_err, BatchIter};
+use super::sink::{write_err, BatchIter};
 use crate::error::{EtlError, Result};
 use crate::typing::text_columns;
 

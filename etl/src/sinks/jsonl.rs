@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::{write_err, BatchIter};
+use super::sink::{write_err, BatchIter};
 use crate::error::{EtlError, Result};
 
 /// Streams `batches` as JSON lines. Returns the rows written.

@@ -7,7 +7,7 @@ use std::path::Path;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 
-use super::BatchIter;
+use super::sink::BatchIter;
 use crate::error::{EtlError, Result};
 
 /// Streams `batches` as Parquet. Returns the rows written.

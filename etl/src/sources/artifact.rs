@@ -8,7 +8,7 @@ use std::fs::File;
 
 use conveyor_schemas::ArtifactRef;
 
-use super::{Batches, ReadContext, Source};
+use super::source::{Batches, ReadContext, Source};
 use crate::error::{self, EtlError, Result};
 
 pub struct ArtifactSource(pub ArtifactRef);

@@ -17,7 +17,8 @@ use arrow::csv::reader::Format;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{ColumnSpec, ColumnType, ReadOptions};
 
-use super::{check_declared, column_type, Batches, BATCH_ROWS};
+use super::columns::{check_declared, column_type};
+use super::source::{Batches, BATCH_ROWS};
 use crate::error::{data_err, EtlError, Result};
 use crate::guard::RecordGuard;
 use crate::quoted_empty::{EmptyCells, QuotedEmpties};
@@ -310,7 +311,7 @@ mod tests {
     use conveyor_schemas::{DataFormat, Partition, ReadOptions};
 
     use crate::error::Result;
-    use crate::sources::{open_file, SourceFile};
+    use crate::sources::file::{open_file, SourceFile};
 
     /// Reads `text` as a CSV file with a header, whole or as partition
     /// `part`, into one batch.

@@ -20,7 +20,8 @@ use arrow::error::ArrowError;
 use arrow::json::reader::Decoder;
 use conveyor_schemas::ReadOptions;
 
-use super::{declared_schema, Batches, BATCH_ROWS};
+use super::columns::declared_schema;
+use super::source::{Batches, BATCH_ROWS};
 use crate::error::{EtlError, Result};
 use crate::guard::RecordGuard;
 
@@ -331,7 +332,7 @@ mod tests {
     use conveyor_schemas::{ColumnSpec, ColumnType, DataFormat, Partition, ReadOptions};
 
     use crate::error::EtlError;
-    use crate::sources::{open_file, SourceFile};
+    use crate::sources::file::{open_file, SourceFile};
 
     /// Reads `text` as a JSON-lines file (or one partition of it) to the
     /// end, and returns the error that stopped it.

@@ -9,11 +9,12 @@ use arrow::datatypes::SchemaRef;
 use conveyor_schemas::ReadOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{check_declared, field_list, Batches, BATCH_ROWS};
+use super::columns::{check_declared, field_list};
+use super::source::{Batches, BATCH_ROWS};
 use crate::error::{data_err, parquet_err, EtlError, Result};
 
 /// Opens a whole Parquet file, checking its columns against declared ones.
-pub(crate) fn open(spec: &ReadOptions, f: File, display: &Path) -> Result<Batches> {
+pub fn open(spec: &ReadOptions, f: File, display: &Path) -> Result<Batches> {
     let display = display.to_path_buf();
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(parquet_err(&display))?

@@ -15,7 +15,7 @@ A placeholder may stand in any string value of a task or of `[flow]` (paths,
 urls, filter values, column names, durations...), but not in a key that
 shapes the DAG (`kind`, `input`, `after`, `partitions`, `parts`, the flow's
 `name`, `fuse`, `fail_fast`): a param value never changes which tasks run or
-in what order. The parser ([`crate::parse`]) fills placeholders in as it reads
+in what order. The flow parser (`conveyor_flow::parse`) fills placeholders in as it reads
 each value, before the value's own checks, so a hostile value (`../../etc`)
 meets the same path and name rules as a value written in the file.
 

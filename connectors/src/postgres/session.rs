@@ -24,7 +24,7 @@ use std::time::Duration;
 use conveyor_schemas::names::{check_sql_table, quote_sql_ident};
 use conveyor_schemas::redact::{redact_in, redact_url};
 
-use crate::error::{EtlError, Result};
+use conveyor_etl::error::{EtlError, Result};
 
 /// The first bytes of a binary COPY stream.
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";

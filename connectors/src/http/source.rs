@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use conveyor_schemas::redact::{redact_in, redact_url};
 use conveyor_schemas::ReadOptions;
 
-use super::{open_file, Batches, ReadContext, Source, SourceFile};
-use crate::commit::Pending;
-use crate::error::{EtlError, Result};
-use crate::store::ArtifactStore;
+use conveyor_etl::error::{EtlError, Result};
+use conveyor_etl::pending::Pending;
+use conveyor_etl::sources::{open_file, Batches, ReadContext, Source, SourceFile};
+use conveyor_etl::store::ArtifactStore;
 
+/// A URL, downloaded then read as a file of its format.
 pub struct UrlSource {
     pub url: String,
     pub read: ReadOptions,
@@ -72,6 +73,6 @@ fn download(
     Ok(SourceFile {
         path: pending.tmp_path().to_path_buf(),
         display: PathBuf::from(redact_url(url)),
-        _download: Some(pending),
+        download: Some(pending),
     })
 }

@@ -54,9 +54,10 @@ use conveyor_schemas::names::quote_sql_ident;
 use conveyor_schemas::Partition;
 use postgres::types::Type;
 
-use super::{Batches, ReadContext, Source, BATCH_ROWS};
-use crate::error::{EtlError, Result};
-use crate::pg::{self, Session};
+use conveyor_etl::error::{EtlError, Result};
+use conveyor_etl::sources::{field_list, Batches, ReadContext, Source, BATCH_ROWS};
+
+use super::session::{self as pg, Session};
 
 /// The rows of a query.
 pub struct PgSource {
@@ -112,7 +113,7 @@ impl Source for PgSource {
                     .ok_or_else(|| {
                         EtlError::Spec(format!(
                             "partition_by `{key}` is not a column of the query's result ({})",
-                            super::field_list(&schema)
+                            field_list(&schema)
                         ))
                     })?;
                 if !matches!(kinds[pos], Kind::I16 | Kind::I32 | Kind::I64) {

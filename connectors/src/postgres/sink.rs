@@ -27,7 +27,7 @@ that a worker whose host vanished is found out within about a minute rather
 than holding its fence row for the kernel's two hours.
 
 # The commit
-After the commit gate ([`crate::Attempt::before_commit`]) and a look at the
+After the commit gate ([`Attempt::before_commit`]) and a look at the
 attempt's cancel flag, still in the transaction:
 1. move the rows: nothing more for `append`; `replace` is `TRUNCATE` then
    `INSERT ... SELECT` from the staging table (the table keeps its indexes,
@@ -76,10 +76,12 @@ use arrow::datatypes::{
 use conveyor_schemas::names::{check_sql_column, quote_sql_ident};
 use conveyor_schemas::{ArtifactRef, PgMode, PgTarget, TaskOutput};
 
-use super::{BatchIter, PendingOutput, Sink};
-use crate::error::{EtlError, Result};
-use crate::pg::{self, Session};
-use crate::{commit, Attempt, Workspace};
+use conveyor_etl::attempt::{Attempt, Workspace};
+use conveyor_etl::commit;
+use conveyor_etl::error::{EtlError, Result};
+use conveyor_etl::sinks::{BatchIter, PendingOutput, Sink};
+
+use super::session::{self as pg, Session};
 
 /// The staging table of an attempt, in its session's temporary schema.
 const STAGE: &str = "pg_temp.\"conveyor_stage\"";
@@ -953,7 +955,7 @@ pub fn gather(
             };
             files.push((
                 path.clone(),
-                crate::sources::parquet::open(&read, f, &path)?,
+                conveyor_etl::sources::parquet::open(&read, f, &path)?,
             ));
         }
         let Some((_, first)) = files.first() else {
@@ -979,7 +981,7 @@ pub fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::Source;
+    use conveyor_etl::sources::Source;
     use arrow::array::{
         BinaryArray, Date32Array, Decimal128Array, StringArray, TimestampMicrosecondArray,
     };
@@ -1093,10 +1095,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("conveyor-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ws = Workspace {
-            store: Arc::new(crate::FsStore::new(dir.join("artifacts"))),
+            store: Arc::new(conveyor_etl::store::FsStore::new(dir.join("artifacts"))),
             output_root: dir.join("out"),
             max_record_bytes: 1 << 20,
             sources: Default::default(),
+            connectors: Default::default(),
         };
         let target = PgTarget {
             url: db.url.clone(),
@@ -1159,14 +1162,14 @@ mod tests {
 
         // And reading the table gives the batch back, types and all.
         let tag = "a1".to_string();
-        let cx = crate::sources::ReadContext {
+        let cx = conveyor_etl::sources::ReadContext {
             store: ws.store.as_ref(),
             tag: &tag,
             max_record: 1 << 20,
             policy: &ws.sources,
             cancel: None,
         };
-        let source = Box::new(crate::sources::postgres::PgSource {
+        let source = Box::new(crate::postgres::source::PgSource {
             url: db.url.clone(),
             query: "SELECT * FROM rt ORDER BY i4;".into(),
             partition_by: None,

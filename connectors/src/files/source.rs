@@ -1,17 +1,37 @@
 /*!
-A glob: the files it matches on the worker's file system, read one after
-another in name order.
+The files connector's sources, on the data plane's format readers:
+- a file on the worker's file system: the whole file, or the partition its
+  read options name (a byte range cut at record boundaries, or a run of
+  Parquet row groups);
+- a glob: the files it matches, read one after another in name order.
 */
 
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use conveyor_etl::error::{EtlError, Result};
+use conveyor_etl::policy::SourcePolicy;
+use conveyor_etl::sources::{
+    open_file, open_fixed, open_whole, Batches, ReadContext, Source, SourceFile,
+};
 use conveyor_schemas::ReadOptions;
 
-use super::{open_file, open_fixed, open_whole, Batches, ReadContext, Source, SourceFile};
-use crate::error::{EtlError, Result};
+/// A file on the worker's file system: the whole file, or the partition its
+/// read options name.
+pub struct FileSource {
+    pub path: PathBuf,
+    pub read: ReadOptions,
+}
 
+impl Source for FileSource {
+    fn open(self: Box<Self>, cx: &ReadContext) -> Result<Batches> {
+        cx.policy.check_path(&self.path)?;
+        open_file(&self.read, SourceFile::local(&self.path), cx.max_record)
+    }
+}
+
+/// The files a glob matches on the worker's file system.
 pub struct GlobSource {
     pub pattern: String,
     pub read: ReadOptions,
@@ -37,7 +57,7 @@ fn open_glob(
     spec: &ReadOptions,
     pattern: &str,
     max_record: u64,
-    policy: &crate::policy::SourcePolicy,
+    policy: &SourcePolicy,
 ) -> Result<Batches> {
     let shown = Path::new(pattern);
     let entries =

@@ -2,8 +2,8 @@
 Phase one of config and flow parsing: a typed walk over a span-carrying TOML
 document that collects **every** problem (wrong type, missing key, unknown
 key) with its dotted key and line, instead of stopping at the first.
-Phase two (in [`crate::config`] and [`crate::parse`]) checks meaning and
-derives values.
+Phase two (in the flow parser, the node config and the connectors'
+options) checks meaning and derives values.
 */
 
 use std::borrow::Cow;
@@ -44,8 +44,7 @@ pub struct Problems {
 
 impl Problems {
     /// Each problem's key and line, in order: what a test compares.
-    #[cfg(test)]
-    pub(crate) fn keys_and_lines(&self) -> Vec<(&str, Option<usize>)> {
+    pub fn keys_and_lines(&self) -> Vec<(&str, Option<usize>)> {
         self.problems
             .iter()
             .map(|p| (p.key.as_str(), p.line))
@@ -312,7 +311,7 @@ pub fn parse_document(file: &str, text: &str) -> Result<toml_edit::Document<Stri
 pub struct Tbl<'a, 't> {
     pub diag: &'a Diag<'t>,
     pub path: String,
-    pub(crate) table: &'a dyn TableLike,
+    pub table: &'a dyn TableLike,
     span: Option<Range<usize>>,
     used: HashSet<String>,
     /// Keys of this table that shape the DAG: they take no params.
