@@ -56,7 +56,7 @@ pub trait Connector: Sync {
 
     /// The worker's side of this connector: its sources, sinks and gather.
     #[cfg(feature = "runtime")]
-    fn data(&self) -> &dyn conveyor_etl::connector::DataConnector;
+    fn data(&self) -> &dyn conveyor_etl::workspace::DataConnector;
 }
 
 /// The parts of a partitioned load (see [`Connector::parts`]).

@@ -45,6 +45,6 @@ pub fn parts(sink: &SinkSpec) -> Option<Parts> {
 /// The runtime registry: every connector's sources, sinks and gather, for
 /// the worker's `Workspace`.
 #[cfg(feature = "runtime")]
-pub fn runtime() -> conveyor_etl::connector::Connectors {
-    conveyor_etl::connector::Connectors::new(CONNECTORS.iter().map(|c| c.data()).collect())
+pub fn runtime() -> conveyor_etl::workspace::Connectors {
+    conveyor_etl::workspace::Connectors::new(CONNECTORS.iter().map(|c| c.data()).collect())
 }

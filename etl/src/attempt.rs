@@ -1,34 +1,13 @@
 /*!
-Who runs a task and where: the [`Workspace`] a worker reads and writes (its
-store, output root and source policy) and the [`Attempt`] being run (its
-names, its fence and its cancel flag). Every module that writes takes both;
-they live here, below the sinks, the commit protocol and the task runner,
-so that none of them imports from the crate root.
+The [`Attempt`] being run: its names, its fence and its cancel flag. Every
+module that writes takes it, with the [`crate::workspace::Workspace`]; it
+lives here, below the sinks, the commit protocol and the task runner, so
+that none of them imports from the crate root.
 */
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::connector::Connectors;
 use crate::error::{EtlError, Result};
-use crate::policy::SourcePolicy;
-use crate::store::ArtifactStore;
-
-/// Where a worker reads and writes.
-#[derive(Clone, Debug)]
-pub struct Workspace {
-    /// Where artifacts, parts and commit markers live.
-    pub store: std::sync::Arc<dyn ArtifactStore>,
-    /// Loads write under this directory and nowhere else.
-    pub output_root: PathBuf,
-    /// Longest CSV record or JSON line a source may hold, in bytes.
-    pub max_record_bytes: u64,
-    /// What sources may read and fetch.
-    pub sources: SourcePolicy,
-    /// The connectors this worker runs: the sources, sinks and gathers of
-    /// every spec that is not the engine's own (artifacts, parts, tables).
-    pub connectors: Connectors,
-}
 
 /// Identifies one attempt, for temporary file names and commit markers.
 #[derive(Clone)]

@@ -29,9 +29,10 @@ once, whatever attempts race, die or come late.
 
 use conveyor_schemas::{ArtifactRef, SourceSpec, TaskOutput, TaskSpec};
 
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::error::Result;
 use crate::store::PendingObject;
+use crate::workspace::Workspace;
 
 /// Puts a store file (an artifact or a part) in place unless another
 /// attempt already did: the first to commit wins. Returns whether this

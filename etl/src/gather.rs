@@ -4,7 +4,7 @@ Gathering the parts of a partitioned load into its output.
 Each partition's load writes its part, in the format its sink's connector
 asked for (see `conveyor_connectors::Parts`), into the artifact store. The
 gather then puts them in place, with the sink's connector
-([`crate::connector::DataConnector::gather`]): a file or a directory of
+([`crate::workspace::DataConnector::gather`]): a file or a directory of
 parts under the output root, or a table in one transaction. It is fenced
 by the task run's commit marker like any load, and removes the parts once
 they are in place ([`crate::commit::gather_fenced`]).
@@ -16,8 +16,9 @@ is not run as source → steps → sink because it decodes nothing it need not.
 
 use conveyor_schemas::{ArtifactRef, DataFormat, SinkSpec, TaskOutput};
 
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::error::{EtlError, Result};
+use crate::workspace::Workspace;
 
 /// Puts `parts` (each a file of `format` in the store) in place as `sink`,
 /// with the sink's connector.

@@ -2,10 +2,12 @@
 The Conveyor data plane: pure Arrow, no actors, no broker.
 
 # Layout
-- [`sources`]: the [`sources::Source`] trait, the engine's own sources
+- [`source`] and [`sink`]: the [`source::Source`] and [`sink::Sink`]
+  traits, leaves that every reader, writer and connector builds on.
+- [`sources`]: the engine's own sources
   (artifacts, named tables) and the file formats' readers (CSV, JSON
   lines, Parquet, whole or one partition), read batch by batch.
-- [`sinks`]: the [`sinks::Sink`] trait, the one writer of encoded files
+- [`sinks`]: the one writer of encoded files
   ([`sinks::writer`], generic over its encoder), the engine's own sinks
   (Arrow IPC artifacts, parts) and the file formats' writers.
 - [`transform`]: the batch steps; [`sql`]: SQL steps on DataFusion;
@@ -25,12 +27,12 @@ The Conveyor data plane: pure Arrow, no actors, no broker.
 - [`paths`]: confinement of hostile paths; [`policy`]: what sources may
   read and fetch (`[workers] input_roots` and `allow_urls`).
 - [`error`]: [`EtlError`], with its retry hint.
-- [`connector`]: the data plane of a connector ([`connector::DataConnector`])
-  and the registry a worker runs ([`connector::Connectors`]); the
-  connectors themselves (files, HTTP, PostgreSQL) live above, in
-  `conveyor-connectors`, and reach this crate only through that trait.
-- [`attempt`]: the [`Workspace`] a worker reads and writes and the
-  [`Attempt`] it runs, which every writer takes.
+- [`workspace`]: the [`Workspace`] a worker reads and writes, with the
+  registry of the connectors it runs ([`workspace::Connectors`]) and their
+  data plane ([`workspace::DataConnector`]); the connectors themselves
+  (files, HTTP, PostgreSQL) live above, in `conveyor-connectors`, and reach
+  this crate only through that trait.
+- [`attempt`]: the [`Attempt`] a worker runs, which every writer takes.
 - [`pending`]: files and directories written under a temporary name and
   moved into place; the store and the commit protocol build on it.
 - [`task`]: [`run_task`] runs one attempt of any task (a source, steps
@@ -44,7 +46,6 @@ the modules and re-exports what outside users need.
 pub mod attempt;
 pub mod canonical;
 pub mod commit;
-pub mod connector;
 pub mod error;
 pub mod gather;
 pub mod guard;
@@ -53,7 +54,9 @@ pub mod paths;
 pub mod pending;
 pub mod policy;
 pub mod quoted_empty;
+pub mod sink;
 pub mod sinks;
+pub mod source;
 pub mod sources;
 pub mod sql;
 pub mod store;
@@ -62,8 +65,10 @@ pub mod task;
 mod testing;
 pub mod transform;
 pub mod typing;
+pub mod workspace;
 
-pub use attempt::{Attempt, Workspace};
+pub use attempt::Attempt;
 pub use error::{EtlError, Result};
 pub use store::{ArtifactStore, FsStore};
 pub use task::run_task;
+pub use workspace::Workspace;

@@ -338,10 +338,11 @@ mod tests {
         TaskKind, TaskSpec,
     };
 
-    use crate::attempt::{Attempt, Workspace};
+    use crate::attempt::Attempt;
     use crate::error::EtlError;
     use crate::store::FsStore;
     use crate::task::run_task;
+    use crate::workspace::Workspace;
 
     struct Bench {
         dir: std::path::PathBuf,

@@ -6,8 +6,7 @@ goes to [`crate::gather`] instead.
 
 use conveyor_schemas::{SourceSpec, Step, TableSource, TaskOutput, TaskSpec};
 
-use crate::attempt::{Attempt, Workspace};
-use crate::connector::Connectors;
+use crate::attempt::Attempt;
 use crate::error::{EtlError, Result};
 use crate::gather;
 use crate::pending::Pending;
@@ -15,6 +14,8 @@ use crate::sinks;
 use crate::sources;
 use crate::sql;
 use crate::transform;
+use crate::workspace::Connectors;
+use crate::workspace::Workspace;
 
 /// Runs one attempt of a task: opens the source, applies the steps to each
 /// batch as it is read, writes the sink, and commits it fenced. A gather

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 
 use conveyor_schemas::{SinkSpec, SourceSpec};
 
-use crate::attempt::{Attempt, Workspace};
-use crate::connector::{Connectors, DataConnector};
+use crate::attempt::Attempt;
 use crate::error::Result;
 use crate::sinks::format::FileFormat;
 use crate::sinks::writer::{Destination, EncodingSink};
 use crate::sinks::Sink;
 use crate::sources::{open_file, Batches, ReadContext, Source, SourceFile};
+use crate::workspace::Workspace;
+use crate::workspace::{Connectors, DataConnector};
 
 /// Local files, whole, and files under the output root.
 pub struct LocalFiles;

@@ -64,13 +64,13 @@ impl Connector for Files {
     }
 
     #[cfg(feature = "runtime")]
-    fn data(&self) -> &dyn conveyor_etl::connector::DataConnector {
+    fn data(&self) -> &dyn conveyor_etl::workspace::DataConnector {
         self
     }
 }
 
 #[cfg(feature = "runtime")]
-impl conveyor_etl::connector::DataConnector for Files {
+impl conveyor_etl::workspace::DataConnector for Files {
     fn name(&self) -> &'static str {
         "file"
     }

@@ -18,7 +18,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use conveyor_etl::attempt::{Attempt, Workspace};
+use conveyor_etl::attempt::Attempt;
+use conveyor_etl::workspace::Workspace;
 use conveyor_etl::commit;
 use conveyor_etl::error::{EtlError, Result};
 use conveyor_etl::paths;

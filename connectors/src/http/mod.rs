@@ -37,13 +37,13 @@ impl Connector for Http {
     }
 
     #[cfg(feature = "runtime")]
-    fn data(&self) -> &dyn conveyor_etl::connector::DataConnector {
+    fn data(&self) -> &dyn conveyor_etl::workspace::DataConnector {
         self
     }
 }
 
 #[cfg(feature = "runtime")]
-impl conveyor_etl::connector::DataConnector for Http {
+impl conveyor_etl::workspace::DataConnector for Http {
     fn name(&self) -> &'static str {
         "url"
     }

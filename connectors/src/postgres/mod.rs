@@ -60,13 +60,13 @@ impl Connector for Postgres {
     }
 
     #[cfg(feature = "runtime")]
-    fn data(&self) -> &dyn conveyor_etl::connector::DataConnector {
+    fn data(&self) -> &dyn conveyor_etl::workspace::DataConnector {
         self
     }
 }
 
 #[cfg(feature = "runtime")]
-impl conveyor_etl::connector::DataConnector for Postgres {
+impl conveyor_etl::workspace::DataConnector for Postgres {
     fn name(&self) -> &'static str {
         "postgres"
     }

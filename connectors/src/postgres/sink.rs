@@ -76,7 +76,8 @@ use arrow::datatypes::{
 use conveyor_schemas::names::{check_sql_column, quote_sql_ident};
 use conveyor_schemas::{ArtifactRef, PgMode, PgTarget, TaskOutput};
 
-use conveyor_etl::attempt::{Attempt, Workspace};
+use conveyor_etl::attempt::Attempt;
+use conveyor_etl::workspace::Workspace;
 use conveyor_etl::commit;
 use conveyor_etl::error::{EtlError, Result};
 use conveyor_etl::sinks::{BatchIter, PendingOutput, Sink};

@@ -10,11 +10,12 @@ use std::path::Path;
 
 use arrow::datatypes::SchemaRef;
 
-use super::sink::{write_err, BatchIter};
 use super::writer::{Destination, Encoder, EncodingSink};
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::error::{EtlError, Result};
+use crate::sink::{write_err, BatchIter};
 use crate::store::artifact_key;
+use crate::workspace::Workspace;
 
 /// The attempt's artifact, as a sink.
 pub fn sink<'a>(ws: &'a Workspace, at: &'a Attempt<'a>) -> Result<EncodingSink<'a, Ipc>> {

@@ -11,8 +11,8 @@ use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use super::sink::{write_err, BatchIter};
 use crate::error::{EtlError, Result};
+use crate::sink::{write_err, BatchIter};
 use crate::typing::text_columns;
 
 /// Streams `batches` as CSV. Returns the rows written.

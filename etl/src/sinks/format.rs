@@ -14,9 +14,9 @@ use conveyor_schemas::{DataFormat, FileTarget};
 use super::csv;
 use super::jsonl;
 use super::parquet;
-use super::sink::BatchIter;
 use super::writer::Encoder;
 use crate::error::Result;
+use crate::sink::BatchIter;
 
 /// Streams `batches` into `file` in `format`. Returns the rows written.
 pub fn encode(

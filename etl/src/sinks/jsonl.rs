@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::sink::{write_err, BatchIter};
 use crate::error::{EtlError, Result};
+use crate::sink::{write_err, BatchIter};
 
 /// Streams `batches` as JSON lines. Returns the rows written.
 pub(crate) fn write(out: BufWriter<File>, path: &Path, batches: BatchIter) -> Result<u64> {

@@ -18,7 +18,7 @@ that of all the attempts of one task run exactly one output wins.
   gather);
 
 A file under the output root or a table is a connector's (in
-`conveyor-connectors`): see [`crate::connector`].
+`conveyor-connectors`): see [`crate::workspace`].
 */
 
 pub mod artifact;
@@ -27,16 +27,16 @@ pub mod format;
 pub mod jsonl;
 pub mod parquet;
 pub mod part;
-pub mod sink;
 pub mod writer;
 
 use conveyor_schemas::SinkSpec;
 
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::error::Result;
+use crate::workspace::Workspace;
 
+pub use crate::sink::{BatchIter, PendingOutput, Sink};
 pub use format::encode;
-pub use sink::{BatchIter, PendingOutput, Sink};
 
 /// The sink a spec names, for one attempt.
 pub fn open<'a>(

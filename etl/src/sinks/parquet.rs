@@ -7,8 +7,8 @@ use std::path::Path;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 
-use super::sink::BatchIter;
 use crate::error::{EtlError, Result};
+use crate::sink::BatchIter;
 
 /// Streams `batches` as Parquet. Returns the rows written.
 pub(crate) fn write(

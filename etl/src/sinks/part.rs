@@ -9,10 +9,11 @@ use conveyor_schemas::FileTarget;
 
 use super::format::FileFormat;
 use super::writer::{Destination, EncodingSink};
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::error::Result;
 use crate::paths;
 use crate::store::part_key;
+use crate::workspace::Workspace;
 
 /// One partition of a partitioned load, in the load's format, into the
 /// artifact store for the gather.

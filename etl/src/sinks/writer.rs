@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use conveyor_schemas::{ArtifactRef, TaskOutput};
 
-use super::sink::{BatchIter, PendingOutput, Sink};
-use crate::attempt::{Attempt, Workspace};
+use crate::attempt::Attempt;
 use crate::commit;
 use crate::error::Result;
 use crate::pending::Pending;
+use crate::sink::{BatchIter, PendingOutput, Sink};
 use crate::store::PendingObject;
+use crate::workspace::Workspace;
 
 /// How rows become the bytes of one file.
 pub trait Encoder {

@@ -8,8 +8,8 @@ use std::fs::File;
 
 use conveyor_schemas::ArtifactRef;
 
-use super::source::{Batches, ReadContext, Source};
 use crate::error::{self, EtlError, Result};
+use crate::source::{Batches, ReadContext, Source};
 
 pub struct ArtifactSource(pub ArtifactRef);
 

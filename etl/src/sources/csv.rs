@@ -18,10 +18,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use conveyor_schemas::{ColumnSpec, ColumnType, ReadOptions};
 
 use super::columns::{check_declared, column_type};
-use super::source::{Batches, BATCH_ROWS};
 use crate::error::{data_err, EtlError, Result};
 use crate::guard::RecordGuard;
 use crate::quoted_empty::{EmptyCells, QuotedEmpties};
+use crate::source::{Batches, BATCH_ROWS};
 use crate::typing::{arrow_type, convert_text, infer_column};
 
 /// The file under a parser: no record may grow past the record limit.

@@ -14,11 +14,11 @@ use conveyor_schemas::{DataFormat, Partition, ReadOptions};
 use super::csv;
 use super::jsonl;
 use super::parquet;
-use super::source::Batches;
 use crate::error::{EtlError, Result};
 use crate::guard::{Framing, RecordGuard};
 use crate::partition::{self, Cut, RangeReader};
 use crate::pending::Pending;
+use crate::source::Batches;
 
 /// The file a source reads: a local path, or a download of a URL into scratch.
 pub struct SourceFile {

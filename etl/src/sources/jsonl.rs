@@ -21,9 +21,9 @@ use arrow::json::reader::Decoder;
 use conveyor_schemas::ReadOptions;
 
 use super::columns::declared_schema;
-use super::source::{Batches, BATCH_ROWS};
 use crate::error::{EtlError, Result};
 use crate::guard::RecordGuard;
+use crate::source::{Batches, BATCH_ROWS};
 
 /// The file under a parser: no line may grow past the record limit.
 type Guarded = RecordGuard<File>;

@@ -17,7 +17,7 @@ batches, so memory stays bounded by the batch size, not the file size.
   table read one after another;
 
 A file, a glob, a URL or a database is a connector's (in
-`conveyor-connectors`): see [`crate::connector`].
+`conveyor-connectors`): see [`crate::workspace`].
 */
 
 pub mod artifact;
@@ -26,16 +26,15 @@ pub mod csv;
 pub mod file;
 pub mod jsonl;
 pub mod parquet;
-pub mod source;
 
 use conveyor_schemas::SourceSpec;
 
-use crate::connector::Connectors;
 use crate::error::{EtlError, Result};
+use crate::workspace::Connectors;
 
+pub use crate::source::{Batches, ReadContext, Source, BATCH_ROWS};
 pub use columns::field_list;
 pub use file::{open_file, open_fixed, open_whole, SourceFile};
-pub use source::{Batches, ReadContext, Source, BATCH_ROWS};
 
 /// The source a spec names: the engine's own, or a connector's.
 pub fn source(spec: &SourceSpec, connectors: &Connectors) -> Result<Box<dyn Source>> {

@@ -10,8 +10,8 @@ use conveyor_schemas::ReadOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::columns::{check_declared, field_list};
-use super::source::{Batches, BATCH_ROWS};
 use crate::error::{data_err, parquet_err, EtlError, Result};
+use crate::source::{Batches, BATCH_ROWS};
 
 /// Opens a whole Parquet file, checking its columns against declared ones.
 pub fn open(spec: &ReadOptions, f: File, display: &Path) -> Result<Batches> {

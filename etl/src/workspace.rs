@@ -1,18 +1,45 @@
 /*!
-The worker's side of a connector: its sources, its sinks and the gather
-into its sink, behind [`DataConnector`]. The connectors live above this
-crate (in `conveyor-connectors`, feature `runtime`); the worker hands their
-registry, [`Connectors`], to [`crate::task::run_task`] in its
-[`crate::attempt::Workspace`]. The engine's own specs (artifacts, parts,
-named tables) are read and written here without asking it.
+Where a task runs: the [`Workspace`] a worker reads and writes (its store,
+output root, source policy) and the connectors it runs, [`Connectors`].
+
+A connector's data plane (its sources, its sinks and the gather into its
+sink) is behind [`DataConnector`]. The connectors live above this crate (in
+`conveyor-connectors`, feature `runtime`); the worker puts their registry in
+its `Workspace`. The engine's own specs (artifacts, parts, named tables) are
+read and written without asking it.
+
+The workspace and the connectors refer to each other (a connector's sink
+writes in a workspace that holds the connectors), so they live in one
+module, above the [`crate::sink`] and [`crate::source`] traits and below
+every module that reads or writes.
 */
 
 use conveyor_schemas::{ArtifactRef, DataFormat, SinkSpec, SourceSpec, TaskOutput};
 
-use crate::attempt::{Attempt, Workspace};
+use std::path::PathBuf;
+
+use crate::attempt::Attempt;
 use crate::error::{EtlError, Result};
-use crate::sinks::Sink;
-use crate::sources::Source;
+use crate::policy::SourcePolicy;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::store::ArtifactStore;
+
+/// Where a worker reads and writes.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    /// Where artifacts, parts and commit markers live.
+    pub store: std::sync::Arc<dyn ArtifactStore>,
+    /// Loads write under this directory and nowhere else.
+    pub output_root: PathBuf,
+    /// Longest CSV record or JSON line a source may hold, in bytes.
+    pub max_record_bytes: u64,
+    /// What sources may read and fetch.
+    pub sources: SourcePolicy,
+    /// The connectors this worker runs: the sources, sinks and gathers of
+    /// every spec that is not the engine's own (artifacts, parts, tables).
+    pub connectors: Connectors,
+}
 
 /// A connector's data plane. Each method answers `None` for a spec that is
 /// not this connector's.
