@@ -101,7 +101,7 @@ pub fn describe() {
     describe_counter!(
         TASK_BYTES_IN,
         Unit::Bytes,
-        "Bytes of the files and artifacts read by the tasks that succeeded on this node, by kind (globs and URLs are not counted)."
+        "Bytes of the files and artifacts read by the tasks that succeeded on this node, by kind (a whole file counts; globs, URLs, queries and a partition of a file do not)."
     );
     describe_counter!(
         TASK_BYTES_OUT,
@@ -143,12 +143,11 @@ pub struct Moved {
 impl Moved {
     /// What a succeeded task of `spec` moved, with its `output`: its rows,
     /// and the bytes of the files and artifacts it read and committed (a
-    /// glob or a URL source is not counted). A few `stat` calls: blocking,
-    /// like the task.
+    /// glob, a URL, a query or a partition of a file is not counted). A few
+    /// `stat` calls: blocking, like the task.
     pub fn by(ws: &Workspace, spec: &TaskSpec, output: &TaskOutput) -> Moved {
         let stored = |key: &str| ws.store.open(key).ok().and_then(|p| bytes_at(&p));
         let bytes_in = match &spec.source {
-            SourceSpec::File { path, .. } => bytes_at(Path::new(path)),
             SourceSpec::Artifact(a) => stored(&a.path),
             SourceSpec::Parts { parts, .. } => parts.iter().map(|p| stored(&p.path)).sum(),
             SourceSpec::Tables { tables } => tables
@@ -156,7 +155,8 @@ impl Moved {
                 .flat_map(|t| &t.artifacts)
                 .map(|a| stored(&a.path))
                 .sum(),
-            SourceSpec::Glob { .. } | SourceSpec::Url { .. } | SourceSpec::Postgres { .. } => None,
+            // A connector's source: what its connector can tell from a size.
+            other => ws.connectors.bytes_in(other),
         };
         let bytes_out = match &output.artifact {
             Some(a) => stored(&a.path),
