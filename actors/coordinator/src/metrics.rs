@@ -79,26 +79,11 @@ impl Default for CoordinatorMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_transport::metrics::{broker_reconnected, builder};
+    use conveyor_transport::metrics::broker_reconnected;
+    use conveyor_transport::metrics::testing::sample;
 
-    /// The rendered text of what `record` does, on a recorder of its own,
-    /// while what it returns (an [`InFlight`], say) is still held.
     fn rendered<T>(record: impl FnOnce() -> T) -> String {
-        let recorder = builder().build_recorder();
-        let handle = recorder.handle();
-        let held = metrics::with_local_recorder(&recorder, || {
-            conveyor_transport::metrics::describe();
-            describe();
-            record()
-        });
-        let text = handle.render();
-        drop(held);
-        text
-    }
-
-    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        conveyor_transport::metrics::testing::rendered(describe, record)
     }
 
     #[test]

@@ -113,6 +113,35 @@ pub fn broker_reconnected() {
     metrics::counter!(BROKER_RECONNECTS).increment(1);
 }
 
+/// What a role's metrics tests share: the text a recorder of its own
+/// renders, and one series' sample in it. Not for production code.
+#[doc(hidden)]
+pub mod testing {
+    use super::builder;
+
+    /// The rendered text of what `record` does on a recorder of its own,
+    /// with the node-wide metrics and `describe`'s described, while what
+    /// `record` returns (an in-flight guard, say) is still held.
+    pub fn rendered<T>(describe: impl FnOnce(), record: impl FnOnce() -> T) -> String {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        let held = metrics::with_local_recorder(&recorder, || {
+            super::describe();
+            describe();
+            record()
+        });
+        let text = handle.render();
+        drop(held);
+        text
+    }
+
+    /// The value of `series` (name and labels, as rendered) in `text`.
+    pub fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
