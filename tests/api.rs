@@ -15,6 +15,8 @@ use crate::harness::{broker::*, configs::*, processes::*, workdir::*};
 
 const OPERATE: &str = "operate-token-0123456789";
 const READ: &str = "read-token-0123456789abc";
+/// `[secrets] allow` of the variables the tests' flows name.
+const ALLOW_TEST_SECRETS: &str = "[secrets]\nallow = [\"CONVEYOR_TEST_*\"]\n";
 
 /// A coordinator node serving the API (with a `read` token from the config
 /// and an `operate` token from CONVEYOR_API_TOKEN), and a worker node.
@@ -38,11 +40,29 @@ impl Api {
 
     /// With `coordinator_extra` in the coordinator's `[coordinator]` table.
     fn start_full(test: &str, worker_env: &[(&str, &str)], coordinator_extra: &str) -> Api {
+        Api::start_configured(test, worker_env, |w| w, coordinator_extra, "")
+    }
+
+    /// With the worker's config passed through `worker_config`, and
+    /// `api_extra` in the coordinator's `[api]` table.
+    fn start_configured(
+        test: &str,
+        worker_env: &[(&str, &str)],
+        worker_config: impl FnOnce(String) -> String,
+        coordinator_extra: &str,
+        api_extra: &str,
+    ) -> Api {
         let dir = TestDir::new(test);
         let ns = namespace(test);
         let w_cfg = dir.write(
             "w.toml",
-            &node_config("w", &ns, &["extract", "load"], &dir.join("w"), ""),
+            &worker_config(node_config(
+                "w",
+                &ns,
+                &["extract", "load"],
+                &dir.join("w"),
+                "",
+            )),
         );
         let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), worker_env);
         let c_cfg = dir.write(
@@ -53,7 +73,7 @@ impl Api {
                 &[],
                 &dir.join("c"),
                 &format!(
-                    "[coordinator]\ndb = \"{}\"\n{coordinator_extra}[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n",
+                    "[coordinator]\ndb = \"{}\"\n{coordinator_extra}[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n{api_extra}",
                     dir.join("c.db").display()
                 ),
             ),
@@ -771,7 +791,15 @@ fn logs_with(api: &Api, id: &str, task: &str, start: &str) -> Value {
 #[test]
 fn secrets_are_read_by_the_worker_and_never_reported_logged_or_served() {
     let secret = "s3cr3t-9f8e7d6c";
-    let api = Api::start_with("api_secrets", &[("CONVEYOR_TEST_SECRET", secret)]);
+    // Both nodes allow the test's variables: the coordinator at submit,
+    // the worker when it reads them.
+    let api = Api::start_configured(
+        "api_secrets",
+        &[("CONVEYOR_TEST_SECRET", secret)],
+        |w| format!("{w}{ALLOW_TEST_SECRETS}"),
+        ALLOW_TEST_SECRETS,
+        "",
+    );
     api.dir.write("in.csv", "id,name\n1,ada\n2,grace\n");
     let run = |flow: &str| {
         let (status, created) =
@@ -858,4 +886,169 @@ fn secrets_are_read_by_the_worker_and_never_reported_logged_or_served() {
     }
     let cli = api.cli(&["runs", "show", &id, "--json"]);
     assert!(!String::from_utf8_lossy(&cli.stdout).contains(secret));
+}
+
+/// Issue 22, item 1: whoever holds an `operate` token cannot make a worker
+/// read its environment or its files through `POST /api/v1/runs`. The
+/// worker runs with the defaults of a node config: its `data` folder, no
+/// URL, and only the variables of `[secrets] allow`.
+#[test]
+fn an_operate_token_cannot_make_a_worker_read_its_environment_or_files() {
+    let secret = "s3cr3t-5a4b3c2d";
+    let api = Api::start_configured(
+        "api_confined",
+        &[("CONVEYOR_TEST_SECRET", secret), ("CONVEYOR_OTHER", secret)],
+        |w| {
+            let open = format!(
+                "input_roots = [\"{}\"]\nallow_urls = [\"*\"]\n",
+                crate::harness::workdir::repo_root().display()
+            );
+            assert!(w.contains(&open), "{w}");
+            format!("{}{ALLOW_TEST_SECRETS}", w.replace(&open, ""))
+        },
+        "[secrets]\nallow = [\"CONVEYOR_*\"]\n",
+        "",
+    );
+    api.dir.write("data/in.csv", "id,name\n1,ada\n");
+    let flow = |name: &str, source: &str| {
+        format!("[flow]\nname = \"{name}\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\n{source}\nformat = \"csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n")
+    };
+    let run = |text: &str| {
+        let (status, created) =
+            api.post("/api/v1/runs", Some(OPERATE), &json!({ "flow_text": text }));
+        assert_eq!(status, 201, "{created}");
+        let id = created["run_id"].as_str().unwrap().to_string();
+        let (last, report) = api.events(&id).pop().expect("an end event");
+        assert_eq!(last, "end");
+        report
+    };
+
+    // A variable outside the coordinator's `[secrets] allow` is refused at
+    // submit, each one named, and no run starts.
+    let before = api.total_runs();
+    let text = "[flow]\nname = \"envref\"\n[tasks.e]\nkind = \"extract\"\npath = \"data/in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:HOME}/${env:CONVEYOR_TEST_SECRET}${env:PATH}.csv\"\n";
+    let (status, body) = api.post("/api/v1/runs", Some(OPERATE), &json!({ "flow_text": text }));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("`HOME`")
+            && message.contains("`PATH`")
+            && !message.contains("CONVEYOR_TEST_SECRET")
+            && message.contains("[secrets] allow"),
+        "{message}"
+    );
+    assert_eq!(api.total_runs(), before, "a refused flow started a run");
+
+    // The worker checks its own list too: a variable the coordinator
+    // allows (CONVEYOR_*) and the worker does not (CONVEYOR_TEST_* only)
+    // is never read, set or not.
+    let report = run("[flow]\nname = \"other\"\nmax_attempts = 3\n[tasks.e]\nkind = \"extract\"\npath = \"data/in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:CONVEYOR_OTHER}/out.csv\"\n");
+    assert_eq!(report["state"], "Failed", "{report}");
+    let l = &report["tasks"][1];
+    assert_eq!(
+        (&l["attempts"], &l["error"]["retryable"]),
+        (&json!(1), &json!(false)),
+        "{l}"
+    );
+    let error = l["error"]["message"].as_str().unwrap();
+    assert!(
+        error.contains("`CONVEYOR_OTHER`") && error.contains("[secrets] allow"),
+        "{error}"
+    );
+    assert!(!report.to_string().contains(secret), "{report}");
+
+    // A URL, even to a listener that would answer, without allow_urls: the
+    // task fails, naming the rule, and the listener hears nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let report = run(&flow(
+        "exfil",
+        &format!("url = \"http://127.0.0.1:{port}/?v=${{env:CONVEYOR_TEST_SECRET}}\""),
+    ));
+    assert_eq!(report["state"], "Failed", "{report}");
+    let error = report["tasks"][0]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("allow_urls"), "{error}");
+    assert!(!report.to_string().contains(secret), "{report}");
+    assert!(
+        listener.accept().is_err(),
+        "the worker fetched a URL it was not allowed"
+    );
+
+    // A file outside the worker's data folder: refused, nothing copied.
+    for (name, path) in [
+        ("passwd", "/etc/passwd".to_string()),
+        ("config", api.dir.join("w.toml").display().to_string()),
+    ] {
+        let report = run(&flow(name, &format!("path = \"{path}\"")));
+        assert_eq!(report["state"], "Failed", "{name}: {report}");
+        let error = report["tasks"][0]["error"]["message"].as_str().unwrap();
+        assert!(error.contains("input_roots"), "{name}: {error}");
+        assert!(!api.dir.join(&format!("w/out/{name}.csv")).exists());
+    }
+
+    // What the data folder holds is read as usual.
+    let report = run(&flow("inside", "path = \"data/in.csv\""));
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(api.dir.join("w/out/inside.csv")).unwrap(),
+        "id,name\n1,ada\n"
+    );
+}
+
+/// Issue 22, item 1: `[api] adhoc = false` refuses flow text (403,
+/// `adhoc_disabled`), while registered flows still run.
+#[test]
+fn adhoc_false_refuses_flow_text_and_runs_registered_flows() {
+    let dir_flows = crate::harness::workdir::repo_root().join("target/test-work/api_adhoc_flows");
+    let _ = std::fs::remove_dir_all(&dir_flows);
+    std::fs::create_dir_all(&dir_flows).unwrap();
+    std::fs::write(
+        dir_flows.join("reg.toml"),
+        format!(
+            "[flow]\nname = \"reg\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"reg.csv\"\n",
+            crate::harness::workdir::repo_root()
+                .join("examples/data/colors.csv")
+                .display()
+        ),
+    )
+    .unwrap();
+    let api = Api::start_configured(
+        "api_adhoc",
+        &[],
+        |w| w,
+        &format!("flows = \"{}\"\n", dir_flows.display()),
+        "adhoc = false\n",
+    );
+    let before = api.total_runs();
+    let (status, body) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": "[flow]\nname = \"x\"\n[tasks.e]\nkind = \"extract\"\npath = \"/etc/passwd\"\n" }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "adhoc_disabled", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("[api] adhoc = false") && message.contains("/flows/{flow}/runs"),
+        "{message}"
+    );
+    assert_eq!(api.total_runs(), before);
+    let (status, health) = api.get("/api/v1/health", None);
+    assert_eq!((status, &health["adhoc"]), (200, &json!(false)), "{health}");
+
+    let (status, created) = api.post("/api/v1/flows/reg/runs", Some(OPERATE), &json!({}));
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap();
+    let (_, report) = api.events(id).pop().expect("an end event");
+    assert_eq!(report["state"], "Succeeded", "{report}");
+
+    // The CLI says so too.
+    let out = api.cli(&["flows", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ad-hoc flow text is off"), "{text}");
 }

@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 /// The body of every error response.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `too_large`, `invalid`, `not_supported`, `unavailable`,
+    /// One of `bad_request`, `unauthorized`, `forbidden`,
+    /// `adhoc_disabled`, `not_found`, `method_not_allowed`, `conflict`, `too_large`, `invalid`, `not_supported`, `unavailable`,
     /// `internal`.
     pub error: &'static str,
     /// What went wrong and where, in one or more lines.
@@ -61,6 +61,15 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// `POST /runs` with `[api] adhoc = false`.
+    pub fn adhoc_disabled() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "adhoc_disabled",
+            "this coordinator runs only its registered flows ([api] adhoc = false): start one with POST /api/v1/flows/{flow}/runs",
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {

@@ -9,13 +9,15 @@ actix-web on the node's actix system and answered through its
 - [`routes`]: one handler per endpoint; [`types`]: their JSON bodies.
 - [`auth`]: bearer tokens and roles; [`input`]: bodies, query strings and
   ids, each checked with one clear error; [`error`]: `{error, message}`
-  with its status.
+  with its status; [`guard`]: what an ad-hoc flow may name (`[secrets]
+  allow`).
 - [`sse`]: Server-Sent Events of run reports and log lines.
 - [`openapi`]: the OpenAPI document (checked in as `schemas/openapi.json`).
 */
 
 pub mod auth;
 pub mod error;
+pub mod guard;
 pub mod input;
 pub mod openapi;
 pub mod routes;
@@ -58,6 +60,9 @@ pub struct ApiSetup {
     /// (or to anyone when the API has no token).
     pub metrics: Option<MetricsRender>,
     pub extra: Option<Mount>,
+    /// The node's `[secrets] allow`: an ad-hoc flow naming another
+    /// variable is refused at submit.
+    pub secrets: conveyor_config::AllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,8 @@ impl ApiServer {
             flow_base: setup.flow_base,
             max_body: usize::try_from(setup.config.max_body_bytes).unwrap_or(usize::MAX),
             openapi: openapi::document(),
+            adhoc: setup.config.adhoc,
+            secrets: setup.secrets,
         });
         let (extra, metrics) = (setup.extra, setup.metrics);
         let server = HttpServer::new(move || {

@@ -32,6 +32,10 @@ pub struct State {
     pub max_body: usize,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+    /// `[api] adhoc`: whether `POST /runs` takes flow text.
+    pub adhoc: bool,
+    /// `[secrets] allow` of this node.
+    pub secrets: conveyor_config::AllowList,
 }
 
 type Shared = web::Data<State>;
@@ -50,6 +54,7 @@ pub async fn health(state: Shared) -> HttpResponse {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
             node: state.node.clone(),
+            adhoc: state.adhoc,
         },
     )
 }
@@ -96,15 +101,19 @@ pub async fn trigger(
     request_body = AdHocRequest,
     responses((status = 201, description = "The run started", body = RunCreated),
         (status = 400, description = "Bad JSON", body = ErrorBody),
-        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody),
+        (status = 403, description = "A `read` token, or `[api] adhoc = false` (error `adhoc_disabled`): only registered flows run", body = ErrorBody),
         (status = 413, description = "The body is over `[api] max_body`", body = ErrorBody),
-        (status = 422, description = "The flow does not parse: every problem, with its key and line", body = ErrorBody)))]
+        (status = 422, description = "The flow does not parse (every problem, with its key and line), or names a `${env:NAME}` outside the node's `[secrets] allow`", body = ErrorBody)))]
 pub async fn submit(
     _: CanOperate,
     req: HttpRequest,
     state: Shared,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.adhoc {
+        return Err(ApiError::adhoc_disabled());
+    }
     let body: AdHocRequest = read_json(&req, body, state.max_body).await?;
     let source = FlowSource {
         file: "flow_text".into(),
@@ -113,6 +122,7 @@ pub async fn submit(
         params: body.params,
     };
     let flow = FlowSpec::parse_source(&source).map_err(|p| ApiError::invalid_flow(&p))?;
+    crate::guard::check_secrets(&state.secrets, &source.text)?;
     let name = flow.name.clone();
     let run = state.handle.submit(Arc::new(flow), source).await?;
     tracing::info!(flow = %name, flow_run = %run.flow_run, "Ad-hoc run started through the API");

@@ -398,6 +398,10 @@ fn cmd_run(
     if connect_timeout.is_some() {
         roles.connect_timeout = connect_timeout;
     }
+    if let Some(refused) = refused_secrets(&cfg, &source) {
+        eprintln!("error: {refused}");
+        return EXIT_BAD_INPUT;
+    }
     if config.is_some() {
         warn_if_sources_unrestricted(&cfg, &roles);
     }
@@ -508,27 +512,51 @@ fn print_json(report: &RunReport) {
     }
 }
 
-/// A node config that runs workers without `input_roots` or `allow_urls`
-/// lets any flow read any file and fetch any address the node can reach:
-/// say so once at start (the embedded default, with no config, stays quiet).
+/// A node config whose workers opt out of a confinement (`input_roots =
+/// ["/"]`, `allow_urls = ["*"]`, `[secrets] allow = ["*"]`) lets any flow
+/// read any file, fetch any address or read any variable the node can
+/// reach: say so once at start (`conveyor run` with no config, whose
+/// operator runs their own flow, stays quiet).
 fn warn_if_sources_unrestricted(cfg: &NodeConfig, roles: &conveyor_config::Roles) {
     if roles.workers.is_empty() {
         return;
     }
     let mut open = Vec::new();
-    if cfg.input_roots.is_none() {
-        open.push("input_roots");
+    let root = Path::new("/");
+    if cfg
+        .input_roots
+        .as_ref()
+        .is_none_or(|roots| roots.iter().any(|r| r == root))
+    {
+        open.push("[workers] input_roots = [\"/\"]");
     }
     if cfg.allow_urls.is_none() {
-        open.push("allow_urls");
+        open.push("[workers] allow_urls = [\"*\"]");
+    }
+    if cfg.secrets.is_any() {
+        open.push("[secrets] allow = [\"*\"]");
     }
     if !open.is_empty() {
         tracing::warn!(
-            unset = %open.join(", "),
-            "[workers] sets no {}: a flow's sources may read any file and fetch any URL this node can reach",
-            open.join(" or ")
+            opted_out = %open.join(", "),
+            "This node's config opts out of confining flows ({}): a flow submitted by anyone with an operate token may read any file, fetch any URL or read any environment variable this node can reach",
+            open.join(", ")
         );
     }
+}
+
+/// `conveyor run`: a flow naming a variable outside the config's
+/// `[secrets] allow` is refused before it is submitted, naming it.
+fn refused_secrets(cfg: &NodeConfig, source: &conveyor_flow::FlowSource) -> Option<String> {
+    let refused = cfg.secrets.refused_in(&source.text);
+    (!refused.is_empty()).then(|| {
+        let names: Vec<String> = refused.iter().map(|n| format!("`{n}`")).collect();
+        format!(
+            "{}: names the environment variable {} (as `${{env:NAME}}`), not in the node config's [secrets] allow",
+            source.file,
+            names.join(", ")
+        )
+    })
 }
 
 fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -> u8 {
@@ -597,6 +625,7 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     })),
                     // The dashboard, at `/` on the same listener.
                     extra: Some(conveyor_dashboard::mount(handle.clone())),
+                    secrets: cfg.secrets.clone(),
                 };
                 match ApiServer::start(setup, handle.clone()) {
                     Ok(api) => api,
