@@ -567,6 +567,53 @@ fn an_api_off_loopback_without_a_token_is_refused_at_start() {
     assert_eq!(err.matches("error:").count(), 1, "{err}");
 }
 
+/// Issue 22, item 15: `conveyor validate` refuses the config that `conveyor
+/// node` refuses at start, with the same message, and passes it once the
+/// node would start.
+#[test]
+fn validate_refuses_what_the_node_refuses() {
+    let dir = TestDir::new("api_validate_exposed");
+    let cfg: PathBuf = dir.write(
+        "node.toml",
+        "[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\"]\n[api]\nlisten = \"0.0.0.0:0\"\n[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n",
+    );
+    let run = |command: &str, token: Option<&str>| {
+        let mut cmd = Command::new(conveyor_bin());
+        cmd.arg(command);
+        if command == "node" {
+            cmd.arg("--config");
+        }
+        cmd.arg(&cfg)
+            .env_remove("CONVEYOR_API_TOKEN")
+            .env_remove("CONVEYOR_BROKER_URL");
+        if let Some(t) = token {
+            cmd.env("CONVEYOR_API_TOKEN", t);
+        }
+        output_within(cmd, Duration::from_secs(30))
+    };
+    let node = run("node", None);
+    let validate = run("validate", None);
+    assert_eq!(node.status.code(), Some(2), "{}", describe(&node));
+    assert_eq!(validate.status.code(), Some(2), "{}", describe(&validate));
+    let (node_err, validate_err) = (
+        String::from_utf8_lossy(&node.stderr),
+        String::from_utf8_lossy(&validate.stderr),
+    );
+    let line = node_err
+        .lines()
+        .find(|l| l.contains("not a loopback address"))
+        .unwrap_or_else(|| panic!("{node_err}"));
+    assert!(
+        validate_err.contains(line),
+        "{validate_err}\nvs\n{node_err}"
+    );
+    assert!(!String::from_utf8_lossy(&validate.stdout).contains("ok:"));
+
+    let ok = run("validate", Some(OPERATE));
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("is a valid node config"));
+}
+
 /// SIGTERM stops the node and its API together, even with a client
 /// following a live run's events: the stream ends with an `error` event
 /// saying the coordinator stopped, and the port closes.

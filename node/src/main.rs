@@ -586,12 +586,10 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     }
     warn_if_sources_unrestricted(&cfg, &roles);
     let serves_api = roles.coordinator == CoordinatorMode::Service;
-    if serves_api {
-        if let Some(problem) = cfg.api.exposure_problem() {
-            eprintln!("error: {}: {problem}", config.display());
-            stop_runtime(io);
-            return EXIT_BAD_INPUT;
-        }
+    if let Some(problem) = node_start_problems(&cfg).into_iter().next() {
+        eprintln!("error: {}: {problem}", config.display());
+        stop_runtime(io);
+        return EXIT_BAD_INPUT;
     }
     if let Err(e) = start_metrics(&cfg, &io) {
         eprintln!("error: {}: {e}", config.display());
@@ -667,6 +665,22 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     });
     stop_runtime(io);
     code
+}
+
+/// What stops `conveyor node` from starting with `cfg` beyond its parse:
+/// one list, so that `conveyor validate` refuses every config that the node
+/// refuses.
+fn node_start_problems(cfg: &NodeConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    match cfg.roles(Launch::Node) {
+        Ok(roles) => {
+            if roles.coordinator == CoordinatorMode::Service {
+                problems.extend(cfg.api.exposure_problem());
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    problems
 }
 
 /// The directory of the config file, absolute, where the paths of an
@@ -753,6 +767,13 @@ fn cmd_validate(file: &Path, params: &std::collections::BTreeMap<String, String>
     } else {
         match NodeConfig::load(file) {
             Ok(cfg) => {
+                let problems = node_start_problems(&cfg);
+                if !problems.is_empty() {
+                    for problem in problems {
+                        eprintln!("error: {}: {problem}", file.display());
+                    }
+                    return EXIT_BAD_INPUT;
+                }
                 let roles = display::roles(&cfg);
                 println!(
                     "ok: {} is a valid node config for `{}` ({roles})",
