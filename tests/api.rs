@@ -298,7 +298,7 @@ fn a_run_started_through_the_api_is_listed_read_and_followed_to_its_end() {
     assert_eq!(status, 200);
     assert_eq!(
         health,
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "node": "coord"})
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "node": "coord", "adhoc": true})
     );
 
     // The CLI: the list as JSON, a run shown, and watch's exit code.
@@ -428,7 +428,7 @@ fn hostile_bodies_ids_and_queries_get_clear_4xx_and_change_nothing() {
     for (body, needle) in [
         (&b"{not json"[..], "not the expected JSON"),
         (b"", "empty"),
-        (b"[1, 2]", "not the expected JSON"),
+        (b"[1, 2]", "must be a JSON object"),
         (b"{\"flow_text\": 7}", "expected a string"),
         (
             b"{\"flow_text\": \"\", \"surprise\": 1}",
@@ -1098,4 +1098,136 @@ fn adhoc_false_refuses_flow_text_and_runs_registered_flows() {
     let out = api.cli(&["flows", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ad-hoc flow text is off"), "{text}");
+}
+
+/// Issue 22, item 16: no leniency. An array is no run (400); a 405 says
+/// `method_not_allowed` with an `Allow` header; every `{id}` endpoint
+/// documents its 400; a log query for an attempt that does not exist is a
+/// 404; and every endpoint words a missing run the same way.
+#[test]
+fn api_bodies_methods_attempts_and_missing_runs_are_strict_and_consistent() {
+    let api = Api::start("api_strict");
+    api.dir.write("in.csv", "id\n1\n");
+    let before = api.total_runs();
+    for body in [&b"[]"[..], b"  [ ]", b"null", b"7", b"\"flow\""] {
+        let (status, err) = api.post_raw("/api/v1/runs", Some(OPERATE), body);
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (400, Some("bad_request")),
+            "{}: {err}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{err}"
+        );
+    }
+    assert_eq!(api.total_runs(), before, "a non-object body started a run");
+
+    let agent = Api::agent();
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/runs", "GET, POST"),
+        ("PUT", "/api/v1/runs/x-000000000000/cancel", "POST"),
+        ("GET", "/api/v1/runs/x-000000000000/retry", "POST"),
+        ("POST", "/api/v1/nodes", "GET"),
+    ] {
+        let url = format!("{}{path}", api.base);
+        let auth = format!("Bearer {OPERATE}");
+        let res = match method {
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send("{}"),
+            "GET" => agent.get(&url).header("Authorization", &auth).call(),
+            _ => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send("{}"),
+        }
+        .expect("a response");
+        assert_eq!(res.status().as_u16(), 405, "{method} {path}");
+        let header = res
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+        let body: Value = serde_json::from_str(&res.into_body().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            body["error"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+    }
+
+    let (_, doc) = api.get("/api/v1/openapi.json", None);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if !path.contains("{id}") {
+            continue;
+        }
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(
+                op["responses"]["400"].is_object(),
+                "{method} {path} documents no 400 for a malformed run id"
+            );
+        }
+    }
+
+    let (status, created) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": flow_text("strict", "in.csv") }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap().to_string();
+    let (_, report) = api.events(&id).pop().expect("an end event");
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    let (status, logs) = api.get(
+        &format!("/api/v1/runs/{id}/tasks/e/logs?attempt=1"),
+        Some(READ),
+    );
+    assert_eq!(status, 200, "{logs}");
+    let (status, err) = api.get(
+        &format!("/api/v1/runs/{id}/tasks/e/logs?attempt=9"),
+        Some(READ),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("not_found")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no attempt 9 (it has 1)"),
+        "{err}"
+    );
+
+    let missing = "nosuch-000000000000";
+    let wording = format!("no run `{missing}`");
+    for (method, path) in [
+        ("GET", format!("/api/v1/runs/{missing}")),
+        ("GET", format!("/api/v1/runs/{missing}/events")),
+        ("GET", format!("/api/v1/runs/{missing}/tasks/e/logs")),
+        ("POST", format!("/api/v1/runs/{missing}/cancel")),
+        ("POST", format!("/api/v1/runs/{missing}/retry")),
+    ] {
+        let (status, err) = if method == "GET" {
+            api.get(&path, Some(READ))
+        } else {
+            api.post(&path, Some(OPERATE), &json!({}))
+        };
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {err}"
+        );
+        assert_eq!(err["message"], wording.as_str(), "{method} {path}");
+    }
 }

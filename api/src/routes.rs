@@ -229,7 +229,7 @@ pub async fn list_runs(
 }
 
 fn no_run(id: &str) -> ApiError {
-    ApiError::not_found(format!("no run `{id}`"))
+    CoordinatorError::no_run(id).into()
 }
 
 /// One run: its report, params, times, and every attempt of every task.
@@ -275,6 +275,7 @@ pub async fn get_run(
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 200, description = "`text/event-stream`: `report` events, then one `end` event; each `data` is a RunReport", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
 pub async fn run_events(
     _: CanRead,
@@ -297,6 +298,7 @@ pub async fn run_events(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 202, description = "Cancelling: the run ends Cancelled", body = RunCancelled),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run already ended or is being cancelled", body = ErrorBody)))]
@@ -322,6 +324,7 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 201, description = "The new run started", body = RunRetried),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run has not ended", body = ErrorBody)))]
@@ -352,7 +355,7 @@ pub async fn retry(
         ("follow" = Option<bool>, Query, description = "Stream lines as they come (SSE)")),
     responses((status = 200, description = "Log lines (with `follow=true`: `text/event-stream` of `line` events, then `end`)", body = Logs),
         (status = 400, description = "A bad id or query parameter, named", body = ErrorBody), (status = 401, description = "No token, or a wrong one", body = ErrorBody),
-        (status = 404, description = "No such run", body = ErrorBody)))]
+        (status = 404, description = "No such run, task or attempt", body = ErrorBody)))]
 pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpResponse, ApiError> {
     let id = run_id(&req)?;
     let task = task_name(&req)?;
@@ -408,11 +411,14 @@ pub async fn no_such_endpoint(req: HttpRequest) -> Result<HttpResponse, ApiError
     )))
 }
 
-/// A known path with a method it does not take.
-pub async fn wrong_method(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed(format!(
-        "{} does not take {}",
-        shorten(req.path()),
-        req.method()
-    )))
+/// A known path with a method it does not take; `allow`: the ones it does.
+pub async fn wrong_method(req: HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(
+        format!(
+            "{} does not take {}; it takes {allow}",
+            shorten(req.path()),
+            req.method()
+        ),
+        allow,
+    ))
 }

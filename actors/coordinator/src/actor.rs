@@ -822,7 +822,7 @@ impl Handler<CancelRun> for Coordinator {
                     "flow run {id} already ended ({}); only a run in flight can be cancelled",
                     saved.snapshot.state
                 )),
-                None => CoordinatorError::NotFound(format!("no flow run {id}")),
+                None => CoordinatorError::no_run(&id),
             });
         };
         if !run.machine.cancel(Instant::now()) {
@@ -857,7 +857,7 @@ impl Handler<RetryRun> for Coordinator {
             return Err(CoordinatorError::NoHistory);
         }
         let Some(old) = self.store.load(&id)? else {
-            return Err(CoordinatorError::NotFound(format!("no flow run {id}")));
+            return Err(CoordinatorError::no_run(&id));
         };
         if old.snapshot.state == conveyor_schemas::FlowState::Succeeded {
             return Err(CoordinatorError::Conflict(format!(
