@@ -1094,10 +1094,61 @@ fn adhoc_false_refuses_flow_text_and_runs_registered_flows() {
     let (_, report) = api.events(id).pop().expect("an end event");
     assert_eq!(report["state"], "Succeeded", "{report}");
 
-    // The CLI says so too.
+    // The CLI says so too, and the dashboard's Flows page.
     let out = api.cli(&["flows", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ad-hoc flow text is off"), "{text}");
+    let page = dashboard_page(&api, OPERATE, "/flows");
+    assert!(
+        page.contains("id=\"adhoc-off\"") && page.contains("[api] adhoc = false"),
+        "{page}"
+    );
+}
+
+/// A dashboard page as a user logged in with `token` sees it: the login
+/// page's cookie and CSRF token, the login form, then the page.
+fn dashboard_page(api: &Api, token: &str, path: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let cookie_of = |res: &ureq::http::Response<ureq::Body>| {
+        res.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .expect("a session cookie")
+    };
+    let mut res = agent
+        .get(format!("{}/login", api.base))
+        .call()
+        .expect("GET /login");
+    let visitor = cookie_of(&res);
+    let html = res.body_mut().read_to_string().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+    let res = agent
+        .post(format!("{}/login", api.base))
+        .header("Cookie", &visitor)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(format!("csrf={csrf}&token={token}"))
+        .expect("POST /login");
+    assert_eq!(res.status().as_u16(), 303, "login refused");
+    let session = cookie_of(&res);
+    agent
+        .get(format!("{}{path}", api.base))
+        .header("Cookie", &session)
+        .call()
+        .expect("GET a page")
+        .into_body()
+        .read_to_string()
+        .unwrap()
 }
 
 /// Issue 22, item 16: no leniency. An array is no run (400); a 405 says
