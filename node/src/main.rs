@@ -398,7 +398,8 @@ fn cmd_run(
     if connect_timeout.is_some() {
         roles.connect_timeout = connect_timeout;
     }
-    if let Some(refused) = refused_secrets(&cfg, &source) {
+    // With --submit the coordinator node decides, against its own list.
+    if let (How::Here, Some(refused)) = (how, refused_secrets(&cfg, &source)) {
         eprintln!("error: {refused}");
         return EXIT_BAD_INPUT;
     }

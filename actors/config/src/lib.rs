@@ -370,6 +370,10 @@ pub struct CoordinatorConfig {
     pub notify: Vec<NotifyConfig>,
     /// Most log lines kept per task attempt.
     pub log_lines: u32,
+    /// The node's `[secrets] allow` ([`NodeConfig::roles`] copies it
+    /// here): a flow submitted over the broker naming another variable is
+    /// rejected.
+    pub secrets: AllowList,
 }
 
 /// Default of `[coordinator] log_lines`.
@@ -386,6 +390,7 @@ impl Default for CoordinatorConfig {
             flows: None,
             notify: Vec::new(),
             log_lines: DEFAULT_LOG_LINES,
+            secrets: AllowList::any(),
         }
     }
 }
@@ -474,7 +479,10 @@ impl NodeConfig {
         };
         Ok(Roles {
             coordinator,
-            coordinator_config: self.coordinator.clone().unwrap_or_default(),
+            coordinator_config: CoordinatorConfig {
+                secrets: self.secrets.clone(),
+                ..self.coordinator.clone().unwrap_or_default()
+            },
             workers: self.workers.clone(),
             connect_timeout: match launch {
                 Launch::Node => None,
