@@ -234,7 +234,7 @@ def bench_conveyor(py, conveyor, work, w1_n, w2_n, conc, fuse=False, coord_extra
     (work / "coord.toml").write_text(
         f'[node]\nname = "bench-coord"\n{common}[coordinator]\ndb = "{store}/coordinator.db"\n{coord_extra}')
     (work / "worker.toml").write_text(
-        f'[node]\nname = "bench-worker"\n{common}[workers]\nkinds = ["extract", "transform", "load"]\n[workers.concurrency]\nextract = {conc}\ntransform = {conc}\nload = {conc}\n{worker_extra}')
+        f'[node]\nname = "bench-worker"\n{common}[workers]\nkinds = ["extract", "transform", "load"]\ninput_roots = ["{work}"]\n[workers.concurrency]\nextract = {conc}\ntransform = {conc}\nload = {conc}\n{worker_extra}')
     csv = work / "tiny.csv"
     csv.write_text("a,b,c\n1,x,007\n2,y,008\n3,z,009\n")
     env = dict(os.environ, CONVEYOR_LOG="warn")

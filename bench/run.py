@@ -214,7 +214,8 @@ class Workers:
         for i in range(self.count):
             cfg = self.work / f"worker-{self.ns}-{i}.toml"
             cfg.write_text(f'[node]\nname = "bench-worker-{i}"\n{common}'
-                           f'[workers]\nkinds = ["extract", "transform", "load"]\n{conc}')
+                           f'[workers]\nkinds = ["extract", "transform", "load"]\n'
+                           f'input_roots = ["{BENCH / "data"}"]\n{conc}')
             self.procs.append(subprocess.Popen(
                 [str(self.conveyor), "node", "--config", str(cfg)], env=dict(os.environ, CONVEYOR_LOG="warn"),
                 stdout=subprocess.DEVNULL, stderr=open(self.work / f"worker-{self.ns}-{i}.log", "w")))

@@ -15,6 +15,8 @@ use crate::harness::{broker::*, configs::*, processes::*, workdir::*};
 
 const OPERATE: &str = "operate-token-0123456789";
 const READ: &str = "read-token-0123456789abc";
+/// `[secrets] allow` of the variables the tests' flows name.
+const ALLOW_TEST_SECRETS: &str = "[secrets]\nallow = [\"CONVEYOR_TEST_*\"]\n";
 
 /// A coordinator node serving the API (with a `read` token from the config
 /// and an `operate` token from CONVEYOR_API_TOKEN), and a worker node.
@@ -38,11 +40,29 @@ impl Api {
 
     /// With `coordinator_extra` in the coordinator's `[coordinator]` table.
     fn start_full(test: &str, worker_env: &[(&str, &str)], coordinator_extra: &str) -> Api {
+        Api::start_configured(test, worker_env, |w| w, coordinator_extra, "")
+    }
+
+    /// With the worker's config passed through `worker_config`, and
+    /// `api_extra` in the coordinator's `[api]` table.
+    fn start_configured(
+        test: &str,
+        worker_env: &[(&str, &str)],
+        worker_config: impl FnOnce(String) -> String,
+        coordinator_extra: &str,
+        api_extra: &str,
+    ) -> Api {
         let dir = TestDir::new(test);
         let ns = namespace(test);
         let w_cfg = dir.write(
             "w.toml",
-            &node_config("w", &ns, &["extract", "load"], &dir.join("w"), ""),
+            &worker_config(node_config(
+                "w",
+                &ns,
+                &["extract", "load"],
+                &dir.join("w"),
+                "",
+            )),
         );
         let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), worker_env);
         let c_cfg = dir.write(
@@ -53,7 +73,7 @@ impl Api {
                 &[],
                 &dir.join("c"),
                 &format!(
-                    "[coordinator]\ndb = \"{}\"\n{coordinator_extra}[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n",
+                    "[coordinator]\ndb = \"{}\"\n{coordinator_extra}[api]\nlisten = \"127.0.0.1:0\"\nmax_body = \"64KiB\"\ntokens = [{{ token_env = \"TEST_READ_TOKEN\", role = \"read\" }}]\n{api_extra}",
                     dir.join("c.db").display()
                 ),
             ),
@@ -278,7 +298,7 @@ fn a_run_started_through_the_api_is_listed_read_and_followed_to_its_end() {
     assert_eq!(status, 200);
     assert_eq!(
         health,
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "node": "coord"})
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "node": "coord", "adhoc": true})
     );
 
     // The CLI: the list as JSON, a run shown, and watch's exit code.
@@ -408,7 +428,7 @@ fn hostile_bodies_ids_and_queries_get_clear_4xx_and_change_nothing() {
     for (body, needle) in [
         (&b"{not json"[..], "not the expected JSON"),
         (b"", "empty"),
-        (b"[1, 2]", "not the expected JSON"),
+        (b"[1, 2]", "must be a JSON object"),
         (b"{\"flow_text\": 7}", "expected a string"),
         (
             b"{\"flow_text\": \"\", \"surprise\": 1}",
@@ -545,6 +565,53 @@ fn an_api_off_loopback_without_a_token_is_refused_at_start() {
         "{err}"
     );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
+/// Issue 22, item 15: `conveyor validate` refuses the config that `conveyor
+/// node` refuses at start, with the same message, and passes it once the
+/// node would start.
+#[test]
+fn validate_refuses_what_the_node_refuses() {
+    let dir = TestDir::new("api_validate_exposed");
+    let cfg: PathBuf = dir.write(
+        "node.toml",
+        "[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\"]\n[api]\nlisten = \"0.0.0.0:0\"\n[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n",
+    );
+    let run = |command: &str, token: Option<&str>| {
+        let mut cmd = Command::new(conveyor_bin());
+        cmd.arg(command);
+        if command == "node" {
+            cmd.arg("--config");
+        }
+        cmd.arg(&cfg)
+            .env_remove("CONVEYOR_API_TOKEN")
+            .env_remove("CONVEYOR_BROKER_URL");
+        if let Some(t) = token {
+            cmd.env("CONVEYOR_API_TOKEN", t);
+        }
+        output_within(cmd, Duration::from_secs(30))
+    };
+    let node = run("node", None);
+    let validate = run("validate", None);
+    assert_eq!(node.status.code(), Some(2), "{}", describe(&node));
+    assert_eq!(validate.status.code(), Some(2), "{}", describe(&validate));
+    let (node_err, validate_err) = (
+        String::from_utf8_lossy(&node.stderr),
+        String::from_utf8_lossy(&validate.stderr),
+    );
+    let line = node_err
+        .lines()
+        .find(|l| l.contains("not a loopback address"))
+        .unwrap_or_else(|| panic!("{node_err}"));
+    assert!(
+        validate_err.contains(line),
+        "{validate_err}\nvs\n{node_err}"
+    );
+    assert!(!String::from_utf8_lossy(&validate.stdout).contains("ok:"));
+
+    let ok = run("validate", Some(OPERATE));
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("is a valid node config"));
 }
 
 /// SIGTERM stops the node and its API together, even with a client
@@ -771,7 +838,15 @@ fn logs_with(api: &Api, id: &str, task: &str, start: &str) -> Value {
 #[test]
 fn secrets_are_read_by_the_worker_and_never_reported_logged_or_served() {
     let secret = "s3cr3t-9f8e7d6c";
-    let api = Api::start_with("api_secrets", &[("CONVEYOR_TEST_SECRET", secret)]);
+    // Both nodes allow the test's variables: the coordinator at submit,
+    // the worker when it reads them.
+    let api = Api::start_configured(
+        "api_secrets",
+        &[("CONVEYOR_TEST_SECRET", secret)],
+        |w| format!("{w}{ALLOW_TEST_SECRETS}"),
+        ALLOW_TEST_SECRETS,
+        "",
+    );
     api.dir.write("in.csv", "id,name\n1,ada\n2,grace\n");
     let run = |flow: &str| {
         let (status, created) =
@@ -858,4 +933,352 @@ fn secrets_are_read_by_the_worker_and_never_reported_logged_or_served() {
     }
     let cli = api.cli(&["runs", "show", &id, "--json"]);
     assert!(!String::from_utf8_lossy(&cli.stdout).contains(secret));
+}
+
+/// Issue 22, item 1: whoever holds an `operate` token cannot make a worker
+/// read its environment or its files through `POST /api/v1/runs`. The
+/// worker runs with the defaults of a node config: its `data` folder, no
+/// URL, and only the variables of `[secrets] allow`.
+#[test]
+fn an_operate_token_cannot_make_a_worker_read_its_environment_or_files() {
+    let secret = "s3cr3t-5a4b3c2d";
+    let api = Api::start_configured(
+        "api_confined",
+        &[("CONVEYOR_TEST_SECRET", secret), ("CONVEYOR_OTHER", secret)],
+        |w| {
+            let open = format!(
+                "input_roots = [\"{}\"]\nallow_urls = [\"*\"]\n",
+                crate::harness::workdir::repo_root().display()
+            );
+            assert!(w.contains(&open), "{w}");
+            format!("{}{ALLOW_TEST_SECRETS}", w.replace(&open, ""))
+        },
+        "[secrets]\nallow = [\"CONVEYOR_*\"]\n",
+        "",
+    );
+    api.dir.write("data/in.csv", "id,name\n1,ada\n");
+    let flow = |name: &str, source: &str| {
+        format!("[flow]\nname = \"{name}\"\nmax_attempts = 1\n[tasks.e]\nkind = \"extract\"\n{source}\nformat = \"csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"{name}.csv\"\n")
+    };
+    let run = |text: &str| {
+        let (status, created) =
+            api.post("/api/v1/runs", Some(OPERATE), &json!({ "flow_text": text }));
+        assert_eq!(status, 201, "{created}");
+        let id = created["run_id"].as_str().unwrap().to_string();
+        let (last, report) = api.events(&id).pop().expect("an end event");
+        assert_eq!(last, "end");
+        report
+    };
+
+    // A variable outside the coordinator's `[secrets] allow` is refused at
+    // submit, each one named, and no run starts.
+    let before = api.total_runs();
+    let text = "[flow]\nname = \"envref\"\n[tasks.e]\nkind = \"extract\"\npath = \"data/in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:HOME}/${env:CONVEYOR_TEST_SECRET}${env:PATH}.csv\"\n";
+    let (status, body) = api.post("/api/v1/runs", Some(OPERATE), &json!({ "flow_text": text }));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("`HOME`")
+            && message.contains("`PATH`")
+            && !message.contains("CONVEYOR_TEST_SECRET")
+            && message.contains("[secrets] allow"),
+        "{message}"
+    );
+    assert_eq!(api.total_runs(), before, "a refused flow started a run");
+
+    // The worker checks its own list too: a variable the coordinator
+    // allows (CONVEYOR_*) and the worker does not (CONVEYOR_TEST_* only)
+    // is never read, set or not.
+    let report = run("[flow]\nname = \"other\"\nmax_attempts = 3\n[tasks.e]\nkind = \"extract\"\npath = \"data/in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:CONVEYOR_OTHER}/out.csv\"\n");
+    assert_eq!(report["state"], "Failed", "{report}");
+    let l = &report["tasks"][1];
+    assert_eq!(
+        (&l["attempts"], &l["error"]["retryable"]),
+        (&json!(1), &json!(false)),
+        "{l}"
+    );
+    let error = l["error"]["message"].as_str().unwrap();
+    assert!(
+        error.contains("`CONVEYOR_OTHER`") && error.contains("[secrets] allow"),
+        "{error}"
+    );
+    assert!(!report.to_string().contains(secret), "{report}");
+
+    // A URL, even to a listener that would answer, without allow_urls: the
+    // task fails, naming the rule, and the listener hears nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let report = run(&flow(
+        "exfil",
+        &format!("url = \"http://127.0.0.1:{port}/?v=${{env:CONVEYOR_TEST_SECRET}}\""),
+    ));
+    assert_eq!(report["state"], "Failed", "{report}");
+    let error = report["tasks"][0]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("allow_urls"), "{error}");
+    assert!(!report.to_string().contains(secret), "{report}");
+    assert!(
+        listener.accept().is_err(),
+        "the worker fetched a URL it was not allowed"
+    );
+
+    // A file outside the worker's data folder: refused, nothing copied.
+    for (name, path) in [
+        ("passwd", "/etc/passwd".to_string()),
+        ("config", api.dir.join("w.toml").display().to_string()),
+    ] {
+        let report = run(&flow(name, &format!("path = \"{path}\"")));
+        assert_eq!(report["state"], "Failed", "{name}: {report}");
+        let error = report["tasks"][0]["error"]["message"].as_str().unwrap();
+        assert!(error.contains("input_roots"), "{name}: {error}");
+        assert!(!api.dir.join(&format!("w/out/{name}.csv")).exists());
+    }
+
+    // What the data folder holds is read as usual.
+    let report = run(&flow("inside", "path = \"data/in.csv\""));
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    assert_eq!(
+        std::fs::read_to_string(api.dir.join("w/out/inside.csv")).unwrap(),
+        "id,name\n1,ada\n"
+    );
+}
+
+/// Issue 22, item 1: `[api] adhoc = false` refuses flow text (403,
+/// `adhoc_disabled`), while registered flows still run.
+#[test]
+fn adhoc_false_refuses_flow_text_and_runs_registered_flows() {
+    let dir_flows = crate::harness::workdir::repo_root().join("target/test-work/api_adhoc_flows");
+    let _ = std::fs::remove_dir_all(&dir_flows);
+    std::fs::create_dir_all(&dir_flows).unwrap();
+    std::fs::write(
+        dir_flows.join("reg.toml"),
+        format!(
+            "[flow]\nname = \"reg\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"reg.csv\"\n",
+            crate::harness::workdir::repo_root()
+                .join("examples/data/colors.csv")
+                .display()
+        ),
+    )
+    .unwrap();
+    let api = Api::start_configured(
+        "api_adhoc",
+        &[],
+        |w| w,
+        &format!("flows = \"{}\"\n", dir_flows.display()),
+        "adhoc = false\n",
+    );
+    let before = api.total_runs();
+    let (status, body) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": "[flow]\nname = \"x\"\n[tasks.e]\nkind = \"extract\"\npath = \"/etc/passwd\"\n" }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "adhoc_disabled", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("[api] adhoc = false") && message.contains("/flows/{flow}/runs"),
+        "{message}"
+    );
+    assert_eq!(api.total_runs(), before);
+    let (status, health) = api.get("/api/v1/health", None);
+    assert_eq!((status, &health["adhoc"]), (200, &json!(false)), "{health}");
+
+    let (status, created) = api.post("/api/v1/flows/reg/runs", Some(OPERATE), &json!({}));
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap();
+    let (_, report) = api.events(id).pop().expect("an end event");
+    assert_eq!(report["state"], "Succeeded", "{report}");
+
+    // The CLI says so too, and the dashboard's Flows page.
+    let out = api.cli(&["flows", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ad-hoc flow text is off"), "{text}");
+    let page = dashboard_page(&api, OPERATE, "/flows");
+    assert!(
+        page.contains("id=\"adhoc-off\"") && page.contains("[api] adhoc = false"),
+        "{page}"
+    );
+}
+
+/// A dashboard page as a user logged in with `token` sees it: the login
+/// page's cookie and CSRF token, the login form, then the page.
+fn dashboard_page(api: &Api, token: &str, path: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let cookie_of = |res: &ureq::http::Response<ureq::Body>| {
+        res.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .expect("a session cookie")
+    };
+    let mut res = agent
+        .get(format!("{}/login", api.base))
+        .call()
+        .expect("GET /login");
+    let visitor = cookie_of(&res);
+    let html = res.body_mut().read_to_string().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+    let res = agent
+        .post(format!("{}/login", api.base))
+        .header("Cookie", &visitor)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(format!("csrf={csrf}&token={token}"))
+        .expect("POST /login");
+    assert_eq!(res.status().as_u16(), 303, "login refused");
+    let session = cookie_of(&res);
+    agent
+        .get(format!("{}{path}", api.base))
+        .header("Cookie", &session)
+        .call()
+        .expect("GET a page")
+        .into_body()
+        .read_to_string()
+        .unwrap()
+}
+
+/// Issue 22, item 16: no leniency. An array is no run (400); a 405 says
+/// `method_not_allowed` with an `Allow` header; every `{id}` endpoint
+/// documents its 400; a log query for an attempt that does not exist is a
+/// 404; and every endpoint words a missing run the same way.
+#[test]
+fn api_bodies_methods_attempts_and_missing_runs_are_strict_and_consistent() {
+    let api = Api::start("api_strict");
+    api.dir.write("in.csv", "id\n1\n");
+    let before = api.total_runs();
+    for body in [&b"[]"[..], b"  [ ]", b"null", b"7", b"\"flow\""] {
+        let (status, err) = api.post_raw("/api/v1/runs", Some(OPERATE), body);
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (400, Some("bad_request")),
+            "{}: {err}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{err}"
+        );
+    }
+    assert_eq!(api.total_runs(), before, "a non-object body started a run");
+
+    let agent = Api::agent();
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/runs", "GET, POST"),
+        ("PUT", "/api/v1/runs/x-000000000000/cancel", "POST"),
+        ("GET", "/api/v1/runs/x-000000000000/retry", "POST"),
+        ("POST", "/api/v1/nodes", "GET"),
+    ] {
+        let url = format!("{}{path}", api.base);
+        let auth = format!("Bearer {OPERATE}");
+        let res = match method {
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send("{}"),
+            "GET" => agent.get(&url).header("Authorization", &auth).call(),
+            _ => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send("{}"),
+        }
+        .expect("a response");
+        assert_eq!(res.status().as_u16(), 405, "{method} {path}");
+        let header = res
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+        let body: Value = serde_json::from_str(&res.into_body().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            body["error"], "method_not_allowed",
+            "{method} {path}: {body}"
+        );
+    }
+
+    let (_, doc) = api.get("/api/v1/openapi.json", None);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if !path.contains("{id}") {
+            continue;
+        }
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(
+                op["responses"]["400"].is_object(),
+                "{method} {path} documents no 400 for a malformed run id"
+            );
+        }
+    }
+
+    let (status, created) = api.post(
+        "/api/v1/runs",
+        Some(OPERATE),
+        &json!({ "flow_text": flow_text("strict", "in.csv") }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["run_id"].as_str().unwrap().to_string();
+    let (_, report) = api.events(&id).pop().expect("an end event");
+    assert_eq!(report["state"], "Succeeded", "{report}");
+    let (status, logs) = api.get(
+        &format!("/api/v1/runs/{id}/tasks/e/logs?attempt=1"),
+        Some(READ),
+    );
+    assert_eq!(status, 200, "{logs}");
+    let (status, err) = api.get(
+        &format!("/api/v1/runs/{id}/tasks/e/logs?attempt=9"),
+        Some(READ),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("not_found")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no attempt 9 (it has 1)"),
+        "{err}"
+    );
+
+    let missing = "nosuch-000000000000";
+    let wording = format!("no run `{missing}`");
+    for (method, path) in [
+        ("GET", format!("/api/v1/runs/{missing}")),
+        ("GET", format!("/api/v1/runs/{missing}/events")),
+        ("GET", format!("/api/v1/runs/{missing}/tasks/e/logs")),
+        ("POST", format!("/api/v1/runs/{missing}/cancel")),
+        ("POST", format!("/api/v1/runs/{missing}/retry")),
+    ] {
+        let (status, err) = if method == "GET" {
+            api.get(&path, Some(READ))
+        } else {
+            api.post(&path, Some(OPERATE), &json!({}))
+        };
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {err}"
+        );
+        assert_eq!(err["message"], wording.as_str(), "{method} {path}");
+    }
 }

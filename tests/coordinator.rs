@@ -630,3 +630,42 @@ fn a_submitting_client_sees_held_back_progress_within_a_window() {
         "extract Running shown at {at:.2}s, finished at {finished_at:.2}s: {events:?}"
     );
 }
+
+/// Issue 22, item 1: a coordinator node rejects a flow submitted over the
+/// broker that names a variable outside its `[secrets] allow`, naming it;
+/// nothing runs.
+#[test]
+fn a_submitted_flow_naming_a_variable_outside_the_allow_list_is_rejected() {
+    let c = cluster("submit_secrets");
+    let coord_cfg = c.dir.write(
+        "coord-secrets.toml",
+        &format!(
+            "{}[secrets]\nallow = [\"CONVEYOR_PG_*\"]\n",
+            std::fs::read_to_string(&c.coord_cfg).unwrap()
+        ),
+    );
+    let coord = NodeProcess::start(&coord_cfg, &c.dir.join("coord.log"), &[]);
+    let flow = c.dir.write(
+        "envref.toml",
+        &format!(
+            "[flow]\nname = \"envref\"\n[tasks.e]\nkind = \"extract\"\npath = \"{}\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${{env:CONVEYOR_PG_DIR}}/${{env:HOME}}.csv\"\n",
+            repo_root().join("examples/data/colors.csv").display()
+        ),
+    );
+    let client = c.client_cfg.to_str().unwrap();
+    let (out, report) = run_flow(&c.dir.path, &flow, &["--config", client, "--submit"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(report.is_none());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`HOME`")
+            && !err.contains("`CONVEYOR_PG_DIR`")
+            && err.contains("[secrets] allow"),
+        "{err}"
+    );
+    let written = std::fs::read_dir(c.storage.join("out"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(written, 0, "a rejected flow ran");
+    drop(coord);
+}

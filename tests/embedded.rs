@@ -374,7 +374,7 @@ fn a_burst_larger_than_the_actor_mailbox_is_processed() {
     let flow = dir.write("burst.toml", &flow);
     let config = dir.write(
         "node.toml",
-        "[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\n[workers.concurrency]\nextract = 40\nload = 40\n[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n",
+        &format!("[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\ninput_roots = [\"{}\"]\n[workers.concurrency]\nextract = 40\nload = 40\n[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n", repo_root().join("examples/data").display()),
     );
     let (out, report) = run_flow(&dir.path, &flow, &["--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -392,7 +392,7 @@ fn a_record_past_max_record_fails_but_a_file_past_it_streams() {
     let dir = TestDir::new("embedded_max_record");
     let cfg = dir.write(
         "node.toml",
-        "[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\nmax_record = \"4KiB\"\n[storage]\nartifacts = \"artifacts\"\noutput_root = \"out\"\n",
+        "[node]\nname = \"local\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"transform\", \"load\"]\nmax_record = \"4KiB\"\ninput_roots = [\".\"]\n[storage]\nartifacts = \"artifacts\"\noutput_root = \"out\"\n",
     );
     let mut big = String::from("id,text\n");
     for i in 0..20_000 {

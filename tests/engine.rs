@@ -172,8 +172,8 @@ fn cancel_stops_a_task_in_the_middle_of_a_60s_read_within_5s() {
     let w_cfg = dir.write(
         "w.toml",
         &node_config("w", &ns, &["extract", "transform", "load"], &storage, "").replace(
-            "[workers]\n",
-            &format!("[workers]\nallow_urls = [\"{url}\"]\n"),
+            "allow_urls = [\"*\"]\n",
+            &format!("allow_urls = [\"{url}\"]\n"),
         ),
     );
     let mut worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), &[]);
@@ -292,8 +292,8 @@ fn a_queued_task_of_a_cancelled_run_is_acked_without_starting() {
     let w_cfg = dir.write(
         "w.toml",
         &node_config("w", &ns, &["extract", "load"], &storage, "").replace(
-            "[workers]\n",
-            &format!("[workers]\nallow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
+            "allow_urls = [\"*\"]\n",
+            &format!("allow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
         ),
     );
     let worker = NodeProcess::start(&w_cfg, &dir.join("w.log"), &[]);
@@ -555,8 +555,8 @@ fn a_worker_that_missed_the_cancel_hears_it_again_when_it_starts_the_task() {
     let w_cfg = dir.write(
         "w.toml",
         &node_config("w", &ns, &["extract", "load"], &storage, "").replace(
-            "[workers]\n",
-            &format!("[workers]\nallow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
+            "allow_urls = [\"*\"]\n",
+            &format!("allow_urls = [\"{url}\"]\nconcurrency = {{ extract = 1 }}\n"),
         ),
     );
     let mut first = NodeProcess::start(&w_cfg, &dir.join("w1.log"), &[]);

@@ -388,16 +388,111 @@ fn sources_are_confined_to_input_roots_and_allowed_urls() {
         assert!(!dir.join(&format!("out/{name}.csv")).exists());
     }
 
+    // A node config that sets neither rule reads only its `data` folder
+    // and fetches no URL (issue 22), without a warning.
+    let default = dir.write(
+        "default.toml",
+        &format!("[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\n{storage}"),
+    );
+    let (out, report) = run(&inside, &default);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(report.unwrap().state, FlowState::Succeeded);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("opts out"));
+    for (name, source, rule) in [
+        (
+            "dpasswd",
+            "path = \"/etc/passwd\"".to_string(),
+            "input_roots",
+        ),
+        (
+            "dconfig",
+            format!("path = \"{}\"", default.display()),
+            "input_roots",
+        ),
+        (
+            "durl",
+            "url = \"https://data.example.org/x.csv\"".to_string(),
+            "allow_urls is not set",
+        ),
+    ] {
+        let (out, report) = run(&flow(name, &source), &default);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", describe(&out));
+        let error = report.unwrap().error.unwrap();
+        assert!(error.contains(rule), "{name}: {error}");
+        assert!(!dir.join(&format!("out/{name}.csv")).exists());
+    }
+
+    // Opting out is explicit, and loud: one warning at start.
     let open = dir.write(
         "open.toml",
-        &format!("[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\n{storage}"),
+        &format!("[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\ninput_roots = [\"/\"]\nallow_urls = [\"*\"]\n{storage}"),
     );
     let (out, _) = run(&inside, &open);
     assert!(out.status.success(), "{}", describe(&out));
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
-        log.matches("sets no input_roots or allow_urls").count(),
+        log.matches("opts out of confining flows").count(),
         1,
         "{log}"
     );
+    assert!(
+        log.contains("input_roots = [") && log.contains("allow_urls = ["),
+        "{log}"
+    );
+}
+
+/// Issue 22, item 1: `conveyor run --config` refuses, before it submits, a
+/// flow naming a variable outside the config's `[secrets] allow`, naming
+/// it; a worker never reads one; `conveyor run` without a config (its
+/// operator runs their own flow) reads its environment as before.
+#[test]
+fn env_references_are_read_only_from_the_allow_list() {
+    let dir = TestDir::new("security_secrets_allow");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/in.csv"), "id\n1\n").unwrap();
+    let config = |name: &str, secrets: &str| {
+        dir.write(
+            &format!("{name}.toml"),
+            &format!(
+                "[node]\nname = \"n\"\n[coordinator]\n[workers]\nkinds = [\"extract\", \"load\"]\n{secrets}[storage]\nartifacts = \"a\"\noutput_root = \"out\"\n"
+            ),
+        )
+    };
+    let none = config("none", "");
+    let pg = config("pg", "[secrets]\nallow = [\"CONVEYOR_PG_*\"]\n");
+    let flow = dir.write(
+        "f.toml",
+        "[flow]\nname = \"f\"\n[tasks.e]\nkind = \"extract\"\npath = \"data/in.csv\"\n[tasks.l]\nkind = \"load\"\ninput = \"e\"\npath = \"${env:CONVEYOR_PG_DIR}/${env:HOME}.csv\"\n",
+    );
+    let run = |config: Option<&std::path::Path>| {
+        let mut args = vec!["--json"];
+        if let Some(c) = config {
+            args.extend(["--config", c.to_str().unwrap()]);
+        }
+        let mut cmd = Command::new(conveyor_bin());
+        cmd.current_dir(&dir.path)
+            .arg("run")
+            .arg(&flow)
+            .args(&args)
+            .env("CONVEYOR_PG_DIR", "pgdir")
+            .env("HOME", "home-value");
+        output_within(cmd, std::time::Duration::from_secs(60))
+    };
+    for (cfg, refused) in [(&none, "`CONVEYOR_PG_DIR`, `HOME`"), (&pg, "`HOME`")] {
+        let out = run(Some(cfg));
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("environment variable {refused} (as"))
+                && err.contains("[secrets] allow"),
+            "{err}"
+        );
+        assert!(!dir.join("out").exists(), "a refused flow ran");
+    }
+    let allowed = config("all", "[secrets]\nallow = [\"CONVEYOR_PG_*\", \"HOME\"]\n");
+    let out = run(Some(&allowed));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(dir.join("out/pgdir/home-value.csv").exists());
+    let out = run(None);
+    assert!(out.status.success(), "{}", describe(&out));
 }

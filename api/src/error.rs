@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 /// The body of every error response.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `too_large`, `invalid`, `not_supported`, `unavailable`,
+    /// One of `bad_request`, `unauthorized`, `forbidden`,
+    /// `adhoc_disabled`, `not_found`, `method_not_allowed`, `conflict`, `too_large`, `invalid`, `not_supported`, `unavailable`,
     /// `internal`.
     pub error: &'static str,
     /// What went wrong and where, in one or more lines.
@@ -37,6 +37,8 @@ pub struct ProblemView {
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// The `Allow` header of a 405: the methods the path takes.
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -48,6 +50,7 @@ impl ApiError {
                 message: message.into(),
                 problems: None,
             },
+            allow: None,
         }
     }
 
@@ -63,12 +66,28 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// `POST /runs` with `[api] adhoc = false`.
+    pub fn adhoc_disabled() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "adhoc_disabled",
+            "this coordinator runs only its registered flows ([api] adhoc = false): start one with POST /api/v1/flows/{flow}/runs",
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "bad_request", message)
+    /// 405, with the methods the path takes in its `Allow` header.
+    pub fn method_not_allowed(message: impl Into<String>, allow: &'static str) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        );
+        e.allow = Some(allow);
+        e
     }
 
     pub fn too_large(message: impl Into<String>) -> ApiError {
@@ -142,6 +161,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            res.insert_header((header::ALLOW, allow));
         }
         res.json(&self.body)
     }

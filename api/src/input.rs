@@ -56,6 +56,13 @@ pub async fn read_json<T: DeserializeOwned>(
             "the body is empty; send a JSON object",
         ));
     }
+    // serde reads a struct from an array too (`[]` would be a run with
+    // every field defaulted): every body of this API is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object (`{...}`)",
+        ));
+    }
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
 }

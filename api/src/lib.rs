@@ -9,13 +9,15 @@ actix-web on the node's actix system and answered through its
 - [`routes`]: one handler per endpoint; [`types`]: their JSON bodies.
 - [`auth`]: bearer tokens and roles; [`input`]: bodies, query strings and
   ids, each checked with one clear error; [`error`]: `{error, message}`
-  with its status.
+  with its status; [`guard`]: what an ad-hoc flow may name (`[secrets]
+  allow`).
 - [`sse`]: Server-Sent Events of run reports and log lines.
 - [`openapi`]: the OpenAPI document (checked in as `schemas/openapi.json`).
 */
 
 pub mod auth;
 pub mod error;
+pub mod guard;
 pub mod input;
 pub mod openapi;
 pub mod routes;
@@ -58,6 +60,9 @@ pub struct ApiSetup {
     /// (or to anyone when the API has no token).
     pub metrics: Option<MetricsRender>,
     pub extra: Option<Mount>,
+    /// The node's `[secrets] allow`: an ad-hoc flow naming another
+    /// variable is refused at submit.
+    pub secrets: conveyor_config::AllowList,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,8 @@ impl ApiServer {
             flow_base: setup.flow_base,
             max_body: usize::try_from(setup.config.max_body_bytes).unwrap_or(usize::MAX),
             openapi: openapi::document(),
+            adhoc: setup.config.adhoc,
+            secrets: setup.secrets,
         });
         let (extra, metrics) = (setup.extra, setup.metrics);
         let server = HttpServer::new(move || {
@@ -164,30 +171,35 @@ pub fn mount_metrics(cfg: &mut web::ServiceConfig, render: MetricsRender) {
         web::resource("/metrics")
             .app_data(web::Data::new(render))
             .route(web::get().to(routes::metrics))
-            .default_service(web::to(routes::wrong_method)),
+            .default_service(web::to(|req| routes::wrong_method(req, "GET"))),
     );
 }
 
 /// The `/api/v1` routes; a known path with another method is a 405.
 fn api_v1(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| web::resource(path).default_service(web::to(routes::wrong_method));
+    // A 405 names, in its `Allow` header, the methods the path takes.
+    let resource = |path: &str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move |req| routes::wrong_method(req, allow)))
+    };
     cfg.service(
         web::scope("/api/v1")
-            .service(resource("/health").route(web::get().to(routes::health)))
-            .service(resource("/openapi.json").route(web::get().to(routes::openapi)))
-            .service(resource("/flows").route(web::get().to(routes::flows)))
-            .service(resource("/flows/{flow}/runs").route(web::post().to(routes::trigger)))
+            .service(resource("/health", "GET").route(web::get().to(routes::health)))
+            .service(resource("/openapi.json", "GET").route(web::get().to(routes::openapi)))
+            .service(resource("/flows", "GET").route(web::get().to(routes::flows)))
+            .service(resource("/flows/{flow}/runs", "POST").route(web::post().to(routes::trigger)))
             .service(
-                resource("/runs")
+                resource("/runs", "GET, POST")
                     .route(web::get().to(routes::list_runs))
                     .route(web::post().to(routes::submit)),
             )
-            .service(resource("/runs/{id}").route(web::get().to(routes::get_run)))
-            .service(resource("/runs/{id}/events").route(web::get().to(routes::run_events)))
-            .service(resource("/runs/{id}/cancel").route(web::post().to(routes::cancel)))
-            .service(resource("/runs/{id}/retry").route(web::post().to(routes::retry)))
-            .service(resource("/runs/{id}/tasks/{task}/logs").route(web::get().to(routes::logs)))
-            .service(resource("/nodes").route(web::get().to(routes::nodes))),
+            .service(resource("/runs/{id}", "GET").route(web::get().to(routes::get_run)))
+            .service(resource("/runs/{id}/events", "GET").route(web::get().to(routes::run_events)))
+            .service(resource("/runs/{id}/cancel", "POST").route(web::post().to(routes::cancel)))
+            .service(resource("/runs/{id}/retry", "POST").route(web::post().to(routes::retry)))
+            .service(
+                resource("/runs/{id}/tasks/{task}/logs", "GET").route(web::get().to(routes::logs)),
+            )
+            .service(resource("/nodes", "GET").route(web::get().to(routes::nodes))),
     );
 }
 

@@ -32,6 +32,10 @@ pub struct State {
     pub max_body: usize,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+    /// `[api] adhoc`: whether `POST /runs` takes flow text.
+    pub adhoc: bool,
+    /// `[secrets] allow` of this node.
+    pub secrets: conveyor_config::AllowList,
 }
 
 type Shared = web::Data<State>;
@@ -50,6 +54,7 @@ pub async fn health(state: Shared) -> HttpResponse {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
             node: state.node.clone(),
+            adhoc: state.adhoc,
         },
     )
 }
@@ -96,15 +101,19 @@ pub async fn trigger(
     request_body = AdHocRequest,
     responses((status = 201, description = "The run started", body = RunCreated),
         (status = 400, description = "Bad JSON", body = ErrorBody),
-        (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
+        (status = 401, description = "No token, or a wrong one", body = ErrorBody),
+        (status = 403, description = "A `read` token, or `[api] adhoc = false` (error `adhoc_disabled`): only registered flows run", body = ErrorBody),
         (status = 413, description = "The body is over `[api] max_body`", body = ErrorBody),
-        (status = 422, description = "The flow does not parse: every problem, with its key and line", body = ErrorBody)))]
+        (status = 422, description = "The flow does not parse (every problem, with its key and line), or names a `${env:NAME}` outside the node's `[secrets] allow`", body = ErrorBody)))]
 pub async fn submit(
     _: CanOperate,
     req: HttpRequest,
     state: Shared,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.adhoc {
+        return Err(ApiError::adhoc_disabled());
+    }
     let body: AdHocRequest = read_json(&req, body, state.max_body).await?;
     let source = FlowSource {
         file: "flow_text".into(),
@@ -113,6 +122,7 @@ pub async fn submit(
         params: body.params,
     };
     let flow = FlowSpec::parse_source(&source).map_err(|p| ApiError::invalid_flow(&p))?;
+    crate::guard::check_secrets(&state.secrets, &source.text)?;
     let name = flow.name.clone();
     let run = state.handle.submit(Arc::new(flow), source).await?;
     tracing::info!(flow = %name, flow_run = %run.flow_run, "Ad-hoc run started through the API");
@@ -219,7 +229,7 @@ pub async fn list_runs(
 }
 
 fn no_run(id: &str) -> ApiError {
-    ApiError::not_found(format!("no run `{id}`"))
+    CoordinatorError::no_run(id).into()
 }
 
 /// One run: its report, params, times, and every attempt of every task.
@@ -265,6 +275,7 @@ pub async fn get_run(
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 200, description = "`text/event-stream`: `report` events, then one `end` event; each `data` is a RunReport", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
 pub async fn run_events(
     _: CanRead,
@@ -287,6 +298,7 @@ pub async fn run_events(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 202, description = "Cancelling: the run ends Cancelled", body = RunCancelled),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run already ended or is being cancelled", body = ErrorBody)))]
@@ -312,6 +324,7 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/retry", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "A run id")),
     responses((status = 201, description = "The new run started", body = RunRetried),
+        (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No token, or a wrong one", body = ErrorBody), (status = 403, description = "A `read` token", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run has not ended", body = ErrorBody)))]
@@ -342,7 +355,7 @@ pub async fn retry(
         ("follow" = Option<bool>, Query, description = "Stream lines as they come (SSE)")),
     responses((status = 200, description = "Log lines (with `follow=true`: `text/event-stream` of `line` events, then `end`)", body = Logs),
         (status = 400, description = "A bad id or query parameter, named", body = ErrorBody), (status = 401, description = "No token, or a wrong one", body = ErrorBody),
-        (status = 404, description = "No such run", body = ErrorBody)))]
+        (status = 404, description = "No such run, task or attempt", body = ErrorBody)))]
 pub async fn logs(_: CanRead, req: HttpRequest, state: Shared) -> Result<HttpResponse, ApiError> {
     let id = run_id(&req)?;
     let task = task_name(&req)?;
@@ -398,11 +411,14 @@ pub async fn no_such_endpoint(req: HttpRequest) -> Result<HttpResponse, ApiError
     )))
 }
 
-/// A known path with a method it does not take.
-pub async fn wrong_method(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed(format!(
-        "{} does not take {}",
-        shorten(req.path()),
-        req.method()
-    )))
+/// A known path with a method it does not take; `allow`: the ones it does.
+pub async fn wrong_method(req: HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(
+        format!(
+            "{} does not take {}; it takes {allow}",
+            shorten(req.path()),
+            req.method()
+        ),
+        allow,
+    ))
 }

@@ -30,6 +30,9 @@ pub struct Health {
     pub version: &'static str,
     /// The node's name.
     pub node: String,
+    /// `[api] adhoc`: whether `POST /api/v1/runs` takes flow text (false:
+    /// only registered flows run through the API).
+    pub adhoc: bool,
 }
 
 /// `POST /flows/{flow}/runs`.

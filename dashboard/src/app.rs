@@ -24,6 +24,13 @@ pub fn auth(req: &HttpRequest) -> Option<&Auth> {
     req.app_data::<web::Data<Auth>>().map(|a| a.get_ref())
 }
 
+/// `[api] adhoc`: whether the API takes ad-hoc flow text (true when the
+/// pages are mounted without the API).
+pub fn adhoc(req: &HttpRequest) -> bool {
+    req.app_data::<web::Data<conveyor_api::routes::State>>()
+        .is_none_or(|s| s.adhoc)
+}
+
 /// Whether the API has no tokens (no token table at all counts as open:
 /// the API always installs one).
 pub fn is_open(req: &HttpRequest) -> bool {

@@ -690,7 +690,12 @@ struct Refused<'a> {
     error: String,
 }
 
-async fn flows_page(dash: &Dash, v: &Viewer, refused: Option<Refused<'_>>) -> HttpResponse {
+async fn flows_page(
+    dash: &Dash,
+    v: &Viewer,
+    refused: Option<Refused<'_>>,
+    adhoc: bool,
+) -> HttpResponse {
     let flows = try_page!(dash.handle.flows().await.map_err(failed));
     let mut last_runs = Vec::with_capacity(flows.len());
     for f in &flows {
@@ -707,6 +712,12 @@ async fn flows_page(dash: &Dash, v: &Viewer, refused: Option<Refused<'_>>) -> Ht
     }
     let body = html! {
         h1 { "Flows" }
+        @if !adhoc {
+            p #adhoc-off.note {
+                "Ad-hoc flow text is off on this coordinator (" code { "[api] adhoc = false" }
+                "): only the registered flows below run, from here or through the API."
+            }
+        }
         @if flows.is_empty() {
             p.empty { "No registered flows: set " code { "[coordinator] flows = \"DIR\"" } " to register the flows of a directory." }
         }
@@ -785,7 +796,7 @@ fn flow_card(
 
 pub async fn flows(req: HttpRequest, dash: D) -> HttpResponse {
     let v = try_page!(dash.viewer(&req));
-    flows_page(&dash, &v, None).await
+    flows_page(&dash, &v, None, crate::app::adhoc(&req)).await
 }
 
 pub async fn run_now(req: HttpRequest, dash: D, body: web::Bytes) -> HttpResponse {
@@ -818,6 +829,7 @@ pub async fn run_now(req: HttpRequest, dash: D, body: web::Bytes) -> HttpRespons
                     values: &sent,
                     error,
                 }),
+                crate::app::adhoc(&req),
             )
             .await
         }

@@ -65,26 +65,19 @@ pub fn confine(root: &Path, what: &str, relative: &str) -> Result<PathBuf> {
     {
         current.push(component);
         match std::fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let real = current
-                    .canonicalize()
-                    .map_err(|e| EtlError::io(&current, e))?;
-                if !real.starts_with(&root_real) {
-                    return Err(EtlError::Spec(format!(
-                        "{what} `{relative}` leads out of the output root through the symlink {}",
-                        current.display()
-                    )));
-                }
-            }
-            Ok(meta) if !meta.is_dir() => {
-                return Err(EtlError::Spec(format!(
-                    "{what} `{relative}`: {} is not a directory",
-                    current.display()
-                )))
-            }
-            Ok(_) => {}
+            Ok(meta) => check_component(&current, &meta, &root_real, what, relative)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&current).map_err(|e| EtlError::io(&current, e))?;
+                match std::fs::create_dir(&current) {
+                    Ok(()) => {}
+                    // Another load created it since: a directory that
+                    // exists is no error, once it is checked like any other.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let meta = std::fs::symlink_metadata(&current)
+                            .map_err(|e| EtlError::io(&current, e))?;
+                        check_component(&current, &meta, &root_real, what, relative)?;
+                    }
+                    Err(e) => return Err(EtlError::io(&current, e)),
+                }
             }
             Err(e) => return Err(EtlError::io(&current, e)),
         }
@@ -107,6 +100,34 @@ pub fn confine(root: &Path, what: &str, relative: &str) -> Result<PathBuf> {
         }
     }
     Ok(final_path)
+}
+
+/// An existing directory on the way to a load's file: a directory, or a
+/// symlink that stays under the root.
+fn check_component(
+    current: &Path,
+    meta: &std::fs::Metadata,
+    root_real: &Path,
+    what: &str,
+    relative: &str,
+) -> Result<()> {
+    if meta.file_type().is_symlink() {
+        let real = current
+            .canonicalize()
+            .map_err(|e| EtlError::io(current, e))?;
+        if !real.starts_with(root_real) {
+            return Err(EtlError::Spec(format!(
+                "{what} `{relative}` leads out of the output root through the symlink {}",
+                current.display()
+            )));
+        }
+    } else if !meta.is_dir() {
+        return Err(EtlError::Spec(format!(
+            "{what} `{relative}`: {} is not a directory",
+            current.display()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -138,6 +159,32 @@ mod tests {
         let ok = confine(&root, "load path", "sub/dir/x.csv").unwrap();
         assert!(ok.starts_with(root.canonicalize().unwrap()));
         assert!(ok.parent().unwrap().is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Issue 22, item 17: loads that create the same new directories at
+    /// once all succeed (one used to fail with `File exists`).
+    #[test]
+    fn loads_creating_the_same_new_directory_at_once_all_succeed() {
+        let base = std::env::temp_dir().join(format!("conveyor-race-{}", std::process::id()));
+        for round in 0..20 {
+            let root = base.join(format!("root{round}"));
+            std::fs::create_dir_all(&root).unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let (root, barrier) = (root.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        confine(&root, "load path", &format!("a/b/c/d/part-{i}.csv"))
+                    })
+                })
+                .collect();
+            for t in threads {
+                let path = t.join().unwrap().unwrap();
+                assert!(path.parent().unwrap().is_dir());
+            }
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -3,8 +3,10 @@ What a node's sources may read: `[workers] input_roots` (directories a file
 or glob source may read under) and `[workers] allow_urls` (URL prefixes a URL
 source may fetch). A flow comes from whoever may submit one, so without these
 a flow could copy `/etc/passwd` into the output root or make the worker fetch
-any address it can reach. Unset, a rule allows everything (the embedded
-default); a refused source is a non-retryable spec error naming the rule.
+any address it can reach. `None` allows everything (`conveyor run` without a
+config, or the opt-outs `input_roots = ["/"]`, `allow_urls = ["*"]`); a node
+config that sets neither reads only its `data` folder and fetches nothing. A
+refused source is a non-retryable spec error naming the rule.
 */
 
 use std::path::{Path, PathBuf};
@@ -44,6 +46,12 @@ impl SourcePolicy {
         };
         if prefixes.iter().any(|p| url.starts_with(p.as_str())) {
             return Ok(());
+        }
+        if prefixes.is_empty() {
+            return Err(EtlError::Spec(format!(
+                "source URL {} is refused: this node's [workers] allow_urls is not set, so it fetches no URL",
+                conveyor_schemas::redact::redact_url(url)
+            )));
         }
         Err(EtlError::Spec(format!(
             "source URL {} is not under this node's [workers] allow_urls ({})",
@@ -101,6 +109,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("allow_urls") && !err.contains("pw@"), "{err}");
+        let none = SourcePolicy {
+            input_roots: Some(vec![root.clone()]),
+            allow_urls: Some(Vec::new()),
+        };
+        let err = none
+            .check_url("https://data.example.org/x.csv")
+            .unwrap_err();
+        assert!(err.to_string().contains("allow_urls is not set"), "{err}");
         assert!(SourcePolicy::default()
             .check_path(Path::new("/etc/passwd"))
             .is_ok());

@@ -667,6 +667,10 @@ pub fn flows(cmd: FlowsCmd, s: &ServerArgs) -> u8 {
                         )
                     );
                 }
+                let health = client.json("GET", "/health", None)?;
+                if health["adhoc"] == Value::Bool(false) {
+                    println!("ad-hoc flow text is off on this coordinator ([api] adhoc = false): only registered flows run through the API");
+                }
                 Ok(EXIT_OK)
             }
         }

@@ -398,6 +398,11 @@ fn cmd_run(
     if connect_timeout.is_some() {
         roles.connect_timeout = connect_timeout;
     }
+    // With --submit the coordinator node decides, against its own list.
+    if let (How::Here, Some(refused)) = (how, refused_secrets(&cfg, &source)) {
+        eprintln!("error: {refused}");
+        return EXIT_BAD_INPUT;
+    }
     if config.is_some() {
         warn_if_sources_unrestricted(&cfg, &roles);
     }
@@ -508,27 +513,51 @@ fn print_json(report: &RunReport) {
     }
 }
 
-/// A node config that runs workers without `input_roots` or `allow_urls`
-/// lets any flow read any file and fetch any address the node can reach:
-/// say so once at start (the embedded default, with no config, stays quiet).
+/// A node config whose workers opt out of a confinement (`input_roots =
+/// ["/"]`, `allow_urls = ["*"]`, `[secrets] allow = ["*"]`) lets any flow
+/// read any file, fetch any address or read any variable the node can
+/// reach: say so once at start (`conveyor run` with no config, whose
+/// operator runs their own flow, stays quiet).
 fn warn_if_sources_unrestricted(cfg: &NodeConfig, roles: &conveyor_config::Roles) {
     if roles.workers.is_empty() {
         return;
     }
     let mut open = Vec::new();
-    if cfg.input_roots.is_none() {
-        open.push("input_roots");
+    let root = Path::new("/");
+    if cfg
+        .input_roots
+        .as_ref()
+        .is_none_or(|roots| roots.iter().any(|r| r == root))
+    {
+        open.push("[workers] input_roots = [\"/\"]");
     }
     if cfg.allow_urls.is_none() {
-        open.push("allow_urls");
+        open.push("[workers] allow_urls = [\"*\"]");
+    }
+    if cfg.secrets.is_any() {
+        open.push("[secrets] allow = [\"*\"]");
     }
     if !open.is_empty() {
         tracing::warn!(
-            unset = %open.join(", "),
-            "[workers] sets no {}: a flow's sources may read any file and fetch any URL this node can reach",
-            open.join(" or ")
+            opted_out = %open.join(", "),
+            "This node's config opts out of confining flows ({}): a flow submitted by anyone with an operate token may read any file, fetch any URL or read any environment variable this node can reach",
+            open.join(", ")
         );
     }
+}
+
+/// `conveyor run`: a flow naming a variable outside the config's
+/// `[secrets] allow` is refused before it is submitted, naming it.
+fn refused_secrets(cfg: &NodeConfig, source: &conveyor_flow::FlowSource) -> Option<String> {
+    let refused = cfg.secrets.refused_in(&source.text);
+    (!refused.is_empty()).then(|| {
+        let names: Vec<String> = refused.iter().map(|n| format!("`{n}`")).collect();
+        format!(
+            "{}: names the environment variable {} (as `${{env:NAME}}`), not in the node config's [secrets] allow",
+            source.file,
+            names.join(", ")
+        )
+    })
 }
 
 fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -> u8 {
@@ -558,12 +587,10 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     }
     warn_if_sources_unrestricted(&cfg, &roles);
     let serves_api = roles.coordinator == CoordinatorMode::Service;
-    if serves_api {
-        if let Some(problem) = cfg.api.exposure_problem() {
-            eprintln!("error: {}: {problem}", config.display());
-            stop_runtime(io);
-            return EXIT_BAD_INPUT;
-        }
+    if let Some(problem) = node_start_problems(&cfg).into_iter().next() {
+        eprintln!("error: {}: {problem}", config.display());
+        stop_runtime(io);
+        return EXIT_BAD_INPUT;
     }
     if let Err(e) = start_metrics(&cfg, &io) {
         eprintln!("error: {}: {e}", config.display());
@@ -597,6 +624,7 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
                     })),
                     // The dashboard, at `/` on the same listener.
                     extra: Some(conveyor_dashboard::mount(handle.clone())),
+                    secrets: cfg.secrets.clone(),
                 };
                 match ApiServer::start(setup, handle.clone()) {
                     Ok(api) => api,
@@ -638,6 +666,22 @@ fn cmd_node(config: &Path, grace: Duration, connect_timeout: Option<Duration>) -
     });
     stop_runtime(io);
     code
+}
+
+/// What stops `conveyor node` from starting with `cfg` beyond its parse:
+/// one list, so that `conveyor validate` refuses every config that the node
+/// refuses.
+fn node_start_problems(cfg: &NodeConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    match cfg.roles(Launch::Node) {
+        Ok(roles) => {
+            if roles.coordinator == CoordinatorMode::Service {
+                problems.extend(cfg.api.exposure_problem());
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    problems
 }
 
 /// The directory of the config file, absolute, where the paths of an
@@ -724,6 +768,13 @@ fn cmd_validate(file: &Path, params: &std::collections::BTreeMap<String, String>
     } else {
         match NodeConfig::load(file) {
             Ok(cfg) => {
+                let problems = node_start_problems(&cfg);
+                if !problems.is_empty() {
+                    for problem in problems {
+                        eprintln!("error: {}: {problem}", file.display());
+                    }
+                    return EXIT_BAD_INPUT;
+                }
                 let roles = display::roles(&cfg);
                 println!(
                     "ok: {} is a valid node config for `{}` ({roles})",

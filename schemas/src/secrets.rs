@@ -66,6 +66,9 @@ pub enum ExpandError {
     /// A reference is malformed (the flow parser refuses these; a message
     /// from elsewhere may still hold one).
     Malformed(String),
+    /// The variable is not in this node's `[secrets] allow`: it is never
+    /// read, set or not.
+    NotAllowed(String),
 }
 
 impl std::fmt::Display for ExpandError {
@@ -76,6 +79,7 @@ impl std::fmt::Display for ExpandError {
                 "the environment variable `{name}` (named by `${{env:{name}}}`) is not set on this worker node"
             ),
             ExpandError::Malformed(why) => f.write_str(why),
+            ExpandError::NotAllowed(name) => write!(f, "{}", not_allowed(name)),
         }
     }
 }
@@ -188,6 +192,110 @@ impl Secrets {
     }
 }
 
+/// Why `${env:NAME}` is refused, for the worker's error and the submit's.
+pub fn not_allowed(name: &str) -> String {
+    format!(
+        "the environment variable `{name}` (named by `${{env:{name}}}`) is not in this node's [secrets] allow"
+    )
+}
+
+/// `[secrets] allow`: the environment variables a flow's `${env:NAME}` may
+/// read on a node, as glob patterns (`*` any run of characters, `?` one).
+/// A worker reads no other variable, and a coordinator refuses at submit a
+/// flow that names another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// `None`: every variable (`conveyor run` without a config, whose
+    /// environment belongs to the person running it).
+    patterns: Option<Vec<String>>,
+}
+
+impl AllowList {
+    /// Every variable.
+    pub fn any() -> AllowList {
+        AllowList { patterns: None }
+    }
+
+    /// The variables matching one of `patterns` (none: no variable).
+    pub fn only(patterns: Vec<String>) -> AllowList {
+        AllowList {
+            patterns: Some(patterns),
+        }
+    }
+
+    /// Whether this list allows every variable (no list, or `*` in it).
+    pub fn is_any(&self) -> bool {
+        self.patterns
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|p| p == "*"))
+    }
+
+    /// Whether `${env:name}` may be read.
+    pub fn allows(&self, name: &str) -> bool {
+        match &self.patterns {
+            None => true,
+            Some(patterns) => patterns
+                .iter()
+                .any(|p| glob_match(p.as_bytes(), name.as_bytes())),
+        }
+    }
+
+    /// The variables `text` names that this list does not allow, each once,
+    /// in order (malformed references are the parser's to report).
+    pub fn refused_in(&self, text: &str) -> Vec<String> {
+        let mut refused: Vec<String> = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(OPEN) {
+            match reference(&rest[at..]) {
+                Ok((name, len)) => {
+                    if !self.allows(name) && !refused.iter().any(|r| r == name) {
+                        refused.push(name.to_string());
+                    }
+                    rest = &rest[at + len..];
+                }
+                Err(_) => rest = &rest[at + OPEN.len()..],
+            }
+        }
+        refused
+    }
+}
+
+/// Whether `name` matches the glob `pattern` (`*`, `?`).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
+/// [`expand_spec`], reading only the variables `allow` allows: a task that
+/// names another fails with [`ExpandError::NotAllowed`], set or not.
+pub fn expand_spec_allowed<T: Serialize + DeserializeOwned + Clone>(
+    spec: &T,
+    allow: &AllowList,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(T, Secrets), ExpandError> {
+    let json = serde_json::to_string(spec).map_err(|e| ExpandError::Malformed(e.to_string()))?;
+    if let Some(name) = allow.refused_in(&json).into_iter().next() {
+        return Err(ExpandError::NotAllowed(name));
+    }
+    expand_spec(spec, env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +391,30 @@ mod tests {
             expand_spec(&missing, &env).unwrap_err(),
             ExpandError::Missing("NOT_SET".into())
         );
+    }
+
+    #[test]
+    fn only_allowed_variables_are_read() {
+        let allow = AllowList::only(vec!["PG_*".into(), "DI?".into()]);
+        assert!(allow.allows("PG_PASSWORD") && allow.allows("PG_") && allow.allows("DIR"));
+        assert!(!allow.allows("HOME") && !allow.allows("DIRS") && !allow.allows("XPG_A"));
+        assert!(AllowList::any().allows("HOME"));
+        assert!(!AllowList::only(vec![]).allows("PG_PASSWORD"));
+        assert_eq!(
+            allow.refused_in("${env:PG_A} ${env:HOME} ${env:HOME} ${env:bad-} ${env:AWS_KEY}"),
+            ["HOME", "AWS_KEY"]
+        );
+        let spec = vec!["${env:PG_PASSWORD}".to_string(), "${env:EMPTY}".to_string()];
+        assert_eq!(
+            expand_spec_allowed(&spec, &allow, &env).unwrap_err(),
+            ExpandError::NotAllowed("EMPTY".into())
+        );
+        let err = ExpandError::NotAllowed("EMPTY".into()).to_string();
+        assert!(
+            err.contains("`EMPTY`") && err.contains("[secrets] allow"),
+            "{err}"
+        );
+        let (out, _) = expand_spec_allowed(&spec[..1].to_vec(), &allow, &env).unwrap();
+        assert_eq!(out, ["hunter2"]);
     }
 }

@@ -19,10 +19,17 @@ pub fn node_config_at(
     extra: &str,
 ) -> String {
     let kinds: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+    // A node config confines sources to its `data` folder and fetches no
+    // URL by default (issue 22): test flows read the repository's files and
+    // their own directories (all under the repository), and local servers.
     let workers = if kinds.is_empty() {
         String::new()
     } else {
-        format!("[workers]\nkinds = [{}]\n", kinds.join(", "))
+        format!(
+            "[workers]\nkinds = [{}]\ninput_roots = [\"{}\"]\nallow_urls = [\"*\"]\n",
+            kinds.join(", "),
+            super::workdir::repo_root().display()
+        )
     };
     // A coordinator node serves its API on 127.0.0.1:7070 by default; tests
     // run side by side, so each takes a port of its own (its log says which).

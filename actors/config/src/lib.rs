@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use conveyor_schemas::names::check_name;
+pub use conveyor_schemas::secrets::AllowList;
 use conveyor_schemas::TaskKind;
 
 use conveyor_flow::diag::{parse_document, read_file, Diag, Problems, Tbl};
+
+/// Where file sources may read when a node config sets no `[workers]
+/// input_roots`: this folder beside the config file.
+pub const DEFAULT_INPUT_DIR: &str = "data";
 
 /// Environment variable that overrides `[broker] url`.
 pub const BROKER_URL_ENV: &str = "CONVEYOR_BROKER_URL";
@@ -38,10 +43,18 @@ pub struct NodeConfig {
     /// Longest CSV record or JSON line a source may hold, in bytes.
     pub max_record_bytes: u64,
     /// `[workers] input_roots`: directories file and glob sources may read
-    /// under; `None`: any (the embedded default).
+    /// under; `None`: any (`conveyor run` without a config). A config file
+    /// that sets none gets [`DEFAULT_INPUT_DIR`] beside it.
     pub input_roots: Option<Vec<PathBuf>>,
-    /// `[workers] allow_urls`: URL prefixes URL sources may fetch; `None`: any.
+    /// `[workers] allow_urls`: URL prefixes URL sources may fetch; `None`:
+    /// any (`["*"]`, or `conveyor run` without a config); a config file that
+    /// sets none fetches no URL.
     pub allow_urls: Option<Vec<String>>,
+    /// `[secrets] allow`: the environment variables a flow's `${env:NAME}`
+    /// may read on this node (a worker reads no other; a coordinator refuses
+    /// a flow naming another at submit). A config file that sets none
+    /// allows none; `conveyor run` without a config allows every one.
+    pub secrets: AllowList,
     /// `[api]`: the HTTP API and dashboard, served by a coordinator node.
     pub api: ApiConfig,
     /// `[metrics]`: where this node serves Prometheus metrics.
@@ -63,6 +76,9 @@ pub struct ApiConfig {
     pub tokens: Vec<ApiToken>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
+    /// `adhoc`: whether `POST /api/v1/runs` takes flow text; false: only
+    /// registered flows run through the API.
+    pub adhoc: bool,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +87,7 @@ impl Default for ApiConfig {
             listen: Some(DEFAULT_API_LISTEN.into()),
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
+            adhoc: true,
         }
     }
 }
@@ -147,6 +164,9 @@ fn parse_api(mut api: Tbl) -> ApiConfig {
                 format!("`{listen}` is not HOST:PORT (e.g. \"127.0.0.1:7070\") or \"off\""),
             );
         }
+    }
+    if let Some(adhoc) = api.bool("adhoc") {
+        out.adhoc = adhoc;
     }
     if let Some(text) = api.str("max_body") {
         match parse_size(&text) {
@@ -350,6 +370,10 @@ pub struct CoordinatorConfig {
     pub notify: Vec<NotifyConfig>,
     /// Most log lines kept per task attempt.
     pub log_lines: u32,
+    /// The node's `[secrets] allow` ([`NodeConfig::roles`] copies it
+    /// here): a flow submitted over the broker naming another variable is
+    /// rejected.
+    pub secrets: AllowList,
 }
 
 /// Default of `[coordinator] log_lines`.
@@ -366,6 +390,7 @@ impl Default for CoordinatorConfig {
             flows: None,
             notify: Vec::new(),
             log_lines: DEFAULT_LOG_LINES,
+            secrets: AllowList::any(),
         }
     }
 }
@@ -454,7 +479,10 @@ impl NodeConfig {
         };
         Ok(Roles {
             coordinator,
-            coordinator_config: self.coordinator.clone().unwrap_or_default(),
+            coordinator_config: CoordinatorConfig {
+                secrets: self.secrets.clone(),
+                ..self.coordinator.clone().unwrap_or_default()
+            },
             workers: self.workers.clone(),
             connect_timeout: match launch {
                 Launch::Node => None,
@@ -527,8 +555,12 @@ impl NodeConfig {
             keep_failed: DEFAULT_KEEP_FAILED,
             heartbeat: Duration::from_secs(1),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            // The person who runs `conveyor run FLOW` without a config is
+            // the operator: the flow is theirs, and so are the files, the
+            // network and the environment it may use. No API is served.
             input_roots: None,
             allow_urls: None,
+            secrets: AllowList::any(),
             // `conveyor run` serves no API: its run lives in this process.
             api: ApiConfig {
                 listen: None,
@@ -565,6 +597,12 @@ impl NodeConfig {
         embedded.workers.clear();
         embedded.coordinator = None;
         embedded.api = ApiConfig::default();
+        // A node config is safe by default: a flow may come from anyone who
+        // can submit one, so its sources read only the data folder beside
+        // the config, fetch no URL and read no environment variable.
+        embedded.input_roots = Some(vec![base.join(DEFAULT_INPUT_DIR)]);
+        embedded.allow_urls = Some(Vec::new());
+        embedded.secrets = AllowList::only(Vec::new());
         let mut cfg = embedded;
 
         if let Some(mut node) = root.table("node") {
@@ -677,11 +715,11 @@ impl NodeConfig {
                     ),
                 }
             }
-            cfg.input_roots = workers
-                .str_list("input_roots")
-                .map(|roots| roots.iter().map(|r| base.join(r)).collect());
+            if let Some(roots) = workers.str_list("input_roots") {
+                cfg.input_roots = Some(roots.iter().map(|r| base.join(r)).collect());
+            }
             if let Some(prefixes) = workers.str_list("allow_urls") {
-                for p in &prefixes {
+                for p in prefixes.iter().filter(|p| p.as_str() != ANY_URL) {
                     // A bare host would also allow `https://host.evil.example/`.
                     let ok = (p.starts_with("http://") || p.starts_with("https://"))
                         && p.splitn(4, '/').nth(3).is_some();
@@ -692,7 +730,11 @@ impl NodeConfig {
                         );
                     }
                 }
-                cfg.allow_urls = Some(prefixes);
+                cfg.allow_urls = if prefixes.iter().any(|p| p == ANY_URL) {
+                    None
+                } else {
+                    Some(prefixes)
+                };
             }
             let kinds = workers.str_list("kinds");
             let kinds = workers.required("kinds", kinds).unwrap_or_default();
@@ -746,6 +788,10 @@ impl NodeConfig {
             cfg.api = parse_api(api);
         }
 
+        if let Some(secrets) = root.table("secrets") {
+            cfg.secrets = parse_secrets(secrets);
+        }
+
         if let Some(mut metrics) = root.table("metrics") {
             cfg.metrics.listen =
                 metrics
@@ -785,6 +831,27 @@ impl NodeConfig {
         diag.finish(file)?;
         Ok(cfg)
     }
+}
+
+/// `allow_urls = ["*"]`: any URL, the loud opt-out (a warning at start).
+pub const ANY_URL: &str = "*";
+
+/// Reads `[secrets] allow`: glob patterns of variable names (`PG_*`).
+fn parse_secrets(mut secrets: Tbl) -> AllowList {
+    let patterns = secrets.str_list("allow").unwrap_or_default();
+    for p in &patterns {
+        let ok = !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'*' | b'?'));
+        if !ok {
+            secrets.error(
+                "allow",
+                format!("`{p}` is not a variable name pattern: letters, digits, `_`, and `*` or `?` as wildcards, e.g. \"PG_*\""),
+            );
+        }
+    }
+    secrets.finish();
+    AllowList::only(patterns)
 }
 
 /// A `listen` address: `"HOST:PORT"` (`None` for `"off"`), or why not.
@@ -1065,6 +1132,48 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems[0].key, "workers.allow_urls", "{err}");
+    }
+
+    /// Issue 22, item 1: a node config confines flows unless it opts out.
+    #[test]
+    fn a_node_config_is_confined_by_default_and_opts_out_loudly() {
+        let cfg = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"extract\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.input_roots.unwrap(),
+            [PathBuf::from("/etc/conveyor/data")]
+        );
+        assert_eq!(cfg.allow_urls, Some(Vec::new()));
+        assert!(!cfg.secrets.allows("PG_URL") && !cfg.secrets.is_any());
+        assert!(cfg.api.adhoc);
+        let open = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[workers]\nkinds = [\"extract\"]\ninput_roots = [\"/\"]\nallow_urls = [\"*\"]\n[secrets]\nallow = [\"PG_*\", \"*\"]\n[api]\nadhoc = false\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(open.input_roots.unwrap(), [PathBuf::from("/")]);
+        assert_eq!(open.allow_urls, None);
+        assert!(open.secrets.is_any());
+        assert!(!open.api.adhoc);
+        let pg = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[secrets]\nallow = [\"PG_*\"]\n",
+            None,
+        )
+        .unwrap();
+        assert!(pg.secrets.allows("PG_URL") && !pg.secrets.allows("HOME"));
+        let err = parse(
+            "[node]\nname = \"w\"\n[broker]\nurl = \"amqp://h/%2f\"\n[secrets]\nallow = [\"PG-*\"]\nread = true\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["secrets.allow", "secrets.read"], "{err}");
+        let embedded = NodeConfig::embedded(Path::new("/tmp"));
+        assert!(embedded.input_roots.is_none() && embedded.allow_urls.is_none());
+        assert!(embedded.secrets.is_any());
     }
 
     const COORD: &str = "[node]\nname = \"c\"\n[broker]\nurl = \"amqp://h/%2f\"\n";

@@ -167,6 +167,9 @@ pub struct Coordinator {
     schedules: Option<Scheduler>,
     /// Every run's start and state changes, for live lists.
     changes: broadcast::Sender<RunChange>,
+    /// `[secrets] allow`: a submitted flow naming another variable is
+    /// rejected, naming it.
+    secrets: conveyor_config::AllowList,
 }
 
 /// Why the coordinator could not take a message; it is left unacked.
@@ -189,6 +192,8 @@ pub struct CoordinatorSetup {
     /// `[coordinator] flows`: the registered flows, whose schedules this
     /// coordinator fires.
     pub registry: Option<Arc<Registry>>,
+    /// The node's `[secrets] allow`.
+    pub secrets: conveyor_config::AllowList,
 }
 
 impl Coordinator {
@@ -212,6 +217,7 @@ impl Coordinator {
             registry: setup.registry,
             schedules: None,
             changes: broadcast::channel(CHANGES_BUFFER).0,
+            secrets: setup.secrets,
         }
     }
 
@@ -822,7 +828,7 @@ impl Handler<CancelRun> for Coordinator {
                     "flow run {id} already ended ({}); only a run in flight can be cancelled",
                     saved.snapshot.state
                 )),
-                None => CoordinatorError::NotFound(format!("no flow run {id}")),
+                None => CoordinatorError::no_run(&id),
             });
         };
         if !run.machine.cancel(Instant::now()) {
@@ -857,7 +863,7 @@ impl Handler<RetryRun> for Coordinator {
             return Err(CoordinatorError::NoHistory);
         }
         let Some(old) = self.store.load(&id)? else {
-            return Err(CoordinatorError::NotFound(format!("no flow run {id}")));
+            return Err(CoordinatorError::no_run(&id));
         };
         if old.snapshot.state == conveyor_schemas::FlowState::Succeeded {
             return Err(CoordinatorError::Conflict(format!(
@@ -1010,6 +1016,19 @@ impl Handler<SubmitRemote> for Coordinator {
                     return Ok(());
                 }
             };
+        let refused = self.secrets.refused_in(&sub.flow_text);
+        if !refused.is_empty() {
+            let names: Vec<String> = refused.iter().map(|n| format!("`{n}`")).collect();
+            reject(
+                self,
+                format!(
+                    "the flow names the environment variable {} (as `${{env:NAME}}`), not in coordinator `{}`'s [secrets] allow",
+                    names.join(", "),
+                    self.node
+                ),
+            );
+            return Ok(());
+        }
         info!(request_id = %sub.request_id, client = %sub.client, flow = %flow.name, "Flow submitted by a client");
         let source = FlowSource {
             file: sub.flow_file.clone(),

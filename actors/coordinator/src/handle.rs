@@ -146,16 +146,16 @@ impl CoordinatorHandle {
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptView>, CoordinatorError> {
         let live = self.live_report(id).await?;
         let run_live = live.is_some();
-        let id = id.to_string();
+        let owned = id.to_string();
         let found = self
             .read(move |r| {
-                if live.is_none() && r.get(&id)?.is_none() {
+                if live.is_none() && r.get(&owned)?.is_none() {
                     return Ok(None);
                 }
-                r.attempts(&id, run_live).map(Some)
+                r.attempts(&owned, run_live).map(Some)
             })
             .await?;
-        found.ok_or_else(|| CoordinatorError::NotFound("no such run".into()))
+        found.ok_or_else(|| CoordinatorError::no_run(id))
     }
 
     /// A page of the log lines of a task's attempts (one, or all), after a
@@ -170,18 +170,24 @@ impl CoordinatorHandle {
                     None => r.get(&query.run)?.and_then(|run| run.report),
                 };
                 let Some(report) = report else {
-                    return Ok(Err(format!("no run `{}`", query.run)));
+                    return Ok(Err(CoordinatorError::no_run(&query.run)));
                 };
-                if !report.tasks.iter().any(|t| t.name == query.task) {
-                    return Ok(Err(format!(
+                let Some(task) = report.tasks.iter().find(|t| t.name == query.task) else {
+                    return Ok(Err(CoordinatorError::NotFound(format!(
                         "run `{}` has no task `{}`",
                         query.run, query.task
-                    )));
+                    ))));
+                };
+                if let Some(attempt) = query.attempt.filter(|a| *a > task.attempts) {
+                    return Ok(Err(CoordinatorError::NotFound(format!(
+                        "task `{}` of run `{}` has no attempt {attempt} (it has {})",
+                        query.task, query.run, task.attempts
+                    ))));
                 }
                 r.task_logs(&query, run_live).map(Ok)
             })
             .await?;
-        found.map_err(CoordinatorError::NotFound)
+        found
     }
 
     async fn live_report(&self, id: &str) -> Result<Option<RunReport>, CoordinatorError> {

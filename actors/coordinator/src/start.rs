@@ -128,6 +128,7 @@ pub async fn start(s: Setup<'_>) -> Result<Started, StartError> {
         history: history.clone(),
         notify: config.notify.clone(),
         registry: registry.clone(),
+        secrets: config.secrets.clone(),
     })
     .start();
     let a = addr.clone();

@@ -50,6 +50,13 @@ pub enum CoordinatorError {
     Internal(String),
 }
 
+impl CoordinatorError {
+    /// The one wording of a run that is not there, for every endpoint.
+    pub fn no_run(id: &str) -> CoordinatorError {
+        CoordinatorError::NotFound(format!("no run `{id}`"))
+    }
+}
+
 /// A run as [`CoordinatorHandle::get`] sees it: live if the coordinator
 /// holds it, else as last saved.
 #[derive(Clone, Debug, PartialEq)]

@@ -120,6 +120,7 @@ pub async fn start(s: Setup<'_>) -> Result<Addr<Supervisor>, StartError> {
         consuming: Arc::new(consuming),
         metrics: WorkerMetrics::new(kinds.keys().copied()),
         cancels,
+        secrets: cfg.secrets.clone(),
     };
     let prefetch = cfg.broker.as_ref().and_then(|b| b.prefetch);
     Ok(Supervisor::new(kinds.clone(), prefetch, env, cfg.heartbeat, fatal).start())

@@ -73,6 +73,8 @@ pub struct WorkerEnv {
     /// Cancel flags of the attempts running here, raised when their run
     /// ends; and the runs heard to end, whose tasks are not started.
     pub cancels: crate::cancel::RunCancels,
+    /// `[secrets] allow`: the only variables a task's `${env:NAME}` reads.
+    pub secrets: conveyor_schemas::secrets::AllowList,
 }
 
 pub struct Worker {
@@ -421,10 +423,13 @@ async fn run_tracked(env: &WorkerEnv, msg: &TaskMessage, delivery: Delivery, n: 
         }
     });
     // The task's `${env:NAME}` secrets, read from this node's environment
-    // just before it runs. Their values stay here: every error, output
-    // location and log line that leaves is redacted with them.
+    // just before it runs, and only those its `[secrets] allow` names.
+    // Their values stay here: every error, output location and log line
+    // that leaves is redacted with them.
     let (spec, secrets) =
-        match conveyor_schemas::secrets::expand_spec(&msg.spec, &|name| std::env::var(name).ok()) {
+        match conveyor_schemas::secrets::expand_spec_allowed(&msg.spec, &env.secrets, &|name| {
+            std::env::var(name).ok()
+        }) {
             Ok((spec, secrets)) => (Ok(spec), secrets),
             Err(e) => (
                 Err(conveyor_etl::EtlError::Spec(format!(
