@@ -287,6 +287,8 @@ impl Transport {
     /// Publishes a worker's update. Results are persistent; `Started` and
     /// `Progress` are transient (cheaper for the broker; a broker restart may
     /// lose them, and nothing depends on them).
+    // Without `amqp`, what only the broker uses goes unread.
+    #[cfg_attr(not(feature = "amqp"), allow(unused_variables))]
     pub async fn publish_update(&self, reply_to: &str, update: &TaskUpdate) -> Result<()> {
         let body = encode(update)?;
         let transient = matches!(
@@ -336,6 +338,8 @@ impl Transport {
 
     /// Hands a flow to the coordinator nodes. The broker drops it if no
     /// coordinator takes it within `ttl`.
+    // Without `amqp`, what only the broker uses goes unread.
+    #[cfg_attr(not(feature = "amqp"), allow(unused_variables))]
     pub async fn publish_submission(
         &self,
         sub: &FlowSubmission,
@@ -402,6 +406,8 @@ impl Transport {
         }
     }
 
+    // Without `amqp`, what only the broker uses goes unread.
+    #[cfg_attr(not(feature = "amqp"), allow(unused_variables))]
     pub async fn consume_tasks(
         &self,
         kind: TaskKind,
@@ -417,6 +423,8 @@ impl Transport {
 
     /// Declares the coordinator's durable reply queue and consumes it.
     /// `expires` lets the broker delete the queue of a client that went away.
+    // Without `amqp`, what only the broker uses goes unread.
+    #[cfg_attr(not(feature = "amqp"), allow(unused_variables))]
     pub async fn consume_replies(
         &self,
         queue: &str,
